@@ -1,0 +1,1 @@
+"""qun backend services: each package is its rules, its models and its servicer."""

@@ -1,0 +1,1 @@
+"""The runtime every qun process shares: settings, rules, server, errors, storage."""

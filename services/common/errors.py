@@ -1,0 +1,227 @@
+"""Errors as canonical gRPC statuses with ``google.rpc`` details.
+
+Servicers and rules raise a ``ServiceError``; the error interceptor turns it
+into a status whose details carry one ``ErrorInfo`` (reason, SPEC rule ids,
+figures) and, depending on the kind, ``BadRequest`` field violations,
+``PreconditionFailure`` violations (one per failed rule) or ``ResourceInfo``.
+Clients read them back with ``status_from_error`` / ``failures_from_status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from qun.common.v1 import verdict_pb2
+
+DOMAIN = "qun"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One SPEC rule that refused, with the figures it compared."""
+
+    rule_id: str
+    reason: str
+    message: str
+    figures: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self) -> verdict_pb2.RuleFailure:
+        return verdict_pb2.RuleFailure(
+            rule_id=self.rule_id, reason=self.reason, message=self.message, figures=dict(self.figures)
+        )
+
+    @classmethod
+    def from_proto(cls, msg: verdict_pb2.RuleFailure) -> Failure:
+        return cls(msg.rule_id, msg.reason, msg.message, dict(msg.figures))
+
+
+def verdict(failures: Sequence[Failure]) -> verdict_pb2.Verdict:
+    return verdict_pb2.Verdict(allowed=not failures, failures=[f.to_proto() for f in failures])
+
+
+def failures_of(msg: verdict_pb2.Verdict) -> list[Failure]:
+    return [Failure.from_proto(f) for f in msg.failures]
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """An expected refusal; never logged with a traceback."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[object]:
+        return []
+
+    def to_status(self) -> status_pb2.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        packed = []
+        for detail in [info, *self.details()]:
+            any_msg = any_pb2.Any()
+            any_msg.Pack(detail)  # type: ignore[arg-type]
+            packed.append(any_msg)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+
+
+class InvalidArgument(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation]):
+        self.violations = list(violations)
+        text = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(f"invalid argument: {text}", metadata={"fields": ",".join(v.field for v in self.violations)})
+
+    @classmethod
+    def one(cls, field_name: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field_name, description)])
+
+    def details(self) -> list[object]:
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
+        ]
+
+
+class RuleRefusal(ServiceError):
+    """One or more SPEC rules refuse; every failed rule is listed (SPEC X1)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, failures: Sequence[Failure], *, code: grpc.StatusCode | None = None):
+        if not failures:
+            raise ValueError("a refusal needs at least one failed rule")
+        self.failures = list(failures)
+        if code is not None:
+            self.code = code
+        metadata = {"rules": ",".join(f.rule_id for f in self.failures)}
+        for f in self.failures:
+            for name, value in f.figures.items():
+                metadata[f"{f.rule_id}.{name}"] = str(value)
+        text = "; ".join(f"{f.rule_id} {f.message}" for f in self.failures)
+        super().__init__(text, reason=self.failures[0].reason, metadata=metadata)
+
+    def details(self) -> list[object]:
+        return [
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=f.rule_id, subject=f.reason, description=f.message
+                    )
+                    for f in self.failures
+                ]
+            )
+        ]
+
+
+class NotFound(ServiceError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource_type: str, name: str):
+        self.resource_type = resource_type
+        self.name = name
+        super().__init__(f"{resource_type} {name!r} not found", metadata={"resource_type": resource_type, "name": name})
+
+    def details(self) -> list[object]:
+        return [error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name)]
+
+
+class AlreadyExists(ServiceError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class PermissionDenied(ServiceError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, message: str, *, rule_id: str = "", reason: str | None = None):
+        super().__init__(message, reason=reason, metadata={"rules": rule_id} if rule_id else None)
+
+
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class Aborted(ServiceError):
+    """A concurrent change made the request stale; the caller may retry it."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "ABORTED"
+
+
+def status_from_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
+    """The rich status a peer sent, or None when it sent only code and text."""
+    return rpc_status.from_call(error)  # type: ignore[arg-type]
+
+
+def failures_from_status(status: status_pb2.Status | None) -> list[Failure]:
+    """The failed rules of a refusal, read from its PreconditionFailure."""
+    if status is None:
+        return []
+    info = error_info(status)
+    figures_by_rule: dict[str, dict[str, str]] = {}
+    if info is not None:
+        for key, value in info.metadata.items():
+            rule, _, name = key.partition(".")
+            if name:
+                figures_by_rule.setdefault(rule, {})[name] = value
+    failures: list[Failure] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            pf = error_details_pb2.PreconditionFailure()
+            detail.Unpack(pf)
+            failures.extend(
+                Failure(v.type, v.subject, v.description, figures_by_rule.get(v.type, {})) for v in pf.violations
+            )
+    return failures
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(status: status_pb2.Status | None) -> list[FieldViolation]:
+    if status is None:
+        return []
+    out: list[FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            br = error_details_pb2.BadRequest()
+            detail.Unpack(br)
+            out.extend(FieldViolation(v.field, v.description) for v in br.field_violations)
+    return out
+
+
+def rule_ids(failures: Iterable[Failure]) -> list[str]:
+    return [f.rule_id for f in failures]
+

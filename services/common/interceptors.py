@@ -1,0 +1,237 @@
+"""Server interceptors, outermost first: metrics → logging → auth → errors.
+
+Each wraps the unary and server-streaming handlers of the services it guards.
+Health and reflection pass through untouched (probes need no credential).
+Wrapped handlers are cached per method, so a call pays for the wrapping once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from services.common import metrics
+from services.common.errors import ServiceError, Unauthenticated
+from services.common.logs import request_id_var
+
+log = logging.getLogger("qun.rpc")
+
+INTERNAL_TOKEN_HEADER = "x-qun-internal-token"
+REQUEST_ID_HEADER = "x-request-id"
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Streaming = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    full_method: str
+    service: str
+    method: str
+    rpc_type: str
+
+    @classmethod
+    def parse(cls, full_method: str, rpc_type: str) -> MethodInfo:
+        service, _, method = full_method.lstrip("/").partition("/")
+        return cls(full_method, service, method, rpc_type)
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return (self.service, self.method, self.rpc_type)
+
+
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode() if isinstance(value, bytes) else value
+    return ""
+
+
+class Interceptor(grpc.aio.ServerInterceptor):
+    """Base: subclasses override ``around`` (unary) and may override ``around_stream``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        name = handler_call_details.method
+        if handler is None or name.startswith(EXEMPT_PREFIXES):
+            return handler
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._cache[name] = self._wrap(name, handler)
+        return cached
+
+    def _wrap(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None:
+            info = MethodInfo.parse(name, "unary")
+            inner: Unary = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self.around(info, request, context, inner)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            info = MethodInfo.parse(name, "server_stream")
+            inner_stream: Streaming = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in self.around_stream(info, request, context, inner_stream):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
+        return await call(request, context)
+
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
+        # Default: run the unary hook around the whole stream's setup.
+        async def collect(req: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            return call(req, ctx)
+
+        iterator = await self.around(info, request, context, collect)
+        async for item in iterator:
+            yield item
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # some grpc versions report the raw integer
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return candidate
+    return grpc.StatusCode.UNKNOWN
+
+
+class MetricsInterceptor(Interceptor):
+    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        metrics.server_started.labels(*info.labels).inc()
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await call(request, context)
+        except BaseException:
+            code = _code_of(context)
+            if code is grpc.StatusCode.OK:
+                code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            metrics.server_handling_seconds.labels(*info.labels).observe(time.perf_counter() - start)
+            metrics.server_handled.labels(*info.labels, code.name).inc()
+
+    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        metrics.server_started.labels(*info.labels).inc()
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            async for item in call(request, context):
+                yield item
+        except BaseException:
+            code = _code_of(context)
+            if code is grpc.StatusCode.OK:
+                code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.server_handling_seconds.labels(*info.labels).observe(time.perf_counter() - start)
+            metrics.server_handled.labels(*info.labels, code.name).inc()
+
+
+class LoggingInterceptor(Interceptor):
+    """Binds the request id (from ``x-request-id`` or new) and logs each outcome.
+
+    Successful calls log at DEBUG; refusals and failures at INFO, so a busy
+    service's log holds what someone will ask about.
+    """
+
+    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        token = request_id_var.set(metadata_value(context, REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        start = time.perf_counter()
+        try:
+            response = await call(request, context)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rpc", extra={"fields": self._fields(info, "OK", start)})
+            return response
+        except BaseException:
+            log.info("rpc", extra={"fields": self._fields(info, _code_of(context).name, start)})
+            raise
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _fields(info: MethodInfo, code: str, start: float) -> dict[str, object]:
+        return {
+            "method": info.full_method,
+            "code": code,
+            "ms": round((time.perf_counter() - start) * 1000, 2),
+        }
+
+
+class InternalAuthInterceptor(Interceptor):
+    """Backends accept only calls that carry the internal service credential."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token.encode()
+
+    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        presented = metadata_value(context, INTERNAL_TOKEN_HEADER).encode()
+        if not hmac.compare_digest(presented, self._token):
+            await abort_with(context, Unauthenticated("missing or wrong internal service credential"))
+        return await call(request, context)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
+class ErrorInterceptor(Interceptor):
+    """Expected refusals become rich statuses; anything else is a bug: INTERNAL, counted."""
+
+    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        try:
+            return await call(request, context)
+        except ServiceError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            metrics.internal_errors.labels(info.service, info.method).inc()
+            log.exception("unexpected error", extra={"fields": {"method": info.full_method}})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        try:
+            async for item in call(request, context):
+                yield item
+        except ServiceError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            metrics.internal_errors.labels(info.service, info.method).inc()
+            log.exception("unexpected error", extra={"fields": {"method": info.full_method}})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")

@@ -1,0 +1,152 @@
+"""The grpc.aio server every qun process runs.
+
+A ``ServiceApp`` says what a process serves; ``Server`` gives it the
+interceptor chain, health (NOT_SERVING while starting and draining),
+reflection, /metrics, and SIGTERM → drain → stop with a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.clock import Clock, clock_from_env
+from services.common.db import Database
+from services.common.interceptors import (
+    ErrorInterceptor,
+    Interceptor,
+    InternalAuthInterceptor,
+    LoggingInterceptor,
+    MetricsInterceptor,
+)
+from services.common.logs import configure_logging
+from services.common.metrics import serve_metrics
+from services.common.rules import Rules, load_rules
+from services.common.settings import Settings
+
+log = logging.getLogger("qun.server")
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ServiceApp:
+    """What one process serves. Subclasses register their servicers in ``open``."""
+
+    name: str = ""
+
+    def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.rules = rules or load_rules()
+        self.clock = clock or clock_from_env({"QUN_CLOCK_FILE": settings.clock_file})
+
+    def auth_interceptor(self) -> Interceptor:
+        return InternalAuthInterceptor(self.settings.internal_token)
+
+    async def open(self, server: grpc.aio.Server) -> Sequence[str]:
+        """Registers servicers; returns their full service names."""
+        raise NotImplementedError
+
+    async def check_ready(self) -> None:
+        """Raises while a dependency (the database) is unreachable."""
+
+    async def close(self) -> None:
+        """Releases what ``open`` acquired, after the server stopped."""
+
+
+class DatabaseApp(ServiceApp):
+    """A backend service with its own database."""
+
+    def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
+        super().__init__(settings, rules, clock)
+        self.db = Database(settings.database_url)
+
+    async def check_ready(self) -> None:
+        await self.db.ping()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class Server:
+    def __init__(self, app: ServiceApp, *, serve_metrics_http: bool = True) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.serve_metrics_http = serve_metrics_http
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), LoggingInterceptor(), app.auth_interceptor(), ErrorInterceptor()],
+            options=SERVER_OPTIONS,
+        )
+        self.port = 0
+        self.metrics_port = 0
+        self.service_names: list[str] = []
+
+    async def start(self) -> int:
+        """Binds, starts, and reports SERVING once the app is ready; returns the port."""
+        names = list(await self.app.open(self.server))
+        self.service_names = names
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        if self.serve_metrics_http:
+            self.metrics_port = serve_metrics(self.settings.metrics_addr, self.settings.metrics_port)
+        await self.server.start()
+        await self.app.check_ready()
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={
+                "fields": {
+                    "grpc": f"{self.settings.grpc_addr.rsplit(':', 1)[0]}:{self.port}",
+                    "metrics_port": self.metrics_port,
+                    "services": names,
+                }
+            },
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING first so balancers move away, then stop with grace."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.settings.grace_seconds)
+        await self.app.close()
+        log.info("stopped")
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("draining", extra={"fields": {"grace_seconds": self.settings.grace_seconds}})
+        await self.stop()
+
+
+def run(app_type: type[ServiceApp], settings: Settings) -> None:
+    """Entry point of a service process."""
+    configure_logging(settings.service, settings.log_level)
+    rules = load_rules()
+    log.info("rules loaded", extra={"fields": {"rules": json.loads(json.dumps(rules.as_dict()))}})
+    app = app_type(settings, rules)
+    asyncio.run(Server(app).run_until_signalled())

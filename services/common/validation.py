@@ -1,0 +1,80 @@
+"""Input checks that collect every bad field before refusing.
+
+A servicer validates its whole request with one ``Fields`` and calls
+``done()``; the caller then gets one INVALID_ARGUMENT naming every bad field,
+and nothing malformed reaches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from services.common.errors import FieldViolation, InvalidArgument
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+ID_RULE = "1-64 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+MAX_NAME_CHARS = 64
+MAX_TEXT_CHARS = 2000
+MAX_PAGE_SIZE = 500
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+
+class Fields:
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def identifier(self, field: str, value: str, *, required: bool = True) -> str:
+        if not value:
+            if required:
+                self.fail(field, "required")
+        elif not ID_PATTERN.match(value):
+            self.fail(field, f"must be {ID_RULE}")
+        return value
+
+    def text(self, field: str, value: str, *, max_chars: int = MAX_TEXT_CHARS, required: bool = False) -> str:
+        if required and not value.strip():
+            self.fail(field, "required")
+        elif len(value) > max_chars:
+            self.fail(field, f"at most {max_chars} characters, got {len(value)}")
+        elif "\x00" in value:
+            self.fail(field, "must not contain NUL characters")
+        return value
+
+    def enum(self, field: str, value: int, enum: EnumTypeWrapper, allowed: Collection[int] | None = None) -> int:
+        if value == 0:
+            self.fail(field, "required")
+        elif value not in enum.values():
+            self.fail(field, f"unknown value {value}")
+        elif allowed is not None and value not in allowed:
+            names = ", ".join(enum.Name(v) for v in allowed)
+            self.fail(field, f"must be one of {names}")
+        return value
+
+    def in_range(self, field: str, value: int, low: int, high: int) -> int:
+        if not low <= value <= high:
+            self.fail(field, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def positive(self, field: str, value: int, *, high: int = MAX_INT64) -> int:
+        if value <= 0:
+            self.fail(field, f"must be positive, got {value}")
+        elif value > high:
+            self.fail(field, f"at most {high}, got {value}")
+        return value
+
+    def page_size(self, field: str, value: int, default: int = 50) -> int:
+        if value < 0:
+            self.fail(field, f"must not be negative, got {value}")
+            return default
+        return min(value or default, MAX_PAGE_SIZE)
+
+    def done(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
