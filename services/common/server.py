@@ -150,3 +150,14 @@ def run(app_type: type[ServiceApp], settings: Settings) -> None:
     log.info("rules loaded", extra={"fields": {"rules": json.loads(json.dumps(rules.as_dict()))}})
     app = app_type(settings, rules)
     asyncio.run(Server(app).run_until_signalled())
+
+
+def main(app_type: type[ServiceApp]) -> None:
+    """``python -m services.<name>``: settings from the environment, then serve."""
+    from services.common.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(app_type.name)
+    except SettingsError as error:
+        raise SystemExit(f"{app_type.name}: {error}") from None
+    run(app_type, settings)
