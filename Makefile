@@ -40,7 +40,7 @@ lint-proto: $(BUF)
 
 # All processes on loopback with SQLite under data/; Ctrl-C stops them.
 up: proto
-	$(PY) -m services.launcher --data-dir data
+	$(PY) -m cli --data-dir data up
 
 test: proto lint-proto
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests

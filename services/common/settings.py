@@ -44,7 +44,7 @@ class Settings:
         return f"http://{self.metrics_addr}:{self.metrics_port}/metrics"
 
 
-def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+def int_setting(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -57,7 +57,7 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def float_setting(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if not raw:
         return default
@@ -106,7 +106,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     grpc_port, metrics_port = DEFAULT_PORTS[service]
     host = env.get("QUN_HOST", "127.0.0.1")
-    port = _int(env, "QUN_GRPC_PORT", grpc_port, 0, 65535)
+    port = int_setting(env, "QUN_GRPC_PORT", grpc_port, 0, 65535)
     level = env.get("QUN_LOG_LEVEL", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"QUN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -114,10 +114,10 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         service=service,
         grpc_addr=f"{host}:{port}",
         metrics_addr=env.get("QUN_METRICS_HOST", host),
-        metrics_port=_int(env, "QUN_METRICS_PORT", metrics_port, 0, 65535),
+        metrics_port=int_setting(env, "QUN_METRICS_PORT", metrics_port, 0, 65535),
         database_url=database_url(env, service),
         internal_token=require_secret(env, INTERNAL_TOKEN_ENV),
-        grace_seconds=_float(env, "QUN_GRACE_SECONDS", 5.0),
+        grace_seconds=float_setting(env, "QUN_GRACE_SECONDS", 5.0),
         log_level=level,
         clock_file=env.get("QUN_CLOCK_FILE", ""),
     )

@@ -1,0 +1,1 @@
+"""qunctl: run the platform locally and drive the gateway from a terminal."""

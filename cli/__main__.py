@@ -1,0 +1,5 @@
+import sys
+
+from cli.qunctl import main
+
+sys.exit(main())

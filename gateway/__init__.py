@@ -1,0 +1,1 @@
+"""The public gRPC API: authenticates, checks roles, composes the backend services."""

@@ -1,0 +1,57 @@
+"""The gateway process: bearer-token auth, channels to the backends, the public services."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from gateway.auth import BearerAuthInterceptor
+from gateway.downstream import Downstream
+from gateway.servicer import FactService, GroupService
+from gateway.settings import GatewaySettings, load_gateway_settings
+from qun.eligibility.v1 import eligibility_pb2_grpc
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.groups.v1 import groups_pb2_grpc
+from services.common.client import internal_channel
+from services.common.clock import Clock
+from services.common.interceptors import Interceptor
+from services.common.rules import Rules
+from services.common.server import ServiceApp
+from services.common.settings import Settings
+
+
+class GatewayApp(ServiceApp):
+    name = "gateway"
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules | None = None,
+        clock: Clock | None = None,
+        gateway_settings: GatewaySettings | None = None,
+    ) -> None:
+        super().__init__(settings, rules, clock)
+        self.config = gateway_settings or load_gateway_settings(settings)
+        self.channels: list[grpc.aio.Channel] = []
+
+    def auth_interceptor(self) -> Interceptor:
+        return BearerAuthInterceptor(self.config.token_secret)
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        channel = internal_channel(target, self.settings.internal_token, record_metrics=True)
+        self.channels.append(channel)
+        return channel
+
+    async def open(self, server: grpc.aio.Server) -> Sequence[str]:
+        downstream = Downstream(self.config.downstream_timeout, self.config.downstream_attempts)
+        eligibility = eligibility_pb2_grpc.EligibilityServiceStub(self._channel(self.config.eligibility_addr))
+        groups = groups_pb2_grpc.GroupsServiceStub(self._channel(self.config.groups_addr))
+        gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(eligibility, groups, downstream), server)
+        gateway_pb2_grpc.add_FactServiceServicer_to_server(FactService(eligibility, downstream), server)
+        services = gateway_pb2.DESCRIPTOR.services_by_name
+        return [services["GroupService"].full_name, services["FactService"].full_name]
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()

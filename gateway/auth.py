@@ -1,0 +1,132 @@
+"""Who is calling: signed bearer tokens (JWT, HS256) naming a principal.
+
+The gateway verifies every call's token and binds the principal for the
+servicer; the CLI and tests mint tokens with the same secret. Only HS256 is
+accepted, so an ``alg: none`` token or one signed with another key is
+UNAUTHENTICATED, as is an expired one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.interceptors import Interceptor, abort_with, metadata_value
+from services.common.validation import ID_PATTERN
+
+ALGORITHM = "HS256"
+ISSUER = "qun"
+DEFAULT_TTL_SECONDS = 3600
+AUTHORIZATION_HEADER = "authorization"
+
+
+class Role(enum.StrEnum):
+    STORE_MAIN = "store_main"
+    STORE_SUB = "store_sub"
+    STREAMER = "streamer"
+    CONSUMER = "consumer"
+    OPS = "ops"
+    UPSTREAM = "upstream"
+
+
+STORE_ROLES = frozenset({Role.STORE_MAIN, Role.STORE_SUB})
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: Role
+    store_id: str = ""
+
+    def require(self, *roles: Role, rule_id: str = "", why: str = "") -> None:
+        """PERMISSION_DENIED unless the principal plays one of ``roles``."""
+        if self.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            text = why or f"this call is for {allowed}"
+            raise PermissionDenied(f"{text}; caller is {self.role.value}", rule_id=rule_id)
+
+
+principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+
+def current_principal() -> Principal:
+    return principal_var.get()
+
+
+def mint_token(secret: str, principal: Principal, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None) -> str:
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": principal.subject,
+        "role": principal.role.value,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    if principal.store_id:
+        claims["store"] = principal.store_id
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated("token expired") from None
+    except jwt.InvalidTokenError as error:
+        raise Unauthenticated(f"invalid token: {error}") from None
+    try:
+        role = Role(claims.get("role", ""))
+    except ValueError:
+        raise Unauthenticated("invalid token: unknown role") from None
+    subject = str(claims["sub"])
+    store_id = str(claims.get("store", ""))
+    if not ID_PATTERN.match(subject) or (store_id and not ID_PATTERN.match(store_id)):
+        raise Unauthenticated("invalid token: malformed subject or store")
+    if role in STORE_ROLES and not store_id:
+        raise Unauthenticated("invalid token: store roles name their store")
+    return Principal(subject, role, store_id)
+
+
+class BearerAuthInterceptor(Interceptor):
+    """UNAUTHENTICATED without a valid token; binds the principal otherwise."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    async def _authenticate(self, context) -> Principal:  # type: ignore[no-untyped-def]
+        header = metadata_value(context, AUTHORIZATION_HEADER)
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("missing bearer token")
+            return verify_token(self._secret, token.strip())
+        except Unauthenticated as error:
+            await abort_with(context, error)
+            raise  # unreachable: abort raises
+
+    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        bound = principal_var.set(await self._authenticate(context))
+        try:
+            return await call(request, context)
+        finally:
+            principal_var.reset(bound)
+
+    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+        bound = principal_var.set(await self._authenticate(context))
+        try:
+            async for item in call(request, context):
+                yield item
+        finally:
+            principal_var.reset(bound)

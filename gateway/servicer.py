@@ -1,0 +1,408 @@
+"""The public GroupService and FactService: role rules, then the backend flows.
+
+Backends never call each other, so every flow spanning them is here:
+create = eligibility verdict, then groups; join = groups state, eligibility
+verdict over the set's threshold, then groups add. Refusals from both sides
+are merged, so the caller sees every failed rule at once (SPEC X1, C14).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from gateway import metrics, translate
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from services.common.errors import Failure, PermissionDenied, RuleRefusal, failures_of, verdict
+from services.common.validation import Fields
+
+CAPACITY_RULES = frozenset({"T1", "T2", "T4"})
+SUB_GROUP_PREFIX = "sg_"
+MAX_PASSWORD_CHARS = 64
+# A join re-checks once when the threshold changed between check and add (SPEC C11).
+JOIN_ATTEMPTS = 2
+
+
+def refusal(failures: list[Failure]) -> RuleRefusal:
+    """Capacity alone is RESOURCE_EXHAUSTED; any other failed rule, FAILED_PRECONDITION."""
+    only_capacity = all(f.rule_id in CAPACITY_RULES for f in failures)
+    return RuleRefusal(
+        failures, code=grpc.StatusCode.RESOURCE_EXHAUSTED if only_capacity else grpc.StatusCode.FAILED_PRECONDITION
+    )
+
+
+class GroupService(gateway_pb2_grpc.GroupServiceServicer):
+    def __init__(
+        self,
+        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
+        groups: groups_pb2_grpc.GroupsServiceStub,
+        downstream: Downstream,
+    ) -> None:
+        self.eligibility = eligibility
+        self.groups = groups
+        self.downstream = downstream
+
+    # -- creating -------------------------------------------------------------
+
+    @staticmethod
+    def _creator(kind: int) -> Principal:
+        """E1: store groups by the store's main account; E4: live groups by a streamer."""
+        principal = current_principal()
+        if kind == common_pb2.GROUP_KIND_STORE:
+            principal.require(Role.STORE_MAIN, rule_id="E1", why="only a store's main account creates store groups")
+        elif kind == common_pb2.GROUP_KIND_LIVE:
+            principal.require(Role.STREAMER, rule_id="E4", why="only a streamer creates live fan groups")
+        return principal
+
+    async def _check_create(
+        self, principal: Principal, kind: int, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.CheckCreateResponse:
+        check = await self.downstream.call(
+            self.eligibility.CheckCreate,
+            eligibility_pb2.CheckCreateRequest(account_id=principal.subject, kind=kind),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        if principal.role is Role.STORE_MAIN and check.store_id != principal.store_id:
+            raise PermissionDenied("the token's store is not this account's store", rule_id="E1")
+        return check
+
+    async def CreateGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.enum("kind", request.kind, common_pb2.GroupKind)
+        fields.identifier("request_id", request.request_id, required=False)
+        fields.done()
+        principal = self._creator(request.kind)
+        kind_name = common_pb2.GroupKind.Name(request.kind)
+        check = await self._check_create(principal, request.kind, context)
+        failures = failures_of(check.verdict)
+        if failures:
+            metrics.creates.labels(kind_name, "refused").inc()
+            raise refusal(failures)
+        created = await self.downstream.call(
+            self.groups.CreateGroupSet,
+            groups_pb2.CreateGroupSetRequest(
+                request_id=request.request_id,
+                kind=request.kind,
+                name=request.name,
+                threshold=request.threshold,
+                owner_account_id=check.owner_account_id,
+                store_id=check.store_id,
+                streamer_id=check.streamer_id,
+                admin_ids=[principal.subject] if check.creator_becomes_admin else [],
+                is_public=request.is_public,
+                announcement=request.announcement,
+                newcomer_reply=request.newcomer_reply,
+            ),
+            safe=bool(request.request_id),
+            caller_remaining=context.time_remaining(),
+        )
+        metrics.creates.labels(kind_name, "created").inc()
+        return gateway_pb2.CreateGroupSetResponse(
+            group_set=translate.group_set(created.group_set, show_staff_fields=True)
+        )
+
+    async def ExplainCreate(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.enum("kind", request.kind, common_pb2.GroupKind)
+        fields.done()
+        principal = self._creator(request.kind)
+        check = await self._check_create(principal, request.kind, context)
+        return gateway_pb2.ExplainCreateResponse(verdict=check.verdict)
+
+    # -- reading --------------------------------------------------------------
+
+    async def _group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
+        response = await self.downstream.call(
+            self.groups.GetGroupSet,
+            groups_pb2.GetGroupSetRequest(group_set_id=group_set_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return response.group_set
+
+    async def GetGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.done()
+        found = await self._group_set(request.group_set_id, context)
+        staff = translate.is_staff(found, current_principal().subject)
+        return gateway_pb2.GetGroupSetResponse(group_set=translate.group_set(found, show_staff_fields=staff))
+
+    async def ListGroupSets(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("store_id", request.store_id, required=False)
+        fields.identifier("streamer_id", request.streamer_id, required=False)
+        if bool(request.store_id) == bool(request.streamer_id):
+            fields.fail("store_id", "exactly one of store_id and streamer_id is required")
+        fields.page_size("page_size", request.page_size)
+        fields.done()
+        listed = await self.downstream.call(
+            self.groups.ListGroupSets,
+            groups_pb2.ListGroupSetsRequest(
+                store_id=request.store_id,
+                streamer_id=request.streamer_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        subject = current_principal().subject
+        return gateway_pb2.ListGroupSetsResponse(
+            group_sets=[
+                translate.group_set(g, show_staff_fields=translate.is_staff(g, subject)) for g in listed.group_sets
+            ],
+            next_page_token=listed.next_page_token,
+        )
+
+    # -- joining --------------------------------------------------------------
+
+    @staticmethod
+    def _joiner() -> Principal:
+        principal = current_principal()
+        principal.require(
+            Role.CONSUMER, rule_id="C12", why="only the consumer joins a group; nobody can add them"
+        )
+        return principal
+
+    @staticmethod
+    def _validate_join(group_set_id: str, password: str, request_id: str = "") -> None:
+        fields = Fields()
+        fields.identifier("group_set_id", group_set_id)
+        fields.text("password", password, max_chars=MAX_PASSWORD_CHARS)
+        fields.identifier("request_id", request_id, required=False)
+        fields.done()
+
+    async def _join_verdict(
+        self, consumer_id: str, group_set_id: str, password: str, context: grpc.aio.ServicerContext
+    ) -> tuple[groups_pb2.CheckJoinResponse, eligibility_pb2.CheckJoinResponse, list[Failure]]:
+        """Both sides' verdicts on one join: groups state first, as it names the threshold."""
+        state = await self.downstream.call(
+            self.groups.CheckJoin,
+            groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        found = state.group_set
+        eligible = await self.downstream.call(
+            self.eligibility.CheckJoin,
+            eligibility_pb2.CheckJoinRequest(
+                consumer_id=consumer_id,
+                kind=found.kind,
+                store_id=found.store_id,
+                streamer_id=found.streamer_id,
+                threshold=found.threshold,
+                password_digest=found.password_digest,
+                supplied_password=password,
+                exempt_from_score=state.is_staff,
+            ),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return state, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
+
+    async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        self._validate_join(request.group_set_id, request.password, request.request_id)
+        consumer = self._joiner()
+        for attempt in range(JOIN_ATTEMPTS):
+            state, eligible, failures = await self._join_verdict(
+                consumer.subject, request.group_set_id, request.password, context
+            )
+            # A retried request finds its own membership: let groups replay it.
+            replay = bool(request.request_id) and [f.rule_id for f in failures] == ["C13"]
+            if failures and not replay:
+                for failure in failures:
+                    metrics.joins.labels("refused", failure.rule_id).inc()
+                raise refusal(failures)
+            try:
+                added = await self.downstream.call(
+                    self.groups.AddMember,
+                    groups_pb2.AddMemberRequest(
+                        request_id=request.request_id,
+                        group_set_id=request.group_set_id,
+                        consumer_id=consumer.subject,
+                        threshold_version=state.group_set.threshold_version,
+                        messages_hidden=eligible.below_score_bar,
+                    ),
+                    safe=bool(request.request_id),
+                    caller_remaining=context.time_remaining(),
+                )
+            except Relayed as error:
+                if error.code is grpc.StatusCode.ABORTED and attempt + 1 < JOIN_ATTEMPTS:
+                    continue  # the threshold changed under us: check the new one (C11)
+                raise
+            metrics.joins.labels("joined", "").inc()
+            return gateway_pb2.JoinGroupSetResponse(
+                membership=translate.membership(added.membership),
+                newcomer_reply=added.newcomer_reply,
+                messages_hidden=eligible.below_score_bar,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ExplainJoin(self, request, context):  # type: ignore[no-untyped-def]
+        self._validate_join(request.group_set_id, request.password)
+        consumer = self._joiner()
+        _, _, failures = await self._join_verdict(consumer.subject, request.group_set_id, request.password, context)
+        return gateway_pb2.ExplainJoinResponse(verdict=verdict(failures))
+
+    async def LeaveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.done()
+        consumer = current_principal()
+        consumer.require(Role.CONSUMER)
+        await self.downstream.call(
+            self.groups.RemoveMember,
+            groups_pb2.RemoveMemberRequest(group_set_id=request.group_set_id, consumer_id=consumer.subject),
+            safe=False,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.LeaveGroupSetResponse()
+
+    async def ListMyGroups(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.page_size("page_size", request.page_size)
+        fields.done()
+        consumer = current_principal()
+        consumer.require(Role.CONSUMER)
+        listed = await self.downstream.call(
+            self.groups.ListMemberships,
+            groups_pb2.ListMembershipsRequest(
+                consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
+            ),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.ListMyGroupsResponse(
+            memberships=[translate.membership(m) for m in listed.memberships],
+            next_page_token=listed.next_page_token,
+        )
+
+    # -- managing -------------------------------------------------------------
+
+    async def _owned_set(self, group_set_id: str, context: grpc.aio.ServicerContext, why: str) -> groups_pb2.GroupSet:
+        """R1/R2: the owner (the store's main account, or the streamer) manages admins and dissolves."""
+        found = await self._group_set(group_set_id, context)
+        if current_principal().subject != found.owner_account_id:
+            raise PermissionDenied(why, rule_id="R2")
+        return found
+
+    @staticmethod
+    def _validate_admin(request: gateway_pb2.AddAdminRequest | gateway_pb2.RemoveAdminRequest) -> None:
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.identifier("account_id", request.account_id)
+        fields.done()
+
+    async def AddAdmin(self, request, context):  # type: ignore[no-untyped-def]
+        self._validate_admin(request)
+        found = await self._owned_set(request.group_set_id, context, "only the owner appoints super admins")
+        appointee = await self.downstream.call(
+            self.eligibility.GetAccount,
+            eligibility_pb2.GetAccountRequest(account_id=request.account_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        account = appointee.account
+        if found.store_id and not (
+            account.role == facts_pb2.ACCOUNT_ROLE_STORE_SUB and account.store_id == found.store_id
+        ):
+            raise RuleRefusal(
+                [
+                    Failure(
+                        "R2",
+                        "ADMIN_NOT_SUB_ACCOUNT",
+                        f"super admins are sub-accounts of store {found.store_id}; {request.account_id} is not",
+                        {"account_id": request.account_id, "store_id": found.store_id},
+                    )
+                ]
+            )
+        updated = await self.downstream.call(
+            self.groups.AddAdmin,
+            groups_pb2.AddAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.AddAdminResponse(group_set=translate.group_set(updated.group_set, show_staff_fields=True))
+
+    async def RemoveAdmin(self, request, context):  # type: ignore[no-untyped-def]
+        self._validate_admin(request)
+        await self._owned_set(request.group_set_id, context, "only the owner removes super admins")
+        updated = await self.downstream.call(
+            self.groups.RemoveAdmin,
+            groups_pb2.RemoveAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
+            safe=False,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.RemoveAdminResponse(
+            group_set=translate.group_set(updated.group_set, show_staff_fields=True)
+        )
+
+    async def UpdateGroupSetSettings(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_id", request.group_id)
+        fields.done()
+        principal = current_principal()
+        if not request.group_id.startswith(SUB_GROUP_PREFIX):
+            # A sub-group id goes straight to groups, which refuses it (R3) without changes.
+            found = await self._group_set(request.group_id, context)
+            if not translate.is_staff(found, principal.subject):
+                raise PermissionDenied("only the owner and super admins edit settings", rule_id="R2")
+        forwarded = groups_pb2.UpdateSettingsRequest(group_id=request.group_id)
+        for name in ("announcement", "newcomer_reply", "is_public", "name"):
+            if request.HasField(name):
+                setattr(forwarded, name, getattr(request, name))
+        if request.HasField("threshold"):
+            forwarded.threshold.CopyFrom(request.threshold)
+        updated = await self.downstream.call(
+            self.groups.UpdateSettings, forwarded, safe=True, caller_remaining=context.time_remaining()
+        )
+        return gateway_pb2.UpdateGroupSetSettingsResponse(
+            group_set=translate.group_set(updated.group_set, show_staff_fields=True)
+        )
+
+    async def DissolveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.done()
+        await self._owned_set(request.group_set_id, context, "admins cannot dissolve a group; only the owner can")
+        await self.downstream.call(
+            self.groups.DissolveGroupSet,
+            groups_pb2.DissolveGroupSetRequest(group_set_id=request.group_set_id),
+            safe=False,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.DissolveGroupSetResponse()
+
+    async def SetGroupLevel(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.OPS)
+        await self.downstream.call(
+            self.groups.SetGroupLevel,
+            groups_pb2.SetGroupLevelRequest(store_id=request.store_id, month=request.month, level=request.level),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.SetGroupLevelResponse()
+
+
+class FactService(gateway_pb2_grpc.FactServiceServicer):
+    """Upstream systems report facts; the eligibility service validates and keeps them."""
+
+    def __init__(self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream) -> None:
+        self.eligibility = eligibility
+        self.downstream = downstream
+
+    async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM)
+        ingested = await self.downstream.call(
+            self.eligibility.IngestFacts,
+            eligibility_pb2.IngestFactsRequest(facts=request.facts),
+            safe=True,  # every fact is an idempotent upsert
+            caller_remaining=context.time_remaining(),
+        )
+        return gateway_pb2.ReportFactsResponse(applied=ingested.applied)

@@ -1,0 +1,47 @@
+"""Gateway settings: where the backends are, the token key, call budgets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from services.common.settings import Settings, SettingsError, float_setting, int_setting, load_settings, require_secret
+
+TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    base: Settings
+    token_secret: str
+    eligibility_addr: str
+    groups_addr: str
+    downstream_timeout: float
+    downstream_attempts: int
+
+
+def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> GatewaySettings:
+    env = dict(os.environ) if env is None else env
+
+    def address(name: str, default: str) -> str:
+        value = env.get(name, default)
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError(f"{name} must be host:port, got {value!r}")
+        return value
+
+    timeout = float_setting(env, "QUN_DOWNSTREAM_TIMEOUT_SECONDS", 2.0)
+    if timeout <= 0:
+        raise SettingsError("QUN_DOWNSTREAM_TIMEOUT_SECONDS must be positive")
+    return GatewaySettings(
+        base=base,
+        token_secret=require_secret(env, TOKEN_SECRET_ENV),
+        eligibility_addr=address("QUN_ELIGIBILITY_ADDR", "127.0.0.1:50052"),
+        groups_addr=address("QUN_GROUPS_ADDR", "127.0.0.1:50053"),
+        downstream_timeout=timeout,
+        downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
+    )
+
+
+def gateway_settings_from_env() -> GatewaySettings:
+    return load_gateway_settings(load_settings("gateway"))

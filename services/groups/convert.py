@@ -1,0 +1,170 @@
+"""Between the wire and the domain: proto messages to plain values and back.
+
+Kept apart from the servicer so the rules and the repository never see a
+proto, and so the one place that knows a password is write-only (SPEC C9:
+reads return it blank, only the digest travels) is easy to find.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.groups.v1 import groups_pb2
+from services.common.clock import parse_instant
+from services.common.errors import InvalidArgument
+from services.common.rules import Rules
+from services.common.validation import Fields
+from services.groups import rules as domain
+from services.groups.repository import GroupSetRecord, MembershipRecord
+from services.groups.rules import FanLevel, GroupKind, Threshold, ThresholdKind
+
+MAX_PASSWORD_CHARS = 32
+
+KIND_FROM_PROTO: dict[int, GroupKind] = {
+    common_groups_pb2.GROUP_KIND_STORE: GroupKind.STORE,
+    common_groups_pb2.GROUP_KIND_LIVE: GroupKind.LIVE,
+}
+KIND_TO_PROTO: dict[GroupKind, common_groups_pb2.GroupKind.ValueType] = {
+    GroupKind.STORE: common_groups_pb2.GROUP_KIND_STORE,
+    GroupKind.LIVE: common_groups_pb2.GROUP_KIND_LIVE,
+}
+FAN_LEVEL_FROM_PROTO: dict[int, FanLevel] = {
+    common_groups_pb2.FAN_LEVEL_IRON: FanLevel.IRON,
+    common_groups_pb2.FAN_LEVEL_DIAMOND: FanLevel.DIAMOND,
+    common_groups_pb2.FAN_LEVEL_BELOVED: FanLevel.BELOVED,
+}
+FAN_LEVEL_TO_PROTO = {level: value for value, level in FAN_LEVEL_FROM_PROTO.items()}
+
+
+def threshold_from_proto(
+    fields: Fields, msg: common_groups_pb2.Threshold, kind: GroupKind | None, *, present: bool = True
+) -> tuple[Threshold | None, str]:
+    """A validated threshold and its password (C9, C10); violations go to ``fields``."""
+    rule = msg.WhichOneof("rule") if present else None
+    if rule is None:
+        fields.fail("threshold", "required: one of follow, spend, password, crowd, fan_level")
+        return None, ""
+    threshold_kind = ThresholdKind(rule)
+    if kind is not None:
+        for failure in domain.threshold_kind_failures(kind, threshold_kind):
+            fields.fail("threshold", failure.message)
+    password = ""
+    threshold = Threshold(threshold_kind)
+    if threshold_kind is ThresholdKind.SPEND:
+        amount = fields.positive("threshold.spend.min_spend_fen", msg.spend.min_spend_fen)
+        threshold = Threshold(threshold_kind, min_spend_fen=amount)
+    elif threshold_kind is ThresholdKind.PASSWORD:
+        password = fields.text(
+            "threshold.password.password", msg.password.password, max_chars=MAX_PASSWORD_CHARS, required=True
+        )
+    elif threshold_kind is ThresholdKind.CROWD:
+        crowd = fields.identifier("threshold.crowd.crowd_id", msg.crowd.crowd_id)
+        threshold = Threshold(threshold_kind, crowd_id=crowd)
+    elif threshold_kind is ThresholdKind.FAN_LEVEL:
+        value = fields.enum(
+            "threshold.fan_level.min_level",
+            msg.fan_level.min_level,
+            common_groups_pb2.FanLevel,
+            allowed=tuple(FAN_LEVEL_FROM_PROTO),
+        )
+        threshold = Threshold(threshold_kind, min_fan_level=FAN_LEVEL_FROM_PROTO.get(value))
+    return threshold, password
+
+
+def threshold_to_proto(threshold: Threshold) -> common_groups_pb2.Threshold:
+    """The threshold as read: a password threshold comes back with its password blank."""
+    msg = common_groups_pb2.Threshold()
+    if threshold.kind is ThresholdKind.FOLLOW:
+        msg.follow.SetInParent()
+    elif threshold.kind is ThresholdKind.SPEND:
+        msg.spend.min_spend_fen = threshold.min_spend_fen
+    elif threshold.kind is ThresholdKind.PASSWORD:
+        msg.password.SetInParent()
+    elif threshold.kind is ThresholdKind.CROWD:
+        msg.crowd.crowd_id = threshold.crowd_id
+    elif threshold.kind is ThresholdKind.FAN_LEVEL and threshold.min_fan_level is not None:
+        msg.fan_level.min_level = FAN_LEVEL_TO_PROTO[threshold.min_fan_level]
+    return msg
+
+
+def timestamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def group_set_to_proto(record: GroupSetRecord, rules: Rules) -> groups_pb2.GroupSet:
+    limits = domain.set_limits(rules, record.kind)
+    return groups_pb2.GroupSet(
+        group_set_id=record.id,
+        kind=KIND_TO_PROTO[record.kind],
+        name=record.name,
+        owner_account_id=record.owner_account_id,
+        store_id=record.store_id,
+        streamer_id=record.streamer_id,
+        threshold=threshold_to_proto(record.threshold),
+        password_digest=record.password_digest,
+        threshold_version=record.threshold_version,
+        is_public=record.is_public,
+        announcement=record.announcement,
+        newcomer_reply=record.newcomer_reply,
+        member_count=record.member_count,
+        capacity=limits.group_set_capacity,
+        sub_groups=[
+            groups_pb2.SubGroup(
+                sub_group_id=s.id,
+                seq=s.seq,
+                name=s.name,
+                member_count=s.member_count,
+                capacity=limits.sub_group_capacity,
+            )
+            for s in record.sub_groups
+        ],
+        admin_ids=list(record.admin_ids),
+        created_at=timestamp(record.created_at),
+    )
+
+
+def membership_to_proto(record: MembershipRecord) -> groups_pb2.Membership:
+    return groups_pb2.Membership(
+        group_set_id=record.group_set_id,
+        sub_group_id=record.sub_group_id,
+        sub_group_name=record.sub_group_name,
+        consumer_id=record.consumer_id,
+        joined_at=timestamp(record.joined_at),
+    )
+
+
+def encode_page_token(*parts: str) -> str:
+    """An opaque, URL-safe cursor; callers must not parse it."""
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, arity: int) -> list[str] | None:
+    """The cursor's parts, None for the first page; a malformed token is INVALID_ARGUMENT."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        parts = json.loads(raw)
+    except (binascii.Error, ValueError):
+        parts = None
+    if not isinstance(parts, list) or len(parts) != arity or not all(isinstance(p, str) for p in parts):
+        raise InvalidArgument.one("page_token", "not a token returned by this service")
+    return parts
+
+
+def decode_time_cursor(token: str) -> tuple[datetime, str] | None:
+    parts = decode_page_token(token, 2)
+    if parts is None:
+        return None
+    try:
+        return parse_instant(parts[0]), parts[1]
+    except ValueError:
+        raise InvalidArgument.one("page_token", "not a token returned by this service") from None

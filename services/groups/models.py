@@ -1,0 +1,168 @@
+"""The groups database: group-sets, sub-groups, memberships, admins, levels.
+
+Counters live on the rows that are locked for a join (the capacity owner and
+the group-set, SPEC T6), so a join never counts a store's members. Tables
+that grow with users are keyed by the owning account or the group-set first,
+so they can be distributed by owner later (DESIGN "Past one database").
+The schema itself is created by the Alembic history in ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
+KEY_CHARS = 80  # "streamer:" + an id
+NAME_CHARS = 64
+SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, also on SQLite (which stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use the Clock")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CapacityOwner(Base):
+    """A store (``store:<id>``) or streamer (``streamer:<id>``): the lock and counters of T2/T4."""
+
+    __tablename__ = "capacity_owners"
+
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    group_set_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GroupSet(Base):
+    __tablename__ = "group_sets"
+    __table_args__ = (
+        UniqueConstraint("owner_account_id", "request_id", name="uq_group_sets_owner_request"),
+        Index("ix_group_sets_owner_listing", "owner_key", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), ForeignKey("capacity_owners.owner_key"))
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(NAME_CHARS))
+    owner_account_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    store_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    streamer_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    threshold_kind: Mapped[str] = mapped_column(String(16))
+    threshold_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    password_digest: Mapped[str] = mapped_column(String(255), default="")
+    threshold_version: Mapped[int] = mapped_column(BigInteger, default=1)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    announcement: Mapped[str] = mapped_column(Text, default="")
+    newcomer_reply: Mapped[str] = mapped_column(Text, default="")
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    sub_group_count: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    dissolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class SubGroup(Base):
+    __tablename__ = "sub_groups"
+    __table_args__ = (UniqueConstraint("group_set_id", "seq", name="uq_sub_groups_set_seq"),)
+
+    id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(SUB_GROUP_NAME_CHARS))
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Membership(Base):
+    """One consumer in one sub-group; the primary key is SPEC C13's last guard."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_consumer", "consumer_id", "group_set_id"),)
+
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    sub_group_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("sub_groups.id"))
+    request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    newcomer_reply: Mapped[str] = mapped_column(Text, default="")
+    messages_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class FirstJoin(Base):
+    """A consumer ever joined this group-set: the newcomer auto-reply is shown once (R3)."""
+
+    __tablename__ = "first_joins"
+
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    first_joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JoinRequest(Base):
+    """The first answer to an AddMember request id, replayed even after the member left."""
+
+    __tablename__ = "join_requests"
+
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    sub_group_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    sub_group_name: Mapped[str] = mapped_column(String(SUB_GROUP_NAME_CHARS))
+    newcomer_reply: Mapped[str] = mapped_column(Text, default="")
+    joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Admin(Base):
+    """A super admin of a group-set (R2)."""
+
+    __tablename__ = "admins"
+
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class GroupLevel(Base):
+    """A store's group level for one month, kept as history (T2, T8)."""
+
+    __tablename__ = "group_levels"
+
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "YYYY-MM"
+    level: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
