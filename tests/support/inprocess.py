@@ -18,7 +18,7 @@ from services.common.settings import Settings, async_url
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 
 
-def test_settings(service: str, database_url: str = "") -> Settings:
+def settings_for(service: str, database_url: str = "") -> Settings:
     return Settings(
         service=service,
         grpc_addr="127.0.0.1:0",
@@ -47,7 +47,7 @@ async def serve(
     """Migrates (when the app has a database), serves, yields a credentialed channel."""
     if database_url:
         await migrate(app_type.name, database_url)
-    server = Server(app_type(test_settings(app_type.name, database_url), rules, clock), serve_metrics_http=False)
+    server = Server(app_type(settings_for(app_type.name, database_url), rules, clock), serve_metrics_http=False)
     port = await server.start()
     channel = internal_channel(f"127.0.0.1:{port}", INTERNAL_TOKEN)
     try:

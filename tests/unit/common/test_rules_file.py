@@ -1,0 +1,48 @@
+"""The rules file: every SPEC number in one place, overridable by ops, strict about typos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.rules import RulesError, load_rules
+
+
+def test_defaults_carry_the_spec_numbers() -> None:
+    rules = load_rules(env={})
+    assert rules.create.min_paid_orders == 30  # E2
+    assert rules.create.content_level_delay_days == 2  # E3
+    assert rules.join.min_taoqi_score == 401  # C2
+    assert rules.store_groups.sub_group_capacity == 500  # T1
+    assert rules.store_groups.group_set_capacity == 5000  # T1
+    assert rules.store_groups.group_sets_allowed(3) == 5 and rules.store_groups.group_sets_allowed(4) == 10  # T2
+    assert rules.store_groups.members_allowed(0) == 25_000 and rules.store_groups.members_allowed(4) == 50_000
+    assert (rules.live_groups.sub_group_capacity, rules.live_groups.group_set_capacity) == (100, 2000)  # T4
+    assert rules.roles.max_super_admins == 9  # R2
+
+
+def test_an_override_file_changes_only_what_it_names(tmp_path: Path) -> None:
+    override = tmp_path / "rules.toml"
+    override.write_text("[join]\nmin_taoqi_score = 400\n")
+    rules = load_rules(env={"QUN_RULES_FILE": str(override)})
+    assert rules.join.min_taoqi_score == 400
+    assert rules.create.min_paid_orders == 30
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[join]\nmin_taoqi_scor = 400\n",  # typo
+        "[join]\nmin_taoqi_score = '400'\n",  # wrong type
+        "[join]\nmin_taoqi_score = true\n",
+        "[store_groups]\ngroup_sets_by_level = [5, 5]\n",  # one value per level
+        "[roles]\nmax_super_admins = -1\n",
+        "not toml at all [",
+    ],
+)
+def test_a_bad_rules_file_stops_the_process(tmp_path: Path, text: str) -> None:
+    override = tmp_path / "rules.toml"
+    override.write_text(text)
+    with pytest.raises(RulesError):
+        load_rules(env={"QUN_RULES_FILE": str(override)})
