@@ -148,8 +148,12 @@ def run(app_type: type[ServiceApp], settings: Settings) -> None:
     configure_logging(settings.service, settings.log_level)
     rules = load_rules()
     log.info("rules loaded", extra={"fields": {"rules": json.loads(json.dumps(rules.as_dict()))}})
-    app = app_type(settings, rules)
-    asyncio.run(Server(app).run_until_signalled())
+
+    async def serve() -> None:
+        # grpc.aio binds its server to the loop running when it is built: build it inside asyncio.run.
+        await Server(app_type(settings, rules)).run_until_signalled()
+
+    asyncio.run(serve())
 
 
 def main(app_type: type[ServiceApp]) -> None:

@@ -228,12 +228,13 @@ class GroupsRepository:
 
     async def check_join(self, group_set_id: str, consumer_id: str) -> tuple[GroupSetRecord, list[Failure], bool]:
         """The groups side of a join, read-only: C13 and every capacity rule, and is_staff."""
-        record = await self.group_set(group_set_id)
         row = await self.session.get(GroupSet, group_set_id)
-        assert row is not None
+        if row is None or row.dissolved_at is not None:
+            raise NotFound("group_set", group_set_id)
+        record = (await self._records([row]))[0]
         owner = await self.session.get(CapacityOwner, row.owner_key)
         member = await self.session.get(Membership, (group_set_id, consumer_id))
-        fill = _set_fill(record.kind, row.member_count, record.sub_groups)
+        fill = _set_fill(record.kind, record.member_count, record.sub_groups)
         account = await self._account_fill(record.kind, owner, record.store_id)
         failures = domain.join_failures(self.rules, fill, account, already_member=member is not None)
         is_staff = consumer_id == record.owner_account_id or consumer_id in record.admin_ids
@@ -329,7 +330,7 @@ class GroupsRepository:
             row.password_digest = change.password_digest
             row.threshold_version += 1
         if change.name is not None and change.name != row.name:
-            row.name = change.name
+            row.name = change.name  # T5: the sub-groups keep being named after their set
             for sub in await self._sub_group_rows(row.id):
                 sub.name = domain.sub_group_name(change.name, sub.seq)
         if change.announcement is not None:
@@ -460,7 +461,8 @@ class GroupsRepository:
             await self.session.flush()
         except IntegrityError:
             # Unreachable while the locks hold; the primary key still refuses a second row (C13).
-            return _refusal(kind, domain.membership_failures(True), grpc.StatusCode.FAILED_PRECONDITION)
+            # Raised, not returned: the failed flush leaves a transaction that must roll back.
+            raise RuleRefusal(domain.membership_failures(True)) from None
         membership = MembershipRecord(row.id, sub.id, sub.name, consumer_id, self.now)
         return JoinResult(kind, membership, reply, new_sub_group=placement.new_sub_group, replayed=False)
 

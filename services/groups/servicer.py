@@ -1,0 +1,301 @@
+"""The GroupsService RPCs: validate the whole request, run one transaction, answer.
+
+Input is checked field by field before anything touches the database (one
+INVALID_ARGUMENT naming every bad field); rule refusals are raised as
+``services.common.errors`` exceptions, which the error interceptor turns into
+rich statuses. Domain metrics are counted after the transaction committed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+from sqlalchemy.exc import IntegrityError
+
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from services.common import passwords
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import Aborted, RuleRefusal, verdict
+from services.common.rules import GROUP_LEVELS, Rules
+from services.common.validation import MAX_NAME_CHARS, Fields
+from services.groups import metrics
+from services.groups import rules as domain
+from services.groups.convert import (
+    KIND_FROM_PROTO,
+    decode_page_token,
+    decode_time_cursor,
+    encode_page_token,
+    group_set_to_proto,
+    membership_to_proto,
+    threshold_from_proto,
+)
+from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
+from services.groups.rules import GroupKind
+
+MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+CREATE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
+
+
+class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
+    def __init__(self, db: Database, rules: Rules, clock: Clock) -> None:
+        self.db = db
+        self.rules = rules
+        self.clock = clock
+
+    # -- group-sets --------------------------------------------------------------------------
+
+    async def CreateGroupSet(
+        self, request: groups_pb2.CreateGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.CreateGroupSetResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        kind = KIND_FROM_PROTO.get(f.enum("kind", request.kind, common_groups_pb2.GroupKind))
+        name = f.text("name", request.name, max_chars=MAX_NAME_CHARS, required=True)
+        owner = f.identifier("owner_account_id", request.owner_account_id)
+        if kind is GroupKind.STORE:
+            f.identifier("store_id", request.store_id)
+            if request.streamer_id:
+                f.fail("streamer_id", "only live group-sets have a streamer")
+        elif kind is GroupKind.LIVE:
+            f.identifier("streamer_id", request.streamer_id)
+            f.identifier("store_id", request.store_id, required=False)
+        threshold, password = threshold_from_proto(
+            f, request.threshold, kind, present=request.HasField("threshold")
+        )
+        f.text("announcement", request.announcement)
+        f.text("newcomer_reply", request.newcomer_reply)
+        admin_ids: list[str] = []
+        for i, account_id in enumerate(request.admin_ids):
+            f.identifier(f"admin_ids[{i}]", account_id)
+            if account_id and account_id == owner:
+                f.fail(f"admin_ids[{i}]", "the owner cannot be an admin of their own group-set")
+            if account_id not in admin_ids:
+                admin_ids.append(account_id)
+        f.done()
+        assert kind is not None and threshold is not None
+        too_many = domain.admin_limit_failures(self.rules, 0, len(admin_ids))
+        if too_many:
+            raise RuleRefusal(too_many)
+        new = NewGroupSet(
+            kind=kind,
+            name=name,
+            owner_account_id=owner,
+            store_id=request.store_id,
+            streamer_id=request.streamer_id,
+            threshold=threshold,
+            password_digest=passwords.digest(password) if password else "",
+            admin_ids=tuple(admin_ids),
+            is_public=request.is_public,
+            announcement=request.announcement,
+            newcomer_reply=request.newcomer_reply,
+            request_id=request_id,
+        )
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                async with self.db.transaction() as session:
+                    result = await GroupsRepository(session, self.rules, self.clock.now()).create_group_set(new)
+                break
+            except IntegrityError:
+                # Only a concurrent create with the same owner and request_id gets here.
+                if attempt + 1 == CREATE_ATTEMPTS:
+                    raise Aborted("a concurrent request with the same request_id; retry it") from None
+        if result.created:
+            metrics.group_sets_created.labels(str(kind)).inc()
+            metrics.sub_groups_created.labels(str(kind)).inc()
+        return groups_pb2.CreateGroupSetResponse(group_set=group_set_to_proto(result.group_set, self.rules))
+
+    async def GetGroupSet(
+        self, request: groups_pb2.GetGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.GetGroupSetResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.done()
+        async with self.db.transaction() as session:
+            record = await GroupsRepository(session, self.rules, self.clock.now()).group_set(request.group_set_id)
+        return groups_pb2.GetGroupSetResponse(group_set=group_set_to_proto(record, self.rules))
+
+    async def ListGroupSets(
+        self, request: groups_pb2.ListGroupSetsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ListGroupSetsResponse:
+        f = Fields()
+        if bool(request.store_id) == bool(request.streamer_id):
+            f.fail("store_id", "exactly one of store_id and streamer_id is required")
+        f.identifier("store_id", request.store_id, required=False)
+        f.identifier("streamer_id", request.streamer_id, required=False)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_time_cursor(request.page_token)
+        key = (
+            domain.owner_key(GroupKind.STORE, request.store_id, "")
+            if request.store_id
+            else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
+        )
+        async with self.db.transaction() as session:
+            records, after = await GroupsRepository(session, self.rules, self.clock.now()).list_group_sets(
+                key, cursor, limit
+            )
+        return groups_pb2.ListGroupSetsResponse(
+            group_sets=[group_set_to_proto(r, self.rules) for r in records],
+            next_page_token=encode_page_token(after[0].isoformat(), after[1]) if after else "",
+        )
+
+    async def UpdateSettings(
+        self, request: groups_pb2.UpdateSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.UpdateSettingsResponse:
+        f = Fields()
+        f.identifier("group_id", request.group_id)
+        name = None
+        if request.HasField("name"):
+            name = f.text("name", request.name, max_chars=MAX_NAME_CHARS, required=True)
+        announcement = f.text("announcement", request.announcement) if request.HasField("announcement") else None
+        reply = f.text("newcomer_reply", request.newcomer_reply) if request.HasField("newcomer_reply") else None
+        threshold, password = (None, "")
+        if request.HasField("threshold"):
+            # Its kind is checked against the group-set's kind once the set is read (C9, C10).
+            threshold, password = threshold_from_proto(f, request.threshold, None)
+        f.done()
+        change = SettingsChange(
+            name=name,
+            announcement=announcement,
+            newcomer_reply=reply,
+            is_public=request.is_public if request.HasField("is_public") else None,
+            threshold=threshold,
+            password_digest=passwords.digest(password) if password else "",
+        )
+        async with self.db.transaction() as session:
+            record = await GroupsRepository(session, self.rules, self.clock.now()).update_settings(
+                request.group_id, change
+            )
+        return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
+
+    async def DissolveGroupSet(
+        self, request: groups_pb2.DissolveGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.DissolveGroupSetResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.done()
+        async with self.db.transaction() as session:
+            await GroupsRepository(session, self.rules, self.clock.now()).dissolve(request.group_set_id)
+        return groups_pb2.DissolveGroupSetResponse()
+
+    async def SetGroupLevel(
+        self, request: groups_pb2.SetGroupLevelRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.SetGroupLevelResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        if not MONTH_PATTERN.match(request.month):
+            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
+        f.done()
+        async with self.db.transaction() as session:
+            await GroupsRepository(session, self.rules, self.clock.now()).set_group_level(
+                request.store_id, request.month, request.level
+            )
+        return groups_pb2.SetGroupLevelResponse()
+
+    # -- joins -------------------------------------------------------------------------------
+
+    async def CheckJoin(
+        self, request: groups_pb2.CheckJoinRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.CheckJoinResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        async with self.db.transaction() as session:
+            record, failures, is_staff = await GroupsRepository(session, self.rules, self.clock.now()).check_join(
+                request.group_set_id, request.consumer_id
+            )
+        return groups_pb2.CheckJoinResponse(
+            group_set=group_set_to_proto(record, self.rules), verdict=verdict(failures), is_staff=is_staff
+        )
+
+    async def AddMember(
+        self, request: groups_pb2.AddMemberRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.AddMemberResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.positive("threshold_version", request.threshold_version)
+        f.done()
+        async with self.db.transaction() as session:
+            outcome = await GroupsRepository(session, self.rules, self.clock.now()).add_member(
+                request.group_set_id,
+                request.consumer_id,
+                request_id=request_id,
+                threshold_version=request.threshold_version,
+                messages_hidden=request.messages_hidden,
+            )
+        if isinstance(outcome, JoinRefusal):
+            metrics.refused(str(outcome.kind), outcome.rule_ids)
+            raise outcome.error
+        if not outcome.replayed:
+            metrics.joined(str(outcome.kind))
+            if outcome.new_sub_group:
+                metrics.sub_groups_created.labels(str(outcome.kind)).inc()
+        return groups_pb2.AddMemberResponse(
+            membership=membership_to_proto(outcome.membership), newcomer_reply=outcome.newcomer_reply
+        )
+
+    async def RemoveMember(
+        self, request: groups_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.RemoveMemberResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        async with self.db.transaction() as session:
+            kind = await GroupsRepository(session, self.rules, self.clock.now()).remove_member(
+                request.group_set_id, request.consumer_id
+            )
+        metrics.leaves.labels(str(kind)).inc()
+        return groups_pb2.RemoveMemberResponse()
+
+    async def ListMemberships(
+        self, request: groups_pb2.ListMembershipsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ListMembershipsResponse:
+        f = Fields()
+        f.identifier("consumer_id", request.consumer_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_page_token(request.page_token, 1)
+        async with self.db.transaction() as session:
+            records, after = await GroupsRepository(session, self.rules, self.clock.now()).list_memberships(
+                request.consumer_id, cursor[0] if cursor else None, limit
+            )
+        return groups_pb2.ListMembershipsResponse(
+            memberships=[membership_to_proto(r) for r in records],
+            next_page_token=encode_page_token(after) if after else "",
+        )
+
+    # -- admins (R2) -------------------------------------------------------------------------
+
+    async def AddAdmin(
+        self, request: groups_pb2.AddAdminRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.AddAdminResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("account_id", request.account_id)
+        f.done()
+        async with self.db.transaction() as session:
+            record = await GroupsRepository(session, self.rules, self.clock.now()).add_admin(
+                request.group_set_id, request.account_id
+            )
+        return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
+
+    async def RemoveAdmin(
+        self, request: groups_pb2.RemoveAdminRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.RemoveAdminResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("account_id", request.account_id)
+        f.done()
+        async with self.db.transaction() as session:
+            record = await GroupsRepository(session, self.rules, self.clock.now()).remove_admin(
+                request.group_set_id, request.account_id
+            )
+        return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))

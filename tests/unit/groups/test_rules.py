@@ -1,0 +1,245 @@
+"""The groups rules alone: capacity (T1, T2, T4), placement and naming (T5), C13, R2, C9/C10."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.rules import Rules, load_rules
+from services.groups import rules as g
+from services.groups.rules import AccountFill, GroupKind, SetFill, SubGroupFill, ThresholdKind
+
+
+def small(rules: Rules) -> Rules:
+    """Small caps so every boundary is a few members away."""
+    return dataclasses.replace(
+        rules,
+        store_groups=dataclasses.replace(
+            rules.store_groups, sub_group_capacity=3, group_set_capacity=7, sub_groups_per_set=4
+        ),
+        live_groups=dataclasses.replace(
+            rules.live_groups, sub_group_capacity=2, group_set_capacity=10, sub_groups_per_set=3
+        ),
+    )
+
+
+def fill(kind: GroupKind, *counts: int) -> SetFill:
+    return SetFill(kind, sum(counts), tuple(SubGroupFill(i + 1, c) for i, c in enumerate(counts)))
+
+
+def account(kind: GroupKind = GroupKind.STORE, members: int = 0, sets: int = 0, level: int = 0) -> AccountFill:
+    return AccountFill(kind, members, sets, level)
+
+
+# -- T1, T4: the caps come from the rules file --------------------------------------------------
+
+
+def test_t1_store_set_limits_are_500_5000_and_10_sub_groups(rules: Rules) -> None:
+    limits = g.set_limits(rules, GroupKind.STORE)
+    assert (limits.sub_group_capacity, limits.group_set_capacity, limits.sub_groups_per_set) == (500, 5000, 10)
+
+
+def test_t4_live_set_limits_are_100_2000_and_20_sub_groups(rules: Rules) -> None:
+    limits = g.set_limits(rules, GroupKind.LIVE)
+    assert (limits.sub_group_capacity, limits.group_set_capacity, limits.sub_groups_per_set) == (100, 2000, 20)
+
+
+def test_t4_streamer_may_have_25_sets_and_50000_members_at_any_level(rules: Rules) -> None:
+    for level in range(5):
+        limits = g.account_limits(rules, GroupKind.LIVE, level)
+        assert (limits.group_sets, limits.members) == (25, 50_000)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_t2_levels_l0_to_l3_allow_5_sets_and_25000_members(rules: Rules, level: int) -> None:
+    limits = g.account_limits(rules, GroupKind.STORE, level)
+    assert (limits.group_sets, limits.members) == (5, 25_000)
+
+
+def test_t2_level_l4_allows_10_sets_and_50000_members(rules: Rules) -> None:
+    limits = g.account_limits(rules, GroupKind.STORE, 4)
+    assert (limits.group_sets, limits.members) == (10, 50_000)
+
+
+def test_caps_follow_the_rules_file_not_literals(rules: Rules) -> None:
+    changed = dataclasses.replace(
+        rules, store_groups=dataclasses.replace(rules.store_groups, group_sets_by_level=(1, 2, 3, 4, 6))
+    )
+    assert [g.account_limits(changed, GroupKind.STORE, lv).group_sets for lv in range(5)] == [1, 2, 3, 4, 6]
+
+
+# -- T2, T4: creating group-sets --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "allowed"), [(0, 5), (3, 5), (4, 10)])
+def test_t2_store_group_set_cap_by_level(rules: Rules, level: int, allowed: int) -> None:
+    assert g.create_failures(rules, account(sets=allowed - 1, level=level)) == []
+    [failure] = g.create_failures(rules, account(sets=allowed, level=level))
+    assert failure.rule_id == "T2"
+    assert failure.figures == {"group_sets": str(allowed), "cap": str(allowed), "level": str(level)}
+
+
+def test_t4_streamer_group_set_cap(rules: Rules) -> None:
+    assert g.create_failures(rules, account(GroupKind.LIVE, sets=24)) == []
+    [failure] = g.create_failures(rules, account(GroupKind.LIVE, sets=25))
+    assert (failure.rule_id, failure.figures["cap"]) == ("T4", "25")
+
+
+# -- T5: placement and names -------------------------------------------------------------------
+
+
+def test_t5_sub_group_is_named_after_its_set_plus_sequence() -> None:
+    assert g.sub_group_name("主播铁粉群", 1) == "主播铁粉群1"
+    assert g.sub_group_name("主播铁粉群", 2) == "主播铁粉群2"
+
+
+def test_t5_join_goes_to_the_first_sub_group_with_room(rules: Rules) -> None:
+    r = small(rules)
+    assert g.place(r, fill(GroupKind.STORE, 2)) == g.Placement(1, new_sub_group=False)
+    # A leave freed room in sub-group 1: the next join fills it before sub-group 3.
+    assert g.place(r, fill(GroupKind.STORE, 2, 3, 1)) == g.Placement(1, new_sub_group=False)
+    assert g.place(r, fill(GroupKind.STORE, 3, 3, 1)) == g.Placement(3, new_sub_group=False)
+
+
+def test_t5_next_sub_group_is_created_only_when_all_are_full(rules: Rules) -> None:
+    r = small(rules)
+    assert g.place(r, fill(GroupKind.STORE, 3)) == g.Placement(2, new_sub_group=True)
+    assert g.place(r, fill(GroupKind.STORE, 3, 3)) == g.Placement(3, new_sub_group=True)
+
+
+def test_t1_no_sub_group_beyond_the_per_set_limit(rules: Rules) -> None:
+    r = small(rules)  # 4 sub-groups of 3 = 12 > set cap 7, so use live: 3 of 2 = 6 < 10
+    assert g.place(r, fill(GroupKind.LIVE, 2, 2, 2)) is None
+    failures = g.capacity_failures(r, fill(GroupKind.LIVE, 2, 2, 2), account(GroupKind.LIVE, members=6))
+    assert [(f.rule_id, f.reason) for f in failures] == [("T4", "SUB_GROUPS_FULL")]
+
+
+# -- T1, T2, T4: joining ------------------------------------------------------------------------
+
+
+def test_t1_join_refused_when_the_set_is_full(rules: Rules) -> None:
+    r = small(rules)
+    assert g.capacity_failures(r, fill(GroupKind.STORE, 3, 3), account(members=6)) == []
+    failures = g.capacity_failures(r, fill(GroupKind.STORE, 3, 3, 1), account(members=7))
+    assert [(f.rule_id, f.reason) for f in failures] == [("T1", "GROUP_SET_FULL")]
+    assert failures[0].figures == {"members": "7", "cap": "7"}
+
+
+def test_t1_default_caps_set_full_at_5000(rules: Rules) -> None:
+    full = fill(GroupKind.STORE, *([500] * 10))
+    reasons = {f.reason for f in g.capacity_failures(rules, full, account(members=5000))}
+    assert reasons == {"GROUP_SET_FULL", "SUB_GROUPS_FULL"}
+    assert g.capacity_failures(rules, fill(GroupKind.STORE, *([500] * 9), 499), account(members=4999)) == []
+
+
+@pytest.mark.parametrize(("level", "cap"), [(0, 25_000), (3, 25_000), (4, 50_000)])
+def test_t2_store_member_cap_by_level(rules: Rules, level: int, cap: int) -> None:
+    assert g.capacity_failures(rules, fill(GroupKind.STORE, 0), account(members=cap - 1, level=level)) == []
+    [failure] = g.capacity_failures(rules, fill(GroupKind.STORE, 0), account(members=cap, level=level))
+    assert (failure.rule_id, failure.reason) == ("T2", "ACCOUNT_FULL")
+    assert failure.figures == {"members": str(cap), "cap": str(cap), "level": str(level)}
+
+
+def test_t4_live_set_and_streamer_caps(rules: Rules) -> None:
+    full_set = fill(GroupKind.LIVE, *([100] * 20))
+    failures = g.capacity_failures(rules, full_set, account(GroupKind.LIVE, members=50_000))
+    assert {(f.rule_id, f.reason) for f in failures} == {
+        ("T4", "GROUP_SET_FULL"),
+        ("T4", "SUB_GROUPS_FULL"),
+        ("T4", "ACCOUNT_FULL"),
+    }
+    assert g.capacity_failures(rules, fill(GroupKind.LIVE, 99), account(GroupKind.LIVE, members=49_999)) == []
+
+
+def test_every_full_cap_is_listed_at_once(rules: Rules) -> None:
+    r = small(rules)
+    failures = g.capacity_failures(r, fill(GroupKind.STORE, 3, 3, 3, 3), account(members=25_000))
+    assert {f.reason for f in failures} == {"GROUP_SET_FULL", "SUB_GROUPS_FULL", "ACCOUNT_FULL"}
+
+
+# -- C13 ----------------------------------------------------------------------------------------
+
+
+def test_c13_a_member_cannot_join_the_same_set_again(rules: Rules) -> None:
+    assert g.join_failures(rules, fill(GroupKind.STORE, 1), account(), already_member=False) == []
+    [failure] = g.join_failures(rules, fill(GroupKind.STORE, 1), account(), already_member=True)
+    assert (failure.rule_id, failure.reason) == ("C13", "ALREADY_MEMBER")
+
+
+# -- R2 -----------------------------------------------------------------------------------------
+
+
+def test_r2_at_most_9_super_admins(rules: Rules) -> None:
+    assert g.admin_limit_failures(rules, 8) == []
+    [failure] = g.admin_limit_failures(rules, 9)
+    assert (failure.rule_id, failure.figures["cap"]) == ("R2", "9")
+    assert g.admin_limit_failures(rules, 0, 9) == []
+    assert g.admin_limit_failures(rules, 0, 10)[0].rule_id == "R2"
+
+
+# -- R3 -----------------------------------------------------------------------------------------
+
+
+def test_r3_settings_on_a_sub_group_are_refused() -> None:
+    assert g.settings_target_failures(None) == []
+    [failure] = g.settings_target_failures("gs_1")
+    assert (failure.rule_id, failure.figures) == ("R3", {"group_set_id": "gs_1"})
+
+
+# -- C9, C10: threshold kind matches group kind ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "threshold", [ThresholdKind.FOLLOW, ThresholdKind.SPEND, ThresholdKind.PASSWORD, ThresholdKind.CROWD]
+)
+def test_c9_store_thresholds(threshold: ThresholdKind) -> None:
+    assert g.threshold_kind_failures(GroupKind.STORE, threshold) == []
+    assert g.threshold_kind_failures(GroupKind.LIVE, threshold)[0].rule_id == "C10"
+
+
+def test_c10_live_groups_take_only_a_fan_level() -> None:
+    assert g.threshold_kind_failures(GroupKind.LIVE, ThresholdKind.FAN_LEVEL) == []
+    assert g.threshold_kind_failures(GroupKind.STORE, ThresholdKind.FAN_LEVEL)[0].rule_id == "C9"
+
+
+def test_owner_key_is_the_store_or_the_streamer() -> None:
+    assert g.owner_key(GroupKind.STORE, "s1", "") == "store:s1"
+    assert g.owner_key(GroupKind.LIVE, "s1", "h1") == "streamer:h1"
+
+
+# -- T5, T6 as a model: any sequence of joins and leaves keeps every cap -----------------------
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=150))
+def test_t5_t6_joins_and_leaves_never_break_a_cap(ops: list[tuple[bool, int]]) -> None:
+    r = small(load_rules(env={}))
+    limits = g.set_limits(r, GroupKind.STORE)
+    subs: dict[int, set[int]] = {1: set()}  # the first sub-group comes with the set (T5)
+    where: dict[int, int] = {}
+    for is_join, consumer in ops:
+        if not is_join:
+            if consumer in where:
+                subs[where.pop(consumer)].discard(consumer)
+            continue
+        fill = SetFill(GroupKind.STORE, len(where), tuple(SubGroupFill(s, len(m)) for s, m in sorted(subs.items())))
+        failures = g.join_failures(r, fill, account(members=len(where)), already_member=consumer in where)
+        placement = g.place(r, fill)
+        if failures:
+            assert consumer in where or len(where) >= limits.group_set_capacity or placement is None
+            continue
+        assert placement is not None
+        if placement.new_sub_group:
+            assert all(len(m) >= limits.sub_group_capacity for m in subs.values())
+            assert placement.seq == len(subs) + 1
+            subs[placement.seq] = set()
+        else:
+            open_seqs = [s for s, m in sorted(subs.items()) if len(m) < limits.sub_group_capacity]
+            assert placement.seq == open_seqs[0]
+        subs[placement.seq].add(consumer)
+        where[consumer] = placement.seq
+        assert len(where) <= limits.group_set_capacity
+        assert len(subs) <= limits.sub_groups_per_set
+        assert all(len(m) <= limits.sub_group_capacity for m in subs.values())
