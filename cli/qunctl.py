@@ -99,7 +99,7 @@ def show_error(error: grpc.RpcError) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = Stack(Path(args.data_dir))
+    stack = Stack(Path(args.data_dir), fixed_ports=not args.free_ports)
     print(f"starting qun (data in {args.data_dir}) …", flush=True)
     started = time.monotonic()
     stack.start()
@@ -247,7 +247,9 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--gateway", default=os.environ.get("QUN_GATEWAY_ADDR", DEFAULT_GATEWAY))
     sub = root.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", help="run every process on loopback until Ctrl-C").set_defaults(func=cmd_up, local=True)
+    up = sub.add_parser("up", help="run every process on loopback until Ctrl-C")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of 50051…")
+    up.set_defaults(func=cmd_up, local=True)
 
     token = sub.add_parser("token", help="mint a bearer token for local use")
     token.add_argument("--as", dest="account", required=True)

@@ -147,7 +147,11 @@ class Stack:
         else:
             out = None
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", MODULES[name]], env=self.env_for(name), stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", MODULES[name]],
+            env=self.env_for(name),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them in order
         )
         if out is not None:
             out.close()

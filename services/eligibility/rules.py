@@ -21,7 +21,6 @@ from services.eligibility.domain import (
     ContentLevel,
     CreateFacts,
     CrowdThreshold,
-    FanLevel,
     FanLevelThreshold,
     FollowThreshold,
     GroupKind,
@@ -126,8 +125,9 @@ def e2_paid_orders(paid_orders: int, rules: CreateRules) -> list[Failure]:
 def e2_content_level(history: Iterable[ContentLevel], now: datetime, rules: CreateRules) -> list[Failure]:
     """E2: 微淘 level ≥ ``min_content_level`` as seen under E3's delay.
 
-    When a newer level would meet the bar but is not visible yet, the failure
-    is E3's and says from when it counts.
+    The unmet condition is E2's either way; when a newer level would meet the
+    bar but is not visible yet (E3), the reason and figures say from when it
+    counts.
     """
     seen = content_level_as_seen(history, now, rules)
     if seen.level >= rules.min_content_level:
@@ -139,10 +139,11 @@ def e2_content_level(history: Iterable[ContentLevel], now: datetime, rules: Crea
         figures["visible_from"] = visible_from.isoformat()
         return [
             Failure(
-                "E3",
+                "E2",
                 "CONTENT_LEVEL_NOT_YET_VISIBLE",
                 f"微淘 L{seen.level} < L{rules.min_content_level}; L{seen.pending.level} "
-                f"(updated {seen.pending.updated_at:%Y-%m-%d %H:%M} UTC) counts from {visible_from:%Y-%m-%d %H:%M} UTC",
+                f"(updated {seen.pending.updated_at:%Y-%m-%d %H:%M} UTC) counts from "
+                f"{visible_from:%Y-%m-%d %H:%M} UTC (E3)",
                 figures,
             )
         ]
@@ -384,4 +385,3 @@ def check_join(query: JoinQuery, facts: JoinFacts, rules: JoinRules) -> JoinDeci
     else:
         failures += c9_store_threshold(query.threshold, facts, query.store_id, query.supplied_password, rules)
     return JoinDecision(tuple(failures), below_score_bar(facts, rules))
-

@@ -1,0 +1,192 @@
+"""The eligibility service's tables (SQLAlchemy 2.x declarative).
+
+Tables that grow with users lead their primary key with the owning store's id
+(orders, 微淘 levels, follows, crowds) or the consumer's id (consumer facts,
+blacklists, invitations by inviter, fan levels), so the data can later be
+distributed by that column without a redesign (DESIGN "Data and concurrency").
+The schema itself is created by ``migrations/versions``, never ``create_all``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, SmallInteger, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are
+    stored as naive UTC (which also keeps its text comparisons in time order)
+    and read back as aware UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AccountRow(Base):
+    """An account and its role (SPEC §0, E1, E4, C8)."""
+
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    store_id: Mapped[str] = mapped_column(String(ID), default="")
+    broadcast_permitted: Mapped[bool] = mapped_column(Boolean, default=False)
+    own_store_id: Mapped[str] = mapped_column(String(ID), default="")
+
+
+class StoreRow(Base):
+    """A store's platform, main account and status (SPEC E1, E2)."""
+
+    __tablename__ = "stores"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    main_account_id: Mapped[str] = mapped_column(String(ID))
+    operating_normally: Mapped[bool] = mapped_column(Boolean)
+
+
+class PaidOrderRow(Base):
+    """A paid order; an order belongs to one store, which leads its key (SPEC E2, C9)."""
+
+    __tablename__ = "paid_orders"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    paid_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # E2: a store's orders in a time window, counted from the index alone.
+        Index("ix_paid_orders_store_paid_at", "store_id", "paid_at"),
+        # C9 spend: one consumer's spend with one store in a window, summed from the index alone.
+        Index("ix_paid_orders_store_consumer_paid_at", "store_id", "consumer_id", "paid_at", "amount_fen"),
+    )
+
+
+class ContentLevelRow(Base):
+    """The 微淘 level history of a store, one row per weekly update (SPEC E3)."""
+
+    __tablename__ = "content_levels"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger)
+
+
+class FollowRow(Base):
+    """A consumer following (or no longer following) a store's content account (SPEC C9)."""
+
+    __tablename__ = "follows"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    following: Mapped[bool] = mapped_column(Boolean)
+
+
+class ConsumerRow(Base):
+    """Per-consumer facts (SPEC C1, C2), and the row blacklist escalations lock (C6, C7).
+
+    Unknown facts stay NULL: not verified, 淘气值 0.
+    """
+
+    __tablename__ = "consumers"
+
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    real_name_verified: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    taoqi_score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class MerchantBlacklistRow(Base):
+    """One store's blacklist entry for a consumer, keyed by consumer for C6 counts (SPEC C5, C6)."""
+
+    __tablename__ = "merchant_blacklist"
+
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    listed: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PlatformBlacklistRow(Base):
+    """The platform blacklist entry of a consumer and why it exists (SPEC C4, C6, C7)."""
+
+    __tablename__ = "platform_blacklist"
+
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    listed: Mapped[bool] = mapped_column(Boolean)
+    # domain.ListingSource: "reported", "C6" or "C7".
+    source: Mapped[str] = mapped_column(String(16))
+    # C6: distinct merchants; C7: blacklisted invitees — as counted when escalated.
+    evidence: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class InvitationRow(Base):
+    """Who invited whom, keyed by inviter for C7 counts (SPEC C7)."""
+
+    __tablename__ = "invitations"
+
+    inviter_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    invitee_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+
+    __table_args__ = (
+        # A newly blacklisted consumer's inviters.
+        Index("ix_invitations_invitee_id", "invitee_id", "inviter_id"),
+    )
+
+
+class CrowdMemberRow(Base):
+    """Membership of a crowd segment a merchant built (SPEC C9 crowd)."""
+
+    __tablename__ = "crowd_members"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    crowd_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    member: Mapped[bool] = mapped_column(Boolean)
+
+
+class FanLevelRow(Base):
+    """A consumer's fan level with a streamer, as ``domain.FanLevel`` values (SPEC C10)."""
+
+    __tablename__ = "fan_levels"
+
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    streamer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger)

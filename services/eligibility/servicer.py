@@ -1,0 +1,386 @@
+"""The gRPC edge of the eligibility service: proto ↔ domain, input checks, one transaction per RPC.
+
+Every request is validated whole before it touches the database, so a
+caller gets one INVALID_ARGUMENT naming every bad field
+(``facts[3].paid_order.amount_fen``). Refusals of a check are verdicts, not
+errors; unknown accounts are NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import DBAPIError
+
+from qun.common.v1 import facts_pb2, groups_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from services.common import errors
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.rules import Rules
+from services.common.validation import Fields
+from services.eligibility import metrics
+from services.eligibility import rules as domain_rules
+from services.eligibility.domain import (
+    Account,
+    Blacklisting,
+    ContentLevel,
+    CrowdMembership,
+    CrowdThreshold,
+    Fact,
+    FanLevel,
+    FanLevelFact,
+    FanLevelThreshold,
+    Follow,
+    FollowThreshold,
+    GroupKind,
+    Invitation,
+    JoinQuery,
+    PaidOrder,
+    PasswordThreshold,
+    Platform,
+    RealName,
+    Role,
+    Scope,
+    SpendThreshold,
+    Store,
+    TaoqiScore,
+    Threshold,
+)
+from services.eligibility.repository import EligibilityRepository, Escalation
+
+log = logging.getLogger("qun.eligibility")
+
+MAX_FACTS_PER_BATCH = 1000
+MAX_TAOQI_SCORE = 100_000  # 淘气值 is a few thousand at most
+MAX_CONTENT_LEVEL = 6  # 微淘 levels L0..L6
+MAX_ORDER_FEN = 10**12  # ¥10 billion: a year of such orders still fits a 64-bit sum
+MAX_FUTURE = timedelta(days=1)  # upstream clocks may run ahead, not by days
+MAX_PASSWORD_CHARS = 128
+MAX_DIGEST_CHARS = 256
+# Deadlocks and serialisation failures on PostgreSQL: the batch is retried whole.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+MAX_ATTEMPTS = 4
+
+ROLES: dict[int, Role] = {
+    facts_pb2.ACCOUNT_ROLE_STORE_MAIN: Role.STORE_MAIN,
+    facts_pb2.ACCOUNT_ROLE_STORE_SUB: Role.STORE_SUB,
+    facts_pb2.ACCOUNT_ROLE_STREAMER: Role.STREAMER,
+    facts_pb2.ACCOUNT_ROLE_CONSUMER: Role.CONSUMER,
+}
+ROLE_PROTOS = {role: facts_pb2.AccountRole.ValueType(value) for value, role in ROLES.items()}
+PLATFORMS: dict[int, Platform] = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}
+SCOPES: dict[int, Scope] = {
+    facts_pb2.BLACKLIST_SCOPE_PLATFORM: Scope.PLATFORM,
+    facts_pb2.BLACKLIST_SCOPE_MERCHANT: Scope.MERCHANT,
+}
+KINDS: dict[int, GroupKind] = {groups_pb2.GROUP_KIND_STORE: GroupKind.STORE, groups_pb2.GROUP_KIND_LIVE: GroupKind.LIVE}
+FAN_LEVELS: dict[int, FanLevel] = {
+    groups_pb2.FAN_LEVEL_NONE: FanLevel.NONE,
+    groups_pb2.FAN_LEVEL_IRON: FanLevel.IRON,
+    groups_pb2.FAN_LEVEL_DIAMOND: FanLevel.DIAMOND,
+    groups_pb2.FAN_LEVEL_BELOVED: FanLevel.BELOVED,
+}
+THRESHOLD_LEVELS = (groups_pb2.FAN_LEVEL_IRON, groups_pb2.FAN_LEVEL_DIAMOND, groups_pb2.FAN_LEVEL_BELOVED)
+STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
+
+
+class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer):
+    def __init__(self, db: Database, rules: Rules, clock: Clock) -> None:
+        self.db = db
+        self.rules = rules
+        self.clock = clock
+
+    async def IngestFacts(
+        self, request: eligibility_pb2.IngestFactsRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.IngestFactsResponse:
+        now = self.clock.now()
+        facts = parse_facts(request.facts, now)
+        escalations: list[Escalation] = []
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.db.transaction() as session:
+                    escalations = await EligibilityRepository(session, self.rules).ingest(facts, now)
+                break
+            except DBAPIError as error:
+                sqlstate = getattr(error.orig, "sqlstate", None)
+                if attempt == MAX_ATTEMPTS or sqlstate not in RETRYABLE_SQLSTATES:
+                    raise
+                log.info("ingest retried", extra={"fields": {"attempt": attempt, "sqlstate": sqlstate}})
+                await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+        for fact in request.facts:
+            metrics.facts.labels(fact.WhichOneof("fact")).inc()
+        for escalation in escalations:
+            metrics.escalations.labels(escalation.source.value).inc()
+            log.info(
+                "platform blacklisting",
+                extra={
+                    "fields": {
+                        "rule": escalation.source.value,
+                        "consumer_id": escalation.consumer_id,
+                        "evidence": escalation.evidence,
+                    }
+                },
+            )
+        return eligibility_pb2.IngestFactsResponse(applied=len(facts))
+
+    async def GetAccount(
+        self, request: eligibility_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.GetAccountResponse:
+        fields = Fields()
+        account_id = fields.identifier("account_id", request.account_id)
+        fields.done()
+        async with self.db.transaction() as session:
+            account = await EligibilityRepository(session, self.rules).account(account_id)
+        if account is None:
+            raise errors.NotFound("account", account_id)
+        return eligibility_pb2.GetAccountResponse(account=account_to_proto(account))
+
+    async def CheckCreate(
+        self, request: eligibility_pb2.CheckCreateRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.CheckCreateResponse:
+        fields = Fields()
+        account_id = fields.identifier("account_id", request.account_id)
+        fields.enum("kind", request.kind, groups_pb2.GroupKind)
+        fields.done()
+        kind = KINDS[request.kind]
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            facts = await EligibilityRepository(session, self.rules).create_facts(account_id, kind, now)
+        if facts is None:
+            raise errors.NotFound("account", account_id)
+        decision = domain_rules.check_create(kind, facts, now, self.rules.create)
+        metrics.record_check("create", decision.failures)
+        return eligibility_pb2.CheckCreateResponse(
+            verdict=errors.verdict(decision.failures),
+            owner_account_id=decision.owner_account_id,
+            store_id=decision.store_id,
+            streamer_id=decision.streamer_id,
+            creator_becomes_admin=decision.creator_becomes_admin,
+        )
+
+    async def CheckJoin(
+        self, request: eligibility_pb2.CheckJoinRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.CheckJoinResponse:
+        query = parse_join(request)
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            facts = await EligibilityRepository(session, self.rules).join_facts(query, now)
+        if facts is None:
+            raise errors.NotFound("account", query.consumer_id)
+        decision = domain_rules.check_join(query, facts, self.rules.join)
+        metrics.record_check("join", decision.failures)
+        return eligibility_pb2.CheckJoinResponse(
+            verdict=errors.verdict(decision.failures), below_score_bar=decision.below_score_bar
+        )
+
+
+# --- proto → domain ---------------------------------------------------------------
+
+
+def parse_facts(messages: Sequence[facts_pb2.Fact], now: datetime) -> list[Fact]:
+    """Every fact of the batch, or one INVALID_ARGUMENT naming every bad field."""
+    fields = Fields()
+    if not messages:
+        fields.fail("facts", "at least one fact is required")
+    elif len(messages) > MAX_FACTS_PER_BATCH:
+        fields.fail("facts", f"at most {MAX_FACTS_PER_BATCH} facts per batch, got {len(messages)}")
+    fields.done()
+    parsed = [_fact(fields, f"facts[{i}]", message, now) for i, message in enumerate(messages)]
+    fields.done()
+    return [fact for fact in parsed if fact is not None]
+
+
+def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime) -> Fact | None:
+    which = message.WhichOneof("fact")
+    if which is None:
+        fields.fail(path, "one fact kind must be set")
+        return None
+    at = f"{path}.{which}"
+    if which == "account":
+        return _account(fields, at, message.account)
+    if which == "store":
+        s = message.store
+        fields.enum(f"{at}.platform", s.platform, facts_pb2.Platform)
+        return Store(
+            fields.identifier(f"{at}.store_id", s.store_id),
+            PLATFORMS.get(s.platform, Platform.TAOBAO),
+            fields.identifier(f"{at}.main_account_id", s.main_account_id),
+            s.operating_normally,
+        )
+    if which == "paid_order":
+        o = message.paid_order
+        return PaidOrder(
+            fields.identifier(f"{at}.order_id", o.order_id),
+            fields.identifier(f"{at}.store_id", o.store_id),
+            fields.identifier(f"{at}.consumer_id", o.consumer_id),
+            fields.positive(f"{at}.amount_fen", o.amount_fen, high=MAX_ORDER_FEN),
+            _instant(fields, f"{at}.paid_at", o.paid_at, o.HasField("paid_at"), now),
+        )
+    if which == "content_level":
+        c = message.content_level
+        return ContentLevel(
+            fields.identifier(f"{at}.store_id", c.store_id),
+            fields.in_range(f"{at}.level", c.level, 0, MAX_CONTENT_LEVEL),
+            _instant(fields, f"{at}.updated_at", c.updated_at, c.HasField("updated_at"), now),
+        )
+    if which == "follow":
+        f = message.follow
+        return Follow(
+            fields.identifier(f"{at}.store_id", f.store_id),
+            fields.identifier(f"{at}.consumer_id", f.consumer_id),
+            f.following,
+        )
+    if which == "real_name":
+        r = message.real_name
+        return RealName(fields.identifier(f"{at}.consumer_id", r.consumer_id), r.verified)
+    if which == "taoqi_score":
+        t = message.taoqi_score
+        return TaoqiScore(
+            fields.identifier(f"{at}.consumer_id", t.consumer_id),
+            fields.in_range(f"{at}.score", t.score, 0, MAX_TAOQI_SCORE),
+        )
+    if which == "blacklist":
+        b = message.blacklist
+        fields.enum(f"{at}.scope", b.scope, facts_pb2.BlacklistScope)
+        scope = SCOPES.get(b.scope)
+        if scope is Scope.MERCHANT:
+            fields.identifier(f"{at}.store_id", b.store_id)
+        elif scope is Scope.PLATFORM and b.store_id:
+            fields.fail(f"{at}.store_id", "must be empty for a platform-scope entry")
+        return Blacklisting(
+            scope or Scope.PLATFORM, b.store_id, fields.identifier(f"{at}.consumer_id", b.consumer_id), b.listed
+        )
+    if which == "invitation":
+        i = message.invitation
+        inviter = fields.identifier(f"{at}.inviter_id", i.inviter_id)
+        invitee = fields.identifier(f"{at}.invitee_id", i.invitee_id)
+        if inviter and inviter == invitee:
+            fields.fail(f"{at}.invitee_id", "an account cannot invite itself")
+        return Invitation(inviter, invitee)
+    if which == "crowd_membership":
+        m = message.crowd_membership
+        return CrowdMembership(
+            fields.identifier(f"{at}.store_id", m.store_id),
+            fields.identifier(f"{at}.crowd_id", m.crowd_id),
+            fields.identifier(f"{at}.consumer_id", m.consumer_id),
+            m.member,
+        )
+    if which == "fan_level":
+        fl = message.fan_level
+        fields.enum(f"{at}.level", fl.level, groups_pb2.FanLevel)
+        return FanLevelFact(
+            fields.identifier(f"{at}.streamer_id", fl.streamer_id),
+            fields.identifier(f"{at}.consumer_id", fl.consumer_id),
+            FAN_LEVELS.get(fl.level, FanLevel.NONE),
+        )
+    fields.fail(path, f"unsupported fact kind {which}")  # pragma: no cover - a new proto field
+    return None
+
+
+def _account(fields: Fields, at: str, a: facts_pb2.AccountFact) -> Account:
+    account_id = fields.identifier(f"{at}.account_id", a.account_id)
+    fields.enum(f"{at}.role", a.role, facts_pb2.AccountRole)
+    role = ROLES.get(a.role)
+    if role in STORE_ROLES:
+        fields.identifier(f"{at}.store_id", a.store_id)
+    elif role is Role.STREAMER:
+        fields.identifier(f"{at}.store_id", a.store_id, required=False)
+    elif role is Role.CONSUMER and a.store_id:
+        fields.fail(f"{at}.store_id", "must be empty for a consumer; a seller account names its store in own_store_id")
+    if role is Role.CONSUMER:
+        fields.identifier(f"{at}.own_store_id", a.own_store_id, required=False)
+    elif a.own_store_id:
+        fields.fail(f"{at}.own_store_id", "only consumers carry own_store_id")
+    if a.broadcast_permitted and role is not None and role is not Role.STREAMER:
+        fields.fail(f"{at}.broadcast_permitted", "only streamers broadcast")
+    return Account(account_id, role or Role.CONSUMER, a.store_id, a.broadcast_permitted, a.own_store_id)
+
+
+# Timestamps after the Unix epoch and within what datetime can hold.
+_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def _instant(fields: Fields, path: str, value: Timestamp, present: bool, now: datetime) -> datetime:
+    if not present:
+        fields.fail(path, "required")
+        return now
+    if not 0 < value.seconds <= _MAX_SECONDS or not 0 <= value.nanos < 1_000_000_000:
+        fields.fail(path, "must be a valid time after 1970-01-01T00:00:00Z")
+        return now
+    when = value.ToDatetime(tzinfo=UTC)
+    if when > now + MAX_FUTURE:
+        fields.fail(path, f"must not be more than {MAX_FUTURE} after now ({now.isoformat()}), got {when.isoformat()}")
+    return when
+
+
+def parse_join(request: eligibility_pb2.CheckJoinRequest) -> JoinQuery:
+    fields = Fields()
+    consumer_id = fields.identifier("consumer_id", request.consumer_id)
+    fields.enum("kind", request.kind, groups_pb2.GroupKind)
+    kind = KINDS.get(request.kind)
+    store_id = fields.identifier("store_id", request.store_id, required=kind is GroupKind.STORE)
+    streamer_id = fields.identifier("streamer_id", request.streamer_id, required=kind is GroupKind.LIVE)
+    fields.text("supplied_password", request.supplied_password, max_chars=MAX_PASSWORD_CHARS)
+    threshold = _threshold(fields, request)
+    if kind is not None and threshold is not None and not domain_rules.threshold_fits(kind, threshold):
+        which = request.threshold.WhichOneof("rule")
+        fields.fail(
+            "threshold",
+            f"a {which} threshold does not fit a {kind.value} group "
+            "(store groups: follow, spend, password or crowd; live groups: fan_level)",
+        )
+    fields.done()
+    assert kind is not None and threshold is not None  # done() raised otherwise
+    return JoinQuery(
+        consumer_id=consumer_id,
+        kind=kind,
+        threshold=threshold,
+        store_id=store_id,
+        streamer_id=streamer_id,
+        supplied_password=request.supplied_password,
+        exempt_from_score=request.exempt_from_score,
+    )
+
+
+def _threshold(fields: Fields, request: eligibility_pb2.CheckJoinRequest) -> Threshold | None:
+    which = request.threshold.WhichOneof("rule") if request.HasField("threshold") else None
+    if which is None:
+        fields.fail("threshold", "required: one of follow, spend, password, crowd or fan_level")
+        return None
+    t = request.threshold
+    if which == "follow":
+        return FollowThreshold()
+    if which == "spend":
+        return SpendThreshold(fields.positive("threshold.spend.min_spend_fen", t.spend.min_spend_fen))
+    if which == "password":
+        digest = fields.text("password_digest", request.password_digest, max_chars=MAX_DIGEST_CHARS, required=True)
+        return PasswordThreshold(digest)
+    if which == "crowd":
+        return CrowdThreshold(fields.identifier("threshold.crowd.crowd_id", t.crowd.crowd_id))
+    if which == "fan_level":
+        level = fields.enum(
+            "threshold.fan_level.min_level", t.fan_level.min_level, groups_pb2.FanLevel, THRESHOLD_LEVELS
+        )
+        return FanLevelThreshold(FAN_LEVELS.get(level, FanLevel.IRON))
+    fields.fail("threshold", f"unsupported threshold {which}")  # pragma: no cover - a new proto field
+    return None
+
+
+# --- domain → proto ---------------------------------------------------------------
+
+
+def account_to_proto(account: Account) -> facts_pb2.AccountFact:
+    return facts_pb2.AccountFact(
+        account_id=account.account_id,
+        role=ROLE_PROTOS[account.role],
+        store_id=account.store_id,
+        broadcast_permitted=account.broadcast_permitted,
+        own_store_id=account.own_store_id,
+    )

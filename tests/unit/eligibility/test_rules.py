@@ -1,0 +1,481 @@
+"""The E and C rules as plain functions: each test fails if its rule is broken."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.common import passwords
+from services.common.clock import ManualClock
+from services.common.errors import Failure, rule_ids
+from services.common.rules import Rules
+from services.eligibility import rules as r
+from services.eligibility.domain import (
+    Account,
+    ContentLevel,
+    CreateFacts,
+    CrowdThreshold,
+    FanLevel,
+    FanLevelThreshold,
+    FollowThreshold,
+    GroupKind,
+    JoinFacts,
+    JoinQuery,
+    ListingSource,
+    PasswordThreshold,
+    Platform,
+    PlatformListing,
+    Role,
+    SpendThreshold,
+    Store,
+)
+
+NOW = datetime(2026, 8, 24, 12, 0, tzinfo=UTC)
+
+MAIN = Account("main-1", Role.STORE_MAIN, store_id="store-1")
+SUB = Account("sub-1", Role.STORE_SUB, store_id="store-1")
+STORE = Store("store-1", Platform.TMALL, "main-1", operating_normally=True)
+STREAMER = Account("streamer-1", Role.STREAMER, broadcast_permitted=True)
+STORE_STREAMER = Account("streamer-2", Role.STREAMER, store_id="store-1", broadcast_permitted=True)
+CONSUMER = Account("consumer-1", Role.CONSUMER)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+def level(value: int, updated_at: datetime) -> ContentLevel:
+    return ContentLevel("store-1", value, updated_at)
+
+
+def good_store_facts(rules: Rules, **changes: object) -> CreateFacts:
+    """A main account whose store meets every E2 condition."""
+    facts = CreateFacts(
+        account=MAIN,
+        store=STORE,
+        paid_orders=rules.create.min_paid_orders,
+        content_levels=(level(rules.create.min_content_level, NOW - timedelta(days=10)),),
+    )
+    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+
+
+def store_check(facts: CreateFacts, rules: Rules, now: datetime = NOW) -> r.CreateDecision:
+    return r.check_create(GroupKind.STORE, facts, now, rules.create)
+
+
+def by_rule(failures: tuple[Failure, ...] | list[Failure], rule_id: str) -> Failure:
+    [failure] = [f for f in failures if f.rule_id == rule_id]
+    return failure
+
+
+# --- E1 ---------------------------------------------------------------------------
+
+
+def test_E1_main_account_named_by_its_store_may_create(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules), rules)
+    assert decision.allowed
+    assert (decision.owner_account_id, decision.store_id) == ("main-1", "store-1")
+
+
+def test_E1_refuses_a_sub_account_and_names_the_owner(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, account=SUB), rules)
+    assert rule_ids(decision.failures) == ["E1"]
+    assert decision.failures[0].reason == "NOT_STORE_MAIN_ACCOUNT"
+    assert decision.owner_account_id == "main-1"
+
+
+def test_E1_refuses_a_main_role_the_store_fact_does_not_name(rules: Rules) -> None:
+    impostor = Account("main-2", Role.STORE_MAIN, store_id="store-1")
+    decision = store_check(good_store_facts(rules, account=impostor), rules)
+    assert rule_ids(decision.failures) == ["E1"]
+    assert decision.failures[0].figures["main_account_id"] == "main-1"
+
+
+def test_E1_needs_the_main_role_as_well_as_the_store_fact(rules: Rules) -> None:
+    named_sub = dataclasses.replace(STORE, main_account_id="sub-1")
+    decision = store_check(good_store_facts(rules, account=SUB, store=named_sub), rules)
+    assert rule_ids(decision.failures) == ["E1"]
+
+
+def test_E1_refuses_a_consumer_without_store_checks(rules: Rules) -> None:
+    decision = store_check(CreateFacts(account=CONSUMER), rules)
+    assert rule_ids(decision.failures) == ["E1"]
+
+
+# --- E2 ---------------------------------------------------------------------------
+
+
+def test_E2_refuses_29_orders_in_30_days(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, paid_orders=29), rules)
+    failure = by_rule(decision.failures, "E2")
+    assert failure.reason == "NOT_ENOUGH_PAID_ORDERS"
+    assert failure.message == "orders_30d 29 < 30"
+    assert failure.figures["paid_orders"] == "29"
+    assert failure.figures["required"] == "30"
+
+
+def test_E2_admits_30_orders_in_30_days(rules: Rules) -> None:
+    assert store_check(good_store_facts(rules, paid_orders=30), rules).allowed
+
+
+def test_E2_order_numbers_come_from_the_rules(rules: Rules) -> None:
+    lenient = dataclasses.replace(rules, create=dataclasses.replace(rules.create, min_paid_orders=5))
+    assert store_check(good_store_facts(rules, paid_orders=5), lenient).allowed
+    assert not store_check(good_store_facts(rules, paid_orders=4), lenient).allowed
+
+
+def test_E2_order_window_is_the_last_30_days(rules: Rules, clock: ManualClock) -> None:
+    assert r.paid_orders_window_start(clock.now(), rules.create) == NOW - timedelta(days=30)
+
+
+def test_E2_refuses_a_store_not_operating_normally(rules: Rules) -> None:
+    closed = dataclasses.replace(STORE, operating_normally=False)
+    decision = store_check(good_store_facts(rules, store=closed), rules)
+    assert [(f.rule_id, f.reason) for f in decision.failures] == [("E2", "STORE_NOT_OPERATING")]
+
+
+def test_E2_refuses_a_store_with_no_reported_status(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, store=None), rules)
+    assert ("E2", "STORE_NOT_OPERATING") in [(f.rule_id, f.reason) for f in decision.failures]
+
+
+def test_E2_refuses_content_level_L0(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, content_levels=(level(0, NOW - timedelta(days=10)),)), rules)
+    failure = by_rule(decision.failures, "E2")
+    assert failure.reason == "CONTENT_LEVEL_TOO_LOW"
+    assert failure.figures == {"content_level": "0", "required": "1"}
+
+
+def test_E2_no_reported_content_level_counts_as_L0(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, content_levels=()), rules)
+    assert by_rule(decision.failures, "E2").figures["content_level"] == "0"
+
+
+# --- E3 ---------------------------------------------------------------------------
+
+
+def test_E3_level_visible_at_T_plus_2_exactly(rules: Rules, clock: ManualClock) -> None:
+    updated = datetime(2026, 8, 22, 9, 30, tzinfo=UTC)
+    facts = good_store_facts(rules, content_levels=(level(1, updated),))
+    clock.set(updated + timedelta(days=2) - timedelta(microseconds=1))
+    before = store_check(facts, rules, clock.now())
+    assert [(f.rule_id, f.reason) for f in before.failures] == [("E2", "CONTENT_LEVEL_NOT_YET_VISIBLE")]
+    assert before.failures[0].figures["visible_from"] == "2026-08-24T09:30:00+00:00"
+    clock.set(updated + timedelta(days=2))
+    assert store_check(facts, rules, clock.now()).allowed
+
+
+def test_E3_updated_aug_22_counts_from_aug_24(rules: Rules) -> None:
+    updated = datetime(2026, 8, 22, 0, 0, tzinfo=UTC)
+    facts = good_store_facts(rules, content_levels=(level(1, updated),))
+    assert not store_check(facts, rules, datetime(2026, 8, 23, 23, 59, tzinfo=UTC)).allowed
+    assert store_check(facts, rules, datetime(2026, 8, 24, 0, 0, tzinfo=UTC)).allowed
+
+
+def test_E3_previous_visible_level_counts_until_the_update_is_visible(rules: Rules) -> None:
+    old, new = NOW - timedelta(days=7), NOW - timedelta(days=1)
+    downgraded = good_store_facts(rules, content_levels=(level(2, old), level(0, new)))
+    assert store_check(downgraded, rules).allowed  # L2 still counts; the L0 is not visible yet
+    assert not store_check(downgraded, rules, new + timedelta(days=2)).allowed
+    upgraded = good_store_facts(rules, content_levels=(level(0, old), level(1, new)))
+    failure = by_rule(store_check(upgraded, rules).failures, "E2")
+    assert failure.reason == "CONTENT_LEVEL_NOT_YET_VISIBLE"
+    assert failure.figures["content_level"] == "0"
+    assert failure.figures["pending_level"] == "1"
+
+
+def test_E3_delay_comes_from_the_rules(rules: Rules) -> None:
+    no_delay = dataclasses.replace(rules, create=dataclasses.replace(rules.create, content_level_delay_days=0))
+    facts = good_store_facts(rules, content_levels=(level(1, NOW),))
+    assert store_check(facts, no_delay).allowed
+    assert not store_check(facts, rules).allowed
+
+
+# --- E4 ---------------------------------------------------------------------------
+
+
+def live_check(account: Account, rules: Rules, store: Store | None = None) -> r.CreateDecision:
+    return r.check_create(GroupKind.LIVE, CreateFacts(account=account, store=store), NOW, rules.create)
+
+
+def test_E4_streamer_permitted_to_broadcast_owns_its_fan_groups(rules: Rules) -> None:
+    decision = live_check(STREAMER, rules)
+    assert decision.allowed
+    assert decision.owner_account_id == decision.streamer_id == "streamer-1"
+    assert decision.store_id == ""
+    assert not decision.creator_becomes_admin
+
+
+def test_E4_store_sub_account_streamer_makes_the_main_account_owner(rules: Rules) -> None:
+    decision = live_check(STORE_STREAMER, rules, STORE)
+    assert decision.allowed
+    assert decision.owner_account_id == "main-1"
+    assert decision.store_id == "store-1"
+    assert decision.streamer_id == "streamer-2"
+    assert decision.creator_becomes_admin
+
+
+def test_E4_refuses_a_streamer_not_permitted_to_broadcast(rules: Rules) -> None:
+    decision = live_check(dataclasses.replace(STREAMER, broadcast_permitted=False), rules)
+    assert [(f.rule_id, f.reason) for f in decision.failures] == [("E4", "NOT_PERMITTED_TO_BROADCAST")]
+
+
+def test_E4_refuses_a_store_streamer_whose_store_owner_is_unknown(rules: Rules) -> None:
+    decision = live_check(STORE_STREAMER, rules)
+    assert [(f.rule_id, f.reason) for f in decision.failures] == [("E4", "OWNER_UNKNOWN")]
+
+
+@pytest.mark.parametrize("account", [MAIN, SUB, CONSUMER], ids=lambda a: a.role.value)
+def test_E4_refuses_accounts_that_are_not_streamers(account: Account, rules: Rules) -> None:
+    decision = live_check(account, rules, STORE)
+    assert [(f.rule_id, f.reason) for f in decision.failures] == [("E4", "NOT_A_STREAMER")]
+
+
+def test_E4_streamer_asking_for_a_store_group_fails_E1(rules: Rules) -> None:
+    decision = store_check(good_store_facts(rules, account=STORE_STREAMER), rules)
+    assert rule_ids(decision.failures) == ["E1"]
+
+
+# --- E5, E6 ---------------------------------------------------------------------
+
+
+def test_E5_a_store_at_group_level_L0_may_create(rules: Rules) -> None:
+    # A store with no groups yet is at group level L0; no group level enters the check.
+    fresh = good_store_facts(rules)
+    assert store_check(fresh, rules).allowed
+    assert "level" not in {f.name for f in dataclasses.fields(CreateFacts)}
+
+
+def test_E6_reports_every_failed_condition_at_once_with_figures(rules: Rules) -> None:
+    facts = CreateFacts(
+        account=SUB,
+        store=dataclasses.replace(STORE, operating_normally=False),
+        paid_orders=12,
+        content_levels=(level(0, NOW - timedelta(days=9)),),
+    )
+    decision = store_check(facts, rules)
+    assert [(f.rule_id, f.reason) for f in decision.failures] == [
+        ("E1", "NOT_STORE_MAIN_ACCOUNT"),
+        ("E2", "STORE_NOT_OPERATING"),
+        ("E2", "NOT_ENOUGH_PAID_ORDERS"),
+        ("E2", "CONTENT_LEVEL_TOO_LOW"),
+    ]
+    assert "orders_30d 12 < 30" in [f.message for f in decision.failures]
+
+
+# --- Joining ------------------------------------------------------------------------
+
+
+def good_join_facts(rules: Rules, **changes: object) -> JoinFacts:
+    facts = JoinFacts(
+        account=CONSUMER,
+        real_name_verified=True,
+        taoqi_score=rules.join.min_taoqi_score,
+        follows_store=True,
+        spend_fen=10_000,
+        in_crowd=True,
+        fan_level=FanLevel.BELOVED,
+    )
+    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+
+
+def store_join(**changes: object) -> JoinQuery:
+    query = JoinQuery("consumer-1", GroupKind.STORE, FollowThreshold(), store_id="store-1")
+    return dataclasses.replace(query, **changes)  # type: ignore[arg-type]
+
+
+def live_join(min_level: FanLevel, **changes: object) -> JoinQuery:
+    query = JoinQuery("consumer-1", GroupKind.LIVE, FanLevelThreshold(min_level), streamer_id="streamer-1")
+    return dataclasses.replace(query, **changes)  # type: ignore[arg-type]
+
+
+def join_rules(query: JoinQuery, facts: JoinFacts, rules: Rules) -> list[str]:
+    return rule_ids(r.check_join(query, facts, rules.join).failures)
+
+
+def test_join_admits_a_consumer_meeting_every_rule(rules: Rules) -> None:
+    decision = r.check_join(store_join(), good_join_facts(rules), rules.join)
+    assert decision.allowed
+    assert not decision.below_score_bar
+
+
+def test_C1_refuses_a_consumer_not_real_name_verified(rules: Rules) -> None:
+    facts = good_join_facts(rules, real_name_verified=False)
+    assert join_rules(store_join(), facts, rules) == ["C1"]
+
+
+def test_C2_refuses_400_and_admits_401(rules: Rules) -> None:
+    refused = r.check_join(store_join(), good_join_facts(rules, taoqi_score=400), rules.join)
+    assert rule_ids(refused.failures) == ["C2"]
+    assert refused.failures[0].figures == {"taoqi_score": "400", "required": "401"}
+    assert refused.failures[0].message == "淘气值 400 < 401"
+    assert r.check_join(store_join(), good_join_facts(rules, taoqi_score=401), rules.join).allowed
+
+
+def test_C2_bar_comes_from_the_rules(rules: Rules) -> None:
+    reading_001 = dataclasses.replace(rules, join=dataclasses.replace(rules.join, min_taoqi_score=400))
+    assert join_rules(store_join(), good_join_facts(rules, taoqi_score=400), reading_001) == []
+
+
+def test_C2_owner_and_admins_are_exempt(rules: Rules) -> None:
+    facts = good_join_facts(rules, taoqi_score=0)
+    assert join_rules(store_join(exempt_from_score=True), facts, rules) == []
+
+
+def test_C3_below_score_bar_is_flagged_even_when_exempt(rules: Rules) -> None:
+    exempt = r.check_join(store_join(exempt_from_score=True), good_join_facts(rules, taoqi_score=400), rules.join)
+    assert exempt.allowed and exempt.below_score_bar
+    at_bar = r.check_join(store_join(), good_join_facts(rules, taoqi_score=401), rules.join)
+    assert not at_bar.below_score_bar
+
+
+def test_C4_refuses_a_platform_blacklisted_consumer(rules: Rules) -> None:
+    facts = good_join_facts(rules, platform_listing=PlatformListing(ListingSource.REPORTED))
+    failure = by_rule(r.check_join(store_join(), facts, rules.join).failures, "C4")
+    assert failure.reason == "PLATFORM_BLACKLISTED"
+
+
+@pytest.mark.parametrize(
+    ("source", "evidence", "text"),
+    [(ListingSource.C6, 3, "C6: blacklisted by 3 merchants"), (ListingSource.C7, 6, "C7: 6 of the accounts")],
+)
+def test_C4_says_when_an_escalation_put_the_consumer_there(
+    rules: Rules, source: ListingSource, evidence: int, text: str
+) -> None:
+    facts = good_join_facts(rules, platform_listing=PlatformListing(source, evidence))
+    failure = by_rule(r.check_join(store_join(), facts, rules.join).failures, "C4")
+    assert text in failure.message
+    assert failure.figures["source"] == source.value
+
+
+def test_C5_refuses_a_consumer_on_this_stores_blacklist(rules: Rules) -> None:
+    facts = good_join_facts(rules, on_store_blacklist=True)
+    assert join_rules(store_join(), facts, rules) == ["C5"]
+
+
+def test_C5_needs_a_store(rules: Rules) -> None:
+    facts = good_join_facts(rules, on_store_blacklist=True)
+    assert join_rules(live_join(FanLevel.IRON), facts, rules) == []
+
+
+def test_C6_escalates_at_3_merchants_not_2(rules: Rules) -> None:
+    assert not r.c6_escalates(2, rules.join)
+    assert r.c6_escalates(3, rules.join)
+    assert r.c6_escalates(4, rules.join)
+
+
+def test_C7_escalates_above_5_invitees_not_at_5(rules: Rules) -> None:
+    assert not r.c7_escalates(5, rules.join)
+    assert r.c7_escalates(6, rules.join)
+
+
+def test_C6_C7_numbers_come_from_the_rules(rules: Rules) -> None:
+    strict = dataclasses.replace(
+        rules,
+        join=dataclasses.replace(rules.join, merchant_blacklists_to_platform=2, blacklisted_invitees_to_platform=1),
+    )
+    assert r.c6_escalates(2, strict.join)
+    assert r.c7_escalates(2, strict.join) and not r.c7_escalates(1, strict.join)
+
+
+def test_C8_refuses_a_seller_account_of_another_store(rules: Rules) -> None:
+    seller = dataclasses.replace(CONSUMER, own_store_id="store-9")
+    failure = by_rule(r.check_join(store_join(), good_join_facts(rules, account=seller), rules.join).failures, "C8")
+    assert failure.figures == {"own_store_id": "store-9", "store_id": "store-1"}
+
+
+def test_C8_admits_a_seller_to_its_own_store_and_to_storeless_groups(rules: Rules) -> None:
+    own = dataclasses.replace(CONSUMER, own_store_id="store-1")
+    assert join_rules(store_join(), good_join_facts(rules, account=own), rules) == []
+    elsewhere = dataclasses.replace(CONSUMER, own_store_id="store-9")
+    assert join_rules(live_join(FanLevel.IRON), good_join_facts(rules, account=elsewhere), rules) == []
+
+
+def test_C8_a_store_main_account_is_a_seller_account(rules: Rules) -> None:
+    other_main = Account("main-9", Role.STORE_MAIN, store_id="store-9")
+    assert join_rules(store_join(), good_join_facts(rules, account=other_main), rules) == ["C8"]
+
+
+def test_C9_follow_threshold(rules: Rules) -> None:
+    assert join_rules(store_join(), good_join_facts(rules, follows_store=False), rules) == ["C9"]
+
+
+def test_C9_spend_threshold_at_and_below_the_bar(rules: Rules) -> None:
+    query = store_join(threshold=SpendThreshold(50_000))
+    assert join_rules(query, good_join_facts(rules, spend_fen=50_000), rules) == []
+    refused = r.check_join(query, good_join_facts(rules, spend_fen=49_999), rules.join)
+    failure = by_rule(refused.failures, "C9")
+    assert failure.reason == "NOT_ENOUGH_SPEND"
+    assert failure.figures["spend_yuan"] == "499.99"
+    assert failure.figures["required_yuan"] == "500.00"
+    assert failure.figures["spend_fen"] == "49999"
+    assert failure.figures["required_fen"] == "50000"
+
+
+def test_C9_spend_window_is_the_last_365_days(rules: Rules, clock: ManualClock) -> None:
+    assert r.spend_window_start(clock.now(), rules.join) == NOW - timedelta(days=365)
+
+
+def test_C9_password_threshold(rules: Rules) -> None:
+    query = store_join(threshold=PasswordThreshold(passwords.digest("open sesame")))
+    facts = good_join_facts(rules)
+    assert join_rules(dataclasses.replace(query, supplied_password="open sesame"), facts, rules) == []
+    assert join_rules(dataclasses.replace(query, supplied_password="open barley"), facts, rules) == ["C9"]
+    assert join_rules(query, facts, rules) == ["C9"]
+
+
+def test_C9_crowd_threshold(rules: Rules) -> None:
+    query = store_join(threshold=CrowdThreshold("vip"))
+    assert join_rules(query, good_join_facts(rules, in_crowd=True), rules) == []
+    assert join_rules(query, good_join_facts(rules, in_crowd=False), rules) == ["C9"]
+
+
+@pytest.mark.parametrize(
+    ("min_level", "admitted"),
+    [
+        (FanLevel.IRON, {FanLevel.IRON, FanLevel.DIAMOND, FanLevel.BELOVED}),
+        (FanLevel.DIAMOND, {FanLevel.DIAMOND, FanLevel.BELOVED}),
+        (FanLevel.BELOVED, {FanLevel.BELOVED}),
+    ],
+)
+def test_C10_fan_level_at_or_above_the_threshold(rules: Rules, min_level: FanLevel, admitted: set[FanLevel]) -> None:
+    for fan_level in FanLevel:
+        failures = join_rules(live_join(min_level), good_join_facts(rules, fan_level=fan_level), rules)
+        assert failures == ([] if fan_level in admitted else ["C10"]), fan_level
+
+
+def test_C10_figures_name_the_levels(rules: Rules) -> None:
+    decision = r.check_join(live_join(FanLevel.DIAMOND), good_join_facts(rules, fan_level=FanLevel.IRON), rules.join)
+    assert decision.failures[0].figures["fan_level"] == "IRON"
+    assert decision.failures[0].figures["required"] == "DIAMOND"
+
+
+def test_threshold_must_fit_the_group_kind(rules: Rules) -> None:
+    assert r.threshold_fits(GroupKind.STORE, SpendThreshold(1))
+    assert not r.threshold_fits(GroupKind.STORE, FanLevelThreshold(FanLevel.IRON))
+    assert not r.threshold_fits(GroupKind.LIVE, FollowThreshold())
+    with pytest.raises(ValueError):
+        r.check_join(store_join(threshold=FanLevelThreshold(FanLevel.IRON)), JoinFacts(CONSUMER), rules.join)
+
+
+def test_C14_a_refused_join_names_every_failed_rule(rules: Rules) -> None:
+    seller = dataclasses.replace(CONSUMER, own_store_id="store-9")
+    facts = JoinFacts(
+        account=seller,
+        platform_listing=PlatformListing(ListingSource.C6, 3),
+        on_store_blacklist=True,
+        spend_fen=100,
+    )
+    decision = r.check_join(store_join(threshold=SpendThreshold(50_000)), facts, rules.join)
+    assert rule_ids(decision.failures) == ["C1", "C2", "C4", "C5", "C8", "C9"]
+    assert all(f.message and f.reason for f in decision.failures)
+    assert decision.below_score_bar
+
+
+def test_yuan_is_exact() -> None:
+    assert r.yuan(0) == "0.00"
+    assert r.yuan(5) == "0.05"
+    assert r.yuan(123456) == "1234.56"
