@@ -196,6 +196,16 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             )
         return groups_pb2.SetGroupLevelResponse()
 
+    async def GetGroupLevel(
+        self, request: groups_pb2.GetGroupLevelRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.GetGroupLevelResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.done()
+        async with self.db.transaction() as session:
+            level = await GroupsRepository(session, self.rules, self.clock.now()).store_level(request.store_id)
+        return groups_pb2.GetGroupLevelResponse(level=level)
+
     # -- joins -------------------------------------------------------------------------------
 
     async def CheckJoin(

@@ -147,6 +147,8 @@ async def test_t2_l0_store_may_create_5_sets_and_l4_10(
 
     # A level recorded for an earlier month holds until a newer one is recorded.
     await stub.SetGroupLevel(groups_pb2.SetGroupLevelRequest(store_id="store-1", month="2025-12", level=4))
+    level = await stub.GetGroupLevel(groups_pb2.GetGroupLevelRequest(store_id="store-1"))
+    assert level.level == 4
     for i in range(5, 10):
         await create(stub, store_set(name=f"群{i}"))
     code, failures, _ = await refusal(stub.CreateGroupSet(store_set(name="群10")))
@@ -156,6 +158,7 @@ async def test_t2_l0_store_may_create_5_sets_and_l4_10(
     # Next month the store drops to L1: no more sets (the ten stay).
     await stub.SetGroupLevel(groups_pb2.SetGroupLevelRequest(store_id="store-1", month="2026-02", level=1))
     clock.set(datetime(2026, 2, 1, tzinfo=UTC))
+    assert (await stub.GetGroupLevel(groups_pb2.GetGroupLevelRequest(store_id="store-1"))).level == 1
     _, failures, _ = await refusal(stub.CreateGroupSet(store_set(name="群10")))
     assert failures[0].figures == {"group_sets": "10", "cap": "5", "level": "1"}
     listed = await stub.ListGroupSets(groups_pb2.ListGroupSetsRequest(store_id="store-1"))
