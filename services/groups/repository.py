@@ -226,6 +226,18 @@ class GroupsRepository:
         records = [_membership(m, name) for m, name in rows]
         return records, (records[-1].group_set_id if more and records else None)
 
+    async def membership(self, group_set_id: str, consumer_id: str) -> MembershipRecord:
+        row = (
+            await self.session.execute(
+                select(Membership, SubGroup.name)
+                .join(SubGroup, SubGroup.id == Membership.sub_group_id)
+                .where(Membership.group_set_id == group_set_id, Membership.consumer_id == consumer_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("membership", f"{group_set_id}/{consumer_id}")
+        return _membership(row[0], row[1])
+
     async def check_join(self, group_set_id: str, consumer_id: str) -> tuple[GroupSetRecord, list[Failure], bool]:
         """The groups side of a join, read-only: C13 and every capacity rule, and is_staff."""
         row = await self.session.get(GroupSet, group_set_id)

@@ -282,6 +282,19 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             next_page_token=encode_page_token(after) if after else "",
         )
 
+    async def GetMembership(
+        self, request: groups_pb2.GetMembershipRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.GetMembershipResponse:
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        async with self.db.transaction() as session:
+            record = await GroupsRepository(session, self.rules, self.clock.now()).membership(
+                request.group_set_id, request.consumer_id
+            )
+        return groups_pb2.GetMembershipResponse(membership=membership_to_proto(record))
+
     # -- admins (R2) -------------------------------------------------------------------------
 
     async def AddAdmin(

@@ -276,10 +276,15 @@ async def test_join_request_id_replay_returns_the_first_answer(stub: groups_pb2_
     again = await join(stub, gs, "alice", request_id="join-1")
     assert again == first
     assert (await get(stub, gs)).member_count == 1
+    found = await stub.GetMembership(groups_pb2.GetMembershipRequest(group_set_id=gs.group_set_id, consumer_id="alice"))
+    assert found.membership == first.membership
     # Still the first answer after the member left; nothing is added.
     await stub.RemoveMember(groups_pb2.RemoveMemberRequest(group_set_id=gs.group_set_id, consumer_id="alice"))
     assert await join(stub, gs, "alice", request_id="join-1") == first
     assert (await get(stub, gs)).member_count == 0
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetMembership(groups_pb2.GetMembershipRequest(group_set_id=gs.group_set_id, consumer_id="alice"))
+    assert gone.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 async def test_r3_newcomer_reply_is_shown_once_even_after_leave_and_rejoin(
