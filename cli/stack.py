@@ -124,6 +124,11 @@ class Stack:
             QUN_METRICS_PORT=str(self.endpoints[name].metrics_port),
             QUN_ELIGIBILITY_ADDR=self.endpoints["eligibility"].address,
             QUN_GROUPS_ADDR=self.endpoints["groups"].address,
+            **{
+                f"QUN_{name.upper()}_ADDR": self.endpoints[name].address
+                for name in ("campaigns", "push")
+                if name in self.endpoints
+            },
             PYTHONUNBUFFERED="1",
         )
         if name in self.database_urls:

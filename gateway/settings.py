@@ -16,6 +16,8 @@ class GatewaySettings:
     token_secret: str
     eligibility_addr: str
     groups_addr: str
+    campaigns_addr: str
+    push_addr: str
     downstream_timeout: float
     downstream_attempts: int
 
@@ -38,6 +40,8 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         token_secret=require_secret(env, TOKEN_SECRET_ENV),
         eligibility_addr=address("QUN_ELIGIBILITY_ADDR", "127.0.0.1:50052"),
         groups_addr=address("QUN_GROUPS_ADDR", "127.0.0.1:50053"),
+        campaigns_addr=address("QUN_CAMPAIGNS_ADDR", "127.0.0.1:50054"),
+        push_addr=address("QUN_PUSH_ADDR", "127.0.0.1:50055"),
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
     )
