@@ -32,7 +32,7 @@ gen/.stamp: $(PROTOS) $(VENV)/.installed
 proto: gen/.stamp
 
 $(BUF): tools/package.json
-	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint-proto: $(BUF)
