@@ -8,11 +8,12 @@ import grpc
 
 from gateway.auth import BearerAuthInterceptor
 from gateway.downstream import Downstream
+from gateway.operations import Backends, Discovery, GroupOperations
 from gateway.servicer import FactService, GroupService
 from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.eligibility.v1 import eligibility_pb2_grpc
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from qun.groups.v1 import groups_pb2_grpc
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc, operations_pb2, operations_pb2_grpc
+from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import Clock
 from services.common.interceptors import Interceptor
@@ -46,11 +47,22 @@ class GatewayApp(ServiceApp):
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
         downstream = Downstream(self.config.downstream_timeout, self.config.downstream_attempts)
         eligibility = eligibility_pb2_grpc.EligibilityServiceStub(self._channel(self.config.eligibility_addr))
-        groups = groups_pb2_grpc.GroupsServiceStub(self._channel(self.config.groups_addr))
+        groups_channel = self._channel(self.config.groups_addr)
+        groups = groups_pb2_grpc.GroupsServiceStub(groups_channel)
+        lifecycle = lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel)
+        backends = Backends(eligibility, groups, lifecycle, downstream)
         gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(eligibility, groups, downstream), server)
         gateway_pb2_grpc.add_FactServiceServicer_to_server(FactService(eligibility, downstream), server)
+        operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
+        operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
         services = gateway_pb2.DESCRIPTOR.services_by_name
-        return [services["GroupService"].full_name, services["FactService"].full_name]
+        operations = operations_pb2.DESCRIPTOR.services_by_name
+        return [
+            services["GroupService"].full_name,
+            services["FactService"].full_name,
+            operations["GroupOperationsService"].full_name,
+            operations["DiscoveryService"].full_name,
+        ]
 
     async def close(self) -> None:
         for channel in self.channels:

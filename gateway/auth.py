@@ -17,6 +17,7 @@ import jwt
 
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.interceptors import Interceptor, abort_with, metadata_value
+from services.common.logs import actor_var
 from services.common.validation import ID_PATTERN
 
 ALGORITHM = "HS256"
@@ -117,16 +118,20 @@ class BearerAuthInterceptor(Interceptor):
             raise  # unreachable: abort raises
 
     async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
-        bound = principal_var.set(await self._authenticate(context))
+        principal = await self._authenticate(context)
+        bound, acting = principal_var.set(principal), actor_var.set(principal.subject)
         try:
             return await call(request, context)
         finally:
+            actor_var.reset(acting)
             principal_var.reset(bound)
 
     async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
-        bound = principal_var.set(await self._authenticate(context))
+        principal = await self._authenticate(context)
+        bound, acting = principal_var.set(principal), actor_var.set(principal.subject)
         try:
             async for item in call(request, context):
                 yield item
         finally:
+            actor_var.reset(acting)
             principal_var.reset(bound)

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 
 from services.common import metrics
-from services.common.interceptors import INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER, MethodInfo
-from services.common.logs import request_id_var
+from services.common.interceptors import ACTOR_HEADER, INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER, MethodInfo
+from services.common.logs import actor_var, request_id_var
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -35,6 +35,9 @@ class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClient
         request_id = request_id_var.get()
         if request_id:
             metadata.add(REQUEST_ID_HEADER, request_id)
+        actor = actor_var.get()
+        if actor:
+            metadata.add(ACTOR_HEADER, actor)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )

@@ -26,6 +26,7 @@ log = logging.getLogger("qun.rpc")
 
 INTERNAL_TOKEN_HEADER = "x-qun-internal-token"
 REQUEST_ID_HEADER = "x-request-id"
+ACTOR_HEADER = "x-qun-actor"
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]

@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# Who a call acts for (the gateway's principal), carried to the backends for the audit trail.
+actor_var: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="")
 
 
 class JsonFormatter(logging.Formatter):

@@ -65,6 +65,69 @@ class LiveGroupRules:
 @dataclass(frozen=True)
 class RoleRules:
     max_super_admins: int
+    max_video_seconds: int
+
+
+@dataclass(frozen=True)
+class GroupLevelRules:
+    """T8 bars, one value per level L0..L4."""
+
+    min_avg_members: tuple[int, ...]
+    min_open_rate_bp: tuple[int, ...]
+    min_revisit_7d_bp: tuple[int, ...]
+    min_conversion_bp: tuple[int, ...]
+    min_merchant_messages: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExpansionRules:
+    min_level: int
+    consecutive_months: int
+    min_utilisation_bp: int
+    grant_members: int
+    max_members: int
+
+
+@dataclass(frozen=True)
+class SleepingRules:
+    default_inactivity_days: int
+    notice_days: int
+
+
+@dataclass(frozen=True)
+class PushRules:
+    """P1–P6: the content account's push quotas (SPEC §7)."""
+
+    subscription_min_subscribers: int  # P1
+    subscription_interval_days: int  # P1
+    recall_per_year: int  # P2
+    tier1_min_old_customer_fans: int  # P2 tier 1
+    tier1_min_broadcasts: int  # P2 tier 1
+    broadcast_window_days: int  # P2 tier 1
+    tier1_audience: int  # P2 tier 1
+    tier2_min_old_customer_fans: int  # P2 tier 2
+    tier2_min_revisit_rate_bp: int  # P2 tier 2
+    tier2_audience: int  # P2 tier 2
+    old_customer_min_days: int  # P3
+    old_customer_window_months: int  # P3
+    calendar_utc_offset_hours: int  # P2 calendar year, P3 days
+    review_delay_hours: int  # P6
+    return_quota_on_reject: bool  # P6
+    return_quota_on_cancel: bool  # P6
+    max_mass_send_audience: int  # P5
+
+
+@dataclass(frozen=True)
+class CampaignRules:
+    """M8, M10, M11, M12: the numbers of the marketing tools inside groups."""
+
+    max_active_activities: int
+    max_cash_red_packets_per_order: int
+    max_store_coupons_per_order: int
+    wallet_size: int
+    trumpet_min_level: int
+    trumpet_min_delay_seconds: int
+    market_utc_offset_hours: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +137,11 @@ class Rules:
     store_groups: StoreGroupRules
     live_groups: LiveGroupRules
     roles: RoleRules
+    group_levels: GroupLevelRules
+    expansion: ExpansionRules
+    sleeping: SleepingRules
+    push: PushRules
+    campaigns: CampaignRules
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +176,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if not isinstance(raw, list) or not all(_is_int(v) for v in raw):
                 raise RulesError(f"rule {name} must be a list of integers")
             values[field.name] = tuple(raw)
+        elif hint is bool:
+            if not isinstance(raw, bool):
+                raise RulesError(f"rule {name} must be true or false, got {raw!r}")
+            values[field.name] = raw
         elif hint is int:
             if not _is_int(raw):
                 raise RulesError(f"rule {name} must be an integer, got {raw!r}")
@@ -122,17 +194,20 @@ def _is_int(value: Any) -> bool:
 
 
 def _check(rules: Rules) -> None:
-    for name, values in (
+    per_level = [
         ("store_groups.group_sets_by_level", rules.store_groups.group_sets_by_level),
         ("store_groups.members_by_level", rules.store_groups.members_by_level),
-    ):
+        *((f"group_levels.{k}", v) for k, v in dataclasses.asdict(rules.group_levels).items()),
+    ]
+    for name, values in per_level:
         if len(values) != GROUP_LEVELS:
             raise RulesError(f"rule {name} needs one value per level L0..L4")
-    for section in (rules.create, rules.join, rules.store_groups, rules.live_groups, rules.roles):
+    for section_field in dataclasses.fields(rules):
+        section = getattr(rules, section_field.name)
         for key, value in dataclasses.asdict(section).items():
             for v in value if isinstance(value, tuple) else (value,):
                 if v < 0:
-                    raise RulesError(f"rule {key} must not be negative")
+                    raise RulesError(f"rule {section_field.name}.{key} must not be negative")
 
 
 def load_rules(path: Path | None = None, env: dict[str, str] | None = None) -> Rules:

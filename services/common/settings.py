@@ -38,6 +38,8 @@ class Settings:
     grace_seconds: float
     log_level: str
     clock_file: str
+    # How often a service's scheduled jobs look for due work (levels, expiry, dispatch …).
+    job_interval_seconds: float = 60.0
 
     @property
     def metrics_url(self) -> str:
@@ -120,4 +122,5 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         grace_seconds=float_setting(env, "QUN_GRACE_SECONDS", 5.0),
         log_level=level,
         clock_file=env.get("QUN_CLOCK_FILE", ""),
+        job_interval_seconds=float_setting(env, "QUN_JOB_INTERVAL_SECONDS", 60.0),
     )

@@ -154,6 +154,33 @@ class FanLevelFact:
     level: FanLevel
 
 
+@dataclass(frozen=True)
+class PushSubscription:
+    """A consumer subscribed (or no longer) to a store's content-account pushes (SPEC P1)."""
+
+    store_id: str
+    consumer_id: str
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """A broadcast (content post) the store's content account published (SPEC P2 tier 1)."""
+
+    store_id: str
+    broadcast_id: str
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class RevisitRate:
+    """The fan revisit rate computed upstream, in basis points (SPEC P2 tier 2)."""
+
+    store_id: str
+    rate_bp: int
+    computed_at: datetime
+
+
 Fact = (
     Account
     | Store
@@ -166,6 +193,9 @@ Fact = (
     | Invitation
     | CrowdMembership
     | FanLevelFact
+    | PushSubscription
+    | Broadcast
+    | RevisitRate
 )
 
 
@@ -260,3 +290,26 @@ class JoinFacts:
     spend_fen: int = 0
     in_crowd: bool = False
     fan_level: FanLevel = FanLevel.NONE
+
+
+# --- Push facts (SPEC P1–P3) ---------------------------------------------------
+
+
+class PushAudience(StrEnum):
+    """Who a push goes to (SPEC P1, P2, P5)."""
+
+    SUBSCRIBERS = "subscribers"
+    RECALL = "recall"  # old customers (P3) who are not fans, most recent buyers first
+    FANS = "fans"
+
+
+@dataclass(frozen=True)
+class PushFacts:
+    """The figures of a store's content account the push quotas read."""
+
+    store_id: str
+    main_account_id: str
+    subscribers: int
+    old_customer_fans: int
+    recent_broadcasts: int
+    revisit_rate_bp: int | None

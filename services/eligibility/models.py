@@ -190,3 +190,43 @@ class FanLevelRow(Base):
     consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     streamer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     level: Mapped[int] = mapped_column(SmallInteger)
+
+
+class PushSubscriptionRow(Base):
+    """A consumer's push subscription to a store's content account (SPEC P1)."""
+
+    __tablename__ = "push_subscriptions"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    subscribed: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        # P1: a store's subscribers, counted and streamed in consumer order from the index alone.
+        Index("ix_push_subscriptions_store_subscribed", "store_id", "subscribed", "consumer_id"),
+    )
+
+
+class BroadcastRow(Base):
+    """A broadcast the store's content account published (SPEC P2 tier 1)."""
+
+    __tablename__ = "broadcasts"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    broadcast_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # P2: a store's broadcasts in a time window, counted from the index alone.
+        Index("ix_broadcasts_store_published_at", "store_id", "published_at"),
+    )
+
+
+class RevisitRateRow(Base):
+    """The fan revisit rate history of a store, one row per upstream computation (SPEC P2 tier 2)."""
+
+    __tablename__ = "revisit_rates"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    rate_bp: Mapped[int] = mapped_column(Integer)

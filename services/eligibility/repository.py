@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, literal_column, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Insert
@@ -40,6 +40,7 @@ from services.eligibility import rules as domain_rules
 from services.eligibility.domain import (
     Account,
     Blacklisting,
+    Broadcast,
     ContentLevel,
     CreateFacts,
     CrowdMembership,
@@ -58,7 +59,11 @@ from services.eligibility.domain import (
     PaidOrder,
     Platform,
     PlatformListing,
+    PushAudience,
+    PushFacts,
+    PushSubscription,
     RealName,
+    RevisitRate,
     Role,
     Scope,
     SpendThreshold,
@@ -67,6 +72,7 @@ from services.eligibility.domain import (
 )
 from services.eligibility.models import (
     AccountRow,
+    BroadcastRow,
     ConsumerRow,
     ContentLevelRow,
     CrowdMemberRow,
@@ -76,6 +82,8 @@ from services.eligibility.models import (
     MerchantBlacklistRow,
     PaidOrderRow,
     PlatformBlacklistRow,
+    PushSubscriptionRow,
+    RevisitRateRow,
     StoreRow,
 )
 
@@ -90,6 +98,9 @@ platform_blacklist = PlatformBlacklistRow.__table__
 invitations = InvitationRow.__table__
 crowd_members = CrowdMemberRow.__table__
 fan_levels = FanLevelRow.__table__
+push_subscriptions = PushSubscriptionRow.__table__
+broadcasts = BroadcastRow.__table__
+revisit_rates = RevisitRateRow.__table__
 
 # Facts stored as they come, one row per key; their fields are the table's columns.
 PLAIN_FACT_TABLES: dict[type, Any] = {
@@ -102,6 +113,9 @@ PLAIN_FACT_TABLES: dict[type, Any] = {
     TaoqiScore: consumers,
     CrowdMembership: crowd_members,
     FanLevelFact: fan_levels,
+    PushSubscription: push_subscriptions,
+    Broadcast: broadcasts,
+    RevisitRate: revisit_rates,
 }
 COLUMN_NAMES: dict[type, dict[str, str]] = {
     RealName: {"verified": "real_name_verified"},
@@ -281,6 +295,167 @@ class EligibilityRepository:
             in_crowd=bool(m.get("in_crowd")),
             fan_level=FanLevel(m["fan_level"]) if m.get("fan_level") is not None else FanLevel.NONE,
         )
+
+    # --- what-if (X2) ----------------------------------------------------------------
+
+    async def known_consumers(self, store_id: str, streamer_id: str) -> set[str]:
+        """Consumers with a fact tying them to the store (orders, follows, crowds) or streamer (fan levels)."""
+        parts: list[Any] = []
+        if store_id:
+            parts += [
+                select(paid_orders.c.consumer_id).where(paid_orders.c.store_id == store_id),
+                select(follows.c.consumer_id).where(follows.c.store_id == store_id),
+                select(crowd_members.c.consumer_id).where(crowd_members.c.store_id == store_id),
+            ]
+        if streamer_id:
+            parts.append(select(fan_levels.c.consumer_id).where(fan_levels.c.streamer_id == streamer_id))
+        found: set[str] = set()
+        for part in parts:
+            found.update(await self.session.scalars(part.distinct()))
+        return found
+
+    async def meeting(self, threshold: Threshold, store_id: str, streamer_id: str, now: datetime) -> set[str]:
+        """Everyone who meets ``threshold`` now (C9, C10), as one set query; a password: nobody."""
+        query: Any
+        if isinstance(threshold, FollowThreshold):
+            query = select(follows.c.consumer_id).where(follows.c.store_id == store_id, follows.c.following == true())
+        elif isinstance(threshold, SpendThreshold):
+            query = (
+                select(paid_orders.c.consumer_id)
+                .where(
+                    paid_orders.c.store_id == store_id,
+                    paid_orders.c.paid_at >= domain_rules.spend_window_start(now, self.rules.join),
+                    paid_orders.c.paid_at <= now,
+                )
+                .group_by(paid_orders.c.consumer_id)
+                .having(func.sum(paid_orders.c.amount_fen) >= threshold.min_spend_fen)
+            )
+        elif isinstance(threshold, CrowdThreshold):
+            query = select(crowd_members.c.consumer_id).where(
+                crowd_members.c.store_id == store_id,
+                crowd_members.c.crowd_id == threshold.crowd_id,
+                crowd_members.c.member == true(),
+            )
+        elif isinstance(threshold, FanLevelThreshold):
+            query = select(fan_levels.c.consumer_id).where(
+                fan_levels.c.streamer_id == streamer_id, fan_levels.c.level >= int(threshold.min_level)
+            )
+        else:
+            return set()
+        return set(await self.session.scalars(query))
+
+    # --- push facts (P1–P3) -----------------------------------------------------------
+
+    def _local_day(self, column: Any) -> Any:
+        """P3: the marketplace-local calendar day of a UTC instant, in SQL."""
+        hours = int(self.rules.push.calendar_utc_offset_hours)
+        if self.postgres:
+            return func.date(func.timezone("UTC", column) + literal_column(f"interval '{hours} hours'"))
+        return func.date(column, f"{hours:+d} hours")
+
+    def _old_customers(self, store_id: str, now: datetime) -> Any:
+        """P3: the store's buyers with orders on enough distinct days in the window, and their last order.
+
+        Read from ``ix_paid_orders_store_consumer_paid_at`` in consumer order;
+        the orders themselves are never loaded.
+        """
+        push = self.rules.push
+        o = paid_orders.c
+        return (
+            select(o.consumer_id.label("consumer_id"), func.max(o.paid_at).label("last_paid"))
+            .where(
+                o.store_id == store_id,
+                o.paid_at >= domain_rules.old_customer_window_start(now, push),
+                o.paid_at <= now,
+            )
+            .group_by(o.consumer_id)
+            .having(func.count(func.distinct(self._local_day(o.paid_at))) >= push.old_customer_min_days)
+            .subquery("old_customers")
+        )
+
+    @staticmethod
+    def _is_fan(store_id: str, consumer: Any) -> Any:
+        return _exists(
+            follows, follows.c.store_id == store_id, follows.c.consumer_id == consumer, follows.c.following == true()
+        )
+
+    async def push_facts(self, store_id: str, now: datetime) -> PushFacts | None:
+        """The P1/P2 figures of a store's content account: one statement, counted by the database."""
+        push = self.rules.push
+        old = self._old_customers(store_id, now)
+        revisit = (
+            select(revisit_rates.c.rate_bp)
+            .where(revisit_rates.c.store_id == store_id, revisit_rates.c.computed_at <= now)
+            .order_by(revisit_rates.c.computed_at.desc())
+            .limit(1)
+        )
+        stmt = select(
+            stores.c.main_account_id,
+            _scalar(
+                select(func.count()).where(
+                    push_subscriptions.c.store_id == store_id, push_subscriptions.c.subscribed == true()
+                )
+            ).label("subscribers"),
+            _scalar(
+                select(func.count()).select_from(old).where(self._is_fan(store_id, old.c.consumer_id))
+            ).label("old_customer_fans"),
+            _scalar(
+                select(func.count()).where(
+                    broadcasts.c.store_id == store_id,
+                    broadcasts.c.published_at >= domain_rules.broadcast_window_start(now, push),
+                    broadcasts.c.published_at <= now,
+                )
+            ).label("recent_broadcasts"),
+            _scalar(revisit).label("revisit_rate_bp"),
+        ).where(stores.c.store_id == store_id)
+        row = (await self.session.execute(stmt)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return PushFacts(
+            store_id=store_id,
+            main_account_id=m["main_account_id"],
+            subscribers=int(m["subscribers"] or 0),
+            old_customer_fans=int(m["old_customer_fans"] or 0),
+            recent_broadcasts=int(m["recent_broadcasts"] or 0),
+            revisit_rate_bp=m["revisit_rate_bp"],
+        )
+
+    async def store_exists(self, store_id: str) -> bool:
+        return bool((await self.session.execute(select(_exists(stores, stores.c.store_id == store_id)))).scalar())
+
+    async def push_audience(
+        self, store_id: str, audience: PushAudience, limit: int, chunk: int, now: datetime
+    ) -> AsyncIterator[list[str]]:
+        """The recipients in chunks of ``chunk`` ids, streamed from a server-side cursor.
+
+        Subscribers and fans in consumer order (P1, P5); the recall audience is
+        the old customers (P3) who are not fans, most recent buyers first (P2).
+        """
+        if audience is PushAudience.SUBSCRIBERS:
+            stmt = (
+                select(push_subscriptions.c.consumer_id)
+                .where(push_subscriptions.c.store_id == store_id, push_subscriptions.c.subscribed == true())
+                .order_by(push_subscriptions.c.consumer_id)
+            )
+        elif audience is PushAudience.FANS:
+            stmt = (
+                select(follows.c.consumer_id)
+                .where(follows.c.store_id == store_id, follows.c.following == true())
+                .order_by(follows.c.consumer_id)
+            )
+        else:
+            old = self._old_customers(store_id, now)
+            stmt = (
+                select(old.c.consumer_id)
+                .where(~self._is_fan(store_id, old.c.consumer_id))
+                .order_by(old.c.last_paid.desc(), old.c.consumer_id)
+            )
+        if limit:
+            stmt = stmt.limit(limit)
+        result = await self.session.stream(stmt.execution_options(yield_per=chunk))
+        async for partition in result.partitions(chunk):
+            yield [row[0] for row in partition]
 
     # --- ingestion -------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from services.common import passwords
 from services.common.errors import Failure
-from services.common.rules import CreateRules, JoinRules
+from services.common.rules import CreateRules, JoinRules, PushRules
 from services.eligibility.domain import (
     THRESHOLDS_BY_KIND,
     Account,
@@ -354,6 +354,23 @@ def c10_fan_level(threshold: FanLevelThreshold, facts: JoinFacts, streamer_id: s
     ]
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    members_failing: int
+    newly_qualifying: int
+    known_consumers: int
+
+
+def what_if(members: set[str], known: set[str], meets_current: set[str], meets_new: set[str]) -> WhatIf:
+    """X2: members who would not meet the new threshold (they stay, C11), and known
+    non-members who meet the new one but not the current one."""
+    return WhatIf(
+        members_failing=len(members - meets_new),
+        newly_qualifying=len((meets_new - meets_current) - members),
+        known_consumers=len(known),
+    )
+
+
 def threshold_fits(kind: GroupKind, threshold: Threshold) -> bool:
     """Follow/spend/password/crowd are store-group thresholds; fan level is live (SPEC C9, C10)."""
     return isinstance(threshold, THRESHOLDS_BY_KIND[kind])
@@ -385,3 +402,42 @@ def check_join(query: JoinQuery, facts: JoinFacts, rules: JoinRules) -> JoinDeci
     else:
         failures += c9_store_threshold(query.threshold, facts, query.store_id, query.supplied_password, rules)
     return JoinDecision(tuple(failures), below_score_bar(facts, rules))
+
+
+# --- Push facts (P1–P3) ---------------------------------------------------------
+
+
+def local_day(instant: datetime, rules: PushRules) -> date:
+    """P3: the calendar day an instant falls on in the marketplace's time zone."""
+    return (instant + timedelta(hours=rules.calendar_utc_offset_hours)).date()
+
+
+def months_before(instant: datetime, months: int) -> datetime:
+    """The same wall-clock moment ``months`` calendar months earlier (Aug 31 − 6 months → Feb 28/29)."""
+    total = instant.year * 12 + (instant.month - 1) - months
+    year, month = divmod(total, 12)
+    month += 1
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days_in_month = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+    return instant.replace(year=year, month=month, day=min(instant.day, days_in_month))
+
+
+def old_customer_window_start(now: datetime, rules: PushRules) -> datetime:
+    """P3: orders paid at or after this instant, and not after ``now``, count ("the last half year")."""
+    return months_before(now, rules.old_customer_window_months)
+
+
+def broadcast_window_start(now: datetime, rules: PushRules) -> datetime:
+    """P2 tier 1: broadcasts published at or after this instant, and not after ``now``, count."""
+    return now - timedelta(days=rules.broadcast_window_days)
+
+
+def is_old_customer(paid_times: Iterable[datetime], now: datetime, rules: PushRules) -> bool:
+    """P3: bought on at least ``old_customer_min_days`` different local days in the window.
+
+    The repository answers the same question in SQL over a store's orders; this
+    is the definition its tests hold it to.
+    """
+    start = old_customer_window_start(now, rules)
+    days = {local_day(t, rules) for t in paid_times if start <= t <= now}
+    return len(days) >= rules.old_customer_min_days

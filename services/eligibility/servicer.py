@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -30,6 +30,7 @@ from services.eligibility import rules as domain_rules
 from services.eligibility.domain import (
     Account,
     Blacklisting,
+    Broadcast,
     ContentLevel,
     CrowdMembership,
     CrowdThreshold,
@@ -45,7 +46,11 @@ from services.eligibility.domain import (
     PaidOrder,
     PasswordThreshold,
     Platform,
+    PushAudience,
+    PushFacts,
+    PushSubscription,
     RealName,
+    RevisitRate,
     Role,
     Scope,
     SpendThreshold,
@@ -67,6 +72,14 @@ MAX_DIGEST_CHARS = 256
 # Deadlocks and serialisation failures on PostgreSQL: the batch is retried whole.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 MAX_ATTEMPTS = 4
+MAX_RATE_BP = 10_000  # a rate is at most 100%
+AUDIENCE_CHUNK = 5000  # recipients per StreamPushAudience message (~100 KB)
+MAX_AUDIENCE_CHUNK = 20_000
+AUDIENCES: dict[int, PushAudience] = {
+    eligibility_pb2.PUSH_AUDIENCE_SUBSCRIBERS: PushAudience.SUBSCRIBERS,
+    eligibility_pb2.PUSH_AUDIENCE_RECALL: PushAudience.RECALL,
+    eligibility_pb2.PUSH_AUDIENCE_FANS: PushAudience.FANS,
+}
 
 ROLES: dict[int, Role] = {
     facts_pb2.ACCOUNT_ROLE_STORE_MAIN: Role.STORE_MAIN,
@@ -180,6 +193,70 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
             verdict=errors.verdict(decision.failures), below_score_bar=decision.below_score_bar
         )
 
+    async def WhatIfThreshold(
+        self, request: eligibility_pb2.WhatIfThresholdRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.WhatIfThresholdResponse:
+        fields = Fields()
+        fields.enum("kind", request.kind, groups_pb2.GroupKind)
+        kind = KINDS.get(request.kind)
+        store_id = fields.identifier("store_id", request.store_id, required=kind is GroupKind.STORE)
+        streamer_id = fields.identifier("streamer_id", request.streamer_id, required=kind is GroupKind.LIVE)
+        # A password counts as met by nobody (see the proto); its digest is not needed here.
+        current = parse_threshold(fields, "current_threshold", request.current_threshold, "-")
+        new = parse_threshold(fields, "new_threshold", request.new_threshold, "-")
+        for index, member in enumerate(request.member_ids):
+            fields.identifier(f"member_ids[{index}]", member)
+        fields.done()
+        assert kind is not None and current is not None and new is not None
+        for path, threshold in (("current_threshold", current), ("new_threshold", new)):
+            if not domain_rules.threshold_fits(kind, threshold):
+                fields.fail(path, f"does not fit a {kind.value} group")
+        fields.done()
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            repository = EligibilityRepository(session, self.rules)
+            known = await repository.known_consumers(store_id, streamer_id)
+            meets_current = await repository.meeting(current, store_id, streamer_id, now)
+            meets_new = await repository.meeting(new, store_id, streamer_id, now)
+        outcome = domain_rules.what_if(set(request.member_ids), known, meets_current, meets_new)
+        return eligibility_pb2.WhatIfThresholdResponse(
+            members_failing=outcome.members_failing,
+            newly_qualifying=outcome.newly_qualifying,
+            known_consumers=outcome.known_consumers,
+        )
+
+
+    async def GetPushFacts(
+        self, request: eligibility_pb2.GetPushFactsRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.GetPushFactsResponse:
+        fields = Fields()
+        store_id = fields.identifier("store_id", request.store_id)
+        fields.done()
+        async with self.db.transaction() as session:
+            found = await EligibilityRepository(session, self.rules).push_facts(store_id, self.clock.now())
+        if found is None:
+            raise errors.NotFound("store", store_id)
+        return push_facts_to_proto(found)
+
+    async def StreamPushAudience(
+        self, request: eligibility_pb2.StreamPushAudienceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[eligibility_pb2.StreamPushAudienceResponse]:
+        fields = Fields()
+        store_id = fields.identifier("store_id", request.store_id)
+        fields.enum("audience", request.audience, eligibility_pb2.PushAudience)
+        if request.limit < 0:
+            fields.fail("limit", f"must not be negative, got {request.limit}")
+        chunk = request.chunk_size or AUDIENCE_CHUNK
+        fields.in_range("chunk_size", chunk, 1, MAX_AUDIENCE_CHUNK)
+        fields.done()
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            repository = EligibilityRepository(session, self.rules)
+            if not await repository.store_exists(store_id):
+                raise errors.NotFound("store", store_id)
+            async for ids in repository.push_audience(store_id, AUDIENCES[request.audience], request.limit, chunk, now):
+                yield eligibility_pb2.StreamPushAudienceResponse(consumer_ids=ids)
+
 
 # --- proto → domain ---------------------------------------------------------------
 
@@ -280,6 +357,27 @@ def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime) -> 
             fields.identifier(f"{at}.consumer_id", fl.consumer_id),
             FAN_LEVELS.get(fl.level, FanLevel.NONE),
         )
+    if which == "push_subscription":
+        ps = message.push_subscription
+        return PushSubscription(
+            fields.identifier(f"{at}.store_id", ps.store_id),
+            fields.identifier(f"{at}.consumer_id", ps.consumer_id),
+            ps.subscribed,
+        )
+    if which == "broadcast":
+        bc = message.broadcast
+        return Broadcast(
+            fields.identifier(f"{at}.store_id", bc.store_id),
+            fields.identifier(f"{at}.broadcast_id", bc.broadcast_id),
+            _instant(fields, f"{at}.published_at", bc.published_at, bc.HasField("published_at"), now),
+        )
+    if which == "revisit_rate":
+        rr = message.revisit_rate
+        return RevisitRate(
+            fields.identifier(f"{at}.store_id", rr.store_id),
+            fields.in_range(f"{at}.rate_bp", rr.rate_bp, 0, MAX_RATE_BP),
+            _instant(fields, f"{at}.computed_at", rr.computed_at, rr.HasField("computed_at"), now),
+        )
     fields.fail(path, f"unsupported fact kind {which}")  # pragma: no cover - a new proto field
     return None
 
@@ -350,26 +448,30 @@ def parse_join(request: eligibility_pb2.CheckJoinRequest) -> JoinQuery:
 
 
 def _threshold(fields: Fields, request: eligibility_pb2.CheckJoinRequest) -> Threshold | None:
-    which = request.threshold.WhichOneof("rule") if request.HasField("threshold") else None
-    if which is None:
-        fields.fail("threshold", "required: one of follow, spend, password, crowd or fan_level")
+    present = request.HasField("threshold")
+    return parse_threshold(fields, "threshold", request.threshold if present else None, request.password_digest)
+
+
+def parse_threshold(
+    fields: Fields, path: str, t: groups_pb2.Threshold | None, password_digest: str = ""
+) -> Threshold | None:
+    which = t.WhichOneof("rule") if t is not None else None
+    if t is None or which is None:
+        fields.fail(path, "required: one of follow, spend, password, crowd or fan_level")
         return None
-    t = request.threshold
     if which == "follow":
         return FollowThreshold()
     if which == "spend":
-        return SpendThreshold(fields.positive("threshold.spend.min_spend_fen", t.spend.min_spend_fen))
+        return SpendThreshold(fields.positive(f"{path}.spend.min_spend_fen", t.spend.min_spend_fen))
     if which == "password":
-        digest = fields.text("password_digest", request.password_digest, max_chars=MAX_DIGEST_CHARS, required=True)
+        digest = fields.text("password_digest", password_digest, max_chars=MAX_DIGEST_CHARS, required=True)
         return PasswordThreshold(digest)
     if which == "crowd":
-        return CrowdThreshold(fields.identifier("threshold.crowd.crowd_id", t.crowd.crowd_id))
+        return CrowdThreshold(fields.identifier(f"{path}.crowd.crowd_id", t.crowd.crowd_id))
     if which == "fan_level":
-        level = fields.enum(
-            "threshold.fan_level.min_level", t.fan_level.min_level, groups_pb2.FanLevel, THRESHOLD_LEVELS
-        )
+        level = fields.enum(f"{path}.fan_level.min_level", t.fan_level.min_level, groups_pb2.FanLevel, THRESHOLD_LEVELS)
         return FanLevelThreshold(FAN_LEVELS.get(level, FanLevel.IRON))
-    fields.fail("threshold", f"unsupported threshold {which}")  # pragma: no cover - a new proto field
+    fields.fail(path, f"unsupported threshold {which}")  # pragma: no cover - a new proto field
     return None
 
 
@@ -384,3 +486,16 @@ def account_to_proto(account: Account) -> facts_pb2.AccountFact:
         broadcast_permitted=account.broadcast_permitted,
         own_store_id=account.own_store_id,
     )
+
+
+def push_facts_to_proto(found: PushFacts) -> eligibility_pb2.GetPushFactsResponse:
+    reply = eligibility_pb2.GetPushFactsResponse(
+        store_id=found.store_id,
+        main_account_id=found.main_account_id,
+        subscribers=found.subscribers,
+        old_customer_fans=found.old_customer_fans,
+        recent_broadcasts=found.recent_broadcasts,
+    )
+    if found.revisit_rate_bp is not None:
+        reply.revisit_rate_bp = found.revisit_rate_bp
+    return reply

@@ -66,6 +66,8 @@ class CapacityOwner(Base):
     kind: Mapped[str] = mapped_column(String(8))
     member_count: Mapped[int] = mapped_column(Integer, default=0)
     group_set_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Members granted by expansion applications (T3); stores only.
+    extra_members: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class GroupSet(Base):
@@ -121,6 +123,9 @@ class Membership(Base):
     newcomer_reply: Mapped[str] = mapped_column(Text, default="")
     messages_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # C15/X5: the member's last activity as reported, and when they were given notice.
+    last_active_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class FirstJoin(Base):
@@ -166,3 +171,73 @@ class GroupLevel(Base):
     month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "YYYY-MM"
     level: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DailyMemberCount(Base):
+    """A store's members at the end of one day; T7 averages them over a month."""
+
+    __tablename__ = "daily_member_counts"
+
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "YYYY-MM-DD"
+    members: Mapped[int] = mapped_column(Integer)
+
+
+class MonthlyMetrics(Base):
+    """The month's group performance figures upstream systems report (T8)."""
+
+    __tablename__ = "monthly_metrics"
+
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    open_rate_bp: Mapped[int] = mapped_column(Integer)
+    revisit_7d_bp: Mapped[int] = mapped_column(Integer)
+    conversion_bp: Mapped[int] = mapped_column(Integer)
+    merchant_messages: Mapped[int] = mapped_column(Integer)
+
+
+class CapacityGrant(Base):
+    """One granted large-group expansion application (T3)."""
+
+    __tablename__ = "capacity_grants"
+
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JobRun(Base):
+    """A scheduled job done for one period; the key makes one replica run it once."""
+
+    __tablename__ = "job_runs"
+
+    job: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SleepingPlan(Base):
+    """A store's sleeping-customer plan (C15): on or off, and its inactivity window."""
+
+    __tablename__ = "sleeping_plans"
+
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    inactivity_days: Mapped[int] = mapped_column(Integer)
+
+
+class AuditEntry(Base):
+    """Who changed what, when, old → new (X4); read per store or streamer."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_owner", "owner_key", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(ID_CHARS))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(KEY_CHARS))
+    old_value: Mapped[str] = mapped_column(Text, default="")
+    new_value: Mapped[str] = mapped_column(Text, default="")

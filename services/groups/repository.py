@@ -39,6 +39,7 @@ from services.common.rules import Rules
 from services.groups import rules as domain
 from services.groups.models import (
     Admin,
+    AuditEntry,
     CapacityOwner,
     FirstJoin,
     GroupLevel,
@@ -141,6 +142,20 @@ class SettingsChange:
     password_digest: str = ""
 
 
+SYSTEM_ACTOR = "system"
+
+
+def describe_threshold(threshold: Threshold) -> str:
+    """A threshold as the audit trail shows it (never a password)."""
+    if threshold.kind is ThresholdKind.SPEND:
+        return f"spend>={threshold.min_spend_fen}fen"
+    if threshold.kind is ThresholdKind.CROWD:
+        return f"crowd:{threshold.crowd_id}"
+    if threshold.kind is ThresholdKind.FAN_LEVEL and threshold.min_fan_level is not None:
+        return f"fan_level>={threshold.min_fan_level}"
+    return str(threshold.kind)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
@@ -172,10 +187,20 @@ def threshold_from_row(kind: str, params: dict[str, Any]) -> Threshold:
 class GroupsRepository:
     """The units of work of the groups service over one session (one transaction)."""
 
-    def __init__(self, session: AsyncSession, rules: Rules, now: datetime) -> None:
+    def __init__(self, session: AsyncSession, rules: Rules, now: datetime, actor: str = SYSTEM_ACTOR) -> None:
         self.session = session
         self.rules = rules
         self.now = now
+        self.actor = actor or SYSTEM_ACTOR
+
+    def audit(self, owner_key: str, action: str, target: str, old: str = "", new: str = "") -> None:
+        """X4: one audit entry, written in the transaction that makes the change."""
+        self.session.add(
+            AuditEntry(
+                owner_key=owner_key, at=self.now, actor=self.actor, action=action, target=target,
+                old_value=old, new_value=new,
+            )
+        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -246,7 +271,7 @@ class GroupsRepository:
         record = (await self._records([row]))[0]
         owner = await self.session.get(CapacityOwner, row.owner_key)
         member = await self.session.get(Membership, (group_set_id, consumer_id))
-        fill = _set_fill(record.kind, record.member_count, record.sub_groups)
+        fill = set_fill(record)
         account = await self._account_fill(record.kind, owner, record.store_id)
         failures = domain.join_failures(self.rules, fill, account, already_member=member is not None)
         is_staff = consumer_id == record.owner_account_id or consumer_id in record.admin_ids
@@ -293,10 +318,12 @@ class GroupsRepository:
             dissolved_at=None,
         )
         self.session.add(row)
+        self.audit(key, "group_set.create", row.id, "", f"{new.kind} {new.name!r} {describe_threshold(new.threshold)}")
         await self.session.flush()
         self.session.add(self._new_sub_group(row, 1))
         for account_id in new.admin_ids:
             self.session.add(Admin(group_set_id=row.id, account_id=account_id, added_at=self.now))
+            self.audit(row.owner_key, "admin.add", row.id, "", account_id)
         owner.group_set_count += 1
         await self.session.flush()
         return CreateResult((await self._records([row]))[0], created=True)
@@ -315,6 +342,7 @@ class GroupsRepository:
         await self.session.execute(update(SubGroup).where(SubGroup.group_set_id == row.id).values(member_count=0))
         owner.member_count -= row.member_count
         owner.group_set_count -= 1
+        self.audit(key, "group_set.dissolve", row.id, f"{row.member_count} members", "dissolved")
         row.member_count = 0
         row.dissolved_at = self.now
         await self.session.flush()
@@ -337,10 +365,16 @@ class GroupsRepository:
             mismatch = domain.threshold_kind_failures(kind, change.threshold.kind)
             if mismatch:
                 raise InvalidArgument.one("threshold", mismatch[0].message)
+            old = describe_threshold(threshold_from_row(row.threshold_kind, row.threshold_params))
+            self.audit(row.owner_key, "threshold", row.id, old, describe_threshold(change.threshold))
             row.threshold_kind = str(change.threshold.kind)
             row.threshold_params = threshold_params(change.threshold)
             row.password_digest = change.password_digest
             row.threshold_version += 1
+        for field in ("announcement", "newcomer_reply", "is_public", "name"):
+            value = getattr(change, field)
+            if value is not None and value != getattr(row, field):
+                self.audit(row.owner_key, f"setting.{field}", row.id, str(getattr(row, field)), str(value))
         if change.name is not None and change.name != row.name:
             row.name = change.name  # T5: the sub-groups keep being named after their set
             for sub in await self._sub_group_rows(row.id):
@@ -355,6 +389,11 @@ class GroupsRepository:
         return (await self._records([row]))[0]
 
     async def set_group_level(self, store_id: str, month: str, level: int) -> None:
+        old = await self.session.get(GroupLevel, (store_id, month))
+        self.audit(
+            domain.owner_key(GroupKind.STORE, store_id, ""), "level", month,
+            "" if old is None else f"L{old.level}", f"L{level}",
+        )
         values = {"store_id": store_id, "month": month, "level": level, "updated_at": self.now}
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -378,6 +417,7 @@ class GroupsRepository:
             if failures:
                 raise RuleRefusal(failures)
             self.session.add(Admin(group_set_id=row.id, account_id=account_id, added_at=self.now))
+            self.audit(row.owner_key, "admin.add", row.id, "", account_id)
             await self.session.flush()
         return (await self._records([row]))[0]
 
@@ -387,6 +427,7 @@ class GroupsRepository:
         if admin is None:
             raise NotFound("admin", f"{group_set_id}/{account_id}")
         await self.session.delete(admin)
+        self.audit(row.owner_key, "admin.remove", row.id, account_id, "")
         await self.session.flush()
         return (await self._records([row]))[0]
 
@@ -563,7 +604,7 @@ class GroupsRepository:
         level = await self.store_level(store_id) if kind is GroupKind.STORE else 0
         if owner is None:
             return domain.AccountFill(kind, 0, 0, level)
-        return domain.AccountFill(kind, owner.member_count, owner.group_set_count, level)
+        return domain.AccountFill(kind, owner.member_count, owner.group_set_count, level, owner.extra_members)
 
     async def _created_by_request(self, owner_account_id: str, request_id: str) -> GroupSetRecord | None:
         row = await self.session.scalar(
@@ -611,8 +652,11 @@ class GroupsRepository:
         ]
 
 
-def _set_fill(kind: GroupKind, member_count: int, subs: Sequence[SubGroupRecord]) -> domain.SetFill:
-    return domain.SetFill(kind, member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in subs))
+def set_fill(record: GroupSetRecord) -> domain.SetFill:
+    """A group-set's counts as the capacity rules read them."""
+    return domain.SetFill(
+        record.kind, record.member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in record.sub_groups)
+    )
 
 
 def _membership(m: Membership, sub_group_name: str) -> MembershipRecord:

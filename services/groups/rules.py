@@ -106,6 +106,8 @@ class AccountFill:
     member_count: int
     group_set_count: int
     level: int = 0
+    # Members granted by large-group expansion applications (T3).
+    extra_members: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,15 @@ def set_limits(rules: Rules, kind: GroupKind) -> SetLimits:
     return SetLimits(section.sub_group_capacity, section.group_set_capacity, section.sub_groups_per_set)
 
 
-def account_limits(rules: Rules, kind: GroupKind, level: int) -> AccountLimits:
-    """T2: a store's caps depend on its group level; T4: a streamer's do not."""
+def account_limits(rules: Rules, kind: GroupKind, level: int, extra_members: int = 0) -> AccountLimits:
+    """T2: a store's caps depend on its group level, T3: plus what expansions granted
+    (a group-set more per group-set capacity granted); T4: a streamer's are fixed."""
     if kind is GroupKind.STORE:
-        return AccountLimits(rules.store_groups.group_sets_allowed(level), rules.store_groups.members_allowed(level))
+        store = rules.store_groups
+        return AccountLimits(
+            store.group_sets_allowed(level) + extra_members // store.group_set_capacity,
+            store.members_allowed(level) + extra_members,
+        )
     return AccountLimits(rules.live_groups.group_sets_per_streamer, rules.live_groups.members_per_streamer)
 
 
@@ -156,7 +163,7 @@ def threshold_kind_failures(kind: GroupKind, threshold: ThresholdKind) -> list[F
 
 def create_failures(rules: Rules, account: AccountFill) -> list[Failure]:
     """T2 (store, by level) or T4 (streamer): how many active group-sets the account may have."""
-    limits = account_limits(rules, account.kind, account.level)
+    limits = account_limits(rules, account.kind, account.level, account.extra_members)
     if account.group_set_count < limits.group_sets:
         return []
     rule = ACCOUNT_RULE[account.kind]
@@ -208,7 +215,7 @@ def capacity_failures(rules: Rules, fill: SetFill, account: AccountFill) -> list
                 },
             )
         )
-    account_cap = account_limits(rules, account.kind, account.level).members
+    account_cap = account_limits(rules, account.kind, account.level, account.extra_members).members
     if account.member_count >= account_cap:
         figures = {"members": str(account.member_count), "cap": str(account_cap)}
         whose = "store" if account.kind is GroupKind.STORE else "streamer"

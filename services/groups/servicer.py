@@ -12,6 +12,7 @@ import re
 
 import grpc
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
@@ -19,6 +20,7 @@ from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import Aborted, RuleRefusal, verdict
+from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 from services.groups import metrics
@@ -44,6 +46,10 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         self.db = db
         self.rules = rules
         self.clock = clock
+
+    def _repository(self, session: AsyncSession, context: grpc.aio.ServicerContext) -> GroupsRepository:
+        """One unit of work, acting for the caller the gateway named (the audit trail's actor)."""
+        return GroupsRepository(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
 
     # -- group-sets --------------------------------------------------------------------------
 
@@ -96,7 +102,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 async with self.db.transaction() as session:
-                    result = await GroupsRepository(session, self.rules, self.clock.now()).create_group_set(new)
+                    result = await self._repository(session, context).create_group_set(new)
                 break
             except IntegrityError:
                 # Only a concurrent create with the same owner and request_id gets here.
@@ -114,7 +120,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await GroupsRepository(session, self.rules, self.clock.now()).group_set(request.group_set_id)
+            record = await self._repository(session, context).group_set(request.group_set_id)
         return groups_pb2.GetGroupSetResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def ListGroupSets(
@@ -134,7 +140,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
         )
         async with self.db.transaction() as session:
-            records, after = await GroupsRepository(session, self.rules, self.clock.now()).list_group_sets(
+            records, after = await self._repository(session, context).list_group_sets(
                 key, cursor, limit
             )
         return groups_pb2.ListGroupSetsResponse(
@@ -166,7 +172,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             password_digest=passwords.digest(password) if password else "",
         )
         async with self.db.transaction() as session:
-            record = await GroupsRepository(session, self.rules, self.clock.now()).update_settings(
+            record = await self._repository(session, context).update_settings(
                 request.group_id, change
             )
         return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
@@ -178,7 +184,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            await GroupsRepository(session, self.rules, self.clock.now()).dissolve(request.group_set_id)
+            await self._repository(session, context).dissolve(request.group_set_id)
         return groups_pb2.DissolveGroupSetResponse()
 
     async def SetGroupLevel(
@@ -191,7 +197,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:
-            await GroupsRepository(session, self.rules, self.clock.now()).set_group_level(
+            await self._repository(session, context).set_group_level(
                 request.store_id, request.month, request.level
             )
         return groups_pb2.SetGroupLevelResponse()
@@ -203,7 +209,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.done()
         async with self.db.transaction() as session:
-            level = await GroupsRepository(session, self.rules, self.clock.now()).store_level(request.store_id)
+            level = await self._repository(session, context).store_level(request.store_id)
         return groups_pb2.GetGroupLevelResponse(level=level)
 
     # -- joins -------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            record, failures, is_staff = await GroupsRepository(session, self.rules, self.clock.now()).check_join(
+            record, failures, is_staff = await self._repository(session, context).check_join(
                 request.group_set_id, request.consumer_id
             )
         return groups_pb2.CheckJoinResponse(
@@ -233,7 +239,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.positive("threshold_version", request.threshold_version)
         f.done()
         async with self.db.transaction() as session:
-            outcome = await GroupsRepository(session, self.rules, self.clock.now()).add_member(
+            outcome = await self._repository(session, context).add_member(
                 request.group_set_id,
                 request.consumer_id,
                 request_id=request_id,
@@ -259,7 +265,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            kind = await GroupsRepository(session, self.rules, self.clock.now()).remove_member(
+            kind = await self._repository(session, context).remove_member(
                 request.group_set_id, request.consumer_id
             )
         metrics.leaves.labels(str(kind)).inc()
@@ -274,7 +280,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
-            records, after = await GroupsRepository(session, self.rules, self.clock.now()).list_memberships(
+            records, after = await self._repository(session, context).list_memberships(
                 request.consumer_id, cursor[0] if cursor else None, limit
             )
         return groups_pb2.ListMembershipsResponse(
@@ -290,7 +296,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await GroupsRepository(session, self.rules, self.clock.now()).membership(
+            record = await self._repository(session, context).membership(
                 request.group_set_id, request.consumer_id
             )
         return groups_pb2.GetMembershipResponse(membership=membership_to_proto(record))
@@ -305,7 +311,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await GroupsRepository(session, self.rules, self.clock.now()).add_admin(
+            record = await self._repository(session, context).add_admin(
                 request.group_set_id, request.account_id
             )
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
@@ -318,7 +324,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await GroupsRepository(session, self.rules, self.clock.now()).remove_admin(
+            record = await self._repository(session, context).remove_admin(
                 request.group_set_id, request.account_id
             )
         return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))

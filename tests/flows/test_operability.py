@@ -16,9 +16,14 @@ from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 
 EXPECTED_SERVICES = {
-    "gateway": {"qun.gateway.v1.GroupService", "qun.gateway.v1.FactService"},
+    "gateway": {
+        "qun.gateway.v1.GroupService",
+        "qun.gateway.v1.FactService",
+        "qun.gateway.v1.GroupOperationsService",
+        "qun.gateway.v1.DiscoveryService",
+    },
     "eligibility": {"qun.eligibility.v1.EligibilityService"},
-    "groups": {"qun.groups.v1.GroupsService"},
+    "groups": {"qun.groups.v1.GroupsService", "qun.groups.v1.GroupLifecycleService"},
 }
 ALWAYS = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 GRPCURL = Path(sys.executable).parent / "grpcurl"

@@ -27,6 +27,7 @@ def settings_for(service: str, database_url: str = "") -> Settings:
         database_url=async_url(database_url) if database_url else "",
         internal_token=INTERNAL_TOKEN,
         grace_seconds=0.2,
+        job_interval_seconds=0,
         log_level="INFO",
         clock_file="",
     )

@@ -1,0 +1,90 @@
+"""Every qun process as it is deployed, read from the code rather than repeated.
+
+The process list, module names and backends come from ``cli.stack`` (what
+``make up`` runs), the ports from ``services.common.settings.DEFAULT_PORTS``
+and which services own a database from ``services.common.migrations``. A new
+service that runs under ``make up`` is therefore deployed by ``make
+deploy-render`` without a line here; ``TUNING`` only changes defaults such as
+replica counts and resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+IMAGE = "qun"
+IMAGE_TAG = "dev"
+NAME_PREFIX = "qun-"  # Kubernetes object names: qun-gateway, qun-groups …
+SECRET_NAME = "qun-secrets"  # Kubernetes Secret the Deployments and Jobs reference
+RULES_CONFIGMAP = "qun-rules"
+RULES_MOUNT = "/etc/qun"
+RULES_FILE = f"{RULES_MOUNT}/rules.toml"
+GRACE_SECONDS = 5
+LISTEN_HOST = "0.0.0.0"
+INTERNAL_TOKEN_ENV = "QUN_INTERNAL_TOKEN"
+TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    module: str
+    grpc_port: int
+    metrics_port: int
+    database: bool  # owns a database, migrated by a one-shot job before it starts
+    backend: bool  # reached only through the gateway
+    min_replicas: int = 2
+    max_replicas: int = 6
+    cpu_request: str = "100m"
+    memory_request: str = "128Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
+    target_cpu_percent: int = 70
+
+    @property
+    def addr_env(self) -> str:
+        """The variable that tells the gateway where this backend listens."""
+        return f"QUN_{self.name.upper()}_ADDR"
+
+    @property
+    def k8s_name(self) -> str:
+        return NAME_PREFIX + self.name
+
+    @property
+    def database_name(self) -> str:
+        return f"qun_{self.name}"
+
+    @property
+    def database_secret_key(self) -> str:
+        return f"{self.name}-database-url"
+
+
+# Deployment defaults that differ per process; everything else is in Process.
+TUNING: dict[str, dict[str, object]] = {
+    "gateway": {"max_replicas": 10},
+}
+
+
+def processes() -> list[Process]:
+    """Backends first, then the gateway: the order ``make up`` starts them in."""
+    from cli.stack import BACKENDS, MODULES, PROCESSES
+    from services.common.migrations import SERVICES_WITH_DATABASES
+    from services.common.settings import DEFAULT_PORTS
+
+    result = []
+    for name in PROCESSES:
+        grpc_port, metrics_port = DEFAULT_PORTS[name]
+        process = Process(
+            name=name,
+            module=MODULES[name],
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            database=name in SERVICES_WITH_DATABASES,
+            backend=name in BACKENDS,
+        )
+        result.append(replace(process, **TUNING.get(name, {})))  # type: ignore[arg-type]
+    return result
+
+
+def by_name() -> dict[str, Process]:
+    return {process.name: process for process in processes()}

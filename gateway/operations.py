@@ -1,0 +1,400 @@
+"""The public GroupOperationsService and DiscoveryService (SPEC T2–T8, C3, C15, R4, V1–V6, X2, X4, X5).
+
+Role rules first; then the groups service for state, the eligibility service
+for verdicts (run concurrently, one per candidate group-set), and the plain
+functions of ``gateway.discovery`` to choose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from gateway import discovery
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from services.common.errors import NotFound, PermissionDenied, failures_of, verdict
+from services.common.rules import Rules
+from services.common.validation import Fields
+
+THRESHOLD_KINDS = {
+    "follow": discovery.ThresholdKind.FOLLOW,
+    "spend": discovery.ThresholdKind.SPEND,
+    "password": discovery.ThresholdKind.PASSWORD,
+    "crowd": discovery.ThresholdKind.CROWD,
+    "fan_level": discovery.ThresholdKind.FAN_LEVEL,
+}
+MESSAGE_KINDS = {
+    operations_pb2.MESSAGE_KIND_TEXT: discovery.MessageKind.TEXT,
+    operations_pb2.MESSAGE_KIND_ITEM_SHARE: discovery.MessageKind.ITEM_SHARE,
+    operations_pb2.MESSAGE_KIND_VIDEO: discovery.MessageKind.VIDEO,
+}
+KNOWN_INTERACTIONS = frozenset(
+    {
+        operations_pb2.ITEM_INTERACTION_BROWSED,
+        operations_pb2.ITEM_INTERACTION_FAVOURITED,
+        operations_pb2.ITEM_INTERACTION_CARTED,
+        operations_pb2.ITEM_INTERACTION_BOUGHT,
+    }
+)
+
+
+def require_store_staff(principal: Principal, store_id: str, *roles: Role) -> None:
+    """Store accounts act only on their own store; ops on any."""
+    if principal.role is Role.OPS:
+        return
+    principal.require(*roles)
+    if principal.store_id != store_id:
+        raise PermissionDenied("the token's store is not this store")
+
+
+class Backends:
+    """The stubs and call policy both public services use."""
+
+    def __init__(
+        self,
+        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
+        groups: groups_pb2_grpc.GroupsServiceStub,
+        lifecycle: lifecycle_pb2_grpc.GroupLifecycleServiceStub,
+        downstream: Downstream,
+    ) -> None:
+        self.eligibility = eligibility
+        self.groups = groups
+        self.lifecycle = lifecycle
+        self.downstream = downstream
+
+    async def read(self, method, request, context):  # type: ignore[no-untyped-def]
+        return await self.downstream.call(method, request, safe=True, caller_remaining=context.time_remaining())
+
+    async def write(self, method, request, context):  # type: ignore[no-untyped-def]
+        return await self.downstream.call(method, request, safe=False, caller_remaining=context.time_remaining())
+
+    async def group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
+        reply = await self.read(self.groups.GetGroupSet, groups_pb2.GetGroupSetRequest(group_set_id=group_set_id), context)
+        return reply.group_set
+
+    async def join_verdict(
+        self, consumer_id: str, group_set: groups_pb2.GroupSet, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.CheckJoinResponse:
+        return await self.read(
+            self.eligibility.CheckJoin,
+            eligibility_pb2.CheckJoinRequest(
+                consumer_id=consumer_id,
+                kind=group_set.kind,
+                store_id=group_set.store_id,
+                streamer_id=group_set.streamer_id,
+                threshold=group_set.threshold,
+                password_digest=group_set.password_digest,
+            ),
+            context,
+        )
+
+
+class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
+    def __init__(self, backends: Backends) -> None:
+        self.b = backends
+
+    async def ReportMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM)
+        await self.b.read(  # an idempotent upsert
+            self.b.lifecycle.RecordMonthlyMetrics,
+            lifecycle_pb2.RecordMonthlyMetricsRequest(
+                store_id=request.store_id,
+                month=request.month,
+                open_rate_bp=request.open_rate_bp,
+                revisit_7d_bp=request.revisit_7d_bp,
+                conversion_bp=request.conversion_bp,
+                merchant_messages=request.merchant_messages,
+            ),
+            context,
+        )
+        return operations_pb2.ReportMonthlyMetricsResponse()
+
+    async def ReportMemberActivity(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM)
+        forwarded = lifecycle_pb2.RecordActivityRequest(group_set_id=request.group_set_id, consumer_id=request.consumer_id)
+        if request.HasField("active_at"):
+            forwarded.active_at.CopyFrom(request.active_at)
+        await self.b.read(self.b.lifecycle.RecordActivity, forwarded, context)  # moving forward only: safe to repeat
+        return operations_pb2.ReportMemberActivityResponse()
+
+    async def RunJob(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.OPS)
+        fields = Fields()
+        fields.enum("job", request.job, operations_pb2.Job)
+        fields.done()
+        if request.job == operations_pb2.JOB_DAILY_COUNTS:
+            counted = await self.b.read(
+                self.b.lifecycle.RecordDailyCounts, lifecycle_pb2.RecordDailyCountsRequest(day=request.period), context
+            )
+            return operations_pb2.RunJobResponse(
+                ran=not counted.already_recorded, affected=counted.stores, summary=f"{counted.stores} stores counted"
+            )
+        if request.job == operations_pb2.JOB_LEVELS:
+            levels = await self.b.read(
+                self.b.lifecycle.RunLevelJob, lifecycle_pb2.RunLevelJobRequest(month=request.period), context
+            )
+            summary = ", ".join(f"{lv.store_id}: L{lv.level}" for lv in levels.levels)
+            return operations_pb2.RunJobResponse(ran=levels.ran, affected=len(levels.levels), summary=summary)
+        swept = await self.b.read(self.b.lifecycle.RunSleepingJob, lifecycle_pb2.RunSleepingJobRequest(), context)
+        return operations_pb2.RunJobResponse(
+            ran=True,
+            affected=swept.notified + swept.removed,
+            summary=f"{swept.notified} noticed, {swept.removed} removed",
+        )
+
+    async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        principal.require(Role.STORE_MAIN, rule_id="T3", why="the store's main account applies for expansion")
+        require_store_staff(principal, request.store_id, Role.STORE_MAIN)
+        granted = await self.b.write(
+            self.b.lifecycle.ApplyForExpansion, lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id), context
+        )
+        return operations_pb2.ApplyForExpansionResponse(
+            granted_members=granted.granted_members, member_capacity=granted.member_capacity
+        )
+
+    async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
+        require_store_staff(current_principal(), request.store_id, Role.STORE_MAIN, Role.STORE_SUB)
+        view = await self.b.read(
+            self.b.lifecycle.GetCapacity, lifecycle_pb2.GetCapacityRequest(store_id=request.store_id), context
+        )
+        return operations_pb2.GetCapacityResponse(
+            level=view.level,
+            members=view.members,
+            member_capacity=view.member_capacity,
+            group_sets=view.group_sets,
+            group_set_capacity=view.group_set_capacity,
+            extra_members=view.extra_members,
+            utilisation_bp=view.utilisation_bp,
+            history=[operations_pb2.MonthLevel(month=h.month, level=h.level) for h in view.history],
+        )
+
+    async def SetSleepingPlan(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        principal.require(Role.STORE_MAIN, rule_id="C15")
+        require_store_staff(principal, request.store_id, Role.STORE_MAIN)
+        plan = await self.b.read(  # sets state: safe to repeat
+            self.b.lifecycle.SetSleepingPlan,
+            lifecycle_pb2.SetSleepingPlanRequest(
+                store_id=request.store_id, enabled=request.enabled, inactivity_days=request.inactivity_days
+            ),
+            context,
+        )
+        return operations_pb2.SetSleepingPlanResponse(enabled=plan.enabled, inactivity_days=plan.inactivity_days)
+
+    async def ListAuditEntries(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        if request.streamer_id and not request.store_id:
+            if principal.role is not Role.OPS and principal.subject != request.streamer_id:
+                raise PermissionDenied("a streamer reads its own audit trail")
+        else:
+            require_store_staff(principal, request.store_id, Role.STORE_MAIN, Role.STORE_SUB)
+        listed = await self.b.read(
+            self.b.lifecycle.ListAuditEntries,
+            lifecycle_pb2.ListAuditEntriesRequest(
+                store_id=request.store_id,
+                streamer_id=request.streamer_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+            context,
+        )
+        return operations_pb2.ListAuditEntriesResponse(
+            entries=[
+                operations_pb2.AuditEntry(
+                    at=e.at, actor=e.actor, action=e.action, target=e.target, old_value=e.old_value, new_value=e.new_value
+                )
+                for e in listed.entries
+            ],
+            next_page_token=listed.next_page_token,
+        )
+
+    async def WhatIfThreshold(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        if not request.HasField("threshold") or not request.threshold.WhichOneof("rule"):
+            fields.fail("threshold", "required")
+        elif request.threshold.WhichOneof("rule") == "password":
+            fields.fail("threshold", "a password depends on what consumers type; what-if takes the other kinds")
+        fields.done()
+        found = await self.b.group_set(request.group_set_id, context)
+        principal = current_principal()
+        if principal.subject != found.owner_account_id and principal.subject not in found.admin_ids:
+            raise PermissionDenied("the owner and super admins ask what-if", rule_id="X2")
+        members: list[str] = []
+        token = ""
+        while True:
+            page = await self.b.read(
+                self.b.lifecycle.ListMemberIds,
+                lifecycle_pb2.ListMemberIdsRequest(group_set_id=found.group_set_id, page_size=500, page_token=token),
+                context,
+            )
+            members.extend(page.consumer_ids)
+            token = page.next_page_token
+            if not token:
+                break
+        answer = await self.b.read(
+            self.b.eligibility.WhatIfThreshold,
+            eligibility_pb2.WhatIfThresholdRequest(
+                kind=found.kind,
+                store_id=found.store_id,
+                streamer_id=found.streamer_id,
+                current_threshold=found.threshold,
+                new_threshold=request.threshold,
+                member_ids=members,
+            ),
+            context,
+        )
+        return operations_pb2.WhatIfThresholdResponse(
+            members=len(members),
+            members_failing=answer.members_failing,
+            newly_qualifying=answer.newly_qualifying,
+            known_consumers=answer.known_consumers,
+        )
+
+
+def _entries(module: discovery.Module) -> list[operations_pb2.ModuleEntry]:
+    return [
+        operations_pb2.ModuleEntry(
+            group_set_id=e.candidate.group_set_id,
+            name=e.candidate.name,
+            shown=e.shown,
+            reasons=[r.to_proto() for r in e.reasons],
+        )
+        for e in module.entries
+    ]
+
+
+class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
+    def __init__(self, backends: Backends, rules: Rules, clock) -> None:  # type: ignore[no-untyped-def]
+        self.b = backends
+        self.rules = rules
+        self.clock = clock
+
+    async def _candidates(
+        self, store_id: str, consumer: Principal, context: grpc.aio.ServicerContext
+    ) -> tuple[list[discovery.Candidate], lifecycle_pb2.ListCandidatesResponse]:
+        listed = await self.b.read(
+            self.b.lifecycle.ListCandidates,
+            lifecycle_pb2.ListCandidatesRequest(store_id=store_id, consumer_id=consumer.subject),
+            context,
+        )
+        verdicts = await asyncio.gather(
+            *(self.b.join_verdict(consumer.subject, c.group_set, context) for c in listed.candidates)
+        )
+        candidates = [
+            discovery.Candidate(
+                group_set_id=c.group_set.group_set_id,
+                name=c.group_set.name,
+                threshold=THRESHOLD_KINDS[c.group_set.threshold.WhichOneof("rule") or "follow"],
+                member_count=c.group_set.member_count,
+                full=c.full,
+                failures=tuple(failures_of(v.verdict)),
+            )
+            for c, v in zip(listed.candidates, verdicts, strict=True)
+        ]
+        return candidates, listed
+
+    @staticmethod
+    def _consumer(store_id: str) -> Principal:
+        fields = Fields()
+        fields.identifier("store_id", store_id)
+        fields.done()
+        principal = current_principal()
+        principal.require(Role.CONSUMER)
+        return principal
+
+    async def GetStorePageModule(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer(request.store_id)
+        candidates, listed = await self._candidates(request.store_id, consumer, context)
+        first = listed.first_group_created_at.ToDatetime(tzinfo=self.clock.now().tzinfo) if listed.HasField(
+            "first_group_created_at"
+        ) else None
+        module = discovery.store_page(
+            candidates,
+            consumer_in_store_group=listed.consumer_in_store_group,
+            first_group_created_at=first,
+            now=self.clock.now(),
+        )
+        return operations_pb2.GetStorePageModuleResponse(
+            entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]
+        )
+
+    async def GetItemPageModule(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer(request.store_id)
+        candidates, listed = await self._candidates(request.store_id, consumer, context)
+        module = discovery.item_page(
+            candidates, in_group_buy=request.in_group_buy, consumer_in_store_group=listed.consumer_in_store_group
+        )
+        return operations_pb2.GetItemPageModuleResponse(
+            entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]
+        )
+
+    async def RecommendAfterPurchase(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer(request.store_id)
+        candidates, listed = await self._candidates(request.store_id, consumer, context)
+        best, module = discovery.recommend(candidates, consumer_in_store_group=listed.consumer_in_store_group)
+        return operations_pb2.RecommendAfterPurchaseResponse(
+            group_set_id=best.group_set_id if best else "",
+            name=best.name if best else "",
+            considered=_entries(module),
+            module_reasons=[r.to_proto() for r in module.module_reasons],
+        )
+
+    async def CheckPostComponent(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.done()
+        principal = current_principal()
+        found = await self.b.group_set(request.group_set_id, context)
+        is_main = principal.role is Role.STORE_MAIN and principal.subject == found.owner_account_id
+        failures = discovery.post_component_failures(caller_is_main_account=is_main, is_public=found.is_public)
+        return operations_pb2.CheckPostComponentResponse(verdict=verdict(failures))
+
+    async def CheckMessage(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM)
+        fields = Fields()
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.identifier("sender_id", request.sender_id)
+        fields.enum("kind", request.kind, operations_pb2.MessageKind)
+        if request.kind == operations_pb2.MESSAGE_KIND_ITEM_SHARE:
+            fields.enum("item_interaction", request.item_interaction, operations_pb2.ItemInteraction)
+        if request.video_seconds < 0:
+            fields.fail("video_seconds", "must not be negative")
+        fields.done()
+        found = await self.b.group_set(request.group_set_id, context)
+        staff = request.sender_id == found.owner_account_id or request.sender_id in found.admin_ids
+        member = staff
+        hidden = False
+        if not staff:
+            try:
+                await self.b.read(
+                    self.b.groups.GetMembership,
+                    groups_pb2.GetMembershipRequest(group_set_id=found.group_set_id, consumer_id=request.sender_id),
+                    context,
+                )
+                member = True
+            except Relayed as error:
+                if error.code is not grpc.StatusCode.NOT_FOUND:
+                    raise
+        if member and not staff:
+            # C3: the score is read now, not at join: a member who fell below the bar is hidden.
+            standing = await self.b.join_verdict(request.sender_id, found, context)
+            hidden = standing.below_score_bar
+        failures = discovery.message_failures(
+            self.rules,
+            kind=MESSAGE_KINDS[request.kind],
+            sender_is_member=member,
+            sender_is_staff=staff,
+            item_known_to_sender=request.item_interaction in KNOWN_INTERACTIONS,
+            video_seconds=request.video_seconds,
+        )
+        if any(f.reason == "NOT_IN_GROUP" for f in failures):
+            raise NotFound("membership", f"{request.group_set_id}/{request.sender_id}")
+        return operations_pb2.CheckMessageResponse(verdict=verdict(failures), hidden_from_others=hidden and not failures)
+

@@ -1,0 +1,336 @@
+"""Persistence of groups over time: daily counts, levels, expansion, sleeping members, audit, candidates.
+
+Jobs are safe with several replicas: a job's period is claimed by inserting
+its ``job_runs`` row in the job's own transaction, so a second replica
+running the same period either waits on that key and then finds it taken, or
+finds it already there — a period runs once. The sleeping-customer job is
+state-based (notice, then removal) and takes the same row locks as a leave,
+so running it twice, or beside joins, changes nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from services.common.errors import NotFound, RuleRefusal
+from services.groups import lifecycle
+from services.groups import rules as domain
+from services.groups.lifecycle import ExpansionFacts, MonthFigures, SleepingAction
+from services.groups.models import (
+    AuditEntry,
+    CapacityGrant,
+    CapacityOwner,
+    DailyMemberCount,
+    GroupLevel,
+    GroupSet,
+    JobRun,
+    Membership,
+    MonthlyMetrics,
+    SleepingPlan,
+)
+from services.groups.repository import GroupSetRecord, GroupsRepository, set_fill
+from services.groups.rules import GroupKind
+
+STORE_PREFIX = "store:"
+
+
+@dataclass(frozen=True)
+class CapacityView:
+    level: int
+    members: int
+    member_capacity: int
+    group_sets: int
+    group_set_capacity: int
+    extra_members: int
+    utilisation_bp: int
+    history: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    sets: tuple[tuple[GroupSetRecord, bool], ...]  # (set, full)
+    consumer_in_store_group: bool
+    first_group_created_at: datetime | None
+
+
+class LifecycleRepository(GroupsRepository):
+    """The lifecycle units of work, over the same session and locks as joins."""
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def claim(self, job: str, period: str) -> bool:
+        """True when this transaction is the one to run ``job`` for ``period``."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(JobRun(job=job, period=period, ran_at=self.now))
+                await self.session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def record_daily_counts(self, day: str) -> int | None:
+        """T7: each store's member count for ``day``; None when that day was recorded already."""
+        if not await self.claim("daily_counts", day):
+            return None
+        owners = list(
+            await self.session.execute(
+                select(CapacityOwner.owner_key, CapacityOwner.member_count).where(
+                    CapacityOwner.owner_key.startswith(STORE_PREFIX)
+                )
+            )
+        )
+        for key, members in owners:
+            self.session.add(DailyMemberCount(store_id=key[len(STORE_PREFIX) :], day=day, members=members))
+        await self.session.flush()
+        return len(owners)
+
+    async def record_monthly_metrics(self, store_id: str, month: str, figures: MonthFigures) -> None:
+        values = {
+            "store_id": store_id,
+            "month": month,
+            "open_rate_bp": figures.open_rate_bp,
+            "revisit_7d_bp": figures.revisit_7d_bp,
+            "conversion_bp": figures.conversion_bp,
+            "merchant_messages": figures.merchant_messages,
+        }
+        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(MonthlyMetrics).values(**values)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[MonthlyMetrics.store_id, MonthlyMetrics.month],
+                set_={k: stmt.excluded[k] for k in values if k not in ("store_id", "month")},
+            )
+        )
+
+    async def run_level_job(self, month: str) -> list[tuple[str, int, float]] | None:
+        """T8: levels from ``month``'s figures, holding from the next month; None if already run."""
+        if not await self.claim("levels", month):
+            return None
+        days = lifecycle.days_of(month)
+        counts: dict[str, dict[str, int]] = {}
+        for store_id, day, members in await self.session.execute(
+            select(DailyMemberCount.store_id, DailyMemberCount.day, DailyMemberCount.members).where(
+                DailyMemberCount.day.between(days[0], days[-1])
+            )
+        ):
+            counts.setdefault(store_id, {})[day] = members
+        metrics = {
+            m.store_id: m
+            for m in await self.session.scalars(select(MonthlyMetrics).where(MonthlyMetrics.month == month))
+        }
+        next_month = lifecycle.shift_month(month, 1)
+        results: list[tuple[str, int, float]] = []
+        for store_id in sorted(set(counts) | set(metrics)):
+            reported = metrics.get(store_id)
+            figures = MonthFigures(
+                avg_members=lifecycle.monthly_average(counts.get(store_id, {}), month),
+                open_rate_bp=reported.open_rate_bp if reported else 0,
+                revisit_7d_bp=reported.revisit_7d_bp if reported else 0,
+                conversion_bp=reported.conversion_bp if reported else 0,
+                merchant_messages=reported.merchant_messages if reported else 0,
+            )
+            level = lifecycle.level_for(self.rules, figures)
+            await self.set_group_level(store_id, next_month, level)
+            results.append((store_id, level, figures.avg_members))
+        return results
+
+    # -- capacity (T2, T3) -------------------------------------------------------------------
+
+    async def _levels_by_month(self, store_id: str, months: Sequence[str]) -> dict[str, int]:
+        """The level in force in each month: its own record, else the latest earlier one, else L0."""
+        rows = list(
+            await self.session.execute(
+                select(GroupLevel.month, GroupLevel.level)
+                .where(GroupLevel.store_id == store_id, GroupLevel.month <= max(months))
+                .order_by(GroupLevel.month)
+            )
+        )
+        result: dict[str, int] = {}
+        for month in months:
+            earlier = [level for recorded, level in rows if recorded <= month]
+            result[month] = earlier[-1] if earlier else 0
+        return result
+
+    async def capacity(self, store_id: str) -> CapacityView:
+        owner = await self.session.get(CapacityOwner, domain.owner_key(GroupKind.STORE, store_id, ""))
+        level = await self.store_level(store_id)
+        members = owner.member_count if owner else 0
+        extra = owner.extra_members if owner else 0
+        limits = domain.account_limits(self.rules, GroupKind.STORE, level, extra)
+        history = tuple(
+            (m, lv)
+            for m, lv in await self.session.execute(
+                select(GroupLevel.month, GroupLevel.level)
+                .where(GroupLevel.store_id == store_id)
+                .order_by(GroupLevel.month.desc())
+                .limit(24)
+            )
+        )
+        return CapacityView(
+            level=level,
+            members=members,
+            member_capacity=limits.members,
+            group_sets=owner.group_set_count if owner else 0,
+            group_set_capacity=limits.group_sets,
+            extra_members=extra,
+            utilisation_bp=lifecycle.utilisation_bp(self.rules, members, level),
+            history=history,
+        )
+
+    async def apply_for_expansion(self, store_id: str) -> CapacityView:
+        """T3, under the store's lock so two applications cannot both pass the 500,000 check."""
+        key = domain.owner_key(GroupKind.STORE, store_id, "")
+        await self._ensure_owner(key, GroupKind.STORE)
+        owner = await self._lock_owner(key)
+        month = lifecycle.month_key(self.now)
+        earlier = lifecycle.recent_months(month, self.rules.expansion.consecutive_months)
+        facts = ExpansionFacts(
+            month=month,
+            levels_by_month=await self._levels_by_month(store_id, earlier),
+            level_now=await self.store_level(store_id),
+            members=owner.member_count,
+            extra_members=owner.extra_members,
+        )
+        failures = lifecycle.expansion_failures(self.rules, facts)
+        if failures:
+            raise RuleRefusal(failures)
+        grant = self.rules.expansion.grant_members
+        seq = (
+            await self.session.scalar(select(func.max(CapacityGrant.seq)).where(CapacityGrant.store_id == store_id))
+            or 0
+        ) + 1
+        self.session.add(CapacityGrant(store_id=store_id, seq=seq, members=grant, granted_at=self.now))
+        before = lifecycle.capacity(self.rules, facts.level_now, owner.extra_members)
+        owner.extra_members += grant
+        self.audit(key, "capacity.grant", store_id, str(before), str(before + grant))
+        await self.session.flush()
+        return await self.capacity(store_id)
+
+    # -- sleeping customers (C15, X5) --------------------------------------------------------
+
+    async def set_sleeping_plan(self, store_id: str, enabled: bool, inactivity_days: int) -> SleepingPlan:
+        plan = await self.session.get(SleepingPlan, store_id, with_for_update=True)
+        old = "off" if plan is None or not plan.enabled else f"on, {plan.inactivity_days} days"
+        if plan is None:
+            plan = SleepingPlan(store_id=store_id, enabled=enabled, inactivity_days=inactivity_days)
+            self.session.add(plan)
+        else:
+            plan.enabled, plan.inactivity_days = enabled, inactivity_days
+        new = f"on, {inactivity_days} days" if enabled else "off"
+        self.audit(domain.owner_key(GroupKind.STORE, store_id, ""), "sleeping_plan", store_id, old, new)
+        await self.session.flush()
+        return plan
+
+    async def record_activity(self, group_set_id: str, consumer_id: str, at: datetime) -> None:
+        """Activity moves the member's last-active time forward and clears a notice (X5)."""
+        member = await self.session.get(Membership, (group_set_id, consumer_id), with_for_update=True)
+        if member is None:
+            raise NotFound("membership", f"{group_set_id}/{consumer_id}")
+        if member.last_active_at is None or at > member.last_active_at:
+            member.last_active_at = at
+        if member.notified_at is not None and at >= member.notified_at:
+            member.notified_at = None
+        await self.session.flush()
+
+    async def sleeping_candidates(self) -> list[tuple[str, str, int]]:
+        """(group-set, consumer, window) of members past their store's inactivity window, or under notice."""
+        found: list[tuple[str, str, int]] = []
+        for plan in await self.session.scalars(select(SleepingPlan).where(SleepingPlan.enabled.is_(True))):
+            cutoff = self.now - timedelta(days=plan.inactivity_days)
+            rows = await self.session.execute(
+                select(Membership.group_set_id, Membership.consumer_id)
+                .join(GroupSet, GroupSet.id == Membership.group_set_id)
+                .where(
+                    GroupSet.owner_key == domain.owner_key(GroupKind.STORE, plan.store_id, ""),
+                    GroupSet.dissolved_at.is_(None),
+                    or_(
+                        Membership.notified_at.is_not(None),
+                        func.coalesce(Membership.last_active_at, Membership.joined_at) <= cutoff,
+                    ),
+                )
+            )
+            found.extend((group_set_id, consumer_id, plan.inactivity_days) for group_set_id, consumer_id in rows)
+        return found
+
+    async def sleep_member(self, group_set_id: str, consumer_id: str, inactivity_days: int) -> SleepingAction:
+        """Applies C15/X5 to one member under the same locks as a leave."""
+        key = await self._owner_key_of(group_set_id)
+        await self._lock_owner(key)
+        await self._lock_set(group_set_id)
+        member = await self.session.get(Membership, (group_set_id, consumer_id), populate_existing=True)
+        if member is None:
+            return SleepingAction.KEEP
+        action = lifecycle.sleeping_action(
+            self.rules,
+            last_active_at=member.last_active_at or member.joined_at,
+            notified_at=member.notified_at,
+            inactivity_days=inactivity_days,
+            now=self.now,
+        )
+        if action is SleepingAction.NOTIFY:
+            member.notified_at = self.now
+            await self.session.flush()
+        elif action is SleepingAction.REMOVE:
+            await self.remove_member(group_set_id, consumer_id)
+            self.audit(key, "sleeping.remove", group_set_id, consumer_id, "")
+        return action
+
+    # -- audit (X4) --------------------------------------------------------------------------
+
+    async def audit_entries(self, owner_key: str, after_id: int | None, limit: int) -> tuple[list[AuditEntry], int | None]:
+        query = select(AuditEntry).where(AuditEntry.owner_key == owner_key)
+        if after_id is not None:
+            query = query.where(AuditEntry.id > after_id)
+        rows = list(await self.session.scalars(query.order_by(AuditEntry.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].id if more and rows else None)
+
+    # -- official modules (V) ----------------------------------------------------------------
+
+    async def candidates(self, store_id: str, consumer_id: str) -> Candidates:
+        sets = list(
+            await self.session.scalars(
+                select(GroupSet)
+                .where(
+                    GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, ""),
+                    GroupSet.dissolved_at.is_(None),
+                    GroupSet.is_public.is_(True),
+                )
+                .order_by(GroupSet.created_at, GroupSet.id)
+            )
+        )
+        records = await self._records(sets)
+        owner = await self.session.get(CapacityOwner, domain.owner_key(GroupKind.STORE, store_id, ""))
+        account = await self._account_fill(GroupKind.STORE, owner, store_id)
+        with_fill = tuple(
+            (record, bool(domain.capacity_failures(self.rules, set_fill(record), account))) for record in records
+        )
+        in_store = await self.session.scalar(
+            select(Membership.group_set_id)
+            .join(GroupSet, GroupSet.id == Membership.group_set_id)
+            .where(Membership.consumer_id == consumer_id, GroupSet.store_id == store_id)
+            .limit(1)
+        )
+        first = await self.session.scalar(
+            select(func.min(GroupSet.created_at)).where(
+                GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, "")
+            )
+        )
+        return Candidates(with_fill, in_store is not None, first)
+
+    async def member_ids(self, group_set_id: str, after: str | None, limit: int) -> tuple[list[str], str | None]:
+        query = select(Membership.consumer_id).where(Membership.group_set_id == group_set_id)
+        if after is not None:
+            query = query.where(Membership.consumer_id > after)
+        ids = list(await self.session.scalars(query.order_by(Membership.consumer_id).limit(limit + 1)))
+        more = len(ids) > limit
+        ids = ids[:limit]
+        return ids, (ids[-1] if more and ids else None)
+

@@ -1,0 +1,218 @@
+"""The GroupLifecycleService RPCs: levels, capacity, sleeping customers, audit, candidates.
+
+The same validation and one-transaction-per-RPC shape as the core servicer;
+the jobs it triggers are the ones the scheduler runs (``jobs.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.interceptors import ACTOR_HEADER, metadata_value
+from services.common.rules import Rules
+from services.common.validation import MAX_INT32, Fields
+from services.groups import lifecycle
+from services.groups.convert import decode_page_token, encode_page_token, group_set_to_proto, timestamp
+from services.groups.jobs import Jobs
+from services.groups.lifecycle import MonthFigures
+from services.groups.lifecycle_repository import CapacityView, LifecycleRepository
+from services.groups.rules import GroupKind, owner_key
+
+MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+DAY = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+MAX_BASIS_POINTS = 10_000
+MAX_INACTIVITY_DAYS = 3650
+
+
+def _capacity_to_proto(view: CapacityView) -> lifecycle_pb2.GetCapacityResponse:
+    return lifecycle_pb2.GetCapacityResponse(
+        level=view.level,
+        members=view.members,
+        member_capacity=view.member_capacity,
+        group_sets=view.group_sets,
+        group_set_capacity=view.group_set_capacity,
+        extra_members=view.extra_members,
+        utilisation_bp=view.utilisation_bp,
+        history=[lifecycle_pb2.MonthLevel(month=m, level=lv) for m, lv in view.history],
+    )
+
+
+class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
+    def __init__(self, db: Database, rules: Rules, clock: Clock, jobs: Jobs) -> None:
+        self.db = db
+        self.rules = rules
+        self.clock = clock
+        self.jobs = jobs
+
+    def _repository(self, session, context) -> LifecycleRepository:  # type: ignore[no-untyped-def]
+        return LifecycleRepository(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
+
+    async def RecordMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        if not MONTH.match(request.month):
+            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        for name in ("open_rate_bp", "revisit_7d_bp", "conversion_bp"):
+            f.in_range(name, getattr(request, name), 0, MAX_BASIS_POINTS)
+        f.in_range("merchant_messages", request.merchant_messages, 0, MAX_INT32)
+        f.done()
+        figures = MonthFigures(
+            0.0, request.open_rate_bp, request.revisit_7d_bp, request.conversion_bp, request.merchant_messages
+        )
+        async with self.db.transaction() as session:
+            await self._repository(session, context).record_monthly_metrics(request.store_id, request.month, figures)
+        return lifecycle_pb2.RecordMonthlyMetricsResponse()
+
+    async def RecordDailyCounts(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        if request.day and not DAY.match(request.day):
+            f.fail("day", f"must be YYYY-MM-DD, got {request.day!r}")
+        f.done()
+        day = request.day or lifecycle.day_key(self.clock.now() - timedelta(days=1))
+        stores = await self.jobs.record_daily_counts(day, metadata_value(context, ACTOR_HEADER))
+        return lifecycle_pb2.RecordDailyCountsResponse(stores=stores or 0, already_recorded=stores is None)
+
+    async def RunLevelJob(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        if request.month and not MONTH.match(request.month):
+            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        f.done()
+        current = lifecycle.month_key(self.clock.now())
+        month = request.month or lifecycle.shift_month(current, -1)
+        if month >= current:
+            f.fail("month", f"{month} has not ended; the level job runs on finished months (T8)")
+            f.done()
+        results = await self.jobs.run_levels(month, metadata_value(context, ACTOR_HEADER))
+        return lifecycle_pb2.RunLevelJobResponse(
+            ran=results is not None,
+            levels=[
+                lifecycle_pb2.StoreLevel(store_id=s, level=lv, avg_members=avg) for s, lv, avg in results or ()
+            ],
+        )
+
+    async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.done()
+        async with self.db.transaction() as session:
+            view = await self._repository(session, context).apply_for_expansion(request.store_id)
+        return lifecycle_pb2.ApplyForExpansionResponse(
+            granted_members=self.rules.expansion.grant_members, member_capacity=view.member_capacity
+        )
+
+    async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.done()
+        async with self.db.transaction() as session:
+            view = await self._repository(session, context).capacity(request.store_id)
+        return _capacity_to_proto(view)
+
+    async def SetSleepingPlan(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.in_range("inactivity_days", request.inactivity_days, 0, MAX_INACTIVITY_DAYS)
+        f.done()
+        days = request.inactivity_days or self.rules.sleeping.default_inactivity_days
+        async with self.db.transaction() as session:
+            plan = await self._repository(session, context).set_sleeping_plan(request.store_id, request.enabled, days)
+        return lifecycle_pb2.SetSleepingPlanResponse(enabled=plan.enabled, inactivity_days=plan.inactivity_days)
+
+    async def RecordActivity(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        if not request.HasField("active_at"):
+            f.fail("active_at", "required")
+        f.done()
+        at = request.active_at.ToDatetime(tzinfo=self.clock.now().tzinfo)
+        if at > self.clock.now() + timedelta(days=1):
+            f.fail("active_at", "more than a day in the future")
+            f.done()
+        async with self.db.transaction() as session:
+            await self._repository(session, context).record_activity(request.group_set_id, request.consumer_id, at)
+        return lifecycle_pb2.RecordActivityResponse()
+
+    async def RunSleepingJob(self, request, context):  # type: ignore[no-untyped-def]
+        notified, removed = await self.jobs.run_sleeping(metadata_value(context, ACTOR_HEADER))
+        return lifecycle_pb2.RunSleepingJobResponse(notified=notified, removed=removed)
+
+    async def ListAuditEntries(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id, required=False)
+        f.identifier("streamer_id", request.streamer_id, required=False)
+        if bool(request.store_id) == bool(request.streamer_id):
+            f.fail("store_id", "exactly one of store_id and streamer_id is required")
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_page_token(request.page_token, 1)
+        after = _int_cursor(cursor[0]) if cursor else None
+        kind = GroupKind.STORE if request.store_id else GroupKind.LIVE
+        key = owner_key(kind, request.store_id, request.streamer_id)
+        async with self.db.transaction() as session:
+            rows, last = await self._repository(session, context).audit_entries(key, after, limit)
+        return lifecycle_pb2.ListAuditEntriesResponse(
+            entries=[
+                lifecycle_pb2.AuditEntry(
+                    id=r.id,
+                    at=timestamp(r.at),
+                    actor=r.actor,
+                    action=r.action,
+                    target=r.target,
+                    old_value=r.old_value,
+                    new_value=r.new_value,
+                )
+                for r in rows
+            ],
+            next_page_token=encode_page_token(str(last)) if last is not None else "",
+        )
+
+    async def ListCandidates(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        async with self.db.transaction() as session:
+            found = await self._repository(session, context).candidates(request.store_id, request.consumer_id)
+        reply = lifecycle_pb2.ListCandidatesResponse(
+            candidates=[
+                lifecycle_pb2.Candidate(group_set=group_set_to_proto(record, self.rules), full=full)
+                for record, full in found.sets
+            ],
+            consumer_in_store_group=found.consumer_in_store_group,
+        )
+        if found.first_group_created_at is not None:
+            reply.first_group_created_at.CopyFrom(timestamp(found.first_group_created_at))
+        return reply
+
+    async def ListMemberIds(self, request, context):  # type: ignore[no-untyped-def]
+        f = Fields()
+        f.identifier("group_set_id", request.group_set_id)
+        limit = f.page_size("page_size", request.page_size, default=500)
+        f.done()
+        cursor = decode_page_token(request.page_token, 1)
+        async with self.db.transaction() as session:
+            ids, last = await self._repository(session, context).member_ids(
+                request.group_set_id, cursor[0] if cursor else None, limit
+            )
+        return lifecycle_pb2.ListMemberIdsResponse(
+            consumer_ids=ids, next_page_token=encode_page_token(last) if last else ""
+        )
+
+
+def _int_cursor(text: str) -> int:
+    from services.common.errors import InvalidArgument
+
+    if not text.isdigit():
+        raise InvalidArgument.one("page_token", "not a token returned by this service")
+    return int(text)
+
+
+__all__ = ["GroupLifecycleServicer", "Timestamp"]

@@ -1,0 +1,44 @@
+"""Domain metrics of the push service (default registry, served on /metrics).
+
+Pushes by kind and the state they entered, quota refusals by rule and
+reason, the dispatcher's lag (how long the oldest due push has waited) and
+the deliveries it writes (``rate()`` of the counter is deliveries per second).
+Counted after the transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.common.errors import Failure
+
+pushes = Counter(
+    "qun_push_pushes_total", "Pushes entering a state (pending_review, approved, sent …), by kind.", ("kind", "state")
+)
+refusals = Counter(
+    "qun_push_quota_refusals_total",
+    "Failed rules in refused push submissions, by SPEC rule and reason (a refusal may count several).",
+    ("rule", "reason"),
+)
+quota_returns = Counter(
+    "qun_push_quota_returns_total", "Quotas given back by a rejection or cancellation (P6).", ("kind", "cause")
+)
+notices = Counter("qun_push_notices_total", "Back-office notices recorded: recall chances earned (P4).", ("kind",))
+deliveries = Counter("qun_push_deliveries_written_total", "Deliveries written to the ledger by the dispatcher (P7).")
+batches = Histogram(
+    "qun_push_dispatch_batch_seconds",
+    "Time to write one dispatcher batch (claim, deliveries, cursor, ledger) and commit it.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+lag = Gauge(
+    "qun_push_dispatcher_lag_seconds",
+    "How long the oldest due push (approved or sending, send time passed) has waited; 0 when none.",
+)
+errors = Counter("qun_push_dispatcher_errors_total", "Dispatcher batches that failed and will be retried.")
+
+
+def refused(failures: Iterable[Failure]) -> None:
+    for failure in failures:
+        refusals.labels(failure.rule_id, failure.reason).inc()

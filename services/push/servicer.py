@@ -1,0 +1,477 @@
+"""The PushService RPCs: validate the whole request, run one transaction, answer.
+
+Input is checked field by field before anything touches the database (one
+INVALID_ARGUMENT naming every bad field); rule refusals carry every failed
+rule with its figures (SPEC X1); metrics are counted after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import IntegrityError
+
+from qun.push.v1 import push_pb2, push_pb2_grpc
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import Aborted, InvalidArgument, RuleRefusal
+from services.common.rules import Rules
+from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields
+from services.push import metrics
+from services.push import rules as domain
+from services.push.models import GrantRow, NoticeRow, PushRow
+from services.push.repository import NewDraft, PushRepository, facts_from_json
+from services.push.rules import AccountFacts, PushKind, PushState
+
+log = logging.getLogger("qun.push")
+
+MAX_BODY_CHARS = MAX_TEXT_CHARS  # a push message is at most 2,000 characters
+MAX_APPEND_IDS = 20_000
+MAX_FIGURE = 10**12
+MAX_RATE_BP = 10_000
+DELIVERY_CHUNK = 1000
+MAX_DELIVERY_CHUNK = 10_000
+LEDGER_PAGE = 50
+FOLLOW_POLL_SECONDS = 0.5
+ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
+
+KINDS: dict[int, PushKind] = {
+    push_pb2.PUSH_KIND_SUBSCRIPTION: PushKind.SUBSCRIPTION,
+    push_pb2.PUSH_KIND_RECALL_TIER_1: PushKind.RECALL_TIER_1,
+    push_pb2.PUSH_KIND_RECALL_TIER_2: PushKind.RECALL_TIER_2,
+    push_pb2.PUSH_KIND_MASS_SEND: PushKind.MASS_SEND,
+}
+KIND_PROTOS = {kind: push_pb2.PushKind.ValueType(value) for value, kind in KINDS.items()}
+STATE_PROTOS: dict[PushState, push_pb2.PushState.ValueType] = {
+    PushState.DRAFT: push_pb2.PUSH_STATE_DRAFT,
+    PushState.DISCARDED: push_pb2.PUSH_STATE_UNSPECIFIED,
+    PushState.PENDING_REVIEW: push_pb2.PUSH_STATE_PENDING_REVIEW,
+    PushState.APPROVED: push_pb2.PUSH_STATE_APPROVED,
+    PushState.SENDING: push_pb2.PUSH_STATE_SENDING,
+    PushState.SENT: push_pb2.PUSH_STATE_SENT,
+    PushState.REJECTED: push_pb2.PUSH_STATE_REJECTED,
+    PushState.CANCELLED: push_pb2.PUSH_STATE_CANCELLED,
+}
+
+
+class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
+    def __init__(self, db: Database, rules: Rules, clock: Clock) -> None:
+        self.db = db
+        self.rules = rules.push
+        self.clock = clock
+
+    def _repository(self, session, now: datetime | None = None) -> PushRepository:  # type: ignore[no-untyped-def]
+        return PushRepository(session, self.rules, now or self.clock.now())
+
+    # -- submission ----------------------------------------------------------------------------
+
+    async def CreateDraft(
+        self, request: push_pb2.CreateDraftRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.CreateDraftResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        store_id = f.identifier("store_id", request.store_id)
+        account_id = f.identifier("account_id", request.account_id)
+        f.enum("kind", request.kind, push_pb2.PushKind)
+        kind = KINDS.get(request.kind)
+        title = f.text("title", request.title, max_chars=MAX_NAME_CHARS)
+        body = f.text("body", request.body, max_chars=MAX_BODY_CHARS, required=True)
+        if kind is PushKind.MASS_SEND:
+            f.identifier("grant_id", request.grant_id)
+        elif request.grant_id:
+            f.fail("grant_id", "only a mass-send push uses a grant (P5)")
+        facts = parse_facts(f, request.facts, request.HasField("facts"))
+        f.done()
+        assert kind is not None
+        new = NewDraft(store_id, account_id, kind, title, body, request.grant_id, request_id, facts)
+        now = self.clock.now()
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self.db.transaction() as session:
+                    result = await self._repository(session, now).create_draft(new)
+                break
+            except RuleRefusal as refusal:
+                metrics.refused(refusal.failures)
+                raise
+            except IntegrityError:
+                if attempt + 1 == ATTEMPTS:
+                    raise Aborted("a concurrent submission with the same request_id; retry it") from None
+        await self._observe(store_id, facts, now)
+        return push_pb2.CreateDraftResponse(
+            push=push_to_proto(result.push), replayed=result.replayed, audience_limit=result.push.audience_limit
+        )
+
+    async def AppendAudience(
+        self, request: push_pb2.AppendAudienceRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.AppendAudienceResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("push_id", request.push_id)
+        ids = list(request.recipient_ids)
+        if not ids:
+            f.fail("recipient_ids", "at least one recipient is required")
+        elif len(ids) > MAX_APPEND_IDS:
+            f.fail("recipient_ids", f"at most {MAX_APPEND_IDS} per call, got {len(ids)}")
+        else:
+            bad = next((i for i, r in enumerate(ids) if not ID_PATTERN.match(r)), None)
+            if bad is not None:
+                f.identifier(f"recipient_ids[{bad}]", ids[bad])
+        f.done()
+        async with self.db.transaction() as session:
+            size = await self._repository(session).append_audience(request.store_id, request.push_id, ids)
+        return push_pb2.AppendAudienceResponse(audience_size=size)
+
+    async def SubmitDraft(
+        self, request: push_pb2.SubmitDraftRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.SubmitDraftResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("push_id", request.push_id)
+        f.done()
+        try:
+            async with self.db.transaction() as session:
+                row = await self._repository(session).submit_draft(request.store_id, request.push_id)
+        except RuleRefusal as refusal:
+            metrics.refused(refusal.failures)
+            raise
+        except IntegrityError:
+            # The schema's last guard (one recall slot per store, year and tier) refused a concurrent spend.
+            raise Aborted("a concurrent submission spent this quota; read the quota ledger") from None
+        metrics.pushes.labels(row.kind, PushState.PENDING_REVIEW.value).inc()
+        log.info(
+            "push submitted",
+            extra={"fields": {"push_id": row.push_id, "store_id": row.store_id, "kind": row.kind}},
+        )
+        return push_pb2.SubmitDraftResponse(push=push_to_proto(row))
+
+    async def DiscardDraft(
+        self, request: push_pb2.DiscardDraftRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.DiscardDraftResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("push_id", request.push_id)
+        f.done()
+        async with self.db.transaction() as session:
+            await self._repository(session).discard_draft(request.store_id, request.push_id)
+        return push_pb2.DiscardDraftResponse()
+
+    # -- review, cancellation -----------------------------------------------------------------
+
+    async def CancelPush(
+        self, request: push_pb2.CancelPushRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.CancelPushResponse:
+        f = Fields()
+        f.identifier("push_id", request.push_id)
+        f.identifier("store_id", request.store_id)
+        f.identifier("account_id", request.account_id)
+        f.done()
+        async with self.db.transaction() as session:
+            change = await self._repository(session).cancel(request.push_id, request.store_id)
+        metrics.pushes.labels(change.push.kind, PushState.CANCELLED.value).inc()
+        if change.quota_returned:
+            metrics.quota_returns.labels(change.push.kind, "cancel").inc()
+        return push_pb2.CancelPushResponse(push=push_to_proto(change.push))
+
+    async def ReviewPush(
+        self, request: push_pb2.ReviewPushRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.ReviewPushResponse:
+        f = Fields()
+        f.identifier("push_id", request.push_id)
+        f.enum("decision", request.decision, push_pb2.ReviewDecision)
+        f.identifier("reviewer_id", request.reviewer_id)
+        f.text("note", request.note)
+        f.done()
+        approve = request.decision == push_pb2.REVIEW_DECISION_APPROVE
+        async with self.db.transaction() as session:
+            change = await self._repository(session).review(request.push_id, approve, request.reviewer_id, request.note)
+        metrics.pushes.labels(change.push.kind, change.push.state).inc()
+        if change.quota_returned:
+            metrics.quota_returns.labels(change.push.kind, "reject").inc()
+        log.info(
+            "push reviewed",
+            extra={
+                "fields": {"push_id": change.push.push_id, "state": change.push.state, "reviewer": request.reviewer_id}
+            },
+        )
+        return push_pb2.ReviewPushResponse(push=push_to_proto(change.push))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def GetPush(self, request: push_pb2.GetPushRequest, context: grpc.aio.ServicerContext) -> push_pb2.GetPushResponse:
+        f = Fields()
+        f.identifier("push_id", request.push_id)
+        f.done()
+        async with self.db.transaction() as session:
+            row = await self._repository(session).submitted(request.push_id)
+        return push_pb2.GetPushResponse(push=push_to_proto(row))
+
+    async def ListPushes(
+        self, request: push_pb2.ListPushesRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.ListPushesResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        before = decode_page_token(request.page_token)
+        async with self.db.transaction() as session:
+            rows, after = await self._repository(session).list_pushes(request.store_id, before, limit)
+        return push_pb2.ListPushesResponse(
+            pushes=[push_to_proto(r) for r in rows], next_page_token=encode_page_token(after)
+        )
+
+    async def GetQuotaLedger(
+        self, request: push_pb2.GetQuotaLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GetQuotaLedgerResponse:
+        f = Fields()
+        store_id = f.identifier("store_id", request.store_id)
+        facts = parse_facts(f, request.facts, request.HasField("facts"))
+        f.done()
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            quota = await self._repository(session, now).quota_state(store_id)
+        await self._observe(store_id, facts, now)
+        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=timestamp(now), facts=facts_to_proto(facts))
+        for entry in domain.ledger(facts, quota, now, self.rules):
+            out = reply.entries.add(
+                kind=KIND_PROTOS[entry.kind],
+                remaining=entry.remaining,
+                available_now=entry.available_now,
+                unmet=[failure.to_proto() for failure in entry.unmet],
+                audience_size=entry.audience_size,
+            )
+            if entry.next_possible_at is not None:
+                out.next_possible_at.CopyFrom(timestamp(entry.next_possible_at))
+        return reply
+
+    async def ObserveAccount(
+        self, request: push_pb2.ObserveAccountRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.ObserveAccountResponse:
+        f = Fields()
+        store_id = f.identifier("store_id", request.store_id)
+        facts = parse_facts(f, request.facts, request.HasField("facts"))
+        f.done()
+        recorded = await self._observe(store_id, facts, self.clock.now())
+        return push_pb2.ObserveAccountResponse(recorded=[notice_to_proto(n) for n in recorded])
+
+    async def _observe(self, store_id: str, facts: AccountFacts, now: datetime) -> list[NoticeRow]:
+        """P4: a notice for each recall tier newly earned; the unique key makes it once."""
+        async with self.db.transaction() as session:
+            recorded = await self._repository(session, now).observe(store_id, facts)
+        for notice in recorded:
+            metrics.notices.labels(notice.kind).inc()
+            log.info("recall chance earned", extra={"fields": {"store_id": store_id, "kind": notice.kind}})
+        return recorded
+
+    async def ListNotices(
+        self, request: push_pb2.ListNoticesRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.ListNoticesResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        before = decode_page_token(request.page_token)
+        async with self.db.transaction() as session:
+            rows, after = await self._repository(session).list_notices(request.store_id, before, limit)
+        return push_pb2.ListNoticesResponse(
+            notices=[notice_to_proto(n) for n in rows], next_page_token=encode_page_token(after)
+        )
+
+    # -- grants (P5) -------------------------------------------------------------------------
+
+    async def GrantMassSend(
+        self, request: push_pb2.GrantMassSendRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GrantMassSendResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        f.identifier("store_id", request.store_id)
+        f.positive("audience_size", request.audience_size, high=self.rules.max_mass_send_audience)
+        f.text("activity", request.activity, max_chars=MAX_NAME_CHARS, required=True)
+        f.identifier("granted_by", request.granted_by)
+        f.done()
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self.db.transaction() as session:
+                    row, _ = await self._repository(session).grant_mass_send(
+                        request.store_id, request.audience_size, request.activity, request.granted_by, request_id
+                    )
+                break
+            except IntegrityError:
+                if attempt + 1 == ATTEMPTS:
+                    raise Aborted("a concurrent grant with the same request_id; retry it") from None
+        return push_pb2.GrantMassSendResponse(grant=grant_to_proto(row))
+
+    # -- the delivery ledger (P7) -------------------------------------------------------------
+
+    async def StreamDeliveries(
+        self, request: push_pb2.StreamDeliveriesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[push_pb2.StreamDeliveriesResponse]:
+        f = Fields()
+        chunk = request.chunk_size or DELIVERY_CHUNK
+        f.in_range("chunk_size", chunk, 1, MAX_DELIVERY_CHUNK)
+        seq, after = parse_cursor(f, request.cursor)
+        f.done()
+        partial = bool(after)  # the cursor stopped inside batch ``seq``
+        pushes: dict[str, PushRow] = {}
+        while True:
+            async with self.db.transaction() as session:
+                repository = self._repository(session)
+                if partial:
+                    one = await repository.ledger_batch(seq)
+                    found = [one] if one is not None else []
+                else:
+                    found = await repository.ledger_batches(seq, LEDGER_PAGE)
+            if not found:
+                if partial:
+                    partial, after = False, ""
+                    continue
+                if not request.follow:
+                    return
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                continue
+            for batch in found:
+                start = after if partial else ""
+                while True:
+                    async with self.db.transaction() as session:
+                        repository = self._repository(session)
+                        ids = await repository.batch_recipients(batch, start, chunk)
+                        push = pushes.get(batch.push_id)
+                        if push is None and ids:
+                            push = await repository._push(batch.store_id, batch.push_id)
+                            if len(pushes) > 256:
+                                pushes.clear()
+                            pushes[batch.push_id] = push  # type: ignore[assignment]
+                    if not ids:
+                        break
+                    assert push is not None
+                    yield push_pb2.StreamDeliveriesResponse(
+                        store_id=batch.store_id,
+                        push_id=batch.push_id,
+                        kind=KIND_PROTOS[PushKind(push.kind)],
+                        title=push.title,
+                        body=push.body,
+                        recipient_ids=ids,
+                        written_at=timestamp(batch.written_at),
+                        cursor=f"{batch.ledger_seq}/{ids[-1]}",
+                    )
+                    start = ids[-1]
+                    if len(ids) < chunk:
+                        break
+                seq, after, partial = batch.ledger_seq, "", False
+
+
+# --- proto ↔ domain ----------------------------------------------------------------------------
+
+
+def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> AccountFacts:
+    if not present:
+        f.fail("facts", "required: the account's figures from the eligibility service")
+        return AccountFacts()
+    f.in_range("facts.subscribers", int(msg.subscribers), 0, MAX_FIGURE)
+    f.in_range("facts.old_customer_fans", int(msg.old_customer_fans), 0, MAX_FIGURE)
+    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, 2**31 - 1)
+    rate = msg.revisit_rate_bp if msg.HasField("revisit_rate_bp") else None
+    if rate is not None:
+        f.in_range("facts.revisit_rate_bp", rate, 0, MAX_RATE_BP)
+    return AccountFacts(int(msg.subscribers), int(msg.old_customer_fans), msg.recent_broadcasts, rate)
+
+
+def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
+    out = push_pb2.AccountFacts(
+        subscribers=facts.subscribers,
+        old_customer_fans=facts.old_customer_fans,
+        recent_broadcasts=facts.recent_broadcasts,
+    )
+    if facts.revisit_rate_bp is not None:
+        out.revisit_rate_bp = facts.revisit_rate_bp
+    return out
+
+
+def timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def push_to_proto(row: PushRow) -> push_pb2.Push:
+    out = push_pb2.Push(
+        push_id=row.push_id,
+        store_id=row.store_id,
+        kind=KIND_PROTOS[PushKind(row.kind)],
+        state=STATE_PROTOS[PushState(row.state)],
+        title=row.title,
+        body=row.body,
+        grant_id=row.grant_id or "",
+        audience_size=row.audience_size,
+        submitted_by=row.account_id,
+        reviewed_by=row.reviewed_by or "",
+        review_note=row.review_note,
+        delivered_count=row.delivered_count,
+        facts=facts_to_proto(facts_from_json(row.facts)),
+        quota_returned=row.quota_returned,
+    )
+    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
+        value = getattr(row, name)
+        if value is not None:
+            getattr(out, name).CopyFrom(timestamp(value))
+    return out
+
+
+def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
+    return push_pb2.Notice(
+        notice_id=row.notice_id,
+        store_id=row.store_id,
+        kind=KIND_PROTOS[PushKind(row.kind)],
+        year=row.year,
+        text=row.text,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
+    return push_pb2.Grant(
+        grant_id=row.grant_id,
+        store_id=row.store_id,
+        audience_size=row.audience_size,
+        activity=row.activity,
+        granted_by=row.granted_by,
+        granted_at=timestamp(row.granted_at),
+        push_id=row.push_id or "",
+    )
+
+
+def encode_page_token(after: tuple[datetime, str] | None) -> str:
+    if after is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        at, _, last_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
+            raise ValueError(token)
+        return parsed, last_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.one("page_token", "not a token this service issued") from None
+
+
+def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
+    """``<ledger seq>/<last recipient read>``; empty for the beginning of the ledger."""
+    if not cursor:
+        return 0, ""
+    seq, _, recipient = cursor.partition("/")
+    if not seq.isdigit() or len(seq) > 18 or (recipient and not ID_PATTERN.match(recipient)):
+        f.fail("cursor", "not a cursor this service issued")
+        return 0, ""
+    return int(seq), recipient
+
