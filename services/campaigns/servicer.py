@@ -1,0 +1,585 @@
+"""The CampaignsService RPCs: validate the whole request, run one transaction, answer.
+
+Input is checked field by field before anything touches the database (one
+INVALID_ARGUMENT naming every bad field); rule refusals are raised as
+``services.common.errors`` exceptions, which the error interceptor turns into
+rich statuses. Domain metrics are counted after the transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.exc import IntegrityError
+
+from qun.campaigns.v1 import campaigns_pb2 as pb
+from qun.campaigns.v1 import campaigns_pb2_grpc
+from qun.common.v1 import facts_pb2
+from services.campaigns import metrics
+from services.campaigns import rules as domain
+from services.campaigns.convert import (
+    KIND_FROM_SPEC,
+    PLATFORM_FROM_PROTO,
+    PRIZE_FROM_PROTO,
+    activity_to_proto,
+    claim_to_proto,
+    decode_time_cursor,
+    end_card_to_proto,
+    item_to_proto,
+    pricing_to_proto,
+    purchase_to_proto,
+    records_to_proto,
+    refund_to_proto,
+    time_cursor_token,
+    trumpet_to_proto,
+)
+from services.campaigns.expiry import ExpiryJob
+from services.campaigns.repository import (
+    CampaignsRepository,
+    ItemUpdate,
+    NewActivity,
+    NewPool,
+    NewTrumpet,
+    OrderInput,
+)
+from services.campaigns.rules import ActivityKind
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import Aborted, RuleRefusal
+from services.common.rules import GROUP_LEVELS, Rules
+from services.common.validation import MAX_INT32, MAX_NAME_CHARS, Fields
+
+T = TypeVar("T")
+
+WRITE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
+MAX_POOLS = 20
+MAX_POOL_PRIZES = 1_000_000
+MAX_OPTIONS = 20
+MIN_OPTIONS = 2
+MAX_GROUP_SIZE = 100
+MAX_MESSAGE_CHARS = 200
+# A list longer than this is malformed input, not a rule's business (M8 refuses anything past 10).
+MAX_ORDER_ENTRIES = 100
+
+
+def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | None:
+    """A required timestamp field as an aware UTC datetime."""
+    if not holder.HasField(name):  # type: ignore[attr-defined]
+        f.fail(prefix + name, "required")
+        return None
+    stamp: Timestamp = getattr(holder, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _ids(f: Fields, name: str, values: object) -> tuple[str, ...]:
+    out: list[str] = []
+    items = list(values)  # type: ignore[call-overload]
+    if len(items) > MAX_ORDER_ENTRIES:
+        f.fail(name, f"at most {MAX_ORDER_ENTRIES} entries, got {len(items)}")
+        return ()
+    for i, value in enumerate(items):
+        f.identifier(f"{name}[{i}]", value)
+        if value in out:
+            f.fail(f"{name}[{i}]", f"{value} is listed twice")
+        out.append(value)
+    return tuple(out)
+
+
+def _order(f: Fields, msg: pb.Order, present: bool, *, purchase: bool) -> OrderInput:
+    if not present:
+        f.fail("order", "required")
+        return OrderInput("", 0)
+    f.identifier("order.item_id", msg.item_id)
+    f.positive("order.quantity", msg.quantity, high=MAX_INT32)
+    f.identifier("order.flash_sale_id", msg.flash_sale_id, required=False)
+    cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids)
+    coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids)
+    for dup in set(cash) & set(coupons):
+        f.fail("order.store_coupon_ids", f"{dup} is also listed as a cash red packet")
+    store_red_packets = list(msg.store_red_packet_fen)
+    if purchase and store_red_packets:
+        f.fail("order.store_red_packet_fen", "store red packets issued elsewhere are priced by PriceOrder only")
+    if len(store_red_packets) > MAX_ORDER_ENTRIES:
+        f.fail("order.store_red_packet_fen", f"at most {MAX_ORDER_ENTRIES} entries")
+    for i, value in enumerate(store_red_packets):
+        f.positive(f"order.store_red_packet_fen[{i}]", value)
+    return OrderInput(
+        item_id=msg.item_id,
+        quantity=msg.quantity,
+        flash_sale_id=msg.flash_sale_id,
+        cash_red_packet_ids=cash,
+        store_coupon_ids=coupons,
+        store_red_packet_fen=tuple(store_red_packets),
+    )
+
+
+class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
+    def __init__(self, db: Database, rules: Rules, clock: Clock, expiry: ExpiryJob) -> None:
+        self.db = db
+        self.rules = rules
+        self.clock = clock
+        self.expiry = expiry
+
+    async def _run(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
+        async with self.db.transaction() as session:
+            return await work(CampaignsRepository(session, self.rules, self.clock.now()))
+
+    async def _write(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
+        """One transaction; retried once when a concurrent request with the same id won the unique key."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return await self._run(work)
+            except IntegrityError:
+                if attempt + 1 == WRITE_ATTEMPTS:
+                    raise Aborted("a concurrent request with the same request_id; retry it") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- items -------------------------------------------------------------------------------
+
+    async def UpsertItem(self, request: pb.UpsertItemRequest, context: grpc.aio.ServicerContext) -> pb.UpsertItemResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("item_id", request.item_id)
+        platform = f.enum("platform", request.platform, facts_pb2.Platform, allowed=tuple(PLATFORM_FROM_PROTO))
+        f.positive("sku_count", request.sku_count, high=MAX_INT32)
+        f.positive("price_min_fen", request.price_min_fen)
+        f.positive("price_max_fen", request.price_max_fen)
+        if 0 < request.price_max_fen < request.price_min_fen:
+            f.fail("price_max_fen", f"must be at least price_min_fen ({request.price_min_fen})")
+        if request.initial_stock < 0:
+            f.fail("initial_stock", f"must not be negative, got {request.initial_stock}")
+        f.done()
+        update = ItemUpdate(
+            store_id=request.store_id,
+            item_id=request.item_id,
+            platform=PLATFORM_FROM_PROTO[platform],
+            sku_count=request.sku_count,
+            price_min_fen=request.price_min_fen,
+            price_max_fen=request.price_max_fen,
+            initial_stock=request.initial_stock,
+        )
+        row, created = await self._write(lambda repo: repo.upsert_item(update))
+        return pb.UpsertItemResponse(item=item_to_proto(row), created=created)
+
+    async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.GetItemResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("item_id", request.item_id)
+        f.done()
+        row = await self._run(lambda repo: repo.item(request.store_id, request.item_id))
+        return pb.GetItemResponse(item=item_to_proto(row))
+
+    async def Restock(self, request: pb.RestockRequest, context: grpc.aio.ServicerContext) -> pb.RestockResponse:
+        f = Fields()
+        f.identifier("request_id", request.request_id)
+        f.identifier("store_id", request.store_id)
+        f.identifier("item_id", request.item_id)
+        f.positive("quantity", request.quantity, high=MAX_INT32)
+        f.done()
+        row, replayed = await self._write(
+            lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
+        )
+        return pb.RestockResponse(item=item_to_proto(row), replayed=replayed)
+
+    # -- activities --------------------------------------------------------------------------
+
+    def _new_activity(self, request: pb.CreateActivityRequest) -> NewActivity:
+        f = Fields()
+        f.identifier("request_id", request.request_id, required=False)
+        f.identifier("store_id", request.store_id)
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("created_by", request.created_by)
+        f.text("title", request.title, max_chars=MAX_NAME_CHARS, required=True)
+        starts_at, ends_at = _when(f, "starts_at", request), _when(f, "ends_at", request)
+        if starts_at and ends_at:
+            if ends_at <= starts_at:
+                f.fail("ends_at", "must be after starts_at")
+            elif ends_at <= self.clock.now():
+                f.fail("ends_at", "must be in the future")
+        spec = request.WhichOneof("spec")
+        kind = KIND_FROM_SPEC.get(spec or "")
+        if kind is None:
+            f.fail("spec", "required: one of " + ", ".join(KIND_FROM_SPEC))
+        f.done()
+        assert kind is not None and starts_at is not None and ends_at is not None
+        retired = domain.retired_tool_failures(kind)
+        if retired:
+            metrics.activities.labels(str(kind), "refused", "M13").inc()
+            raise RuleRefusal(retired)
+        base = dict(
+            request_id=request.request_id,
+            store_id=request.store_id,
+            group_set_id=request.group_set_id,
+            created_by=request.created_by,
+            kind=kind,
+            title=request.title,
+            window=domain.Window(starts_at, ends_at),
+        )
+        f = Fields()
+        if kind is ActivityKind.FLASH_SALE:
+            msg = request.flash_sale
+            f.identifier("flash_sale.item_id", msg.item_id)
+            f.positive("flash_sale.flash_price_fen", msg.flash_price_fen)
+            f.done()
+            return NewActivity(**base, item_id=msg.item_id, price_fen=msg.flash_price_fen)  # type: ignore[arg-type]
+        if kind is ActivityKind.GROUP_BUY:
+            gb = request.group_buy
+            f.identifier("group_buy.item_id", gb.item_id)
+            f.positive("group_buy.group_price_fen", gb.group_price_fen)
+            f.in_range("group_buy.group_size", gb.group_size, 2, MAX_GROUP_SIZE)
+            f.done()
+            return NewActivity(  # type: ignore[arg-type]
+                **base, item_id=gb.item_id, price_fen=gb.group_price_fen, group_size=gb.group_size
+            )
+        if kind is ActivityKind.VOTING:
+            options = list(request.voting.options)
+            if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
+                f.fail("voting.options", f"between {MIN_OPTIONS} and {MAX_OPTIONS} options, got {len(options)}")
+            for i, option in enumerate(options):
+                f.text(f"voting.options[{i}]", option, max_chars=MAX_NAME_CHARS, required=True)
+            f.done()
+            return NewActivity(**base, options=tuple(options))  # type: ignore[arg-type]
+        if kind is ActivityKind.CHECK_IN:
+            return NewActivity(**base)  # type: ignore[arg-type]
+        if kind is ActivityKind.LUCKY_RED_PACKET:
+            lucky = request.lucky_red_packet
+            f.positive("lucky_red_packet.value_fen", lucky.value_fen)
+            f.positive("lucky_red_packet.count", lucky.count, high=MAX_POOL_PRIZES)
+            expires = _when(f, "expires_at", lucky, "lucky_red_packet.")
+            if expires is not None and expires <= starts_at:
+                f.fail("lucky_red_packet.expires_at", "must be after starts_at")
+            f.done()
+            assert expires is not None
+            pool = NewPool(domain.PrizeKind.CASH_RED_PACKET, lucky.value_fen, lucky.count, 1, expires)
+            return NewActivity(**base, pools=(pool,))  # type: ignore[arg-type]
+        pools: list[NewPool] = []
+        specs = list(request.red_packet_fountain.pools)
+        if not 1 <= len(specs) <= MAX_POOLS:
+            f.fail("red_packet_fountain.pools", f"between 1 and {MAX_POOLS} pools, got {len(specs)}")
+        for i, p in enumerate(specs):
+            where = f"red_packet_fountain.pools[{i}]"
+            prize = f.enum(f"{where}.kind", p.kind, pb.PrizeKind, allowed=tuple(PRIZE_FROM_PROTO))
+            f.positive(f"{where}.value_fen", p.value_fen)
+            f.positive(f"{where}.count", p.count, high=MAX_POOL_PRIZES)
+            f.positive(f"{where}.per_user_limit", p.per_user_limit, high=MAX_POOL_PRIZES)
+            expires = None
+            if not p.HasField("expires_at"):
+                f.fail(f"{where}.expires_at", "required")
+            else:
+                expires = p.expires_at.ToDatetime(tzinfo=UTC)
+                if expires <= starts_at:
+                    f.fail(f"{where}.expires_at", "must be after starts_at")
+            if prize in PRIZE_FROM_PROTO and expires is not None:
+                pools.append(NewPool(PRIZE_FROM_PROTO[prize], p.value_fen, p.count, p.per_user_limit, expires))
+        f.done()
+        return NewActivity(**base, pools=tuple(pools))  # type: ignore[arg-type]
+
+    async def CreateActivity(
+        self, request: pb.CreateActivityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateActivityResponse:
+        new = self._new_activity(request)
+        try:
+            view, at_once, created = await self._write(lambda repo: repo.create_activity(new))
+        except RuleRefusal as refusal:
+            for failure in refusal.failures:
+                metrics.activities.labels(str(new.kind), "refused", failure.rule_id).inc()
+            raise
+        if created:
+            metrics.activities.labels(str(new.kind), "created", "").inc()
+            metrics.active_activities.observe(at_once)
+        return pb.CreateActivityResponse(
+            activity=activity_to_proto(view, self.clock.now()), concurrent_activities=at_once
+        )
+
+    async def GetActivity(self, request: pb.GetActivityRequest, context: grpc.aio.ServicerContext) -> pb.GetActivityResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.done()
+        view = await self._run(lambda repo: repo.activity_view(request.store_id, request.activity_id))
+        return pb.GetActivityResponse(activity=activity_to_proto(view, self.clock.now()))
+
+    async def ListActivities(
+        self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListActivitiesResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("group_set_id", request.group_set_id, required=False)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_time_cursor(request.page_token)
+        views, after = await self._run(
+            lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
+        )
+        now = self.clock.now()
+        return pb.ListActivitiesResponse(
+            activities=[activity_to_proto(v, now) for v in views], next_page_token=time_cursor_token(after)
+        )
+
+    async def EndActivity(self, request: pb.EndActivityRequest, context: grpc.aio.ServicerContext) -> pb.EndActivityResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.done()
+        view, card, posted = await self._write(lambda repo: repo.end_activity(request.store_id, request.activity_id))
+        if posted:
+            metrics.end_cards.inc()
+            metrics.forget_flash_sale(request.activity_id)
+        response = pb.EndActivityResponse(activity=activity_to_proto(view, self.clock.now()))
+        if card is not None:
+            response.end_card.CopyFrom(end_card_to_proto(card))
+        return response
+
+    async def CreateTrumpet(
+        self, request: pb.CreateTrumpetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTrumpetResponse:
+        f = Fields()
+        f.identifier("request_id", request.request_id, required=False)
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.identifier("sub_group_id", request.sub_group_id)
+        f.identifier("created_by", request.created_by)
+        f.in_range("group_level", request.group_level, 0, GROUP_LEVELS - 1)
+        f.text("message", request.message, max_chars=MAX_MESSAGE_CHARS, required=True)
+        display = _when(f, "display_starts_at", request)
+        f.done()
+        assert display is not None
+        new = NewTrumpet(
+            request_id=request.request_id,
+            store_id=request.store_id,
+            activity_id=request.activity_id,
+            sub_group_id=request.sub_group_id,
+            on_sub_group=request.on_sub_group,
+            group_level=request.group_level,
+            display_starts_at=display,
+            message=request.message,
+            created_by=request.created_by,
+        )
+        row, _ = await self._write(lambda repo: repo.create_trumpet(new))
+        return pb.CreateTrumpetResponse(trumpet=trumpet_to_proto(row))
+
+    # -- orders ------------------------------------------------------------------------------
+
+    async def PriceOrder(self, request: pb.PriceOrderRequest, context: grpc.aio.ServicerContext) -> pb.PriceOrderResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        order = _order(f, request.order, request.HasField("order"), purchase=False)
+        f.done()
+        quote = await self._run(
+            lambda repo: repo.quote(request.store_id, request.consumer_id, order, group_member=request.group_member)
+        )
+        if quote.failures:
+            raise RuleRefusal(quote.failures)
+        return pb.PriceOrderResponse(
+            price=pricing_to_proto(quote.pricing),
+            price_records=records_to_proto(quote.price_records),
+            stock=quote.item.stock,
+        )
+
+    async def Purchase(self, request: pb.PurchaseRequest, context: grpc.aio.ServicerContext) -> pb.PurchaseResponse:
+        f = Fields()
+        f.identifier("request_id", request.request_id)
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        order = _order(f, request.order, request.HasField("order"), purchase=True)
+        f.done()
+        flash = bool(order.flash_sale_id)
+        sale = metrics.sale_label(flash)
+        try:
+            outcome = await self._write(
+                lambda repo: repo.purchase(
+                    request.request_id, request.store_id, request.consumer_id, order, group_member=request.group_member
+                )
+            )
+        except RuleRefusal as refusal:
+            metrics.purchase_refused(flash, [x.rule_id for x in refusal.failures])
+            raise
+        if outcome.replayed:
+            metrics.purchases.labels(sale, "replayed", "").inc()
+        else:
+            metrics.purchases.labels(sale, "purchased", "").inc()
+            if outcome.stock_left == 0:
+                metrics.sold_out.labels(sale).inc()
+            if outcome.flash_sale is not None:
+                metrics.flash_stock(request.store_id, order.flash_sale_id, outcome.stock_left)
+        return pb.PurchaseResponse(
+            purchase=purchase_to_proto(outcome.purchase), stock_left=outcome.stock_left, replayed=outcome.replayed
+        )
+
+    async def GetPurchase(self, request: pb.GetPurchaseRequest, context: grpc.aio.ServicerContext) -> pb.GetPurchaseResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("purchase_id", request.purchase_id)
+        f.done()
+        row = await self._run(lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
+        return pb.GetPurchaseResponse(purchase=purchase_to_proto(row))
+
+    async def ListSales(self, request: pb.ListSalesRequest, context: grpc.aio.ServicerContext) -> pb.ListSalesResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("item_id", request.item_id, required=False)
+        f.identifier("flash_sale_id", request.flash_sale_id, required=False)
+        f.identifier("consumer_id", request.consumer_id, required=False)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_time_cursor(request.page_token)
+        rows, after = await self._run(
+            lambda repo: repo.list_sales(
+                request.store_id,
+                item_id=request.item_id,
+                flash_sale_id=request.flash_sale_id,
+                consumer_id=request.consumer_id,
+                after=cursor,
+                limit=limit,
+            )
+        )
+        return pb.ListSalesResponse(
+            purchases=[purchase_to_proto(r) for r in rows], next_page_token=time_cursor_token(after)
+        )
+
+    async def CancelPurchase(
+        self, request: pb.CancelPurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelPurchaseResponse:
+        f = Fields()
+        f.identifier("request_id", request.request_id)
+        f.identifier("store_id", request.store_id)
+        f.identifier("purchase_id", request.purchase_id)
+        f.done()
+        row, stock, replayed = await self._write(
+            lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
+        )
+        return pb.CancelPurchaseResponse(purchase=purchase_to_proto(row), stock=stock, replayed=replayed)
+
+    # -- claims, voting, check-in ------------------------------------------------------------
+
+    async def ClaimPrize(self, request: pb.ClaimPrizeRequest, context: grpc.aio.ServicerContext) -> pb.ClaimPrizeResponse:
+        f = Fields()
+        f.identifier("request_id", request.request_id)
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.identifier("pool_id", request.pool_id, required=False)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        try:
+            outcome = await self._write(
+                lambda repo: repo.claim(
+                    request.request_id,
+                    request.store_id,
+                    request.activity_id,
+                    request.pool_id,
+                    request.consumer_id,
+                    group_member=request.group_member,
+                )
+            )
+        except RuleRefusal as refusal:
+            metrics.claim_refused([x.rule_id for x in refusal.failures])
+            raise
+        metrics.claims.labels("replayed" if outcome.replayed else "claimed", "").inc()
+        return pb.ClaimPrizeResponse(claim=claim_to_proto(outcome.claim, self.clock.now()), replayed=outcome.replayed)
+
+    async def ListWallet(self, request: pb.ListWalletRequest, context: grpc.aio.ServicerContext) -> pb.ListWalletResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_time_cursor(request.page_token)
+        rows, after, held = await self._run(
+            lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
+        )
+        now = self.clock.now()
+        return pb.ListWalletResponse(
+            claims=[claim_to_proto(r, now) for r in rows],
+            next_page_token=time_cursor_token(after),
+            held=held,
+            wallet_size=self.rules.campaigns.wallet_size,
+        )
+
+    async def Vote(self, request: pb.VoteRequest, context: grpc.aio.ServicerContext) -> pb.VoteResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.in_range("option_index", request.option_index, 0, MAX_OPTIONS - 1)
+        f.done()
+        tally, option = await self._write(
+            lambda repo: repo.vote(
+                request.store_id,
+                request.activity_id,
+                request.consumer_id,
+                request.option_index,
+                group_member=request.group_member,
+            )
+        )
+        return pb.VoteResponse(tally=tally, option_index=option)
+
+    async def CheckIn(self, request: pb.CheckInRequest, context: grpc.aio.ServicerContext) -> pb.CheckInResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.identifier("consumer_id", request.consumer_id)
+        f.done()
+        day, days, replayed = await self._write(
+            lambda repo: repo.check_in(
+                request.store_id, request.activity_id, request.consumer_id, group_member=request.group_member
+            )
+        )
+        return pb.CheckInResponse(day=day, days_checked_in=days, replayed=replayed)
+
+    # -- results, end cards, refunds, expiry -------------------------------------------------
+
+    async def GetFlashSaleResults(
+        self, request: pb.GetFlashSaleResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFlashSaleResultsResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("activity_id", request.activity_id)
+        f.done()
+        view, figures, card = await self._run(
+            lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
+        )
+        response = pb.GetFlashSaleResultsResponse(activity=activity_to_proto(view, self.clock.now()), **figures)
+        if card is not None:
+            response.end_card.CopyFrom(end_card_to_proto(card))
+        return response
+
+    async def ListEndCards(self, request: pb.ListEndCardsRequest, context: grpc.aio.ServicerContext) -> pb.ListEndCardsResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("group_set_id", request.group_set_id, required=False)
+        if request.after_seq < 0:
+            f.fail("after_seq", f"must not be negative, got {request.after_seq}")
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cards = await self._run(
+            lambda repo: repo.list_end_cards(request.store_id, request.group_set_id, request.after_seq, limit)
+        )
+        return pb.ListEndCardsResponse(
+            end_cards=[end_card_to_proto(c) for c in cards], last_seq=cards[-1].seq if cards else request.after_seq
+        )
+
+    async def ListRefunds(self, request: pb.ListRefundsRequest, context: grpc.aio.ServicerContext) -> pb.ListRefundsResponse:
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_time_cursor(request.page_token)
+        rows, after, total = await self._run(lambda repo: repo.list_refunds(request.store_id, cursor, limit))
+        return pb.ListRefundsResponse(
+            refunds=[refund_to_proto(r) for r in rows], next_page_token=time_cursor_token(after), total_fen=total
+        )
+
+    async def RunExpiry(self, request: pb.RunExpiryRequest, context: grpc.aio.ServicerContext) -> pb.RunExpiryResponse:
+        counts = await self.expiry.run_once()
+        return pb.RunExpiryResponse(
+            red_packets_refunded=counts.red_packets_refunded,
+            pools_refunded=counts.pools_refunded,
+            coupons_expired=counts.coupons_expired,
+            end_cards_posted=counts.end_cards_posted,
+            refunded_fen=counts.refunded_fen,
+        )
