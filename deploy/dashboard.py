@@ -66,13 +66,16 @@ PANELS: list[Panel] = [
           f"sum by (kind) (rate(qun_groups_leaves_total[{R}])) * 3600", "{{kind}}"),
     Panel("Joins and groups", "Facts ingested by kind",
           f"sum by (kind) (rate(qun_eligibility_facts_total[{R}]))", "{{kind}}", "reqps"),
-    # --- campaigns (uncomment when services/campaigns exports these) -------------------------
-    # Panel("Campaigns", "Stock left", "min by (item_id) (qun_campaigns_stock_left)", "{{item_id}}"),
-    # Panel("Campaigns", "Flash sales sold out per hour",
-    #       f"sum(rate(qun_campaigns_flash_sales_sold_out_total[{R}])) * 3600", "sold out"),
-    # --- push (uncomment when services/push exports these) -----------------------------------
-    # Panel("Push", "Pushes by state", "sum by (state) (qun_push_pushes)", "{{state}}"),
+    # --- campaigns: uncomment once the end-to-end scenarios drive a flash sale and a purchase -------
+    # Panel("Campaigns", "Flash-sale stock left",
+    #       "min by (store_id, activity_id) (qun_campaigns_flash_sale_stock_left)", "{{store_id}} {{activity_id}}"),
+    # Panel("Campaigns", "Purchases by outcome and reason",
+    #       f"sum by (sale, outcome, rule) (rate(qun_campaigns_purchases_total[{R}]))", "{{sale}} {{outcome}} {{rule}}",
+    #       "reqps"),
+    # --- push: uncomment once the end-to-end scenarios submit a push and one is refused -------------
+    # Panel("Push", "Pushes by state", f"sum by (kind, state) (rate(qun_push_pushes_total[{R}]))",
+    #       "{{kind}} {{state}}", "reqps"),
     # Panel("Push", "Quota refusals by rule",
-    #       f"sum by (rule) (rate(qun_push_quota_refusals_total[{R}]))", "{{rule}}", "reqps"),
-    # Panel("Push", "Dispatcher lag", "max(qun_push_dispatcher_lag_seconds)", "lag", "s"),
+    #       f"sum by (rule, reason) (rate(qun_push_quota_refusals_total[{R}]))", "{{rule}} {{reason}}", "reqps"),
+    # Panel("Push", "Dispatcher lag", "max by (instance) (qun_push_dispatcher_lag_seconds)", "{{instance}}", "s"),
 ]

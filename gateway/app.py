@@ -7,11 +7,14 @@ from collections.abc import Sequence
 import grpc
 
 from gateway.auth import BearerAuthInterceptor
+from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
 from gateway.operations import Backends, Discovery, GroupOperations
 from gateway.servicer import FactService, GroupService
 from gateway.settings import GatewaySettings, load_gateway_settings
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2_grpc
+from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc, operations_pb2, operations_pb2_grpc
 from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
 from services.common.client import internal_channel
@@ -55,6 +58,8 @@ class GatewayApp(ServiceApp):
         gateway_pb2_grpc.add_FactServiceServicer_to_server(FactService(eligibility, downstream), server)
         operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
         operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
+        campaigns = internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr))
+        campaigns_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignService(campaigns, groups, downstream), server)
         services = gateway_pb2.DESCRIPTOR.services_by_name
         operations = operations_pb2.DESCRIPTOR.services_by_name
         return [
@@ -62,6 +67,7 @@ class GatewayApp(ServiceApp):
             services["FactService"].full_name,
             operations["GroupOperationsService"].full_name,
             operations["DiscoveryService"].full_name,
+            campaigns_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
         ]
 
     async def close(self) -> None:

@@ -21,9 +21,11 @@ EXPECTED_SERVICES = {
         "qun.gateway.v1.FactService",
         "qun.gateway.v1.GroupOperationsService",
         "qun.gateway.v1.DiscoveryService",
+        "qun.gateway.v1.CampaignService",
     },
     "eligibility": {"qun.eligibility.v1.EligibilityService"},
     "groups": {"qun.groups.v1.GroupsService", "qun.groups.v1.GroupLifecycleService"},
+    "campaigns": {"qun.campaigns.v1.CampaignsService"},
 }
 ALWAYS = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 GRPCURL = Path(sys.executable).parent / "grpcurl"

@@ -20,6 +20,12 @@ def test_defaults_carry_the_spec_numbers() -> None:
     assert rules.store_groups.members_allowed(0) == 25_000 and rules.store_groups.members_allowed(4) == 50_000
     assert (rules.live_groups.sub_group_capacity, rules.live_groups.group_set_capacity) == (100, 2000)  # T4
     assert rules.roles.max_super_admins == 9  # R2
+    assert rules.campaigns.max_cash_red_packets_per_order == 10  # M8
+    assert rules.campaigns.max_store_coupons_per_order == 1  # M8
+    assert rules.campaigns.max_active_activities == 10  # M11
+    assert rules.campaigns.trumpet_min_level == 3  # M12: L3 or L4
+    assert rules.campaigns.trumpet_min_delay_seconds == 60  # M12: 10:00 → 10:01
+    assert rules.campaigns.wallet_size > 0  # M10 (config)
 
 
 def test_an_override_file_changes_only_what_it_names(tmp_path: Path) -> None:

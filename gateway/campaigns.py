@@ -1,0 +1,418 @@
+"""The public CampaignService: role rules, then the campaigns flows (SPEC M1–M13).
+
+Backends never call each other, so what the campaigns service needs from the
+groups service travels in the request, fetched here: membership of the
+activity's group-set (M5 for the flash price; the other tools are the
+group's too), the group-set's owner and admins (who run activities), its
+sub-groups and the store's group level (M12). Every refusal from either side
+reaches the caller with its rule ids and figures unchanged.
+
+Public and internal messages are separate contracts with the same field
+names; ``convert`` copies one into the other by name, so internal fields never
+leave the gateway and a caller can never set one (membership, level, actor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from qun.campaigns.v1 import campaigns_pb2 as internal
+from qun.campaigns.v1 import campaigns_pb2_grpc
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.gateway.v1 import campaigns_pb2 as public
+from qun.gateway.v1 import campaigns_pb2_grpc
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
+from services.common.validation import Fields
+
+M = TypeVar("M", bound=Message)
+
+STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
+# Who runs activities: the group-set's owner (the store's main account) and its super admins.
+ACTIVITY_ROLES = (Role.STORE_MAIN, Role.STORE_SUB, Role.STREAMER)
+END_CARD_POLL_SECONDS = 0.5
+END_CARD_PAGE = 100
+
+
+def convert(source: Message, target: type[M], **scalars: Any) -> M:
+    """``source`` copied field by field into a new ``target`` (unknown fields dropped), then ``scalars`` set."""
+    out = target()
+    json_format.ParseDict(
+        json_format.MessageToDict(source, preserving_proto_field_name=True), out, ignore_unknown_fields=True
+    )
+    for name, value in scalars.items():
+        setattr(out, name, value)
+    return out
+
+
+def page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def seq_from_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix == "seq" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidArgument.one("page_token", "not a token returned by this service")
+
+
+def require_store(principal: Principal, store_id: str, *extra: Role) -> None:
+    """The store's own accounts (and ops, and ``extra`` roles) read the store's books."""
+    if principal.role is Role.OPS or principal.role in extra:
+        return
+    principal.require(*STORE_ROLES, *extra)
+    if principal.store_id != store_id:
+        raise PermissionDenied("the token's store is not this store")
+
+
+def is_staff(group_set: groups_pb2.GroupSet, account_id: str) -> bool:
+    return account_id == group_set.owner_account_id or account_id in group_set.admin_ids
+
+
+class CampaignService(campaigns_pb2_grpc.CampaignServiceServicer):
+    def __init__(
+        self,
+        campaigns: campaigns_pb2_grpc.CampaignsServiceStub,
+        groups: groups_pb2_grpc.GroupsServiceStub,
+        downstream: Downstream,
+        *,
+        poll_seconds: float = END_CARD_POLL_SECONDS,
+    ) -> None:
+        self.campaigns = campaigns
+        self.groups = groups
+        self.downstream = downstream
+        self.poll_seconds = poll_seconds
+
+    async def _call(self, method: Any, request: Any, context: grpc.aio.ServicerContext, *, safe: bool) -> Any:
+        return await self.downstream.call(method, request, safe=safe, caller_remaining=context.time_remaining())
+
+    # -- what other services know ------------------------------------------------------------
+
+    async def _group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
+        found = await self._call(
+            self.groups.GetGroupSet, groups_pb2.GetGroupSetRequest(group_set_id=group_set_id), context, safe=True
+        )
+        return found.group_set  # type: ignore[no-any-return]
+
+    async def _activity(self, store_id: str, activity_id: str, context: grpc.aio.ServicerContext) -> internal.Activity:
+        found = await self._call(
+            self.campaigns.GetActivity,
+            internal.GetActivityRequest(store_id=store_id, activity_id=activity_id),
+            context,
+            safe=True,
+        )
+        return found.activity  # type: ignore[no-any-return]
+
+    async def _is_member(self, group_set_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> bool:
+        """M5: the groups service says NOT_FOUND when the consumer is in no sub-group of the set."""
+        try:
+            await self._call(
+                self.groups.GetMembership,
+                groups_pb2.GetMembershipRequest(group_set_id=group_set_id, consumer_id=consumer_id),
+                context,
+                safe=True,
+            )
+        except Relayed as error:
+            if error.code is grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _activity_member(
+        self, store_id: str, activity_id: str, consumer: Principal, context: grpc.aio.ServicerContext
+    ) -> bool:
+        activity = await self._activity(store_id, activity_id, context)
+        return await self._is_member(activity.group_set_id, consumer.subject, context)
+
+    async def _staff_set(
+        self, group_set_id: str, principal: Principal, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.GroupSet:
+        """The group-set, when the caller is its owner or one of its super admins (R1, R2)."""
+        principal.require(*ACTIVITY_ROLES, why="activities are run by the group-set's owner and super admins")
+        found = await self._group_set(group_set_id, context)
+        if not is_staff(found, principal.subject):
+            raise PermissionDenied("only the group-set's owner and super admins run its activities", rule_id="R2")
+        if not found.store_id:
+            raise InvalidArgument.one("group_set_id", "campaigns run in a store's group-sets; this one has no store")
+        return found
+
+    @staticmethod
+    def _consumer() -> Principal:
+        principal = current_principal()
+        principal.require(Role.CONSUMER)
+        return principal
+
+    @staticmethod
+    def _ids(**ids: str) -> None:
+        fields = Fields()
+        for name, value in ids.items():
+            fields.identifier(name, value, required=name != "request_id")
+        fields.done()
+
+    # -- items and stock (upstream) ----------------------------------------------------------
+
+    async def ReportItem(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM)
+        reply = await self._call(
+            self.campaigns.UpsertItem, convert(request, internal.UpsertItemRequest), context, safe=True
+        )
+        return public.ReportItemResponse(item=convert(reply.item, public.Item), created=reply.created)
+
+    async def Restock(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        if principal.role is not Role.UPSTREAM:
+            principal.require(Role.UPSTREAM, Role.STORE_MAIN)
+            if principal.store_id != request.store_id:
+                raise PermissionDenied("the token's store is not this store")
+        reply = await self._call(
+            self.campaigns.Restock, convert(request, internal.RestockRequest), context, safe=True
+        )
+        return public.RestockResponse(item=convert(reply.item, public.Item))
+
+    async def CancelPurchase(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.UPSTREAM, why="order cancellations are reported by the order system")
+        reply = await self._call(
+            self.campaigns.CancelPurchase, convert(request, internal.CancelPurchaseRequest), context, safe=True
+        )
+        return public.CancelPurchaseResponse(purchase=convert(reply.purchase, public.PurchaseRecord), stock=reply.stock)
+
+    async def GetItem(self, request, context):  # type: ignore[no-untyped-def]
+        reply = await self._call(self.campaigns.GetItem, convert(request, internal.GetItemRequest), context, safe=True)
+        return public.GetItemResponse(item=convert(reply.item, public.Item))
+
+    async def ListSales(self, request, context):  # type: ignore[no-untyped-def]
+        require_store(current_principal(), request.store_id, Role.UPSTREAM)
+        reply = await self._call(
+            self.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, safe=True
+        )
+        return convert(reply, public.ListSalesResponse)
+
+    # -- activities (merchant) ---------------------------------------------------------------
+
+    async def CreateActivity(self, request, context):  # type: ignore[no-untyped-def]
+        self._ids(group_set_id=request.group_set_id, request_id=request.request_id)
+        principal = current_principal()
+        found = await self._staff_set(request.group_set_id, principal, context)
+        if request.WhichOneof("spec") == "lucky_red_packet" and found.kind != common_groups_pb2.GROUP_KIND_LIVE:
+            raise RuleRefusal(
+                [
+                    Failure(
+                        "M13",
+                        "LIVE_FAN_GROUPS_ONLY",
+                        "live lucky red packets go to the iron fans and above of a live fan group",
+                        {"group_set_id": found.group_set_id},
+                    )
+                ]
+            )
+        forwarded = convert(request, internal.CreateActivityRequest, store_id=found.store_id, created_by=principal.subject)
+        reply = await self._call(self.campaigns.CreateActivity, forwarded, context, safe=bool(request.request_id))
+        return convert(reply, public.CreateActivityResponse)
+
+    async def CreateTrumpet(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        principal.require(Role.STORE_MAIN, rule_id="M12", why="only the store's main account sets a trumpet")
+        self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
+        activity = await self._activity(principal.store_id, request.activity_id, context)
+        found = await self._group_set(activity.group_set_id, context)
+        if principal.subject != found.owner_account_id:
+            raise PermissionDenied("only the store's main account sets a trumpet", rule_id="M12")
+        sub_groups = {s.sub_group_id for s in found.sub_groups}
+        if request.group_id != found.group_set_id and request.group_id not in sub_groups:
+            raise NotFound("sub_group", request.group_id)
+        level = await self._call(
+            self.groups.GetGroupLevel, groups_pb2.GetGroupLevelRequest(store_id=found.store_id), context, safe=True
+        )
+        forwarded = convert(
+            request,
+            internal.CreateTrumpetRequest,
+            store_id=found.store_id,
+            sub_group_id=request.group_id,
+            on_sub_group=request.group_id in sub_groups,
+            group_level=level.level,
+            created_by=principal.subject,
+        )
+        reply = await self._call(self.campaigns.CreateTrumpet, forwarded, context, safe=bool(request.request_id))
+        return public.CreateTrumpetResponse(trumpet=convert(reply.trumpet, public.Trumpet))
+
+    async def EndActivity(self, request, context):  # type: ignore[no-untyped-def]
+        self._ids(store_id=request.store_id, activity_id=request.activity_id)
+        principal = current_principal()
+        activity = await self._activity(request.store_id, request.activity_id, context)
+        await self._staff_set(activity.group_set_id, principal, context)
+        reply = await self._call(
+            self.campaigns.EndActivity, convert(request, internal.EndActivityRequest), context, safe=True
+        )
+        return convert(reply, public.EndActivityResponse)
+
+    async def GetActivity(self, request, context):  # type: ignore[no-untyped-def]
+        reply = await self._call(
+            self.campaigns.GetActivity, convert(request, internal.GetActivityRequest), context, safe=True
+        )
+        return convert(reply, public.GetActivityResponse)
+
+    async def ListActivities(self, request, context):  # type: ignore[no-untyped-def]
+        reply = await self._call(
+            self.campaigns.ListActivities, convert(request, internal.ListActivitiesRequest), context, safe=True
+        )
+        return convert(reply, public.ListActivitiesResponse)
+
+    async def GetFlashSaleResults(self, request, context):  # type: ignore[no-untyped-def]
+        require_store(current_principal(), request.store_id)
+        reply = await self._call(
+            self.campaigns.GetFlashSaleResults, convert(request, internal.GetFlashSaleResultsRequest), context, safe=True
+        )
+        return convert(reply, public.GetFlashSaleResultsResponse)
+
+    async def ListRefunds(self, request, context):  # type: ignore[no-untyped-def]
+        require_store(current_principal(), request.store_id)
+        reply = await self._call(
+            self.campaigns.ListRefunds, convert(request, internal.ListRefundsRequest), context, safe=True
+        )
+        return convert(reply, public.ListRefundsResponse)
+
+    # -- consumers ---------------------------------------------------------------------------
+
+    async def _order_membership(self, request: Any, consumer: Principal, context: grpc.aio.ServicerContext) -> bool:
+        """M5: the flash price needs membership of the sale's group-set; a normal sale does not."""
+        self._ids(store_id=request.store_id)
+        flash_sale_id = request.order.flash_sale_id
+        if not flash_sale_id:
+            return False
+        self._ids(**{"order.flash_sale_id": flash_sale_id})
+        return await self._activity_member(request.store_id, flash_sale_id, consumer, context)
+
+    async def PriceOrder(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        member = await self._order_membership(request, consumer, context)
+        forwarded = convert(request, internal.PriceOrderRequest, consumer_id=consumer.subject, group_member=member)
+        reply = await self._call(self.campaigns.PriceOrder, forwarded, context, safe=True)
+        return convert(reply, public.PriceOrderResponse)
+
+    async def Purchase(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        member = await self._order_membership(request, consumer, context)
+        forwarded = convert(request, internal.PurchaseRequest, consumer_id=consumer.subject, group_member=member)
+        reply = await self._call(self.campaigns.Purchase, forwarded, context, safe=bool(request.request_id))
+        return public.PurchaseResponse(
+            purchase=convert(reply.purchase, public.PurchaseRecord), stock_left=reply.stock_left
+        )
+
+    async def GetPurchase(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
+        if principal.role is not Role.CONSUMER:
+            require_store(principal, request.store_id, Role.UPSTREAM)
+        reply = await self._call(
+            self.campaigns.GetPurchase, convert(request, internal.GetPurchaseRequest), context, safe=True
+        )
+        if principal.role is Role.CONSUMER and reply.purchase.consumer_id != principal.subject:
+            raise NotFound("purchase", f"{request.store_id}/{request.purchase_id}")
+        return public.GetPurchaseResponse(purchase=convert(reply.purchase, public.PurchaseRecord))
+
+    async def ClaimPrize(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        self._ids(store_id=request.store_id, activity_id=request.activity_id, request_id=request.request_id)
+        member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
+        forwarded = convert(request, internal.ClaimPrizeRequest, consumer_id=consumer.subject, group_member=member)
+        reply = await self._call(self.campaigns.ClaimPrize, forwarded, context, safe=bool(request.request_id))
+        return public.ClaimPrizeResponse(claim=convert(reply.claim, public.Claim))
+
+    async def ListMyWallet(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        forwarded = convert(request, internal.ListWalletRequest, consumer_id=consumer.subject)
+        reply = await self._call(self.campaigns.ListWallet, forwarded, context, safe=True)
+        return convert(reply, public.ListMyWalletResponse)
+
+    async def Vote(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        self._ids(store_id=request.store_id, activity_id=request.activity_id)
+        member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
+        forwarded = convert(request, internal.VoteRequest, consumer_id=consumer.subject, group_member=member)
+        reply = await self._call(self.campaigns.Vote, forwarded, context, safe=True)
+        return convert(reply, public.VoteResponse)
+
+    async def CheckIn(self, request, context):  # type: ignore[no-untyped-def]
+        consumer = self._consumer()
+        self._ids(store_id=request.store_id, activity_id=request.activity_id)
+        member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
+        forwarded = convert(request, internal.CheckInRequest, consumer_id=consumer.subject, group_member=member)
+        reply = await self._call(self.campaigns.CheckIn, forwarded, context, safe=True)
+        return public.CheckInResponse(
+            day=reply.day, days_checked_in=reply.days_checked_in, already_checked_in=reply.replayed
+        )
+
+    # -- end cards (M6) ----------------------------------------------------------------------
+
+    async def _end_card_reader(self, store_id: str, group_set_id: str, context: grpc.aio.ServicerContext) -> None:
+        """The store's accounts read every card of the store; a consumer those of a group-set they are in."""
+        principal = current_principal()
+        self._ids(store_id=store_id)
+        if principal.role is not Role.CONSUMER:
+            require_store(principal, store_id)
+            return
+        if not group_set_id:
+            raise InvalidArgument.one("group_set_id", "required: end cards are posted to a group-set's members")
+        self._ids(group_set_id=group_set_id)
+        if not await self._is_member(group_set_id, principal.subject, context):
+            raise PermissionDenied("end cards are posted to the group-set's members", rule_id="M6")
+
+    async def _cards(
+        self, store_id: str, group_set_id: str, after_seq: int, limit: int, context: grpc.aio.ServicerContext
+    ) -> internal.ListEndCardsResponse:
+        return await self._call(  # type: ignore[no-any-return]
+            self.campaigns.ListEndCards,
+            internal.ListEndCardsRequest(
+                store_id=store_id, group_set_id=group_set_id, after_seq=after_seq, page_size=limit
+            ),
+            context,
+            safe=True,
+        )
+
+    async def ListEndCards(self, request, context):  # type: ignore[no-untyped-def]
+        await self._end_card_reader(request.store_id, request.group_set_id, context)
+        fields = Fields()
+        limit = fields.page_size("page_size", request.page_size)
+        fields.done()
+        reply = await self._cards(
+            request.store_id, request.group_set_id, seq_from_token(request.page_token), limit, context
+        )
+        full = len(reply.end_cards) == limit
+        return public.ListEndCardsResponse(
+            end_cards=[convert(c, public.EndCard) for c in reply.end_cards],
+            next_page_token=page_token(reply.last_seq) if full else "",
+        )
+
+    async def WatchEndCards(self, request, context) -> AsyncIterator[public.WatchEndCardsResponse]:  # type: ignore[no-untyped-def,override]
+        await self._end_card_reader(request.store_id, request.group_set_id, context)
+        if request.after_seq < 0:
+            raise InvalidArgument.one("after_seq", f"must not be negative, got {request.after_seq}")
+        after = request.after_seq
+        while True:
+            reply = await self._cards(request.store_id, request.group_set_id, after, END_CARD_PAGE, context)
+            for card in reply.end_cards:
+                yield public.WatchEndCardsResponse(end_card=convert(card, public.EndCard))
+            after = reply.last_seq
+            if len(reply.end_cards) < END_CARD_PAGE:
+                await asyncio.sleep(self.poll_seconds)
+
+    # -- ops ---------------------------------------------------------------------------------
+
+    async def RunExpiry(self, request, context):  # type: ignore[no-untyped-def]
+        current_principal().require(Role.OPS)
+        reply = await self._call(self.campaigns.RunExpiry, internal.RunExpiryRequest(), context, safe=True)
+        return convert(reply, public.RunExpiryResponse)
