@@ -10,11 +10,11 @@ import re
 from datetime import timedelta
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.errors import InvalidArgument
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import Rules
 from services.common.validation import MAX_INT32, Fields
@@ -208,11 +208,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
 
 
 def _int_cursor(text: str) -> int:
-    from services.common.errors import InvalidArgument
-
     if not text.isdigit():
         raise InvalidArgument.one("page_token", "not a token returned by this service")
     return int(text)
 
-
-__all__ = ["GroupLifecycleServicer", "Timestamp"]
