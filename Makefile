@@ -8,7 +8,7 @@ PROTOS := $(shell find protos -name '*.proto')
 SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')
 PYTEST_WORKERS ?= 2
 
-.PHONY: all venv proto lint-proto up test unit integration flows clean
+.PHONY: all venv proto lint-proto up test unit integration flows clean bench
 
 all: proto
 
@@ -83,3 +83,8 @@ deploy-check: deploy-tools
 # Prometheus unless QUN_E2E_GATEWAY names a running deployment (README, Deploy and operate).
 e2e: proto deploy-tools
 	$(PY) -m pytest tests/e2e
+
+# Throughput, latency and size as ratios to the machine's own gRPC limit (results/).
+# BENCH_ARGS="--db postgres" measures on PostgreSQL (TEST_DATABASE_URL).
+bench: proto
+	$(PY) -m bench.run $(BENCH_ARGS)

@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from cli import facts
 from cli.stack import Stack, load_or_create_secrets
 from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
@@ -40,12 +40,6 @@ KINDS = {"store": common_pb2.GROUP_KIND_STORE, "live": common_pb2.GROUP_KIND_LIV
 
 def token_secret(data_dir: Path) -> str:
     return os.environ.get("QUN_TOKEN_SECRET") or load_or_create_secrets(data_dir)["QUN_TOKEN_SECRET"]
-
-
-def timestamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def threshold(spec: str) -> common_pb2.Threshold:
@@ -133,57 +127,27 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_report_store(args: argparse.Namespace, client: Client) -> int:
-    now = datetime.now(UTC)
-    platform = facts_pb2.PLATFORM_TMALL if args.platform == "tmall" else facts_pb2.PLATFORM_TAOBAO
-    facts = [
-        facts_pb2.Fact(
-            store=facts_pb2.StoreFact(
-                store_id=args.store,
-                platform=platform,
-                main_account_id=args.main,
-                operating_normally=not args.not_operating,
-            )
-        ),
-        facts_pb2.Fact(
-            account=facts_pb2.AccountFact(
-                account_id=args.main, role=facts_pb2.ACCOUNT_ROLE_STORE_MAIN, store_id=args.store
-            )
-        ),
-    ]
-    for i in range(args.orders):
-        facts.append(
-            facts_pb2.Fact(
-                paid_order=facts_pb2.PaidOrderFact(
-                    order_id=f"{args.store}-seed-{i}",
-                    store_id=args.store,
-                    consumer_id=f"{args.store}-buyer-{i}",
-                    amount_fen=1000,
-                    paid_at=timestamp(now - timedelta(days=1)),
-                )
-            )
-        )
-    if args.level is not None:
-        # Reported as computed 3 days ago, so the T+2 delay (E3) has passed.
-        facts.append(
-            facts_pb2.Fact(
-                content_level=facts_pb2.ContentLevelFact(
-                    store_id=args.store, level=args.level, updated_at=timestamp(now - timedelta(days=3))
-                )
-            )
-        )
-    show(client.report(facts))
+    # The level is reported as computed 3 days ago, so the T+2 delay (E3) has passed.
+    reported = facts.store(
+        args.store,
+        args.main,
+        datetime.now(UTC),
+        orders=args.orders,
+        level=args.level,
+        level_age=timedelta(days=3),
+        operating=not args.not_operating,
+        platform=facts_pb2.PLATFORM_TMALL if args.platform == "tmall" else facts_pb2.PLATFORM_TAOBAO,
+    )
+    show(client.report(reported))
     return 0
 
 
 def cmd_report_consumer(args: argparse.Namespace, client: Client) -> int:
-    facts = [
-        facts_pb2.Fact(account=facts_pb2.AccountFact(account_id=args.id, role=facts_pb2.ACCOUNT_ROLE_CONSUMER)),
-        facts_pb2.Fact(real_name=facts_pb2.RealNameFact(consumer_id=args.id, verified=not args.no_real_name)),
-        facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=args.id, score=args.score)),
-    ]
-    for store in args.follows or ():
-        facts.append(facts_pb2.Fact(follow=facts_pb2.FollowFact(store_id=store, consumer_id=args.id, following=True)))
-    show(client.report(facts))
+    show(
+        client.report(
+            facts.consumer(args.id, score=args.score, real_name=not args.no_real_name, follows=tuple(args.follows or ()))
+        )
+    )
     return 0
 
 

@@ -22,12 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.settings import DEFAULT_PORTS
 
-BACKENDS = ("eligibility", "groups", "campaigns")
+BACKENDS = ("eligibility", "groups", "campaigns", "push")
 PROCESSES = (*BACKENDS, "gateway")
 MODULES = {
     "eligibility": "services.eligibility",
     "groups": "services.groups",
     "campaigns": "services.campaigns",
+    "push": "services.push",
     "gateway": "gateway",
 }
 SECRETS_FILE = "secrets.env"

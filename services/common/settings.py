@@ -20,6 +20,7 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "groups": (50053, 9453),
     "campaigns": (50054, 9454),
     "push": (50055, 9455),
+    "echo": (50059, 9459),  # the benchmark's baseline service
 }
 
 
