@@ -64,7 +64,7 @@ COMPOSE_CHECK_ENV = QUN_POSTGRES_PASSWORD=check QUN_GRAFANA_ADMIN_PASSWORD=check
 # promtool and prometheus from Debian's package (skipped when both are on PATH); the docker
 # compose binary and kubernetes-validate come with the venv (requirements-dev.txt).
 deploy-tools: $(VENV)/.installed
-	@deploy/install-prometheus.sh
+	@bash deploy/install-prometheus.sh
 
 # Rewrites the generated deployment files from the process list (deploy/render.py).
 deploy-render: $(VENV)/.installed

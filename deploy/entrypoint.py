@@ -30,7 +30,7 @@ WAIT_POLL_SECONDS = 2.0
 
 def resolve(argv: list[str]) -> tuple[str, list[str]]:
     """The module to run as ``__main__`` and its argv; raises SystemExit(2) on a bad command."""
-    if not argv or argv[0] in {"-h", "--help", "help"}:
+    if not argv:
         raise SystemExit(USAGE)
     command, rest = argv[0], argv[1:]
     if command in MODULES:
@@ -96,10 +96,17 @@ def wait_migrated(service: str, env: dict[str, str] | None = None, timeout: floa
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"], ["help"]):
+        print(USAGE)
+        return
     module, module_argv = resolve(args)
     if module == "deploy.entrypoint":
         timeout = float(os.environ.get("QUN_MIGRATION_WAIT_SECONDS", WAIT_TIMEOUT_SECONDS))
         raise SystemExit(wait_migrated(module_argv[1], timeout=timeout))
+    if module == "services.common.migrations":
+        from services.common import migrations
+
+        raise SystemExit(migrations.main(module_argv[1:]))
     sys.argv = module_argv
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -20,7 +20,9 @@ TIMEOUT_SECONDS = 2.0
 def check(address: str, timeout: float = TIMEOUT_SECONDS) -> tuple[bool, str]:
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
         except grpc.RpcError as error:
             return False, f"{address}: {error.code().name}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -77,7 +77,12 @@ _Dumper.add_representer(list, _list)
 
 def to_yaml(*documents: Any, header: str = GENERATED) -> str:
     body = yaml.dump_all(
-        documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=float("inf"), explicit_start=len(documents) > 1
+        documents,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=float("inf"),
+        explicit_start=len(documents) > 1,
     )
     return f"# {header}\n{body}"
 
@@ -164,7 +169,11 @@ def compose() -> dict[str, Any]:
     services: dict[str, Any] = {
         "postgres": {
             "image": f"${{QUN_POSTGRES_IMAGE:-{POSTGRES_IMAGE}}}",
-            "environment": {"POSTGRES_USER": POSTGRES_USER, "POSTGRES_PASSWORD": POSTGRES_PASSWORD, "POSTGRES_DB": "qun"},
+            "environment": {
+                "POSTGRES_USER": POSTGRES_USER,
+                "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
+                "POSTGRES_DB": "qun",
+            },
             "volumes": ["postgres-data:/var/lib/postgresql/data"],
             "healthcheck": {
                 "test": ["CMD", "pg_isready", "--username", POSTGRES_USER, "--dbname", "qun"],
@@ -244,7 +253,10 @@ def compose() -> dict[str, Any]:
 
 
 def create_databases_sql() -> str:
-    lines = [f"-- {GENERATED}", "-- One database per service that owns one; run by compose's postgres-init on every up."]
+    lines = [
+        f"-- {GENERATED}",
+        "-- One database per service that owns one; run by compose's postgres-init on every up.",
+    ]
     for process in processes():
         if process.database:
             name = process.database_name
@@ -427,8 +439,13 @@ def pod_service(process: Process) -> dict[str, Any]:
             "clusterIP": "None",
             "selector": selector(process),
             "ports": [
-                {"name": "grpc", "port": process.grpc_port, "targetPort": "grpc", "protocol": "TCP",
-                 "appProtocol": "kubernetes.io/h2c"},
+                {
+                    "name": "grpc",
+                    "port": process.grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
                 {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
@@ -627,15 +644,24 @@ def dashboard() -> dict[str, Any]:
     y = 0
     section = None
     column = 0
+    deployed = {p.name for p in processes()}
     for entry in dashboard_panels.PANELS:
+        if entry.service and entry.service not in deployed:
+            continue
         if entry.section != section:
             section = entry.section
             y += 0 if column == 0 else 8
             column = 0
             panel_id += 1
             panels.append(
-                {"id": panel_id, "type": "row", "title": section, "collapsed": False,
-                 "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+                {
+                    "id": panel_id,
+                    "type": "row",
+                    "title": section,
+                    "collapsed": False,
+                    "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                    "panels": [],
+                }
             )
             y += 1
         panel_id += 1

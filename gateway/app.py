@@ -10,13 +10,16 @@ from gateway.auth import BearerAuthInterceptor
 from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
 from gateway.operations import Backends, Discovery, GroupOperations
-from gateway.servicer import FactService, GroupService
+from gateway.push import ObservingFactService, PushService
+from gateway.servicer import GroupService
 from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2_grpc
 from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc, operations_pb2, operations_pb2_grpc
+from qun.gateway.v1 import push_pb2 as public_push_pb2, push_pb2_grpc as public_push_pb2_grpc
 from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
+from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import Clock
 from services.common.interceptors import Interceptor
@@ -55,7 +58,12 @@ class GatewayApp(ServiceApp):
         lifecycle = lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel)
         backends = Backends(eligibility, groups, lifecycle, downstream)
         gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(eligibility, groups, downstream), server)
-        gateway_pb2_grpc.add_FactServiceServicer_to_server(FactService(eligibility, downstream), server)
+        push = internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr))
+        push_service = PushService(eligibility, push, downstream)
+        public_push_pb2_grpc.add_PushServiceServicer_to_server(push_service, server)
+        gateway_pb2_grpc.add_FactServiceServicer_to_server(
+            ObservingFactService(eligibility, downstream, push_service), server
+        )
         operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
         operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
         campaigns = internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr))
@@ -68,6 +76,7 @@ class GatewayApp(ServiceApp):
             operations["GroupOperationsService"].full_name,
             operations["DiscoveryService"].full_name,
             campaigns_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
+            public_push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name,
         ]
 
     async def close(self) -> None:

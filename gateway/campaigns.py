@@ -27,10 +27,10 @@ from google.protobuf.message import Message
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from qun.campaigns.v1 import campaigns_pb2 as internal
-from qun.campaigns.v1 import campaigns_pb2_grpc
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.gateway.v1 import campaigns_pb2 as public
-from qun.gateway.v1 import campaigns_pb2_grpc
+from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
@@ -85,10 +85,10 @@ def is_staff(group_set: groups_pb2.GroupSet, account_id: str) -> bool:
     return account_id == group_set.owner_account_id or account_id in group_set.admin_ids
 
 
-class CampaignService(campaigns_pb2_grpc.CampaignServiceServicer):
+class CampaignService(public_grpc.CampaignServiceServicer):
     def __init__(
         self,
-        campaigns: campaigns_pb2_grpc.CampaignsServiceStub,
+        campaigns: internal_grpc.CampaignsServiceStub,
         groups: groups_pb2_grpc.GroupsServiceStub,
         downstream: Downstream,
         *,

@@ -3,3 +3,4 @@
 SELECT 'CREATE DATABASE qun_eligibility' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'qun_eligibility')\gexec
 SELECT 'CREATE DATABASE qun_groups' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'qun_groups')\gexec
 SELECT 'CREATE DATABASE qun_campaigns' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'qun_campaigns')\gexec
+SELECT 'CREATE DATABASE qun_push' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'qun_push')\gexec

@@ -158,7 +158,6 @@ class PurchaseOutcome:
 class ClaimOutcome:
     claim: Claim
     replayed: bool
-    kind: ActivityKind
 
 
 @dataclass
@@ -314,7 +313,15 @@ class CampaignsRepository:
         rows = list(await self.session.scalars(query.order_by(Activity.created_at, Activity.activity_id).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        views = [ActivityView(r, tuple(await self._pools(store_id, r.activity_id))) for r in rows]
+        pools: dict[str, list[Pool]] = {r.activity_id: [] for r in rows}
+        if rows:
+            for p in await self.session.scalars(
+                select(Pool)
+                .where(Pool.store_id == store_id, Pool.activity_id.in_(list(pools)))
+                .order_by(Pool.activity_id, Pool.seq)
+            ):
+                pools[p.activity_id].append(p)
+        views = [ActivityView(r, tuple(pools[r.activity_id])) for r in rows]
         return views, ((rows[-1].created_at, rows[-1].activity_id) if more and rows else None)
 
     async def _pools(self, store_id: str, activity_id: str) -> list[Pool]:
@@ -562,7 +569,12 @@ class CampaignsRepository:
     # -- orders (M1–M5, M8) ------------------------------------------------------------------
 
     async def quote(self, store_id: str, consumer_id: str, order: OrderInput, *, group_member: bool) -> Quote:
-        """Every rule an order meets, read without taking stock: the same for PriceOrder and Purchase."""
+        """Every rule an order meets, read without taking stock: the same for PriceOrder and Purchase.
+
+        SKUs are not modelled: a sale outside a flash sale is priced at the item's
+        lowest price (one price for single-price items; the order system prices a
+        SKU of a price-range item itself).
+        """
         return await self._quote(store_id, consumer_id, order, group_member=group_member, lock_sale=False)
 
     async def _quote(
@@ -657,12 +669,20 @@ class CampaignsRepository:
         earlier = await self._purchase_by_request(store_id, request_id)
         if earlier is not None:
             return await self._replayed_purchase(earlier, consumer_id, order)
-        quote = await self._quote(store_id, consumer_id, order, group_member=group_member, lock_sale=True)
-        if quote.failures:
-            raise RuleRefusal(quote.failures)
-        stock_left = await self._take_stock(store_id, order.item_id, order.quantity)
+        try:
+            quote = await self._quote(store_id, consumer_id, order, group_member=group_member, lock_sale=True)
+            if quote.failures:
+                raise RuleRefusal(quote.failures)
+            stock_left = await self._take_stock(store_id, order.item_id, order.quantity)
+        except RuleRefusal:
+            # A retry racing its original: the original may have taken the last unit and committed since
+            # the lookup above. The caller gets that purchase, not "sold out" (nothing was written yet).
+            earlier = await self._purchase_by_request(store_id, request_id)
+            if earlier is not None:
+                return await self._replayed_purchase(earlier, consumer_id, order)
+            raise
         purchase_id = new_id("pur")
-        await self._use_claims(store_id, consumer_id, purchase_id, order)
+        await self._use_claims(store_id, consumer_id, purchase_id, order)  # a refusal here rolls the stock back
         purchase = await self._record_purchase(purchase_id, request_id, store_id, consumer_id, order, quote)
         return PurchaseOutcome(purchase, stock_left, replayed=False, flash_sale=quote.sale)
 
@@ -897,7 +917,7 @@ class CampaignsRepository:
                 )
                 self.session.add(row)
                 await self.session.flush()
-                return ClaimOutcome(row, replayed=False, kind=kind)
+                return ClaimOutcome(row, replayed=False)
         raise RuleRefusal([Failure("M7", "NO_PRIZES_LEFT", "every prize has been claimed", {"remaining": "0"})])
 
     async def _claim_by_request(self, store_id: str, request_id: str) -> Claim | None:
@@ -911,7 +931,7 @@ class CampaignsRepository:
     def _replayed_claim(earlier: Claim, consumer_id: str, activity_id: str) -> ClaimOutcome:
         if (earlier.consumer_id, earlier.activity_id) != (consumer_id, activity_id):
             raise AlreadyExists(f"request_id {earlier.request_id!r} was used for another claim")
-        return ClaimOutcome(earlier, replayed=True, kind=ActivityKind.RED_PACKET_FOUNTAIN)
+        return ClaimOutcome(earlier, replayed=True)
 
     async def _held(self, store_id: str, consumer_id: str) -> int:
         return int(

@@ -67,8 +67,21 @@ class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClient
         return await continuation(self._details(details), request)
 
 
+class _StreamMetadata(grpc.aio.UnaryStreamClientInterceptor):
+    """The credential on server-streaming calls too.
+
+    grpc.aio files each interceptor under the first call type it implements,
+    so ``_Metadata`` alone is never asked about unary-stream calls.
+    """
+
+    def __init__(self, unary: _Metadata) -> None:
+        self._unary = unary
+
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await self._unary.intercept_unary_stream(continuation, details, request)
+
+
 def internal_channel(target: str, token: str, *, record_metrics: bool = False) -> grpc.aio.Channel:
     """An insecure loopback/cluster channel that presents the internal credential."""
-    return grpc.aio.insecure_channel(
-        target, options=CHANNEL_OPTIONS, interceptors=[_Metadata(token, record_metrics)]
-    )
+    unary = _Metadata(token, record_metrics)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[unary, _StreamMetadata(unary)])

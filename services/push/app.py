@@ -25,7 +25,7 @@ def dispatcher_settings(env: dict[str, str] | None = None) -> tuple[bool, int, f
     if enabled not in {"on", "off"}:
         raise SettingsError(f"{ENABLED_ENV} must be on or off, got {enabled!r}")
     batch = int_setting(env, BATCH_ENV, 2000, 1, 20_000)
-    poll = float_setting(env, POLL_ENV, 1.0)
+    poll = float_setting(env, POLL_ENV, 0.5)
     if not 0 < poll <= 60:
         raise SettingsError(f"{POLL_ENV} must be between 0 and 60 seconds, got {poll}")
     return enabled == "on", batch, poll

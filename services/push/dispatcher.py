@@ -33,7 +33,7 @@ PURGE_LIMIT = 20
 
 class Dispatcher:
     def __init__(
-        self, db: Database, rules: PushRules, clock: Clock, *, batch_size: int = 2000, poll_seconds: float = 1.0
+        self, db: Database, rules: PushRules, clock: Clock, *, batch_size: int = 2000, poll_seconds: float = 0.5
     ) -> None:
         self.db = db
         self.rules = rules
@@ -66,7 +66,7 @@ class Dispatcher:
                 if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
                     self._last_purge = time.monotonic()
                     await self.purge()
-            except Exception:  # noqa: BLE001 - a failed batch rolled back whole; try again after a pause
+            except Exception:  # a failed batch rolled back whole; try again after a pause
                 metrics.errors.inc()
                 log.exception("dispatch batch failed; retrying")
                 worked = None

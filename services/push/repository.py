@@ -155,7 +155,9 @@ class PushRepository:
             self._insert(accounts).values(store_id=store_id, created_at=self.now).on_conflict_do_nothing()
         )
         if self.postgres:
-            await self.session.execute(select(accounts.c.store_id).where(accounts.c.store_id == store_id).with_for_update())
+            await self.session.execute(
+                select(accounts.c.store_id).where(accounts.c.store_id == store_id).with_for_update()
+            )
 
     async def _push(self, store_id: str, push_id: str, *, lock: bool = False) -> PushRow | None:
         stmt = select(PushRow).where(PushRow.store_id == store_id, PushRow.push_id == push_id)
@@ -354,9 +356,7 @@ class PushRepository:
         ).all()
         for store_id, push_id in stale:
             await self._drop_audience(store_id, push_id)
-            await self.session.execute(
-                delete(pushes).where(pushes.c.store_id == store_id, pushes.c.push_id == push_id)
-            )
+            await self.session.execute(delete(pushes).where(pushes.c.store_id == store_id, pushes.c.push_id == push_id))
         return len(stale)
 
     # -- review, cancellation (P6) ---------------------------------------------------------------
@@ -365,7 +365,9 @@ class PushRepository:
         kind = PushKind(row.kind)
         if kind in domain.RECALL_KINDS:
             await self.session.execute(
-                delete(recall_slots).where(recall_slots.c.store_id == row.store_id, recall_slots.c.push_id == row.push_id)
+                delete(recall_slots).where(
+                    recall_slots.c.store_id == row.store_id, recall_slots.c.push_id == row.push_id
+                )
             )
         elif kind is PushKind.MASS_SEND:
             await self.session.execute(
@@ -434,7 +436,9 @@ class PushRepository:
                 (PushRow.submitted_at < at) | ((PushRow.submitted_at == at) & (PushRow.push_id < last_id))
             )
         rows = list(
-            await self.session.scalars(stmt.order_by(PushRow.submitted_at.desc(), PushRow.push_id.desc()).limit(limit + 1))
+            await self.session.scalars(
+                stmt.order_by(PushRow.submitted_at.desc(), PushRow.push_id.desc()).limit(limit + 1)
+            )
         )
         more = len(rows) > limit
         rows = rows[:limit]

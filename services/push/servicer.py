@@ -204,7 +204,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def GetPush(self, request: push_pb2.GetPushRequest, context: grpc.aio.ServicerContext) -> push_pb2.GetPushResponse:
+    async def GetPush(
+        self, request: push_pb2.GetPushRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.GetPushResponse:
         f = Fields()
         f.identifier("push_id", request.push_id)
         f.done()
@@ -474,4 +476,3 @@ def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
         f.fail("cursor", "not a cursor this service issued")
         return 0, ""
     return int(seq), recipient
-

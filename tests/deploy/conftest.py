@@ -9,9 +9,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import compose as compose_package
 import pytest
 
-import compose as compose_package
 from deploy.topology import Process, processes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,7 @@ def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     base = {k: v for k, v in os.environ.items() if not k.startswith("QUN_")}
     return subprocess.run(
         [str(COMPOSE_BIN), "-f", str(COMPOSE_FILE), *args],
+        check=False,
         env={**base, **(env if env is not None else REQUIRED_ENV)},
         capture_output=True,
         text=True,

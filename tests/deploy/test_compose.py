@@ -126,7 +126,9 @@ def test_prometheus_scrapes_every_process_at_its_metrics_port(
     for process in procs:
         targets = [t for group in jobs[process.name]["static_configs"] for t in group["targets"]]
         assert targets == [f"{process.name}:{process.metrics_port}"]
-    mounts = {volume["target"]: volume.get("source", "") for volume in compose_model["services"]["prometheus"]["volumes"]}
+    mounts = {
+        volume["target"]: volume.get("source", "") for volume in compose_model["services"]["prometheus"]["volumes"]
+    }
     assert mounts["/etc/prometheus/prometheus.yml"].endswith("deploy/prometheus/prometheus.yml")
     assert mounts["/etc/prometheus/rules.yml"].endswith("deploy/prometheus/rules.yml")
     assert config["rule_files"] == ["rules.yml"]  # next to the config, in the container too

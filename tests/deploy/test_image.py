@@ -98,7 +98,12 @@ def test_entry_point_refuses_what_it_does_not_know(argv: list[str]) -> None:
 
 def entrypoint(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.entrypoint", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "deploy.entrypoint", *args],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -120,7 +125,12 @@ def test_migrate_then_wait_migrated(tmp_path: Path) -> None:
 
 def health(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.healthcheck", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "deploy.healthcheck", str(port)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -128,7 +138,12 @@ def test_health_check_fails_when_nothing_listens() -> None:
     result = health(free_port())
     assert result.returncode == 1 and "UNAVAILABLE" in result.stdout
     usage = subprocess.run(
-        [sys.executable, "-m", "deploy.healthcheck"], cwd=ROOT, capture_output=True, text=True, env=base_env()
+        [sys.executable, "-m", "deploy.healthcheck"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=base_env(),
     )
     assert usage.returncode == 2
 
@@ -147,8 +162,11 @@ def test_a_service_started_by_the_entry_point_is_healthy_and_drains_on_sigterm(t
     )
     assert entrypoint("migrate", "groups", env=env).returncode == 0
     process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.entrypoint", "groups"], env=env, cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "deploy.entrypoint", "groups"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30

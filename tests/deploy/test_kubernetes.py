@@ -46,7 +46,9 @@ def pod_env(container: dict[str, Any]) -> dict[str, str]:
             assert ref["name"] == SECRET_NAME and not ref.get("optional"), var["name"]
             key = ref["key"]
             env[var["name"]] = (
-                f"postgresql://qun:x@db:5432/{key}" if key.endswith("database-url") else f"stand-in-for-{key}-0123456789"
+                f"postgresql://qun:x@db:5432/{key}"
+                if key.endswith("database-url")
+                else f"stand-in-for-{key}-0123456789"
             )
         else:
             assert var["name"] not in SECRET_VARS, f"{var['name']} must come from the Secret, not inline"
@@ -55,13 +57,19 @@ def pod_env(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_process_of_the_local_stack_is_deployed(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-    deployed = {doc["metadata"]["labels"]["app.kubernetes.io/name"] for (kind, _), doc in objects.items() if kind == "Deployment"}
+    deployed = {
+        doc["metadata"]["labels"]["app.kubernetes.io/name"]
+        for (kind, _), doc in objects.items()
+        if kind == "Deployment"
+    }
     assert deployed == set(PROCESSES), "run `make deploy-render`"
 
 
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
     assert kustomization["namespace"] == "qun"
 
 
@@ -119,7 +127,9 @@ def test_services_select_the_pods_and_name_their_ports(
         assert objects[("Service", f"{process.k8s_name}-pods")]["spec"]["clusterIP"] == "None"
 
 
-def test_autoscalers_and_disruption_budgets(objects: dict[tuple[str, str], dict[str, Any]], procs: list[Process]) -> None:
+def test_autoscalers_and_disruption_budgets(
+    objects: dict[tuple[str, str], dict[str, Any]], procs: list[Process]
+) -> None:
     for process in procs:
         deployment = objects[("Deployment", process.k8s_name)]
         assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
@@ -161,9 +171,11 @@ def test_migrations_run_as_jobs_and_pods_wait_for_them(
         pod = objects[("Deployment", process.k8s_name)]["spec"]["template"]["spec"]
         (wait,) = pod["initContainers"]
         assert wait["args"] == ["wait-migrated", process.name]
-        assert pod_env(wait)["QUN_DATABASE_URL"] == pod_env(migrate)["QUN_DATABASE_URL"] == pod_env(
-            pod["containers"][0]
-        )["QUN_DATABASE_URL"]
+        assert (
+            pod_env(wait)["QUN_DATABASE_URL"]
+            == pod_env(migrate)["QUN_DATABASE_URL"]
+            == pod_env(pod["containers"][0])["QUN_DATABASE_URL"]
+        )
 
 
 def test_rules_config_map_is_a_valid_override(

@@ -37,12 +37,12 @@ def test_qunctl_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         output = "".join(lines)
         assert READY.search(output), output
         assert "gateway  grpc://127.0.0.1:" in output
-        assert output.count("/metrics") == 4
+        assert output.count("/metrics") == 5
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, rest
-    assert "stopped: gateway=0, campaigns=0, groups=0, eligibility=0" in rest
+    assert "stopped: gateway=0, push=0, campaigns=0, groups=0, eligibility=0" in rest
     assert (tmp_path / "data" / "eligibility.db").exists() and (tmp_path / "data" / "groups.db").exists()

@@ -10,7 +10,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.auth import Principal, Role
+from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc
 from qun.gateway.v1 import gateway_pb2
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
@@ -22,10 +25,12 @@ EXPECTED_SERVICES = {
         "qun.gateway.v1.GroupOperationsService",
         "qun.gateway.v1.DiscoveryService",
         "qun.gateway.v1.CampaignService",
+        "qun.gateway.v1.PushService",
     },
     "eligibility": {"qun.eligibility.v1.EligibilityService"},
     "groups": {"qun.groups.v1.GroupsService", "qun.groups.v1.GroupLifecycleService"},
     "campaigns": {"qun.campaigns.v1.CampaignsService"},
+    "push": {"qun.push.v1.PushService"},
 }
 ALWAYS = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -57,6 +62,18 @@ async def test_metrics_count_handled_calls_on_every_process(gw: GatewayClient, p
             threshold=common_pb2.Threshold(follow=common_pb2.FollowThreshold()),
         ),
         metadata=gw.auth(gw.main_account(main_id, store_id)),
+    )
+    await campaigns_pb2_grpc.CampaignServiceStub(gw.channel).ReportItem(
+        campaigns_pb2.ReportItemRequest(
+            store_id=store_id,
+            item_id="metrics-item",
+            platform=facts_pb2.PLATFORM_TAOBAO,
+            sku_count=1,
+            price_min_fen=100,
+            price_max_fen=100,
+            initial_stock=1,
+        ),
+        metadata=gw.auth(Principal("upstream-metrics", Role.UPSTREAM)),
     )
     for name, endpoint in platform.stack.endpoints.items():
         with urllib.request.urlopen(endpoint.metrics_url, timeout=5) as page:

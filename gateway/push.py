@@ -1,0 +1,460 @@
+"""The public PushService: role rules, then the push flows (SPEC P1–P7, X3).
+
+Backends never call each other, so the flow of a submission is here: the
+store's figures from the eligibility service (subscribers, old-customer fans
+per P3, recent broadcasts, revisit rate), a draft in the push service that
+checks every rule, the audience streamed from eligibility into the draft in
+chunks (never one large message), then the seal that spends the quota. The
+quota ledger and the notices read the same figures first, so a recall chance
+earned is noticed (P4) whenever the account's figures pass through; fact
+reports that can earn one (orders, follows, broadcasts, revisit rates) pass
+them through too (``ObservingFactService``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from gateway.servicer import FactService
+from qun.common.v1 import facts_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.gateway.v1 import push_pb2 as public
+from qun.gateway.v1 import push_pb2_grpc as public_grpc
+from qun.push.v1 import push_pb2 as internal
+from qun.push.v1 import push_pb2_grpc as internal_grpc
+from services.common.errors import PermissionDenied
+from services.common.validation import Fields
+
+log = logging.getLogger("qun.gateway.push")
+
+STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
+AUDIENCE_CHUNK = 5000  # recipients per message, both from eligibility and into push
+AUDIENCE_TIMEOUT_SECONDS = 300.0  # a whole audience (100,000 recipients) streamed and stored
+OBSERVE_CONCURRENCY = 4
+
+RULE_OF_KIND = {
+    public.PUSH_KIND_SUBSCRIPTION: "P1",
+    public.PUSH_KIND_RECALL_TIER_1: "P2",
+    public.PUSH_KIND_RECALL_TIER_2: "P2",
+    public.PUSH_KIND_MASS_SEND: "P5",
+}
+AUDIENCE_OF_KIND = {
+    public.PUSH_KIND_SUBSCRIPTION: eligibility_pb2.PUSH_AUDIENCE_SUBSCRIBERS,
+    public.PUSH_KIND_RECALL_TIER_1: eligibility_pb2.PUSH_AUDIENCE_RECALL,
+    public.PUSH_KIND_RECALL_TIER_2: eligibility_pb2.PUSH_AUDIENCE_RECALL,
+    public.PUSH_KIND_MASS_SEND: eligibility_pb2.PUSH_AUDIENCE_FANS,
+}
+# Public and internal kinds share their numbers; states differ (internal drafts are never shown).
+STATES = {
+    internal.PUSH_STATE_PENDING_REVIEW: public.PUSH_STATE_PENDING_REVIEW,
+    internal.PUSH_STATE_APPROVED: public.PUSH_STATE_APPROVED,
+    internal.PUSH_STATE_SENDING: public.PUSH_STATE_SENDING,
+    internal.PUSH_STATE_SENT: public.PUSH_STATE_SENT,
+    internal.PUSH_STATE_REJECTED: public.PUSH_STATE_REJECTED,
+    internal.PUSH_STATE_CANCELLED: public.PUSH_STATE_CANCELLED,
+}
+# Facts after which an account may newly meet a recall tier's conditions (P2, P4).
+TIER_FACTS = ("paid_order", "follow", "broadcast", "revisit_rate")
+
+
+def account_facts(found: eligibility_pb2.GetPushFactsResponse) -> internal.AccountFacts:
+    out = internal.AccountFacts(
+        subscribers=found.subscribers,
+        old_customer_fans=found.old_customer_fans,
+        recent_broadcasts=found.recent_broadcasts,
+    )
+    if found.HasField("revisit_rate_bp"):
+        out.revisit_rate_bp = found.revisit_rate_bp
+    return out
+
+
+def figures(facts: internal.AccountFacts) -> public.PushFigures:
+    out = public.PushFigures(
+        subscribers=facts.subscribers,
+        old_customer_fans=facts.old_customer_fans,
+        recent_broadcasts=facts.recent_broadcasts,
+    )
+    if facts.HasField("revisit_rate_bp"):
+        out.revisit_rate_bp = facts.revisit_rate_bp
+    return out
+
+
+def push_message(msg: internal.Push) -> public.Push:
+    out = public.Push(
+        push_id=msg.push_id,
+        store_id=msg.store_id,
+        kind=public.PushKind.ValueType(msg.kind),
+        state=STATES.get(msg.state, public.PUSH_STATE_UNSPECIFIED),
+        title=msg.title,
+        body=msg.body,
+        grant_id=msg.grant_id,
+        audience_size=msg.audience_size,
+        submitted_by=msg.submitted_by,
+        reviewed_by=msg.reviewed_by,
+        review_note=msg.review_note,
+        delivered_count=msg.delivered_count,
+        figures=figures(msg.facts),
+        quota_returned=msg.quota_returned,
+    )
+    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
+        if msg.HasField(name):
+            getattr(out, name).CopyFrom(getattr(msg, name))
+    return out
+
+
+def notice_message(msg: internal.Notice) -> public.PushNotice:
+    return public.PushNotice(
+        notice_id=msg.notice_id,
+        store_id=msg.store_id,
+        kind=public.PushKind.ValueType(msg.kind),
+        year=msg.year,
+        text=msg.text,
+        created_at=msg.created_at,
+    )
+
+
+class PushService(public_grpc.PushServiceServicer):
+    def __init__(
+        self,
+        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
+        push: internal_grpc.PushServiceStub,
+        downstream: Downstream,
+    ) -> None:
+        self.eligibility = eligibility
+        self.push = push
+        self.downstream = downstream
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _facts(self, store_id: str, context: grpc.aio.ServicerContext) -> eligibility_pb2.GetPushFactsResponse:
+        return await self.downstream.call(
+            self.eligibility.GetPushFacts,
+            eligibility_pb2.GetPushFactsRequest(store_id=store_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+
+    @staticmethod
+    def _store_to_read(requested: str) -> str:
+        """Store accounts read their own store; ops name one."""
+        principal = current_principal()
+        fields = Fields()
+        fields.identifier("store_id", requested, required=principal.role is Role.OPS)
+        fields.done()
+        if principal.role in STORE_ROLES:
+            if requested and requested != principal.store_id:
+                raise PermissionDenied("a store's accounts read only their own store's pushes")
+            return principal.store_id
+        principal.require(Role.STORE_MAIN, Role.STORE_SUB, Role.OPS)
+        return requested
+
+    async def _get(self, push_id: str, context: grpc.aio.ServicerContext) -> internal.Push:
+        reply = await self.downstream.call(
+            self.push.GetPush,
+            internal.GetPushRequest(push_id=push_id),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return reply.push
+
+    # -- submission (P1, P2, P5, P6) -------------------------------------------------------------
+
+    async def SubmitPush(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.enum("kind", request.kind, public.PushKind)
+        fields.identifier("request_id", request.request_id, required=False)
+        fields.done()
+        principal = current_principal()
+        principal.require(
+            Role.STORE_MAIN,
+            rule_id=RULE_OF_KIND[request.kind],
+            why="only a store's main account (its content account) submits pushes",
+        )
+        found = await self._facts(principal.store_id, context)
+        if found.main_account_id != principal.subject:
+            raise PermissionDenied(
+                f"{principal.subject} is not store {principal.store_id}'s main account",
+                rule_id=RULE_OF_KIND[request.kind],
+            )
+        facts = account_facts(found)
+        draft = await self.downstream.call(
+            self.push.CreateDraft,
+            internal.CreateDraftRequest(
+                request_id=request.request_id,
+                store_id=principal.store_id,
+                account_id=principal.subject,
+                kind=internal.PushKind.ValueType(request.kind),
+                title=request.title,
+                body=request.body,
+                grant_id=request.grant_id,
+                facts=facts,
+            ),
+            safe=bool(request.request_id),
+            caller_remaining=context.time_remaining(),
+        )
+        if draft.replayed:
+            return public.SubmitPushResponse(push=push_message(draft.push))
+        push_id = draft.push.push_id
+        try:
+            await self._fill(principal, request.kind, push_id, draft.audience_limit, context)
+            sealed = await self.downstream.call(
+                self.push.SubmitDraft,
+                internal.SubmitDraftRequest(store_id=principal.store_id, push_id=push_id),
+                safe=False,
+                caller_remaining=context.time_remaining(),
+            )
+        except BaseException:
+            await self._discard(principal.store_id, push_id)
+            raise
+        return public.SubmitPushResponse(push=push_message(sealed.push))
+
+    async def _fill(
+        self, principal: Principal, kind: int, push_id: str, limit: int, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Streams the audience from eligibility into the draft, one chunk in memory at a time."""
+        remaining = context.time_remaining()
+        timeout = AUDIENCE_TIMEOUT_SECONDS if remaining is None else max(0.05, min(AUDIENCE_TIMEOUT_SECONDS, remaining))
+        stream = self.eligibility.StreamPushAudience(
+            eligibility_pb2.StreamPushAudienceRequest(
+                store_id=principal.store_id, audience=AUDIENCE_OF_KIND[kind], limit=limit, chunk_size=AUDIENCE_CHUNK
+            ),
+            timeout=timeout,
+        )
+        try:
+            async for chunk in stream:
+                if not chunk.consumer_ids:
+                    continue
+                await self.downstream.call(
+                    self.push.AppendAudience,
+                    internal.AppendAudienceRequest(
+                        store_id=principal.store_id, push_id=push_id, recipient_ids=chunk.consumer_ids
+                    ),
+                    safe=True,  # a recipient already in the draft is not added twice
+                    caller_remaining=context.time_remaining(),
+                )
+        except grpc.aio.AioRpcError as error:
+            raise Relayed.from_rpc_error(error) from None
+
+    async def _discard(self, store_id: str, push_id: str) -> None:
+        try:
+            await self.push.DiscardDraft(
+                internal.DiscardDraftRequest(store_id=store_id, push_id=push_id), timeout=self.downstream.timeout
+            )
+        except grpc.aio.AioRpcError as error:  # the push service drops abandoned drafts itself later
+            log.warning("draft not discarded", extra={"fields": {"push_id": push_id, "code": error.code().name}})
+
+    async def CancelPush(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("push_id", request.push_id)
+        fields.done()
+        principal = current_principal()
+        principal.require(Role.STORE_MAIN, rule_id="P6", why="only the store's main account cancels its pushes")
+        reply = await self.downstream.call(
+            self.push.CancelPush,
+            internal.CancelPushRequest(
+                push_id=request.push_id, store_id=principal.store_id, account_id=principal.subject
+            ),
+            safe=False,
+            caller_remaining=context.time_remaining(),
+        )
+        return public.CancelPushResponse(push=push_message(reply.push))
+
+    async def ReviewPush(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("push_id", request.push_id)
+        fields.enum("decision", request.decision, public.ReviewDecision)
+        fields.done()
+        principal = current_principal()
+        principal.require(Role.OPS, rule_id="P6", why="only ops review pushes")
+        reply = await self.downstream.call(
+            self.push.ReviewPush,
+            internal.ReviewPushRequest(
+                push_id=request.push_id,
+                decision=internal.ReviewDecision.ValueType(request.decision),
+                reviewer_id=principal.subject,
+                note=request.note,
+            ),
+            safe=False,
+            caller_remaining=context.time_remaining(),
+        )
+        return public.ReviewPushResponse(push=push_message(reply.push))
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def GetPush(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("push_id", request.push_id)
+        fields.done()
+        principal = current_principal()
+        principal.require(Role.STORE_MAIN, Role.STORE_SUB, Role.OPS)
+        found = await self._get(request.push_id, context)
+        if principal.role in STORE_ROLES and found.store_id != principal.store_id:
+            raise PermissionDenied("a store's accounts read only their own store's pushes")
+        return public.GetPushResponse(push=push_message(found))
+
+    async def ListPushes(self, request, context):  # type: ignore[no-untyped-def]
+        store_id = self._store_to_read(request.store_id)
+        reply = await self.downstream.call(
+            self.push.ListPushes,
+            internal.ListPushesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return public.ListPushesResponse(
+            pushes=[push_message(p) for p in reply.pushes], next_page_token=reply.next_page_token
+        )
+
+    async def GetQuotaLedger(self, request, context):  # type: ignore[no-untyped-def]
+        store_id = self._store_to_read(request.store_id)
+        facts = account_facts(await self._facts(store_id, context))
+        reply = await self.downstream.call(
+            self.push.GetQuotaLedger,
+            internal.GetQuotaLedgerRequest(store_id=store_id, facts=facts),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        out = public.GetQuotaLedgerResponse(store_id=store_id, as_of=reply.as_of, figures=figures(reply.facts))
+        for entry in reply.entries:
+            item = out.entries.add(
+                kind=public.PushKind.ValueType(entry.kind),
+                remaining=entry.remaining,
+                available_now=entry.available_now,
+                unmet=entry.unmet,
+                audience_size=entry.audience_size,
+            )
+            if entry.HasField("next_possible_at"):
+                item.next_possible_at.CopyFrom(entry.next_possible_at)
+        return out
+
+    async def ListPushNotices(self, request, context):  # type: ignore[no-untyped-def]
+        store_id = self._store_to_read(request.store_id)
+        facts = account_facts(await self._facts(store_id, context))
+        await self.downstream.call(
+            self.push.ObserveAccount,
+            internal.ObserveAccountRequest(store_id=store_id, facts=facts),
+            safe=True,  # a notice is recorded once per store, year and tier
+            caller_remaining=context.time_remaining(),
+        )
+        reply = await self.downstream.call(
+            self.push.ListNotices,
+            internal.ListNoticesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
+            safe=True,
+            caller_remaining=context.time_remaining(),
+        )
+        return public.ListPushNoticesResponse(
+            notices=[notice_message(n) for n in reply.notices], next_page_token=reply.next_page_token
+        )
+
+    # -- grants (P5) -------------------------------------------------------------------------------
+
+    async def GrantMassSend(self, request, context):  # type: ignore[no-untyped-def]
+        fields = Fields()
+        fields.identifier("store_id", request.store_id)
+        fields.done()
+        principal = current_principal()
+        principal.require(Role.OPS, Role.UPSTREAM, rule_id="P5", why="mass-send grants come from official activities")
+        await self._facts(request.store_id, context)  # NOT_FOUND for a store nobody reported
+        reply = await self.downstream.call(
+            self.push.GrantMassSend,
+            internal.GrantMassSendRequest(
+                request_id=request.request_id,
+                store_id=request.store_id,
+                audience_size=request.audience_size,
+                activity=request.activity,
+                granted_by=principal.subject,
+            ),
+            safe=bool(request.request_id),
+            caller_remaining=context.time_remaining(),
+        )
+        g = reply.grant
+        return public.GrantMassSendResponse(
+            grant=public.MassSendGrant(
+                grant_id=g.grant_id,
+                store_id=g.store_id,
+                audience_size=g.audience_size,
+                activity=g.activity,
+                granted_by=g.granted_by,
+                granted_at=g.granted_at,
+                push_id=g.push_id,
+            )
+        )
+
+    # -- the delivery ledger (P7) -----------------------------------------------------------------
+
+    async def StreamDeliveries(  # type: ignore[no-untyped-def]
+        self, request, context
+    ) -> AsyncIterator[public.StreamDeliveriesResponse]:
+        current_principal().require(Role.UPSTREAM, rule_id="P7", why="the delivery ledger is for notification systems")
+        stream = self.push.StreamDeliveries(
+            internal.StreamDeliveriesRequest(
+                cursor=request.cursor, follow=request.follow, chunk_size=request.chunk_size
+            ),
+            timeout=context.time_remaining(),
+        )
+        try:
+            async for item in stream:
+                yield public.StreamDeliveriesResponse(
+                    store_id=item.store_id,
+                    push_id=item.push_id,
+                    kind=public.PushKind.ValueType(item.kind),
+                    title=item.title,
+                    body=item.body,
+                    recipient_ids=item.recipient_ids,
+                    written_at=item.written_at,
+                    cursor=item.cursor,
+                )
+        except grpc.aio.AioRpcError as error:
+            raise Relayed.from_rpc_error(error) from None
+        finally:
+            stream.cancel()
+
+    # -- P4 on fact reports --------------------------------------------------------------------
+
+    async def observe(self, facts: Iterable[facts_pb2.Fact]) -> None:
+        """Notices for recall tiers newly met after these facts; best effort (reads catch up)."""
+        stores = sorted(
+            {getattr(fact, which).store_id for fact in facts if (which := fact.WhichOneof("fact")) in TIER_FACTS}
+        )
+        if not stores:
+            return
+        limit = asyncio.Semaphore(OBSERVE_CONCURRENCY)
+
+        async def one(store_id: str) -> None:
+            async with limit:
+                try:
+                    found = await self.eligibility.GetPushFacts(
+                        eligibility_pb2.GetPushFactsRequest(store_id=store_id), timeout=self.downstream.timeout
+                    )
+                    await self.push.ObserveAccount(
+                        internal.ObserveAccountRequest(store_id=store_id, facts=account_facts(found)),
+                        timeout=self.downstream.timeout,
+                    )
+                except grpc.aio.AioRpcError as error:
+                    if error.code() is not grpc.StatusCode.NOT_FOUND:  # orders of a store not reported yet
+                        log.warning(
+                            "push notices not observed",
+                            extra={"fields": {"store_id": store_id, "code": error.code().name}},
+                        )
+
+        await asyncio.gather(*(one(s) for s in stores))
+
+
+class ObservingFactService(FactService):
+    """FactService, then P4: facts that can earn a recall chance pass the store's figures to push."""
+
+    def __init__(
+        self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream, push: PushService
+    ) -> None:
+        super().__init__(eligibility, downstream)
+        self.push_service = push
+
+    async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
+        reply = await super().ReportFacts(request, context)
+        await self.push_service.observe(request.facts)
+        return reply

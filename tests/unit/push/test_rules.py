@@ -1,0 +1,211 @@
+"""The push rules as plain functions: edges of every number and every time rule (SPEC P1, P2, P4–P6, X3)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.common.rules import PushRules, Rules
+from services.push import rules as r
+from services.push.rules import AccountFacts, GrantView, PushKind, QuotaState
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def push(rules: Rules) -> PushRules:
+    return rules.push
+
+
+def codes(failures: Any) -> list[tuple[str, str]]:
+    return [(f.rule_id, f.reason) for f in failures]
+
+
+TIER1 = AccountFacts(subscribers=0, old_customer_fans=50, recent_broadcasts=5)
+TIER2 = AccountFacts(subscribers=0, old_customer_fans=1000, recent_broadcasts=0, revisit_rate_bp=500)
+
+
+def test_defaults_carry_the_spec_numbers_P1_P2_P6(push: PushRules) -> None:
+    assert (push.subscription_min_subscribers, push.subscription_interval_days) == (10, 10)
+    assert (push.tier1_min_old_customer_fans, push.tier1_min_broadcasts, push.broadcast_window_days) == (50, 5, 7)
+    assert (push.tier2_min_old_customer_fans, push.tier2_min_revisit_rate_bp) == (1000, 500)
+    assert (push.tier1_audience, push.tier2_audience, push.recall_per_year) == (30_000, 100_000, 2)
+    assert (push.old_customer_min_days, push.old_customer_window_months) == (2, 6)
+    assert push.review_delay_hours == 24 and push.return_quota_on_reject and push.return_quota_on_cancel
+
+
+# --- P1 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("subscribers", "allowed"), [(9, False), (10, True), (11, True)])
+def test_p1_needs_10_subscribers(push: PushRules, subscribers: int, allowed: bool) -> None:
+    failures = r.p1_conditions(AccountFacts(subscribers=subscribers), push)
+    assert (failures == []) is allowed
+    if failures:
+        assert failures[0].figures == {"subscribers": str(subscribers), "required": "10"}
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "allowed"),
+    [
+        (timedelta(0), False),
+        (timedelta(days=10) - timedelta(microseconds=1), False),
+        (timedelta(days=10), True),
+        (timedelta(days=30), True),
+    ],
+)
+def test_p1_one_per_10_days_the_end_of_the_interval_allowed(push: PushRules, elapsed: timedelta, allowed: bool) -> None:
+    last = NOW - elapsed
+    failures = r.p1_interval(last, NOW, push)
+    assert (failures == []) is allowed
+    assert r.p1_next_possible(last, push) == last + timedelta(days=10)
+    if failures:
+        assert codes(failures) == [("P1", "SUBSCRIPTION_INTERVAL")]
+        assert failures[0].figures["next_possible_at"] == (last + timedelta(days=10)).isoformat()
+    assert r.p1_interval(None, NOW, push) == []
+
+
+# --- P2 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (TIER1, []),
+        (replace(TIER1, old_customer_fans=49), [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS")]),
+        (replace(TIER1, recent_broadcasts=4), [("P2", "NOT_ENOUGH_BROADCASTS")]),
+        (
+            AccountFacts(),
+            [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS"), ("P2", "NOT_ENOUGH_BROADCASTS")],
+        ),
+    ],
+)
+def test_p2_tier1_thresholds_at_the_boundaries(push: PushRules, facts: AccountFacts, expected: Any) -> None:
+    assert codes(r.tier_conditions(PushKind.RECALL_TIER_1, facts, push)) == expected
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (TIER2, []),
+        (replace(TIER2, old_customer_fans=999), [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS")]),
+        (replace(TIER2, revisit_rate_bp=499), [("P2", "REVISIT_RATE_TOO_LOW")]),
+        (replace(TIER2, revisit_rate_bp=None), [("P2", "REVISIT_RATE_TOO_LOW")]),
+    ],
+)
+def test_p2_tier2_thresholds_at_the_boundaries(push: PushRules, facts: AccountFacts, expected: Any) -> None:
+    failures = r.tier_conditions(PushKind.RECALL_TIER_2, facts, push)
+    assert codes(failures) == expected
+    if expected == [("P2", "REVISIT_RATE_TOO_LOW")] and facts.revisit_rate_bp == 499:
+        assert failures[0].message == "tier 2: fan revisit rate 4.99% < 5.00%"
+
+
+def test_p2_tier_audiences(push: PushRules) -> None:
+    assert r.audience_limit(PushKind.RECALL_TIER_1, push) == 30_000
+    assert r.audience_limit(PushKind.RECALL_TIER_2, push) == 100_000
+    assert r.audience_limit(PushKind.SUBSCRIPTION, push) == 0  # every subscriber
+    assert r.audience_limit(PushKind.MASS_SEND, push, GrantView("g", 777)) == 777  # P5: the grant's size
+
+
+def test_p2_one_per_tier_per_calendar_year(push: PushRules) -> None:
+    assert r.recall_quota(PushKind.RECALL_TIER_1, [], NOW, push) == []
+    assert r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, push) == []
+    used = r.recall_quota(PushKind.RECALL_TIER_1, [PushKind.RECALL_TIER_1], NOW, push)
+    assert codes(used) == [("P2", "RECALL_TIER_USED")]
+    assert used[0].figures["next_possible_at"] == "2026-12-31T16:00:00+00:00"
+    one_a_year = replace(push, recall_per_year=1)
+    assert codes(r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, one_a_year)) == [
+        ("P2", "RECALL_YEAR_USED")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("instant", "year"),
+    [
+        (datetime(2026, 12, 31, 15, 59, 59, tzinfo=UTC), 2026),  # 23:59:59 China Standard Time
+        (datetime(2026, 12, 31, 16, 0, tzinfo=UTC), 2027),  # 00:00 on Jan 1 there
+        (datetime(2027, 1, 1, 0, 0, tzinfo=UTC), 2027),
+    ],
+)
+def test_p2_calendar_year_resets_at_local_midnight(push: PushRules, instant: datetime, year: int) -> None:
+    assert r.year_of(instant, push) == year
+    assert r.year_start(2027, push) == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    assert r.year_of(datetime(2026, 12, 31, 16, 0, tzinfo=UTC), replace(push, calendar_utc_offset_hours=0)) == 2026
+
+
+# --- P5 ----------------------------------------------------------------------------------------
+
+
+def test_p5_a_grant_per_message(push: PushRules) -> None:
+    assert codes(r.p5_grant("g1", None)) == [("P5", "NO_MASS_SEND_GRANT")]
+    assert r.p5_grant("g1", GrantView("g1", 10)) == []
+    assert codes(r.p5_grant("g1", GrantView("g1", 10, push_id="ps_1"))) == [("P5", "GRANT_ALREADY_USED")]
+
+
+def test_a_spent_quota_alone_is_resource_exhausted(push: PushRules) -> None:
+    spent = r.submission_failures(
+        PushKind.RECALL_TIER_1, TIER1, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push
+    )
+    assert r.only_quota(spent)
+    unmet_and_spent = r.submission_failures(
+        PushKind.RECALL_TIER_1, AccountFacts(), QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push
+    )
+    assert codes(unmet_and_spent)[-1] == ("P2", "RECALL_TIER_USED") and not r.only_quota(unmet_and_spent)
+
+
+# --- P6 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("approved_after", "sent_after"),
+    [
+        (timedelta(hours=1), timedelta(hours=24)),  # approved early: 24 h after submission
+        (timedelta(hours=24), timedelta(hours=24)),
+        (timedelta(hours=30), timedelta(hours=30)),  # approved late: at approval
+    ],
+)
+def test_p6_24_hour_delay_or_late_approval(push: PushRules, approved_after: timedelta, sent_after: timedelta) -> None:
+    assert r.send_at(NOW, NOW + approved_after, push) == NOW + sent_after
+
+
+def test_p6_returning_the_quota_is_a_rules_file_switch(push: PushRules) -> None:
+    assert r.returns_quota("reject", push) and r.returns_quota("cancel", push)
+    assert not r.returns_quota("reject", replace(push, return_quota_on_reject=False))
+    assert not r.returns_quota("cancel", replace(push, return_quota_on_cancel=False))
+
+
+# --- P4, X3 ------------------------------------------------------------------------------------
+
+
+def test_p4_earned_only_when_met_and_unspent(push: PushRules) -> None:
+    both = AccountFacts(old_customer_fans=1000, recent_broadcasts=5, revisit_rate_bp=500)
+    assert r.earned_tiers(both, QuotaState(), NOW, push) == [PushKind.RECALL_TIER_1, PushKind.RECALL_TIER_2]
+    assert r.earned_tiers(both, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push) == [
+        PushKind.RECALL_TIER_2
+    ]
+    assert r.earned_tiers(replace(both, recent_broadcasts=4, revisit_rate_bp=None), QuotaState(), NOW, push) == []
+
+
+def test_x3_ledger_remaining_next_possible_and_unmet(push: PushRules) -> None:
+    quota = QuotaState(
+        last_subscription_at=NOW - timedelta(days=3),
+        recall_used=frozenset({PushKind.RECALL_TIER_2}),
+        unused_grants=(GrantView("g1", 500), GrantView("g2", 800)),
+    )
+    facts = AccountFacts(subscribers=20, old_customer_fans=60, recent_broadcasts=2, revisit_rate_bp=700)
+    entries = {e.kind: e for e in r.ledger(facts, quota, NOW, push)}
+    sub = entries[PushKind.SUBSCRIPTION]
+    assert (sub.remaining, sub.available_now) == (0, False)
+    assert sub.next_possible_at == NOW + timedelta(days=7)
+    assert codes(list(sub.unmet)) == [("P1", "SUBSCRIPTION_INTERVAL")]
+    t1 = entries[PushKind.RECALL_TIER_1]
+    assert (t1.remaining, t1.next_possible_at, t1.audience_size) == (1, None, 30_000)
+    assert codes(list(t1.unmet)) == [("P2", "NOT_ENOUGH_BROADCASTS")]
+    t2 = entries[PushKind.RECALL_TIER_2]
+    assert (t2.remaining, t2.next_possible_at) == (0, datetime(2026, 12, 31, 16, 0, tzinfo=UTC))
+    assert codes(list(t2.unmet)) == [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS"), ("P2", "RECALL_TIER_USED")]
+    mass = entries[PushKind.MASS_SEND]
+    assert (mass.remaining, mass.available_now, mass.audience_size) == (2, True, 800)
