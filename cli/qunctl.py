@@ -97,16 +97,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting qun (data in {args.data_dir}) …", flush=True)
     started = time.monotonic()
     stack.start()
-    print(f"all processes SERVING in {time.monotonic() - started:.1f}s\n{stack.describe()}", flush=True)
-    print("logs in", stack.data_dir / "logs", "— Ctrl-C stops everything", flush=True)
     stopping = False
 
     def request_stop(_sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Installed before saying so, so a Ctrl-C right after the message still stops cleanly.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    print(f"all processes SERVING in {time.monotonic() - started:.1f}s\n{stack.describe()}", flush=True)
+    print("logs in", stack.data_dir / "logs", "— Ctrl-C stops everything", flush=True)
     try:
         while not stopping:
             for name, process in list(stack.processes.items()):
