@@ -35,6 +35,10 @@ $(BUF): tools/package.json
 	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Undefined names, unused imports, syntax errors: the checks that catch real bugs.
+lint-python: $(VENV)/.installed
+	$(PY) -m ruff check --select F,E9 services gateway cli bench deploy tests
+
 lint-proto: $(BUF)
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
 
@@ -42,7 +46,7 @@ lint-proto: $(BUF)
 up: proto
 	$(PY) -m cli --data-dir data up
 
-test: proto lint-proto deploy-check e2e
+test: proto lint-proto lint-python deploy-check e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
 unit: proto

@@ -11,7 +11,7 @@ most one end card (UNIQUE). The schema is created by the Alembic history in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,40 +19,20 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
 KIND_CHARS = 24
 TITLE_CHARS = 64
 DAY_CHARS = 10  # YYYY-MM-DD
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in and out, also on SQLite (which stores no offset)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored; use the Clock")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

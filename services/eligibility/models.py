@@ -9,13 +9,12 @@ The schema itself is created by ``migrations/versions``, never ``create_all``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, SmallInteger, String
-from sqlalchemy.engine import Dialect
+from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, SmallInteger, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 
@@ -26,31 +25,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend.
-
-    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are
-    stored as naive UTC (which also keeps its text comparisons in time order)
-    and read back as aware UTC.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

@@ -67,6 +67,7 @@ from services.eligibility.domain import (
     Role,
     Scope,
     SpendThreshold,
+    Threshold,
     Store,
     TaoqiScore,
 )

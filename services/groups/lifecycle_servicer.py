@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import grpc
 
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.clock import Clock

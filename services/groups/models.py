@@ -9,14 +9,13 @@ The schema itself is created by the Alembic history in ``migrations/``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -24,33 +23,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
 KEY_CHARS = 80  # "streamer:" + an id
 NAME_CHARS = 64
 SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in and out, also on SQLite (which stores no offset)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored; use the Clock")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

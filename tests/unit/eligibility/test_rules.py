@@ -479,3 +479,16 @@ def test_yuan_is_exact() -> None:
     assert r.yuan(0) == "0.00"
     assert r.yuan(5) == "0.05"
     assert r.yuan(123456) == "1234.56"
+
+
+def test_X2_what_if_counts_members_failing_and_newly_qualifying() -> None:
+    from services.eligibility.rules import what_if
+
+    members = {"a", "b", "c"}
+    meets_current = {"a", "b", "c", "d"}
+    meets_new = {"a", "e", "f"}
+    known = {"a", "b", "c", "d", "e", "f", "g"}
+    outcome = what_if(members, known, meets_current, meets_new)
+    assert outcome.members_failing == 2  # b and c stay (C11) but would fail the new threshold
+    assert outcome.newly_qualifying == 2  # e and f: meet the new one, not the current, not members
+    assert outcome.known_consumers == 7

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.common.rules import PushRules, Rules
+from services.common.rules import PushRules, Rules, RulesError, load_rules
 from services.push import rules as r
 from services.push.rules import AccountFacts, GrantView, PushKind, QuotaState
 
@@ -209,3 +210,22 @@ def test_x3_ledger_remaining_next_possible_and_unmet(push: PushRules) -> None:
     assert codes(list(t2.unmet)) == [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS"), ("P2", "RECALL_TIER_USED")]
     mass = entries[PushKind.MASS_SEND]
     assert (mass.remaining, mass.available_now, mass.audience_size) == (2, True, 800)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("[push]\nreturn_quota_on_reject = false\n", True),
+        ("[push]\nreturn_quota_on_reject = 1\n", False),  # a switch is true or false, not a number
+        ("[push]\ntier1_audience = true\n", False),
+        ("[push]\nsubscription_interval_days = -1\n", False),
+    ],
+)
+def test_p6_switches_and_numbers_come_from_the_rules_file(tmp_path: Path, text: str, ok: bool) -> None:
+    override = tmp_path / "rules.toml"
+    override.write_text(text)
+    if ok:
+        assert not load_rules(env={"QUN_RULES_FILE": str(override)}).push.return_quota_on_reject
+    else:
+        with pytest.raises(RulesError):
+            load_rules(env={"QUN_RULES_FILE": str(override)})
