@@ -24,12 +24,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import make_url
 
 from bench.echo import METHOD as ECHO_METHOD
@@ -39,10 +40,12 @@ from cli import facts
 from cli.stack import Stack, free_port, wait_serving
 from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.common.v1 import facts_pb2
+from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from services.common.interceptors import INTERNAL_TOKEN_HEADER
 
 JOIN_METHOD = "/qun.gateway.v1.GroupService/JoinGroupSet"
+PURCHASE_METHOD = "/qun.gateway.v1.CampaignService/Purchase"
 FOLLOW = common_pb2.Threshold(follow=common_pb2.FollowThreshold())
 
 
@@ -148,7 +151,29 @@ class Bench:
             result = self.load(gateway, [join_call(secret, c, group_ids[0]) for c in refused], cycle=True)
             self.ratio_row("3  refused join", result, 0.30, {"FAILED_PRECONDITION"})
 
+            self.flash(stack, seeder, secret)
             self.size(stack, seeder, secret)
+
+    def flash(self, stack: Stack, seeder: Seeder, secret: str) -> None:
+        self.progress("flash purchase: 200 members buying one hot item")
+        stock = 1000
+        store_id, group_ids = seeder.store_with_groups("flash", sets=1)
+        members = seeder.consumers("f", 200, follows=store_id)
+        for consumer in members:
+            seeder.join(consumer, group_ids[0])
+        sale_id = seeder.flash_sale(store_id, group_ids[0], "hot", stock)
+        attempts = int(self.echo_rps * 0.6 * (self.args.duration + self.args.warmup)) + 1000
+        calls = [
+            purchase_call(secret, members[i % len(members)], store_id, "hot", sale_id, f"p{i}") for i in range(attempts)
+        ]
+        result = self.load(stack.gateway.address, calls)
+        self.ratio_row("4  flash purchase", result, 0.20, {"OK", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"})
+        left, sold = seeder.stock_and_sold(store_id, "hot")
+        oversold = max(0, sold - stock) + max(0, -left)
+        self.rows.append(
+            Row("4b oversold", f"{oversold} (sold {sold} of {stock}, stock left {left})", "0", oversold == 0,
+                {"codes": result["codes"]})
+        )
 
     def size(self, stack: Stack, seeder: Seeder, secret: str) -> None:
         self.progress("size: a store of 50 members and a store of 500,000 (seeded directly)")
@@ -181,6 +206,16 @@ def join_call(secret: str, consumer_id: str, group_set_id: str) -> Call:
     return Call(JOIN_METHOD, request, (("authorization", f"Bearer {token}"),))
 
 
+def purchase_call(secret: str, consumer_id: str, store_id: str, item_id: str, sale_id: str, request_id: str) -> Call:
+    token = mint_token(secret, Principal(consumer_id, Role.CONSUMER), ttl_seconds=3600)
+    request = campaigns_pb2.PurchaseRequest(
+        request_id=request_id,
+        store_id=store_id,
+        order=campaigns_pb2.Order(item_id=item_id, quantity=1, flash_sale_id=sale_id),
+    ).SerializeToString()
+    return Call(PURCHASE_METHOD, request, (("authorization", f"Bearer {token}"),))
+
+
 class Seeder:
     """Reports facts and creates group-sets through the gateway, as an upstream system and a merchant would."""
 
@@ -190,6 +225,7 @@ class Seeder:
         self.channel = grpc.insecure_channel(gateway)
         self.facts = gateway_pb2_grpc.FactServiceStub(self.channel)
         self.groups = gateway_pb2_grpc.GroupServiceStub(self.channel)
+        self.campaigns = campaigns_pb2_grpc.CampaignServiceStub(self.channel)
         self.secret = secret
         self.run = uuid.uuid4().hex[:6]
 
@@ -217,6 +253,52 @@ class Seeder:
             for i in range(sets)
         ]
         return store_id, ids
+
+    def join(self, consumer_id: str, group_set_id: str) -> None:
+        self.groups.JoinGroupSet(
+            gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id),
+            metadata=self.auth(Principal(consumer_id, Role.CONSUMER)),
+            timeout=30,
+        )
+
+    def flash_sale(self, store_id: str, group_set_id: str, item_id: str, stock: int) -> str:
+        upstream = self.auth(Principal("bench", Role.UPSTREAM))
+        self.campaigns.ReportItem(
+            campaigns_pb2.ReportItemRequest(
+                store_id=store_id, item_id=item_id, platform=facts_pb2.PLATFORM_TAOBAO, sku_count=1,
+                price_min_fen=10_000, price_max_fen=10_000, initial_stock=stock,
+            ),
+            metadata=upstream,
+            timeout=30,
+        )
+        now = datetime.now(UTC)
+        starts, ends = Timestamp(), Timestamp()
+        starts.FromDatetime(now - timedelta(minutes=1))
+        ends.FromDatetime(now + timedelta(hours=1))
+        main_id = store_id.replace("flash-", "flash-main-")
+        created = self.campaigns.CreateActivity(
+            campaigns_pb2.CreateActivityRequest(
+                group_set_id=group_set_id, title="秒杀", starts_at=starts, ends_at=ends,
+                flash_sale=campaigns_pb2.FlashSaleSpec(item_id=item_id, flash_price_fen=6_000),
+            ),
+            metadata=self.auth(Principal(main_id, Role.STORE_MAIN, store_id)),
+            timeout=30,
+        )
+        return str(created.activity.activity_id)
+
+    def stock_and_sold(self, store_id: str, item_id: str) -> tuple[int, int]:
+        upstream = self.auth(Principal("bench", Role.UPSTREAM))
+        item = self.campaigns.GetItem(campaigns_pb2.GetItemRequest(store_id=store_id, item_id=item_id), metadata=upstream)
+        sold, token = 0, ""
+        while True:
+            page = self.campaigns.ListSales(
+                campaigns_pb2.ListSalesRequest(store_id=store_id, item_id=item_id, page_size=500, page_token=token),
+                metadata=upstream,
+            )
+            sold += sum(p.quantity for p in page.purchases if not p.HasField("cancelled_at"))
+            token = page.next_page_token
+            if not token:
+                return int(item.item.stock), sold
 
     def consumers(self, label: str, count: int, *, follows: str = "", real_name: bool = True, score: int = 600) -> list[str]:
         ids = [f"{label}{self.run}-{i}" for i in range(count)]
