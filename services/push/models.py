@@ -17,14 +17,13 @@ The schema itself is created by ``migrations/versions``, never ``create_all``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -33,9 +32,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 STATE = 16
@@ -50,26 +49,6 @@ NAMING_CONVENTION = {
 }
 DUE_WHERE = "state IN ('approved', 'sending')"
 DRAFT_WHERE = "state IN ('draft', 'discarded')"
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (naive UTC on SQLite, which keeps text order = time order)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
