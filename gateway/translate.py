@@ -52,6 +52,9 @@ def membership(msg: groups_pb2.Membership) -> gateway_pb2.Membership:
     )
     if msg.HasField("joined_at"):
         out.joined_at.CopyFrom(msg.joined_at)
+    if msg.HasField("notified_at"):
+        out.notified_at.CopyFrom(msg.notified_at)
+        out.removal_after.CopyFrom(msg.removal_after)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -131,14 +131,18 @@ def group_set_to_proto(record: GroupSetRecord, rules: Rules) -> groups_pb2.Group
     )
 
 
-def membership_to_proto(record: MembershipRecord) -> groups_pb2.Membership:
-    return groups_pb2.Membership(
+def membership_to_proto(record: MembershipRecord, notice_days: int = 0) -> groups_pb2.Membership:
+    out = groups_pb2.Membership(
         group_set_id=record.group_set_id,
         sub_group_id=record.sub_group_id,
         sub_group_name=record.sub_group_name,
         consumer_id=record.consumer_id,
         joined_at=timestamp(record.joined_at),
     )
+    if record.notified_at is not None:
+        out.notified_at.CopyFrom(timestamp(record.notified_at))
+        out.removal_after.CopyFrom(timestamp(record.notified_at + timedelta(days=notice_days)))
+    return out
 
 
 def encode_page_token(*parts: str) -> str:

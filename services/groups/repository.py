@@ -86,6 +86,7 @@ class MembershipRecord:
     sub_group_name: str
     consumer_id: str
     joined_at: datetime
+    notified_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -660,7 +661,7 @@ def set_fill(record: GroupSetRecord) -> domain.SetFill:
 
 
 def _membership(m: Membership, sub_group_name: str) -> MembershipRecord:
-    return MembershipRecord(m.group_set_id, m.sub_group_id, sub_group_name, m.consumer_id, m.joined_at)
+    return MembershipRecord(m.group_set_id, m.sub_group_id, sub_group_name, m.consumer_id, m.joined_at, m.notified_at)
 
 
 def _refusal(kind: GroupKind, failures: list[Failure], code: grpc.StatusCode) -> JoinRefusal:

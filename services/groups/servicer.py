@@ -284,7 +284,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
                 request.consumer_id, cursor[0] if cursor else None, limit
             )
         return groups_pb2.ListMembershipsResponse(
-            memberships=[membership_to_proto(r) for r in records],
+            memberships=[membership_to_proto(r, self.rules.sleeping.notice_days) for r in records],
             next_page_token=encode_page_token(after) if after else "",
         )
 

@@ -333,6 +333,9 @@ async def test_C15_X5_sleeping_members_get_notice_then_leave(gw: GatewayClient, 
     start = platform.now
     at(start + timedelta(days=31))
     assert (await ops.RunJob(sweep, metadata=gw.auth(OPS))).summary.startswith("2 noticed")
+    noticed = await gw.groups.ListMyGroups(gateway_pb2.ListMyGroupsRequest(), metadata=gw.auth(gw.consumer(sleeper)))
+    [membership] = noticed.memberships  # X5: the member sees the notice and when removal comes
+    assert membership.removal_after.ToDatetime(tzinfo=UTC) == start + timedelta(days=31 + 7)
     await ops.ReportMemberActivity(  # X5: activity after the notice lets the member stay
         operations_pb2.ReportMemberActivityRequest(
             group_set_id=group.group_set_id, consumer_id=active, active_at=ts(start + timedelta(days=32))
