@@ -143,12 +143,15 @@ class Stack:
         return env
 
     def migrate(self) -> None:
-        for name in BACKENDS:
-            subprocess.run(
-                [sys.executable, "-m", "services.common.migrations", name],
-                env=self.env_for(name),
-                check=True,
-            )
+        """Each service's database to its newest schema; the services' databases are separate,
+        so their migrations run side by side."""
+        running = {
+            name: subprocess.Popen([sys.executable, "-m", "services.common.migrations", name], env=self.env_for(name))
+            for name in BACKENDS
+        }
+        failed = [name for name, process in running.items() if process.wait() != 0]
+        if failed:
+            raise RuntimeError(f"migrations failed for {', '.join(failed)}")
 
     def start_process(self, name: str) -> None:
         if self.log_to_files:
