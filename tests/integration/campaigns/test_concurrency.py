@@ -22,12 +22,8 @@ parallel test run holds one pair's connections, not several.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -38,36 +34,21 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from services.common.client import internal_channel
 from services.common.clock import FileClock
 from tests.integration.campaigns.helpers import CASH, COUPON, Stub, activity, item, pool
 from tests.support import postgres
-from tests.support.inprocess import INTERNAL_TOKEN, migrate
+from tests.support.inprocess import INTERNAL_TOKEN
+from tests.support.replicas import Replica, replicas
 
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-STARTUP_SECONDS = 30.0
 T0 = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 STOCK = 50
 WALLET = 3
 RULES_TOML = f"[campaigns]\nwallet_size = {WALLET}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
 
 
 @dataclass
@@ -83,57 +64,17 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with postgres.fresh_database("campaigns") as url:
-        asyncio.run(migrate("campaigns", url))
         rules_file = tmp_path / "rules.toml"
         rules_file.write_text(RULES_TOML)
         clock_file = tmp_path / "clock"
         FileClock.write(clock_file, T0)
-        started: list[Replica] = []
-        try:
-            for i in range(2):
-                port = free_port()
-                env = {
-                    **os.environ,
-                    "QUN_DATABASE_URL": url,
-                    "QUN_GRPC_PORT": str(port),
-                    "QUN_METRICS_PORT": str(free_port()),
-                    "QUN_INTERNAL_TOKEN": INTERNAL_TOKEN,
-                    "QUN_RULES_FILE": str(rules_file),
-                    "QUN_CLOCK_FILE": str(clock_file),
-                    "QUN_JOB_INTERVAL_SECONDS": "0.1",  # both timers race the RunExpiry calls
-                    "QUN_LOG_LEVEL": "WARNING",
-                    "QUN_GRACE_SECONDS": "2",
-                }
-                log = tmp_path / f"campaigns-{i}.log"
-                with log.open("wb") as out:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "services.campaigns"], cwd=REPO_ROOT, env=env, stdout=out, stderr=out
-                    )
-                started.append(Replica(process, port, log))
+        env = {
+            "QUN_RULES_FILE": str(rules_file),
+            "QUN_CLOCK_FILE": str(clock_file),
+            "QUN_JOB_INTERVAL_SECONDS": "0.1",  # both timers race the RunExpiry calls
+        }
+        with replicas("campaigns", url, tmp_path, env=env) as started:
             yield Cluster(started, url, clock_file)
-        finally:
-            for replica in started:
-                if replica.process.poll() is None:
-                    replica.process.kill()
-                    replica.process.wait(10)
-
-
-async def wait_serving(replica: Replica) -> None:
-    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if replica.process.poll() is not None:
-                pytest.fail(f"campaigns exited with {replica.process.returncode}: {replica.log.read_text()}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                pytest.fail(f"campaigns not SERVING after {STARTUP_SECONDS}s: {replica.log.read_text()}")
-            await asyncio.sleep(0.1)
 
 
 async def outcome(call: object) -> tuple[grpc.StatusCode, object]:
@@ -144,7 +85,7 @@ async def outcome(call: object) -> tuple[grpc.StatusCode, object]:
 
 
 async def test_caps_hold_across_two_replicas_M2_M11_M10_M9(cluster: Cluster) -> None:
-    await asyncio.gather(*(wait_serving(r) for r in cluster.replicas))
+    await asyncio.gather(*(r.wait_serving() for r in cluster.replicas))
     channels = [internal_channel(f"127.0.0.1:{r.port}", INTERNAL_TOKEN) for r in cluster.replicas]
     stubs = [Stub(c) for c in channels]
     conn = await asyncpg.connect(cluster.url)

@@ -12,11 +12,7 @@ and exactly as many joins granted as the caps allowed.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,17 +21,15 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common.client import internal_channel
-from tests.support.inprocess import INTERNAL_TOKEN, migrate
+from tests.support.inprocess import INTERNAL_TOKEN
+from tests.support.replicas import Replica, replicas
 
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-STARTUP_SECONDS = 30.0
 STORE_SUB, STORE_SET, STORE_SUBS, STORE_MEMBERS = 7, 40, 10, 60
 LIVE_SUB, LIVE_SET, LIVE_SUBS = 5, 30, 4
 RULES_TOML = f"""
@@ -56,75 +50,18 @@ IRON = common_groups_pb2.Threshold(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-
 @pytest.fixture
-def replicas(pg_url: str, tmp_path: Path) -> Iterator[list[Replica]]:
-    asyncio.run(migrate("groups", pg_url))
+def running(pg_url: str, tmp_path: Path) -> Iterator[list[Replica]]:
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(RULES_TOML)
-    started: list[Replica] = []
-    try:
-        for i in range(2):
-            port = free_port()
-            env = {
-                **os.environ,
-                "QUN_DATABASE_URL": pg_url,
-                "QUN_GRPC_PORT": str(port),
-                "QUN_METRICS_PORT": str(free_port()),
-                "QUN_INTERNAL_TOKEN": INTERNAL_TOKEN,
-                "QUN_RULES_FILE": str(rules_file),
-                "QUN_LOG_LEVEL": "WARNING",
-                "QUN_GRACE_SECONDS": "2",
-            }
-            env.pop("QUN_CLOCK_FILE", None)
-            log = tmp_path / f"groups-{i}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "services.groups"], cwd=REPO_ROOT, env=env, stdout=out, stderr=out
-                )
-            started.append(Replica(process, port, log))
+    with replicas("groups", pg_url, tmp_path, env={"QUN_RULES_FILE": str(rules_file)}) as started:
         yield started
-    finally:
-        for replica in started:
-            if replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait(10)
-
-
-async def wait_serving(replica: Replica) -> None:
-    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if replica.process.poll() is not None:
-                pytest.fail(f"groups exited with {replica.process.returncode}: {replica.log.read_text()}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                pytest.fail(f"groups not SERVING after {STARTUP_SECONDS}s: {replica.log.read_text()}")
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
-async def stubs(replicas: list[Replica]) -> AsyncIterator[list[groups_pb2_grpc.GroupsServiceStub]]:
-    await asyncio.gather(*(wait_serving(r) for r in replicas))
-    channels = [internal_channel(f"127.0.0.1:{r.port}", INTERNAL_TOKEN) for r in replicas]
+async def stubs(running: list[Replica]) -> AsyncIterator[list[groups_pb2_grpc.GroupsServiceStub]]:
+    await asyncio.gather(*(r.wait_serving() for r in running))
+    channels = [internal_channel(f"127.0.0.1:{r.port}", INTERNAL_TOKEN) for r in running]
     try:
         yield [groups_pb2_grpc.GroupsServiceStub(c) for c in channels]
     finally:
@@ -155,7 +92,7 @@ async def add(stubs: list[groups_pb2_grpc.GroupsServiceStub], call: Call) -> tup
 
 
 async def test_t6_caps_hold_across_two_replicas_under_concurrent_joins(
-    stubs: list[groups_pb2_grpc.GroupsServiceStub], replicas: list[Replica], pg_url: str
+    stubs: list[groups_pb2_grpc.GroupsServiceStub], running: list[Replica], pg_url: str
 ) -> None:
     first, second = stubs
 
@@ -251,7 +188,7 @@ async def test_t6_caps_hold_across_two_replicas_under_concurrent_joins(
             assert seen.member_count == in_set[gs.group_set_id] == sum(s.member_count for s in seen.sub_groups)
             assert all(s.member_count <= s.capacity for s in seen.sub_groups)
 
-    for replica in replicas:
+    for replica in running:
         replica.process.send_signal(signal.SIGTERM)
-    for replica in replicas:
+    for replica in running:
         assert replica.process.wait(20) == 0, replica.log.read_text()

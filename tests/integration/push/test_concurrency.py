@@ -12,74 +12,32 @@ recipient once. The time it took and each process's peak RSS are printed.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qun.push.v1 import push_pb2 as p
 from qun.push.v1 import push_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import FileClock
-from tests.support.inprocess import INTERNAL_TOKEN, migrate
+from tests.support.inprocess import INTERNAL_TOKEN
+from tests.support.replicas import Replica, replicas
 
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-STARTUP_SECONDS = 30.0
 START = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 RECIPIENTS = 100_000
 APPEND_CHUNK = 5000
 BATCH = 1000
 QUALIFIED = p.AccountFacts(subscribers=500, old_customer_fans=5000, recent_broadcasts=9, revisit_rate_bp=800)
 MAX_PEAK_RSS_MB = 400  # a batch's bookkeeping, not the audience: far below what 100,000 ids would need in rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Replica:
-    index: int
-    port: int
-    env: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    peaks_mb: list[float] = field(default_factory=list)
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.push"], cwd=REPO_ROOT, env=self.env, stdout=out, stderr=out
-            )
-
-    def peak_rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.peaks_mb.append(self.peak_rss_mb())
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
 
 
 @pytest.fixture
@@ -90,58 +48,20 @@ def clock_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def replicas(pg_url: str, tmp_path: Path, clock_file: Path) -> Iterator[list[Replica]]:
-    asyncio.run(migrate("push", pg_url))
-    started: list[Replica] = []
-    try:
-        for i in range(2):
-            env = {
-                **os.environ,
-                "QUN_DATABASE_URL": pg_url,
-                "QUN_GRPC_PORT": str(free_port()),
-                "QUN_METRICS_PORT": str(free_port()),
-                "QUN_INTERNAL_TOKEN": INTERNAL_TOKEN,
-                "QUN_CLOCK_FILE": str(clock_file),
-                "QUN_LOG_LEVEL": "WARNING",
-                "QUN_GRACE_SECONDS": "2",
-                "QUN_PUSH_DISPATCH_BATCH": str(BATCH),
-                "QUN_PUSH_DISPATCH_POLL_SECONDS": "0.05",
-            }
-            env.pop("QUN_RULES_FILE", None)
-            replica = Replica(i, int(env["QUN_GRPC_PORT"]), env, tmp_path / f"push-{i}.log")
-            replica.start()
-            started.append(replica)
+def running(pg_url: str, tmp_path: Path, clock_file: Path) -> Iterator[list[Replica]]:
+    env = {
+        "QUN_CLOCK_FILE": str(clock_file),
+        "QUN_PUSH_DISPATCH_BATCH": str(BATCH),
+        "QUN_PUSH_DISPATCH_POLL_SECONDS": "0.05",
+    }
+    with replicas("push", pg_url, tmp_path, env=env) as started:
         yield started
-    finally:
-        for replica in started:
-            if replica.process is not None and replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait(10)
-
-
-async def wait_serving(replica: Replica) -> None:
-    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert replica.process is not None
-            if replica.process.poll() is not None:
-                pytest.fail(f"push exited with {replica.process.returncode}: {replica.log.read_text()}")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                pytest.fail(f"push not SERVING after {STARTUP_SECONDS}s: {replica.log.read_text()}")
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
-async def stubs(replicas: list[Replica]) -> AsyncIterator[list[push_pb2_grpc.PushServiceStub]]:
-    await asyncio.gather(*(wait_serving(r) for r in replicas))
-    channels = [internal_channel(f"127.0.0.1:{r.port}", INTERNAL_TOKEN) for r in replicas]
+async def stubs(running: list[Replica]) -> AsyncIterator[list[push_pb2_grpc.PushServiceStub]]:
+    await asyncio.gather(*(r.wait_serving() for r in running))
+    channels = [internal_channel(f"127.0.0.1:{r.port}", INTERNAL_TOKEN) for r in running]
     try:
         yield [push_pb2_grpc.PushServiceStub(c) for c in channels]
     finally:
@@ -255,7 +175,7 @@ async def open_transactions(pg_url: str) -> int:
 
 
 async def test_p7_100k_recipients_exactly_once_through_sigkill_mid_dispatch(
-    stubs: list[push_pb2_grpc.PushServiceStub], replicas: list[Replica], pg_url: str, clock_file: Path
+    stubs: list[push_pb2_grpc.PushServiceStub], running: list[Replica], pg_url: str, clock_file: Path
 ) -> None:
     first = stubs[0]
     draft = await first.CreateDraft(
@@ -284,7 +204,7 @@ async def test_p7_100k_recipients_exactly_once_through_sigkill_mid_dispatch(
     FileClock.write(clock_file, send_at)  # due now: both dispatchers start writing
     kills = []
     # One replica, then both at once: whichever holds the batch in flight dies with it.
-    for victims, fraction in (((replicas[0],), 0.3), ((replicas[0], replicas[1]), 0.6)):
+    for victims, fraction in (((running[0],), 0.3), ((running[0], running[1]), 0.6)):
         while (await delivered(pg_url, push_id))[0] < RECIPIENTS * fraction:
             assert time.monotonic() - began < 120, "dispatch stalled"
             await asyncio.sleep(0.01)
@@ -298,7 +218,7 @@ async def test_p7_100k_recipients_exactly_once_through_sigkill_mid_dispatch(
         assert time.monotonic() - began < 180, f"not sent: {state}"
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - began
-    await asyncio.gather(*(wait_serving(r) for r in replicas))
+    await asyncio.gather(*(r.wait_serving() for r in running))
 
     conn = await asyncpg.connect(pg_url)
     try:
@@ -334,19 +254,19 @@ async def test_p7_100k_recipients_exactly_once_through_sigkill_mid_dispatch(
         seen.update(message.recipient_ids)
     assert len(seen) == RECIPIENTS and set(seen.values()) == {1}
 
-    peaks = [r.peaks_mb for r in replicas]
-    for replica in replicas:
+    peaks = [r.peaks_mb for r in running]
+    for replica in running:
         replica.peaks_mb.append(replica.peak_rss_mb())
     print(
         f"\n[P7] {RECIPIENTS:,} deliveries in {batch_count} batches, approval-due to sent in {elapsed:.1f}s "
         f"({RECIPIENTS / elapsed:,.0f}/s); SIGKILL at (written, transactions open): {kills}; "
-        f"peak RSS per push process (MB): {[[round(m) for m in r.peaks_mb] for r in replicas]}"
+        f"peak RSS per push process (MB): {[[round(m) for m in r.peaks_mb] for r in running]}"
     )
-    assert all(m < MAX_PEAK_RSS_MB for r in replicas for m in r.peaks_mb), peaks
+    assert all(m < MAX_PEAK_RSS_MB for r in running for m in r.peaks_mb), peaks
 
-    for replica in replicas:
+    for replica in running:
         assert replica.process is not None
         replica.process.send_signal(signal.SIGTERM)
-    for replica in replicas:
+    for replica in running:
         assert replica.process is not None
         assert replica.process.wait(20) == 0, replica.log.read_text()
