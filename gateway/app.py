@@ -11,6 +11,7 @@ from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
 from gateway.operations import Backends, Discovery, GroupOperations
 from gateway.push import ObservingFactService, PushService
+from gateway.ratelimit import RateLimiter, RateLimitInterceptor
 from gateway.servicer import GroupService
 from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
@@ -44,6 +45,11 @@ class GatewayApp(ServiceApp):
 
     def auth_interceptor(self) -> Interceptor:
         return BearerAuthInterceptor(self.config.token_secret)
+
+    def guard_interceptors(self) -> Sequence[Interceptor]:
+        if not self.rules.abuse.enabled:
+            return ()
+        return (RateLimitInterceptor(RateLimiter(self.rules.abuse)),)
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         channel = internal_channel(target, self.settings.internal_token, record_metrics=True)

@@ -10,3 +10,8 @@ joins = Counter(
 creates = Counter(
     "qun_group_set_creates_total", "Group-set creations through the gateway by outcome.", ("kind", "outcome")
 )
+rate_limited = Counter(
+    "qun_gateway_rate_limited_total",
+    "Calls refused with RESOURCE_EXHAUSTED by the per-principal rate limit, by the caller's role.",
+    ("role",),
+)

@@ -6,6 +6,12 @@ the embedded mode queue instead of failing with "database is locked";
 PostgreSQL gets a pool, and the caps are guarded by row locks and
 conditional updates in the repositories (``for_update`` is a no-op on SQLite,
 whose writers are already serialised).
+
+A lost database connection (the server restarting, the network) is not a bug:
+the pool tests each connection as it hands it out (``pool_pre_ping``), so the
+first request after a restart gets a fresh one, and a transaction that fails
+because the server is gone raises ``Unavailable`` (gRPC UNAVAILABLE, which a
+caller with a request id retries) rather than an unexpected error (INTERNAL).
 """
 
 from __future__ import annotations
@@ -15,11 +21,46 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from services.common.errors import ServiceError, Unavailable
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# asyncpg's errors for a server that is gone, shutting down or not yet accepting connections.
+_ASYNCPG_DISCONNECTS = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CannotConnectNowError",
+        "PostgresConnectionError",
+        "ClientCannotConnectError",
+        "ConnectionRejectionError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ServerNotReadyError",
+        "InterfaceError",
+    }
+)
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) means the database cannot be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, (ConnectionError, TimeoutError, exc.TimeoutError)):
+            return True
+        if isinstance(current, OSError) and not isinstance(current, FileNotFoundError):
+            return True
+        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in _ASYNCPG_DISCONNECTS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -30,7 +71,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         _sqlite_immediate_transactions(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30, pool_pre_ping=True
+    )
 
 
 def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
@@ -66,8 +109,15 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except ServiceError:
+            raise
+        except Exception as error:
+            if is_disconnect(error):
+                raise Unavailable("the database is unavailable; retry") from error
+            raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -167,6 +167,13 @@ class Unauthenticated(ServiceError):
     reason = "UNAUTHENTICATED"
 
 
+class Unavailable(ServiceError):
+    """A dependency (the database) cannot be reached now; the caller may retry, with its request id."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
 class Aborted(ServiceError):
     """A concurrent change made the request stale; the caller may retry it."""
 

@@ -1,4 +1,4 @@
-"""Server interceptors, outermost first: metrics → logging → auth → errors.
+"""Server interceptors, outermost first: metrics → logging → auth → (guards) → errors.
 
 Each wraps the unary and server-streaming handlers of the services it guards.
 Health and reflection pass through untouched (probes need no credential).
@@ -19,7 +19,7 @@ import grpc
 from grpc_status import rpc_status
 
 from services.common import metrics
-from services.common.errors import ServiceError, Unauthenticated
+from services.common.errors import InvalidArgument, ServiceError, Unauthenticated
 from services.common.logs import request_id_var
 
 log = logging.getLogger("qun.rpc")
@@ -75,6 +75,7 @@ class Interceptor(grpc.aio.ServerInterceptor):
         return cached
 
     def _wrap(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        deserializer = tolerant_deserializer(handler.request_deserializer)
         if handler.unary_unary is not None:
             info = MethodInfo.parse(name, "unary")
             inner: Unary = handler.unary_unary
@@ -84,7 +85,7 @@ class Interceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -97,7 +98,7 @@ class Interceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -115,6 +116,41 @@ class Interceptor(grpc.aio.ServerInterceptor):
         iterator = await self.around(info, request, context, collect)
         async for item in iterator:
             yield item
+
+
+class MalformedRequest:
+    """Stands for a request body that did not decode; the error interceptor refuses it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def tolerant_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A body that fails to decode becomes a ``MalformedRequest`` instead of an exception.
+
+    grpc answers a deserializer's exception with INTERNAL/UNKNOWN and logs a
+    traceback; a client's garbage is its own error, so the error interceptor
+    turns the marker into INVALID_ARGUMENT after authentication.
+    """
+    if deserializer is None or getattr(deserializer, "_qun_tolerant", False):
+        return deserializer
+
+    def deserialize(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except Exception as error:  # noqa: BLE001 - any decode failure is the client's
+            return MalformedRequest(type(error).__name__)
+
+    deserialize._qun_tolerant = True  # type: ignore[attr-defined]
+    return deserialize
+
+
+def malformed(request: Any) -> InvalidArgument | None:
+    if isinstance(request, MalformedRequest):
+        return InvalidArgument.one("body", f"malformed request body ({request.error})")
+    return None
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -214,6 +250,9 @@ class ErrorInterceptor(Interceptor):
 
     async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
         try:
+            refusal = malformed(request)
+            if refusal is not None:
+                raise refusal
             return await call(request, context)
         except ServiceError as error:
             await abort_with(context, error)
@@ -226,6 +265,9 @@ class ErrorInterceptor(Interceptor):
 
     async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
         try:
+            refusal = malformed(request)
+            if refusal is not None:
+                raise refusal
             async for item in call(request, context):
                 yield item
         except ServiceError as error:

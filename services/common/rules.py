@@ -131,6 +131,32 @@ class CampaignRules:
 
 
 @dataclass(frozen=True)
+class AbuseRules:
+    """Per-principal rate limits at the gateway: a token bucket per caller and gateway replica.
+
+    ``<role>_rate`` calls a second refill the bucket, ``<role>_burst`` is its size.
+    """
+
+    enabled: bool
+    store_main_rate: int
+    store_main_burst: int
+    store_sub_rate: int
+    store_sub_burst: int
+    streamer_rate: int
+    streamer_burst: int
+    consumer_rate: int
+    consumer_burst: int
+    ops_rate: int
+    ops_burst: int
+    upstream_rate: int
+    upstream_burst: int
+
+    def limit(self, role: str) -> tuple[int, int]:
+        """(rate per second, burst) for a role's value, e.g. ``"consumer"``."""
+        return getattr(self, f"{role}_rate"), getattr(self, f"{role}_burst")
+
+
+@dataclass(frozen=True)
 class Rules:
     create: CreateRules
     join: JoinRules
@@ -142,6 +168,7 @@ class Rules:
     sleeping: SleepingRules
     push: PushRules
     campaigns: CampaignRules
+    abuse: AbuseRules
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -202,6 +229,9 @@ def _check(rules: Rules) -> None:
     for name, values in per_level:
         if len(values) != GROUP_LEVELS:
             raise RulesError(f"rule {name} needs one value per level L0..L4")
+    for role in ("store_main", "store_sub", "streamer", "consumer", "ops", "upstream"):
+        if min(rules.abuse.limit(role)) < 1:
+            raise RulesError(f"rules abuse.{role}_rate and abuse.{role}_burst must be at least 1")
     for section_field in dataclasses.fields(rules):
         section = getattr(rules, section_field.name)
         for key, value in dataclasses.asdict(section).items():

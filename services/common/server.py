@@ -54,6 +54,10 @@ class ServiceApp:
     def auth_interceptor(self) -> Interceptor:
         return InternalAuthInterceptor(self.settings.internal_token)
 
+    def guard_interceptors(self) -> Sequence[Interceptor]:
+        """Run after authentication, before the error interceptor (the gateway's rate limit)."""
+        return ()
+
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
         """Registers servicers; returns their full service names."""
         raise NotImplementedError
@@ -86,7 +90,13 @@ class Server:
         self.serve_metrics_http = serve_metrics_http
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), LoggingInterceptor(), app.auth_interceptor(), ErrorInterceptor()],
+            interceptors=[
+                MetricsInterceptor(),
+                LoggingInterceptor(),
+                app.auth_interceptor(),
+                *app.guard_interceptors(),
+                ErrorInterceptor(),
+            ],
             options=SERVER_OPTIONS,
         )
         self.port = 0

@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from qun.common.v1 import facts_pb2 as f
 from qun.common.v1 import groups_pb2 as g
@@ -22,9 +21,7 @@ from services.common.clock import ManualClock
 from services.common.errors import error_info, failures_of, field_violations, rule_ids, status_from_error
 from services.common.rules import Rules
 from services.common.server import Server
-from services.common.settings import async_url
 from services.eligibility.app import EligibilityApp
-from services.eligibility.models import Base
 from tests.integration.eligibility import facts as F
 from tests.support.inprocess import migrate, serve, settings_for
 
@@ -442,21 +439,6 @@ async def test_calls_without_the_internal_token_are_unauthenticated(tmp_path: Pa
             assert error.code() is grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop()
-
-
-async def test_migrations_match_the_models(stub: Stub, db_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    engine = create_async_engine(async_url(db_url))
-    try:
-        async with engine.connect() as connection:
-            diff = await connection.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
-            )
-    finally:
-        await engine.dispose()
-    assert diff == []
 
 
 # --- concurrency on PostgreSQL -------------------------------------------------------------
