@@ -9,7 +9,8 @@ import grpc
 from gateway.auth import BearerAuthInterceptor
 from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
-from gateway.operations import Backends, Discovery, GroupOperations
+from gateway.backends import Backends
+from gateway.operations import Discovery, GroupOperations
 from gateway.push import ObservingFactService, PushService
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
 from gateway.servicer import GroupService
@@ -63,7 +64,7 @@ class GatewayApp(ServiceApp):
         groups = groups_pb2_grpc.GroupsServiceStub(groups_channel)
         lifecycle = lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel)
         backends = Backends(eligibility, groups, lifecycle, downstream)
-        gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(eligibility, groups, downstream), server)
+        gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(backends), server)
         push = internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr))
         push_service = PushService(eligibility, push, downstream)
         public_push_pb2_grpc.add_PushServiceServicer_to_server(push_service, server)

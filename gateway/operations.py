@@ -13,10 +13,11 @@ import grpc
 
 from gateway import discovery
 from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from gateway.backends import Backends
+from gateway.downstream import Relayed
+from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from qun.groups.v1 import groups_pb2, lifecycle_pb2
 from services.common.errors import NotFound, PermissionDenied, failures_of, verdict
 from services.common.rules import Rules
 from services.common.validation import Fields
@@ -52,48 +53,6 @@ def require_store_staff(principal: Principal, store_id: str, *roles: Role) -> No
         raise PermissionDenied("the token's store is not this store")
 
 
-class Backends:
-    """The stubs and call policy both public services use."""
-
-    def __init__(
-        self,
-        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
-        groups: groups_pb2_grpc.GroupsServiceStub,
-        lifecycle: lifecycle_pb2_grpc.GroupLifecycleServiceStub,
-        downstream: Downstream,
-    ) -> None:
-        self.eligibility = eligibility
-        self.groups = groups
-        self.lifecycle = lifecycle
-        self.downstream = downstream
-
-    async def read(self, method, request, context):  # type: ignore[no-untyped-def]
-        return await self.downstream.call(method, request, safe=True, caller_remaining=context.time_remaining())
-
-    async def write(self, method, request, context):  # type: ignore[no-untyped-def]
-        return await self.downstream.call(method, request, safe=False, caller_remaining=context.time_remaining())
-
-    async def group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
-        reply = await self.read(self.groups.GetGroupSet, groups_pb2.GetGroupSetRequest(group_set_id=group_set_id), context)
-        return reply.group_set
-
-    async def join_verdict(
-        self, consumer_id: str, group_set: groups_pb2.GroupSet, context: grpc.aio.ServicerContext
-    ) -> eligibility_pb2.CheckJoinResponse:
-        return await self.read(
-            self.eligibility.CheckJoin,
-            eligibility_pb2.CheckJoinRequest(
-                consumer_id=consumer_id,
-                kind=group_set.kind,
-                store_id=group_set.store_id,
-                streamer_id=group_set.streamer_id,
-                threshold=group_set.threshold,
-                password_digest=group_set.password_digest,
-            ),
-            context,
-        )
-
-
 class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
     def __init__(self, backends: Backends) -> None:
         self.b = backends
@@ -116,7 +75,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
 
     async def ReportMemberActivity(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.UPSTREAM)
-        forwarded = lifecycle_pb2.RecordActivityRequest(group_set_id=request.group_set_id, consumer_id=request.consumer_id)
+        forwarded = lifecycle_pb2.RecordActivityRequest(
+            group_set_id=request.group_set_id, consumer_id=request.consumer_id
+        )
         if request.HasField("active_at"):
             forwarded.active_at.CopyFrom(request.active_at)
         await self.b.read(self.b.lifecycle.RecordActivity, forwarded, context)  # moving forward only: safe to repeat
@@ -152,7 +113,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         principal.require(Role.STORE_MAIN, rule_id="T3", why="the store's main account applies for expansion")
         require_store_staff(principal, request.store_id, Role.STORE_MAIN)
         granted = await self.b.write(
-            self.b.lifecycle.ApplyForExpansion, lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id), context
+            self.b.lifecycle.ApplyForExpansion,
+            lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id),
+            context,
         )
         return operations_pb2.ApplyForExpansionResponse(
             granted_members=granted.granted_members, member_capacity=granted.member_capacity
@@ -207,7 +170,12 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         return operations_pb2.ListAuditEntriesResponse(
             entries=[
                 operations_pb2.AuditEntry(
-                    at=e.at, actor=e.actor, action=e.action, target=e.target, old_value=e.old_value, new_value=e.new_value
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    target=e.target,
+                    old_value=e.old_value,
+                    new_value=e.new_value,
                 )
                 for e in listed.entries
             ],
@@ -312,9 +280,11 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
     async def GetStorePageModule(self, request, context):  # type: ignore[no-untyped-def]
         consumer = self._consumer(request.store_id)
         candidates, listed = await self._candidates(request.store_id, consumer, context)
-        first = listed.first_group_created_at.ToDatetime(tzinfo=self.clock.now().tzinfo) if listed.HasField(
-            "first_group_created_at"
-        ) else None
+        first = (
+            listed.first_group_created_at.ToDatetime(tzinfo=self.clock.now().tzinfo)
+            if listed.HasField("first_group_created_at")
+            else None
+        )
         module = discovery.store_page(
             candidates,
             consumer_in_store_group=listed.consumer_in_store_group,
@@ -396,5 +366,6 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         )
         if any(f.reason == "NOT_IN_GROUP" for f in failures):
             raise NotFound("membership", f"{request.group_set_id}/{request.sender_id}")
-        return operations_pb2.CheckMessageResponse(verdict=verdict(failures), hidden_from_others=hidden and not failures)
-
+        return operations_pb2.CheckMessageResponse(
+            verdict=verdict(failures), hidden_from_others=hidden and not failures
+        )

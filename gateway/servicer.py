@@ -12,11 +12,12 @@ import grpc
 
 from gateway import metrics, translate
 from gateway.auth import Principal, Role, current_principal
+from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
 from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from qun.groups.v1 import groups_pb2
 from services.common.errors import Failure, PermissionDenied, RuleRefusal, failures_of, verdict
 from services.common.validation import Fields
 
@@ -36,15 +37,8 @@ def refusal(failures: list[Failure]) -> RuleRefusal:
 
 
 class GroupService(gateway_pb2_grpc.GroupServiceServicer):
-    def __init__(
-        self,
-        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
-        groups: groups_pb2_grpc.GroupsServiceStub,
-        downstream: Downstream,
-    ) -> None:
-        self.eligibility = eligibility
-        self.groups = groups
-        self.downstream = downstream
+    def __init__(self, backends: Backends) -> None:
+        self.b = backends
 
     # -- creating -------------------------------------------------------------
 
@@ -61,11 +55,10 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def _check_create(
         self, principal: Principal, kind: int, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.CheckCreateResponse:
-        check = await self.downstream.call(
-            self.eligibility.CheckCreate,
+        check = await self.b.read(
+            self.b.eligibility.CheckCreate,
             eligibility_pb2.CheckCreateRequest(account_id=principal.subject, kind=kind),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         if principal.role is Role.STORE_MAIN and check.store_id != principal.store_id:
             raise PermissionDenied("the token's store is not this account's store", rule_id="E1")
@@ -83,8 +76,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         if failures:
             metrics.creates.labels(kind_name, "refused").inc()
             raise refusal(failures)
-        created = await self.downstream.call(
-            self.groups.CreateGroupSet,
+        created = await self.b.call(
+            self.b.groups.CreateGroupSet,
             groups_pb2.CreateGroupSetRequest(
                 request_id=request.request_id,
                 kind=request.kind,
@@ -98,8 +91,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 announcement=request.announcement,
                 newcomer_reply=request.newcomer_reply,
             ),
+            context,
             safe=bool(request.request_id),
-            caller_remaining=context.time_remaining(),
         )
         metrics.creates.labels(kind_name, "created").inc()
         return gateway_pb2.CreateGroupSetResponse(
@@ -116,20 +109,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
 
     # -- reading --------------------------------------------------------------
 
-    async def _group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
-        response = await self.downstream.call(
-            self.groups.GetGroupSet,
-            groups_pb2.GetGroupSetRequest(group_set_id=group_set_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
-        )
-        return response.group_set
-
     async def GetGroupSet(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
-        found = await self._group_set(request.group_set_id, context)
+        found = await self.b.group_set(request.group_set_id, context)
         staff = translate.is_staff(found, current_principal().subject)
         return gateway_pb2.GetGroupSetResponse(group_set=translate.group_set(found, show_staff_fields=staff))
 
@@ -141,16 +125,15 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             fields.fail("store_id", "exactly one of store_id and streamer_id is required")
         fields.page_size("page_size", request.page_size)
         fields.done()
-        listed = await self.downstream.call(
-            self.groups.ListGroupSets,
+        listed = await self.b.read(
+            self.b.groups.ListGroupSets,
             groups_pb2.ListGroupSetsRequest(
                 store_id=request.store_id,
                 streamer_id=request.streamer_id,
                 page_size=request.page_size,
                 page_token=request.page_token,
             ),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         subject = current_principal().subject
         return gateway_pb2.ListGroupSetsResponse(
@@ -165,9 +148,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     @staticmethod
     def _joiner() -> Principal:
         principal = current_principal()
-        principal.require(
-            Role.CONSUMER, rule_id="C12", why="only the consumer joins a group; nobody can add them"
-        )
+        principal.require(Role.CONSUMER, rule_id="C12", why="only the consumer joins a group; nobody can add them")
         return principal
 
     @staticmethod
@@ -182,15 +163,14 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         self, consumer_id: str, group_set_id: str, password: str, context: grpc.aio.ServicerContext
     ) -> tuple[groups_pb2.CheckJoinResponse, eligibility_pb2.CheckJoinResponse, list[Failure]]:
         """Both sides' verdicts on one join: groups state first, as it names the threshold."""
-        state = await self.downstream.call(
-            self.groups.CheckJoin,
+        state = await self.b.read(
+            self.b.groups.CheckJoin,
             groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         found = state.group_set
-        eligible = await self.downstream.call(
-            self.eligibility.CheckJoin,
+        eligible = await self.b.read(
+            self.b.eligibility.CheckJoin,
             eligibility_pb2.CheckJoinRequest(
                 consumer_id=consumer_id,
                 kind=found.kind,
@@ -201,8 +181,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 supplied_password=password,
                 exempt_from_score=state.is_staff,
             ),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return state, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
 
@@ -220,8 +199,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                     metrics.joins.labels("refused", failure.rule_id).inc()
                 raise refusal(failures)
             try:
-                added = await self.downstream.call(
-                    self.groups.AddMember,
+                added = await self.b.call(
+                    self.b.groups.AddMember,
                     groups_pb2.AddMemberRequest(
                         request_id=request.request_id,
                         group_set_id=request.group_set_id,
@@ -229,8 +208,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                         threshold_version=state.group_set.threshold_version,
                         messages_hidden=eligible.below_score_bar,
                     ),
+                    context,
                     safe=bool(request.request_id),
-                    caller_remaining=context.time_remaining(),
                 )
             except Relayed as error:
                 if error.code is grpc.StatusCode.ABORTED and attempt + 1 < JOIN_ATTEMPTS:
@@ -256,11 +235,10 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        await self.downstream.call(
-            self.groups.RemoveMember,
+        await self.b.write(
+            self.b.groups.RemoveMember,
             groups_pb2.RemoveMemberRequest(group_set_id=request.group_set_id, consumer_id=consumer.subject),
-            safe=False,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return gateway_pb2.LeaveGroupSetResponse()
 
@@ -270,13 +248,12 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        listed = await self.downstream.call(
-            self.groups.ListMemberships,
+        listed = await self.b.read(
+            self.b.groups.ListMemberships,
             groups_pb2.ListMembershipsRequest(
                 consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
             ),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return gateway_pb2.ListMyGroupsResponse(
             memberships=[translate.membership(m) for m in listed.memberships],
@@ -287,7 +264,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
 
     async def _owned_set(self, group_set_id: str, context: grpc.aio.ServicerContext, why: str) -> groups_pb2.GroupSet:
         """R1/R2: the owner (the store's main account, or the streamer) manages admins and dissolves."""
-        found = await self._group_set(group_set_id, context)
+        found = await self.b.group_set(group_set_id, context)
         if current_principal().subject != found.owner_account_id:
             raise PermissionDenied(why, rule_id="R2")
         return found
@@ -302,11 +279,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def AddAdmin(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_admin(request)
         found = await self._owned_set(request.group_set_id, context, "only the owner appoints super admins")
-        appointee = await self.downstream.call(
-            self.eligibility.GetAccount,
-            eligibility_pb2.GetAccountRequest(account_id=request.account_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+        appointee = await self.b.read(
+            self.b.eligibility.GetAccount, eligibility_pb2.GetAccountRequest(account_id=request.account_id), context
         )
         account = appointee.account
         if found.store_id and not (
@@ -322,26 +296,22 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                     )
                 ]
             )
-        updated = await self.downstream.call(
-            self.groups.AddAdmin,
+        updated = await self.b.read(
+            self.b.groups.AddAdmin,
             groups_pb2.AddAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return gateway_pb2.AddAdminResponse(group_set=translate.group_set(updated.group_set, show_staff_fields=True))
 
     async def RemoveAdmin(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_admin(request)
         await self._owned_set(request.group_set_id, context, "only the owner removes super admins")
-        updated = await self.downstream.call(
-            self.groups.RemoveAdmin,
+        updated = await self.b.write(
+            self.b.groups.RemoveAdmin,
             groups_pb2.RemoveAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
-            safe=False,
-            caller_remaining=context.time_remaining(),
+            context,
         )
-        return gateway_pb2.RemoveAdminResponse(
-            group_set=translate.group_set(updated.group_set, show_staff_fields=True)
-        )
+        return gateway_pb2.RemoveAdminResponse(group_set=translate.group_set(updated.group_set, show_staff_fields=True))
 
     async def UpdateGroupSetSettings(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()
@@ -350,7 +320,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         principal = current_principal()
         if not request.group_id.startswith(SUB_GROUP_PREFIX):
             # A sub-group id goes straight to groups, which refuses it (R3) without changes.
-            found = await self._group_set(request.group_id, context)
+            found = await self.b.group_set(request.group_id, context)
             if not translate.is_staff(found, principal.subject):
                 raise PermissionDenied("only the owner and super admins edit settings", rule_id="R2")
         forwarded = groups_pb2.UpdateSettingsRequest(group_id=request.group_id)
@@ -359,9 +329,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 setattr(forwarded, name, getattr(request, name))
         if request.HasField("threshold"):
             forwarded.threshold.CopyFrom(request.threshold)
-        updated = await self.downstream.call(
-            self.groups.UpdateSettings, forwarded, safe=True, caller_remaining=context.time_remaining()
-        )
+        updated = await self.b.read(self.b.groups.UpdateSettings, forwarded, context)
         return gateway_pb2.UpdateGroupSetSettingsResponse(
             group_set=translate.group_set(updated.group_set, show_staff_fields=True)
         )
@@ -371,21 +339,19 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
         await self._owned_set(request.group_set_id, context, "admins cannot dissolve a group; only the owner can")
-        await self.downstream.call(
-            self.groups.DissolveGroupSet,
+        await self.b.write(
+            self.b.groups.DissolveGroupSet,
             groups_pb2.DissolveGroupSetRequest(group_set_id=request.group_set_id),
-            safe=False,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return gateway_pb2.DissolveGroupSetResponse()
 
     async def SetGroupLevel(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.OPS)
-        await self.downstream.call(
-            self.groups.SetGroupLevel,
+        await self.b.read(
+            self.b.groups.SetGroupLevel,
             groups_pb2.SetGroupLevelRequest(store_id=request.store_id, month=request.month, level=request.level),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+            context,
         )
         return gateway_pb2.SetGroupLevelResponse()
 
