@@ -14,11 +14,12 @@ from gateway import metrics, translate
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
+from gateway.views import GroupSetViews
 from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from qun.groups.v1 import groups_pb2
-from services.common.errors import Failure, PermissionDenied, RuleRefusal, failures_of, verdict
+from services.common.errors import Failure, PermissionDenied, RuleRefusal, failures_from_status, failures_of, verdict
 from services.common.validation import Fields
 
 CAPACITY_RULES = frozenset({"T1", "T2", "T4"})
@@ -39,6 +40,7 @@ def refusal(failures: list[Failure]) -> RuleRefusal:
 class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     def __init__(self, backends: Backends) -> None:
         self.b = backends
+        self.views = GroupSetViews()
 
     # -- creating -------------------------------------------------------------
 
@@ -159,39 +161,61 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.identifier("request_id", request_id, required=False)
         fields.done()
 
+    def _eligibility_request(
+        self, consumer_id: str, found: groups_pb2.GroupSet, password: str, is_staff: bool
+    ) -> eligibility_pb2.CheckJoinRequest:
+        return eligibility_pb2.CheckJoinRequest(
+            consumer_id=consumer_id,
+            kind=found.kind,
+            store_id=found.store_id,
+            streamer_id=found.streamer_id,
+            threshold=found.threshold,
+            password_digest=found.password_digest,
+            supplied_password=password,
+            exempt_from_score=is_staff,
+        )
+
     async def _join_verdict(
         self, consumer_id: str, group_set_id: str, password: str, context: grpc.aio.ServicerContext
-    ) -> tuple[groups_pb2.CheckJoinResponse, eligibility_pb2.CheckJoinResponse, list[Failure]]:
+    ) -> tuple[groups_pb2.GroupSet, eligibility_pb2.CheckJoinResponse, list[Failure]]:
         """Both sides' verdicts on one join: groups state first, as it names the threshold."""
         state = await self.b.read(
             self.b.groups.CheckJoin,
             groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer_id),
             context,
         )
-        found = state.group_set
+        self.views.put(state.group_set)
         eligible = await self.b.read(
             self.b.eligibility.CheckJoin,
-            eligibility_pb2.CheckJoinRequest(
-                consumer_id=consumer_id,
-                kind=found.kind,
-                store_id=found.store_id,
-                streamer_id=found.streamer_id,
-                threshold=found.threshold,
-                password_digest=found.password_digest,
-                supplied_password=password,
-                exempt_from_score=state.is_staff,
-            ),
+            self._eligibility_request(consumer_id, state.group_set, password, state.is_staff),
             context,
         )
-        return state, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
+        return state.group_set, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
+
+    async def _fast_verdict(
+        self, consumer_id: str, view: groups_pb2.GroupSet, password: str, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.CheckJoinResponse:
+        """Eligibility alone, over a kept copy of the set; groups' own rules are checked by AddMember."""
+        return await self.b.read(
+            self.b.eligibility.CheckJoin,
+            self._eligibility_request(consumer_id, view, password, translate.is_staff(view, consumer_id)),
+            context,
+        )
 
     async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_join(request.group_set_id, request.password, request.request_id)
         consumer = self._joiner()
         for attempt in range(JOIN_ATTEMPTS):
-            state, eligible, failures = await self._join_verdict(
-                consumer.subject, request.group_set_id, request.password, context
-            )
+            view = self.views.get(request.group_set_id) if attempt == 0 else None
+            failures: list[Failure] = []
+            if view is not None:
+                eligible = await self._fast_verdict(consumer.subject, view, request.password, context)
+                if not eligible.verdict.allowed:
+                    view = None  # a refusal names every failed rule (C14): ask groups too
+            if view is None:
+                view, eligible, failures = await self._join_verdict(
+                    consumer.subject, request.group_set_id, request.password, context
+                )
             # A retried request finds its own membership: let groups replay it.
             replay = bool(request.request_id) and [f.rule_id for f in failures] == ["C13"]
             if failures and not replay:
@@ -205,15 +229,18 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                         request_id=request.request_id,
                         group_set_id=request.group_set_id,
                         consumer_id=consumer.subject,
-                        threshold_version=state.group_set.threshold_version,
+                        threshold_version=view.threshold_version,
                         messages_hidden=eligible.below_score_bar,
                     ),
                     context,
                     safe=bool(request.request_id),
                 )
             except Relayed as error:
+                self.views.drop(request.group_set_id)
                 if error.code is grpc.StatusCode.ABORTED and attempt + 1 < JOIN_ATTEMPTS:
                     continue  # the threshold changed under us: check the new one (C11)
+                for failure in failures_from_status(error.status):
+                    metrics.joins.labels("refused", failure.rule_id).inc()
                 raise
             metrics.joins.labels("joined", "").inc()
             return gateway_pb2.JoinGroupSetResponse(

@@ -394,3 +394,27 @@ async def test_C5_merchant_blacklist(gw: GatewayClient, platform: RunningStack) 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await join(gw, banned, group.group_set_id)
     assert rules_of(refused.value) == ["C5"]
+
+
+def client_calls(platform: RunningStack, method: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(platform.stack.gateway.metrics_url, timeout=5) as page:
+        text = page.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("grpc_client_handled_total{") and f'grpc_method="{method}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_join_into_a_known_set_needs_two_backend_calls(gw: GatewayClient, platform: RunningStack) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    group = await new_group(gw, store_id, main_id)
+    first, second = unique("c"), unique("c")
+    await gw.report(facts.consumer(first, follows=(store_id,)) + facts.consumer(second, follows=(store_id,)))
+    await join(gw, first, group.group_set_id)
+    checks = client_calls(platform, "CheckJoin")
+    await join(gw, second, group.group_set_id)
+    # eligibility's CheckJoin and groups' AddMember; the set's threshold was kept from the first join
+    assert client_calls(platform, "CheckJoin") == checks + 1
