@@ -47,7 +47,19 @@ up: proto
 	$(PY) -m cli --data-dir data up
 
 test: proto lint-proto lint-python deploy-check e2e
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not faults" tests
+	$(MAKE) faults
+
+# Kills each process and restarts the machine's PostgreSQL under load, so it runs alone, after
+# the parallel suite (README, Reliability). REQUIRE_POSTGRES=1 turns a missing server into a failure.
+.PHONY: faults soak
+faults: proto
+	$(PY) -m pytest -m faults tests/faults
+
+# Ten minutes of mixed load on a local stack: RSS, latency percentiles and error codes per minute.
+SOAK_SECONDS ?= 600
+soak: proto
+	$(PY) -m tests.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 unit: proto
 	$(PY) -m pytest tests/unit

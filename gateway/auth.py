@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextvars
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import jwt
 
@@ -53,6 +55,43 @@ class Principal:
 
 
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+
+LIVE_GROUP_KIND = 2  # qun.common.v1.GroupKind.GROUP_KIND_LIVE
+
+
+class GroupSetLike(Protocol):
+    kind: int
+    store_id: str
+    owner_account_id: str
+
+    @property
+    def admin_ids(self) -> Sequence[str]: ...
+
+
+def is_owner(principal: Principal, group_set: GroupSetLike) -> bool:
+    """The group-set's owner: its store's main account (or the streamer of a storeless live group).
+
+    Ids are compared together with the role and store, so a consumer (or another
+    store's account) whose id happens to equal the owner's is not the owner.
+    """
+    if principal.subject != group_set.owner_account_id:
+        return False
+    if principal.role is Role.STORE_MAIN:
+        return principal.store_id == group_set.store_id
+    return principal.role is Role.STREAMER and not group_set.store_id and group_set.kind == LIVE_GROUP_KIND
+
+
+def is_staff(principal: Principal, group_set: GroupSetLike) -> bool:
+    """The owner, or a super admin in a role that can be one: the store's sub-account, or the
+    streamer of a live fan group (E4)."""
+    if is_owner(principal, group_set):
+        return True
+    if principal.subject not in group_set.admin_ids:
+        return False
+    if principal.role is Role.STORE_SUB:
+        return principal.store_id == group_set.store_id
+    return principal.role is Role.STREAMER and group_set.kind == LIVE_GROUP_KIND
 
 
 def current_principal() -> Principal:

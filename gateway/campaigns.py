@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from gateway import auth
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from qun.campaigns.v1 import campaigns_pb2 as internal
@@ -79,10 +80,6 @@ def require_store(principal: Principal, store_id: str, *extra: Role) -> None:
     principal.require(*STORE_ROLES, *extra)
     if principal.store_id != store_id:
         raise PermissionDenied("the token's store is not this store")
-
-
-def is_staff(group_set: groups_pb2.GroupSet, account_id: str) -> bool:
-    return account_id == group_set.owner_account_id or account_id in group_set.admin_ids
 
 
 class CampaignService(public_grpc.CampaignServiceServicer):
@@ -146,7 +143,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         """The group-set, when the caller is its owner or one of its super admins (R1, R2)."""
         principal.require(*ACTIVITY_ROLES, why="activities are run by the group-set's owner and super admins")
         found = await self._group_set(group_set_id, context)
-        if not is_staff(found, principal.subject):
+        if not auth.is_staff(principal, found):
             raise PermissionDenied("only the group-set's owner and super admins run its activities", rule_id="R2")
         if not found.store_id:
             raise InvalidArgument.one("group_set_id", "campaigns run in a store's group-sets; this one has no store")
@@ -230,7 +227,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
         activity = await self._activity(principal.store_id, request.activity_id, context)
         found = await self._group_set(activity.group_set_id, context)
-        if principal.subject != found.owner_account_id:
+        if not auth.is_owner(principal, found):
             raise PermissionDenied("only the store's main account sets a trumpet", rule_id="M12")
         sub_groups = {s.sub_group_id for s in found.sub_groups}
         if request.group_id != found.group_set_id and request.group_id not in sub_groups:

@@ -11,7 +11,7 @@ import asyncio
 
 import grpc
 
-from gateway import discovery
+from gateway import auth, discovery
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Relayed
@@ -192,7 +192,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         fields.done()
         found = await self.b.group_set(request.group_set_id, context)
         principal = current_principal()
-        if principal.subject != found.owner_account_id and principal.subject not in found.admin_ids:
+        if not auth.is_staff(principal, found):
             raise PermissionDenied("the owner and super admins ask what-if", rule_id="X2")
         members: list[str] = []
         token = ""

@@ -9,11 +9,10 @@ rich statuses. Domain metrics are counted after the transaction committed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import IntegrityError
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
@@ -68,11 +67,8 @@ MAX_ORDER_ENTRIES = 100
 
 def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | None:
     """A required timestamp field as an aware UTC datetime."""
-    if not holder.HasField(name):  # type: ignore[attr-defined]
-        f.fail(prefix + name, "required")
-        return None
-    stamp: Timestamp = getattr(holder, name)
-    return stamp.ToDatetime(tzinfo=UTC)
+    present = holder.HasField(name)  # type: ignore[attr-defined]
+    return f.instant(prefix + name, getattr(holder, name) if present else None)
 
 
 def _ids(f: Fields, name: str, values: object) -> tuple[str, ...]:
@@ -266,13 +262,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             f.positive(f"{where}.value_fen", p.value_fen)
             f.positive(f"{where}.count", p.count, high=MAX_POOL_PRIZES)
             f.positive(f"{where}.per_user_limit", p.per_user_limit, high=MAX_POOL_PRIZES)
-            expires = None
-            if not p.HasField("expires_at"):
-                f.fail(f"{where}.expires_at", "required")
-            else:
-                expires = p.expires_at.ToDatetime(tzinfo=UTC)
-                if expires <= starts_at:
-                    f.fail(f"{where}.expires_at", "must be after starts_at")
+            expires = _when(f, "expires_at", p, f"{where}.")
+            if expires is not None and expires <= starts_at:
+                f.fail(f"{where}.expires_at", "must be after starts_at")
             if prize in PRIZE_FROM_PROTO and expires is not None:
                 pools.append(NewPool(PRIZE_FROM_PROTO[prize], p.value_fen, p.count, p.per_user_limit, expires))
         f.done()

@@ -20,6 +20,11 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.enable_retries", 0),  # retries are decided per call by the gateway
+    # A backend back from a crash is tried again within a second, not after gRPC's default
+    # backoff (up to two minutes), during which every call would fail fast with UNAVAILABLE.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 

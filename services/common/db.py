@@ -41,6 +41,7 @@ _ASYNCPG_DISCONNECTS = frozenset(
         "CrashShutdownError",
         "ServerNotReadyError",
         "InterfaceError",
+        "InternalClientError",
     }
 )
 
@@ -71,9 +72,27 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         _sqlite_immediate_transactions(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30, pool_pre_ping=True
     )
+    _broken_connections_are_disconnects(engine)
+    return engine
+
+
+def _broken_connections_are_disconnects(engine: AsyncEngine) -> None:
+    """A connection left mid-operation (a query cancelled by a deadline) is thrown away, not reused.
+
+    asyncpg then answers "another operation is in progress" to everything, which
+    SQLAlchemy does not count as a disconnect: the pool would hand the broken
+    connection out again (the ping fails, the request fails with INTERNAL).
+    Marked as a disconnect, the ping replaces it and a query on it is retried
+    by the caller as UNAVAILABLE.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        if not context.is_disconnect and is_disconnect(context.original_exception):
+            context.is_disconnect = True
 
 
 def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:

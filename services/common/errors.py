@@ -20,6 +20,21 @@ from grpc_status import rpc_status
 from qun.common.v1 import verdict_pb2
 
 DOMAIN = "qun"
+# A status travels in trailers, which peers cap (8 KiB by default): texts that may
+# echo a caller's input are clipped to these many UTF-8 bytes, and field
+# violations are listed while they fit in MAX_VIOLATIONS_BYTES (then one more
+# says how many were left out).
+MAX_MESSAGE_BYTES = 400
+MAX_DETAIL_BYTES = 160
+MAX_VIOLATIONS_BYTES = 2500
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, marked with "…" when cut."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode("utf-8", errors="ignore") + "…"
 
 
 @dataclass(frozen=True)
@@ -62,11 +77,12 @@ class ServiceError(Exception):
     reason: str = "ERROR"
 
     def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+        message = clip(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         if reason:
             self.reason = reason
-        self.metadata = dict(metadata or {})
+        self.metadata = {k: clip(v, MAX_DETAIL_BYTES) for k, v in (metadata or {}).items()}
 
     def details(self) -> list[object]:
         return []
@@ -95,14 +111,19 @@ class InvalidArgument(ServiceError):
         return cls([FieldViolation(field_name, description)])
 
     def details(self) -> list[object]:
-        return [
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in self.violations
-                ]
+        listed = error_details_pb2.BadRequest()
+        size = 0
+        for index, v in enumerate(self.violations):
+            item = error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, MAX_DETAIL_BYTES), description=clip(v.description, MAX_DETAIL_BYTES)
             )
-        ]
+            size += item.ByteSize() + 3
+            if size > MAX_VIOLATIONS_BYTES:
+                left = len(self.violations) - index
+                listed.field_violations.add(field="…", description=f"and {left} more violations")
+                break
+            listed.field_violations.append(item)
+        return [listed]
 
 
 class RuleRefusal(ServiceError):
@@ -128,7 +149,7 @@ class RuleRefusal(ServiceError):
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=f.rule_id, subject=f.reason, description=f.message
+                        type=f.rule_id, subject=f.reason, description=clip(f.message, MAX_DETAIL_BYTES)
                     )
                     for f in self.failures
                 ]
@@ -146,7 +167,11 @@ class NotFound(ServiceError):
         super().__init__(f"{resource_type} {name!r} not found", metadata={"resource_type": resource_type, "name": name})
 
     def details(self) -> list[object]:
-        return [error_details_pb2.ResourceInfo(resource_type=self.resource_type, resource_name=self.name)]
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type=self.resource_type, resource_name=clip(self.name, MAX_DETAIL_BYTES)
+            )
+        ]
 
 
 class AlreadyExists(ServiceError):
@@ -182,8 +207,15 @@ class Aborted(ServiceError):
 
 
 def status_from_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
-    """The rich status a peer sent, or None when it sent only code and text."""
-    return rpc_status.from_call(error)  # type: ignore[arg-type]
+    """The rich status a peer sent, or None when it sent only code and text.
+
+    None too when the details do not match the call's code: the peer's status
+    never arrived whole (e.g. its trailers were over the size limit).
+    """
+    try:
+        return rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 def failures_from_status(status: status_pb2.Status | None) -> list[Failure]:

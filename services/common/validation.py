@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
@@ -21,6 +24,7 @@ MAX_TEXT_CHARS = 2000
 MAX_PAGE_SIZE = 500
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
+MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 
 class Fields:
@@ -68,6 +72,16 @@ class Fields:
         elif value > high:
             self.fail(field, f"at most {high}, got {value}")
         return value
+
+    def instant(self, field: str, stamp: Timestamp | None) -> datetime | None:
+        """A timestamp as an aware UTC datetime; None (and a violation) when absent or out of range."""
+        if stamp is None:
+            self.fail(field, "required")
+            return None
+        if not 0 < stamp.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
+            self.fail(field, "must be a valid time between 1970 and 9999")
+            return None
+        return stamp.ToDatetime(tzinfo=UTC)
 
     def page_size(self, field: str, value: int, default: int = 50) -> int:
         if value < 0:

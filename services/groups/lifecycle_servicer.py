@@ -128,13 +128,11 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f = Fields()
         f.identifier("group_set_id", request.group_set_id)
         f.identifier("consumer_id", request.consumer_id)
-        if not request.HasField("active_at"):
-            f.fail("active_at", "required")
-        f.done()
-        at = request.active_at.ToDatetime(tzinfo=self.clock.now().tzinfo)
-        if at > self.clock.now() + timedelta(days=1):
+        at = f.instant("active_at", request.active_at if request.HasField("active_at") else None)
+        if at is not None and at > self.clock.now() + timedelta(days=1):
             f.fail("active_at", "more than a day in the future")
-            f.done()
+        f.done()
+        assert at is not None
         async with self.db.transaction() as session:
             await self._repository(session, context).record_activity(request.group_set_id, request.consumer_id, at)
         return lifecycle_pb2.RecordActivityResponse()

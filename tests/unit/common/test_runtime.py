@@ -84,3 +84,14 @@ def test_file_clock_follows_the_file(tmp_path: Path) -> None:
     assert clock.now() == start
     FileClock.write(path, start + timedelta(days=2))
     assert clock.now() == start + timedelta(days=2)
+
+
+def test_timestamps_out_of_range_are_invalid_arguments() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    fields = Fields()
+    assert fields.instant("at", Timestamp(seconds=-1)) is None
+    assert fields.instant("at", Timestamp(seconds=2**62)) is None
+    assert fields.instant("at", None) is None
+    assert fields.instant("ok", Timestamp(seconds=1_700_000_000)) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert [v.field for v in fields.violations] == ["at", "at", "at"]
