@@ -48,9 +48,12 @@ END_CARD_PAGE = 100
 def convert(source: Message, target: type[M], **scalars: Any) -> M:
     """``source`` copied field by field into a new ``target`` (unknown fields dropped), then ``scalars`` set."""
     out = target()
-    json_format.ParseDict(
-        json_format.MessageToDict(source, preserving_proto_field_name=True), out, ignore_unknown_fields=True
-    )
+    try:
+        json_format.ParseDict(
+            json_format.MessageToDict(source, preserving_proto_field_name=True), out, ignore_unknown_fields=True
+        )
+    except (json_format.Error, ValueError) as error:  # e.g. a timestamp outside 0001..9999, nanos out of range
+        raise InvalidArgument.one("request", f"cannot be read: {error}") from None
     for name, value in scalars.items():
         setattr(out, name, value)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 
 from gateway import metrics, translate
-from gateway.auth import Principal, Role, current_principal
+from gateway.auth import Principal, Role, current_principal, is_owner
 from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
 from gateway.views import GroupSetViews
@@ -198,7 +198,10 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         """Eligibility alone, over a kept copy of the set; groups' own rules are checked by AddMember."""
         return await self.b.read(
             self.b.eligibility.CheckJoin,
-            self._eligibility_request(consumer_id, view, password, translate.is_staff(view, consumer_id)),
+            # The same test the groups service makes for CheckJoin's is_staff (C2 exemption).
+            self._eligibility_request(
+                consumer_id, view, password, consumer_id == view.owner_account_id or consumer_id in view.admin_ids
+            ),
             context,
         )
 
@@ -292,7 +295,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def _owned_set(self, group_set_id: str, context: grpc.aio.ServicerContext, why: str) -> groups_pb2.GroupSet:
         """R1/R2: the owner (the store's main account, or the streamer) manages admins and dissolves."""
         found = await self.b.group_set(group_set_id, context)
-        if current_principal().subject != found.owner_account_id:
+        if not is_owner(current_principal(), found):
             raise PermissionDenied(why, rule_id="R2")
         return found
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from qun.gateway.v1 import operations_pb2
+from qun.gateway.v1 import campaigns_pb2, operations_pb2
 from tests.fuzz import strategies
 from tests.security.test_authorisation import ALLOWED
 from tests.support.hostile import (
@@ -71,6 +72,17 @@ def regressions(world: World) -> list[tuple[str, object, str, grpc.StatusCode]]:
         ("RunJob", operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period="x" * 5000), "ops",
          grpc.StatusCode.INVALID_ARGUMENT),
         ("RunJob", operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period="群" * 5000), "ops",
+         grpc.StatusCode.INVALID_ARGUMENT),
+        # A timestamp outside 0001..9999 reached the groups service, whose conversion raised: INTERNAL
+        # (now refused by Fields.instant there).
+        ("ReportMemberActivity", operations_pb2.ReportMemberActivityRequest(
+            group_set_id=world.group_set_id, consumer_id=world.member_id,
+            active_at=Timestamp(seconds=936534780444939232, nanos=152)), "upstream",
+         grpc.StatusCode.INVALID_ARGUMENT),
+        # The same in an activity's window: the gateway's JSON copy into the backend's message raised.
+        ("CreateActivity", campaigns_pb2.CreateActivityRequest(
+            group_set_id=world.group_set_id, title="投票", voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]),
+            starts_at=Timestamp(seconds=2**62), ends_at=Timestamp(seconds=1, nanos=-5)), "store_main",
          grpc.StatusCode.INVALID_ARGUMENT),
     ]
 

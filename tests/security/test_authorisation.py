@@ -300,17 +300,6 @@ def impostors(world: World, activity_id: str) -> list[str]:
     return wrong
 
 
-# Still open, in a file being reworked: the owner check of AddAdmin, RemoveAdmin and
-# DissolveGroupSet (GroupService._owned_set) compares the account id only. Listed so the
-# test fails once it is fixed, and the entry can go.
-KNOWN_OPEN = ("GroupService.AddAdmin as a ",)
-
-
-def split_known(wrong: list[str]) -> tuple[list[str], list[str]]:
-    known = [w for w in wrong if w.startswith(KNOWN_OPEN)]
-    return [w for w in wrong if not w.startswith(KNOWN_OPEN)], known
-
-
 async def raw_call(world: World, rpc: Rpc, request: Any, metadata: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
     try:
         await world.channel().unary_unary(rpc.path, rpc.request.SerializeToString, rpc.response.FromString)(
@@ -345,8 +334,7 @@ def secrets_in_logs(world: World) -> list[str]:
 
 def test_authorisation_matrix_tokens_backends_and_logs(world: World) -> None:
     activity_id, purchase_id = world.run(activity_and_purchase(world))
-    wrong, known = split_known(impostors(world, activity_id))
-    assert known, "the owner check of AddAdmin now compares the role too: remove it from KNOWN_OPEN"
+    wrong = impostors(world, activity_id)
     wrong += matrix(world, activity_id, purchase_id)
     wrong += bad_tokens(world)
     wrong += bare_backends(world)
