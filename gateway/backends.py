@@ -31,7 +31,7 @@ class Backends:
 
     async def call(self, method, request, context, *, safe: bool):  # type: ignore[no-untyped-def]
         """One downstream call within what is left of the caller's deadline."""
-        return await self.downstream.call(method, request, safe=safe, caller_remaining=context.time_remaining())
+        return await self.downstream.within(context, method, request, safe=safe)
 
     async def read(self, method, request, context):  # type: ignore[no-untyped-def]
         """A call that is safe to retry: reads and idempotent writes."""

@@ -100,7 +100,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self.poll_seconds = poll_seconds
 
     async def _call(self, method: Any, request: Any, context: grpc.aio.ServicerContext, *, safe: bool) -> Any:
-        return await self.downstream.call(method, request, safe=safe, caller_remaining=context.time_remaining())
+        return await self.downstream.within(context, method, request, safe=safe)
 
     # -- what other services know ------------------------------------------------------------
 

@@ -73,3 +73,9 @@ class Downstream:
                     raise Relayed.from_rpc_error(error) from None
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def within(
+        self, context: grpc.aio.ServicerContext, method: Callable[..., Awaitable[Response]], request: Any, *, safe: bool
+    ) -> Response:
+        """``call`` inside what is left of the serving call's own deadline."""
+        return await self.call(method, request, safe=safe, caller_remaining=context.time_remaining())

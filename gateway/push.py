@@ -133,11 +133,8 @@ class PushService(public_grpc.PushServiceServicer):
     # -- helpers -------------------------------------------------------------------------------
 
     async def _facts(self, store_id: str, context: grpc.aio.ServicerContext) -> eligibility_pb2.GetPushFactsResponse:
-        return await self.downstream.call(
-            self.eligibility.GetPushFacts,
-            eligibility_pb2.GetPushFactsRequest(store_id=store_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+        return await self.downstream.within(
+            context, self.eligibility.GetPushFacts, eligibility_pb2.GetPushFactsRequest(store_id=store_id), safe=True
         )
 
     @staticmethod
@@ -155,11 +152,8 @@ class PushService(public_grpc.PushServiceServicer):
         return requested
 
     async def _get(self, push_id: str, context: grpc.aio.ServicerContext) -> internal.Push:
-        reply = await self.downstream.call(
-            self.push.GetPush,
-            internal.GetPushRequest(push_id=push_id),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+        reply = await self.downstream.within(
+            context, self.push.GetPush, internal.GetPushRequest(push_id=push_id), safe=True
         )
         return reply.push
 
@@ -183,7 +177,8 @@ class PushService(public_grpc.PushServiceServicer):
                 rule_id=RULE_OF_KIND[request.kind],
             )
         facts = account_facts(found)
-        draft = await self.downstream.call(
+        draft = await self.downstream.within(
+            context,
             self.push.CreateDraft,
             internal.CreateDraftRequest(
                 request_id=request.request_id,
@@ -196,18 +191,17 @@ class PushService(public_grpc.PushServiceServicer):
                 facts=facts,
             ),
             safe=bool(request.request_id),
-            caller_remaining=context.time_remaining(),
         )
         if draft.replayed:
             return public.SubmitPushResponse(push=push_message(draft.push))
         push_id = draft.push.push_id
         try:
             await self._fill(principal, request.kind, push_id, draft.audience_limit, context)
-            sealed = await self.downstream.call(
+            sealed = await self.downstream.within(
+                context,
                 self.push.SubmitDraft,
                 internal.SubmitDraftRequest(store_id=principal.store_id, push_id=push_id),
                 safe=False,
-                caller_remaining=context.time_remaining(),
             )
         except BaseException:
             await self._discard(principal.store_id, push_id)
@@ -230,13 +224,13 @@ class PushService(public_grpc.PushServiceServicer):
             async for chunk in stream:
                 if not chunk.consumer_ids:
                     continue
-                await self.downstream.call(
+                await self.downstream.within(
+                    context,
                     self.push.AppendAudience,
                     internal.AppendAudienceRequest(
                         store_id=principal.store_id, push_id=push_id, recipient_ids=chunk.consumer_ids
                     ),
-                    safe=True,  # a recipient already in the draft is not added twice
-                    caller_remaining=context.time_remaining(),
+                    safe=True,
                 )
         except grpc.aio.AioRpcError as error:
             raise Relayed.from_rpc_error(error) from None
@@ -255,13 +249,13 @@ class PushService(public_grpc.PushServiceServicer):
         fields.done()
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="P6", why="only the store's main account cancels its pushes")
-        reply = await self.downstream.call(
+        reply = await self.downstream.within(
+            context,
             self.push.CancelPush,
             internal.CancelPushRequest(
                 push_id=request.push_id, store_id=principal.store_id, account_id=principal.subject
             ),
             safe=False,
-            caller_remaining=context.time_remaining(),
         )
         return public.CancelPushResponse(push=push_message(reply.push))
 
@@ -272,7 +266,8 @@ class PushService(public_grpc.PushServiceServicer):
         fields.done()
         principal = current_principal()
         principal.require(Role.OPS, rule_id="P6", why="only ops review pushes")
-        reply = await self.downstream.call(
+        reply = await self.downstream.within(
+            context,
             self.push.ReviewPush,
             internal.ReviewPushRequest(
                 push_id=request.push_id,
@@ -281,7 +276,6 @@ class PushService(public_grpc.PushServiceServicer):
                 note=request.note,
             ),
             safe=False,
-            caller_remaining=context.time_remaining(),
         )
         return public.ReviewPushResponse(push=push_message(reply.push))
 
@@ -300,11 +294,11 @@ class PushService(public_grpc.PushServiceServicer):
 
     async def ListPushes(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
-        reply = await self.downstream.call(
+        reply = await self.downstream.within(
+            context,
             self.push.ListPushes,
             internal.ListPushesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
             safe=True,
-            caller_remaining=context.time_remaining(),
         )
         return public.ListPushesResponse(
             pushes=[push_message(p) for p in reply.pushes], next_page_token=reply.next_page_token
@@ -313,11 +307,8 @@ class PushService(public_grpc.PushServiceServicer):
     async def GetQuotaLedger(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
-        reply = await self.downstream.call(
-            self.push.GetQuotaLedger,
-            internal.GetQuotaLedgerRequest(store_id=store_id, facts=facts),
-            safe=True,
-            caller_remaining=context.time_remaining(),
+        reply = await self.downstream.within(
+            context, self.push.GetQuotaLedger, internal.GetQuotaLedgerRequest(store_id=store_id, facts=facts), safe=True
         )
         out = public.GetQuotaLedgerResponse(store_id=store_id, as_of=reply.as_of, figures=figures(reply.facts))
         for entry in reply.entries:
@@ -335,17 +326,14 @@ class PushService(public_grpc.PushServiceServicer):
     async def ListPushNotices(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
-        await self.downstream.call(
-            self.push.ObserveAccount,
-            internal.ObserveAccountRequest(store_id=store_id, facts=facts),
-            safe=True,  # a notice is recorded once per store, year and tier
-            caller_remaining=context.time_remaining(),
+        await self.downstream.within(
+            context, self.push.ObserveAccount, internal.ObserveAccountRequest(store_id=store_id, facts=facts), safe=True
         )
-        reply = await self.downstream.call(
+        reply = await self.downstream.within(
+            context,
             self.push.ListNotices,
             internal.ListNoticesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
             safe=True,
-            caller_remaining=context.time_remaining(),
         )
         return public.ListPushNoticesResponse(
             notices=[notice_message(n) for n in reply.notices], next_page_token=reply.next_page_token
@@ -360,7 +348,8 @@ class PushService(public_grpc.PushServiceServicer):
         principal = current_principal()
         principal.require(Role.OPS, Role.UPSTREAM, rule_id="P5", why="mass-send grants come from official activities")
         await self._facts(request.store_id, context)  # NOT_FOUND for a store nobody reported
-        reply = await self.downstream.call(
+        reply = await self.downstream.within(
+            context,
             self.push.GrantMassSend,
             internal.GrantMassSendRequest(
                 request_id=request.request_id,
@@ -370,7 +359,6 @@ class PushService(public_grpc.PushServiceServicer):
                 granted_by=principal.subject,
             ),
             safe=bool(request.request_id),
-            caller_remaining=context.time_remaining(),
         )
         g = reply.grant
         return public.GrantMassSendResponse(
