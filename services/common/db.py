@@ -16,6 +16,7 @@ caller with a request id retries) rather than an unexpected error (INTERNAL).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,11 +24,14 @@ from typing import Any
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from services.common import sqlite_inline
 from services.common.errors import ServiceError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "qun_read_only"
 # asyncpg's errors for a server that is gone, shutting down or not yet accepting connections.
 _ASYNCPG_DISCONNECTS = frozenset(
     {
@@ -69,7 +73,11 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+        # One connection for the process (SQLite serialises writers anyway), taken in turn by
+        # ``Database``'s lock: a queue pool would make every checkout a task and a loop turn.
+        engine = create_async_engine(
+            url, poolclass=StaticPool, async_creator=sqlite_inline.creator(parsed.database or ":memory:")
+        )
         _sqlite_immediate_transactions(engine)
         return engine
     engine = create_async_engine(
@@ -112,7 +120,10 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: the statement needs none of SQLAlchemy's execution machinery.
+        # A read takes a snapshot (deferred BEGIN under WAL) and never waits for the write lock.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.connection.dbapi_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -120,6 +131,8 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: the one connection is taken in turn (see create_engine).
+        self._turn = None if self.is_postgres else asyncio.Lock()
 
     @property
     def is_postgres(self) -> bool:
@@ -128,9 +141,38 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
+        async with self._connection_turn(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction on a plain connection, for the hot read paths.
+
+        No ORM session: a statement through Core needs none of its identity map
+        or unit of work, which cost a good part of a short request. On SQLite
+        the transaction is deferred: it takes no write lock, so it never waits
+        for another process's writer.
+        """
+        async with self._connection_turn(), self.engine.connect() as conn:
+            conn = await conn.execution_options(**{READ_ONLY: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on a plain connection, for hot write paths written in Core (the join)."""
+        async with self._connection_turn(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connection_turn(self) -> AsyncIterator[None]:
+        """Waits for the connection (SQLite), and reports a lost database as UNAVAILABLE."""
         try:
-            async with self.sessions() as session, session.begin():
-                yield session
+            if self._turn is None:
+                yield
+            else:
+                async with self._turn:
+                    yield
         except ServiceError:
             raise
         except Exception as error:
@@ -139,7 +181,7 @@ class Database:
             raise
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self._connection_turn(), self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ are no-ops.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,9 +31,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, literal_column, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, literal_column, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import Insert
 
 from services.common.rules import Rules
@@ -150,10 +151,12 @@ class _Standing:
 
 
 class EligibilityRepository:
-    def __init__(self, session: AsyncSession, rules: Rules) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection, rules: Rules) -> None:
+        """Over a session (a unit of work) or, for the reads, a plain connection (``Database.read``)."""
         self.session = session
         self.rules = rules
-        self.postgres = session.bind.dialect.name == "postgresql"
+        dialect = session.bind.dialect if isinstance(session, AsyncSession) else session.dialect
+        self.postgres = dialect.name == "postgresql"
         self._locked: set[str] = set()
 
     # --- reads -------------------------------------------------------------------
@@ -217,68 +220,17 @@ class EligibilityRepository:
 
     async def join_facts(self, query: JoinQuery, now: datetime) -> JoinFacts | None:
         """The consumer's facts for this join (and only those the threshold needs): one statement."""
-        consumer = query.consumer_id
-        columns: list[Any] = [
-            *accounts.c,
-            consumers.c.real_name_verified,
-            consumers.c.taoqi_score,
-            platform_blacklist.c.listed.label("p_listed"),
-            platform_blacklist.c.source.label("p_source"),
-            platform_blacklist.c.evidence.label("p_evidence"),
-        ]
-        if query.store_id:
-            columns.append(
-                _exists(
-                    merchant_blacklist,
-                    merchant_blacklist.c.consumer_id == consumer,
-                    merchant_blacklist.c.store_id == query.store_id,
-                    merchant_blacklist.c.listed == true(),
-                ).label("on_store_blacklist")
-            )
+        stmt = _join_statement(bool(query.store_id), type(query.threshold))
         threshold = query.threshold
-        if isinstance(threshold, FollowThreshold):
-            columns.append(
-                _exists(
-                    follows,
-                    follows.c.store_id == query.store_id,
-                    follows.c.consumer_id == consumer,
-                    follows.c.following == true(),
-                ).label("follows_store")
-            )
-        elif isinstance(threshold, SpendThreshold):
-            spend = select(func.coalesce(func.sum(paid_orders.c.amount_fen), 0)).where(
-                paid_orders.c.store_id == query.store_id,
-                paid_orders.c.consumer_id == consumer,
-                paid_orders.c.paid_at >= domain_rules.spend_window_start(now, self.rules.join),
-                paid_orders.c.paid_at <= now,
-            )
-            columns.append(_scalar(spend).label("spend_fen"))
-        elif isinstance(threshold, CrowdThreshold):
-            columns.append(
-                _exists(
-                    crowd_members,
-                    crowd_members.c.store_id == query.store_id,
-                    crowd_members.c.crowd_id == threshold.crowd_id,
-                    crowd_members.c.consumer_id == consumer,
-                    crowd_members.c.member == true(),
-                ).label("in_crowd")
-            )
-        elif isinstance(threshold, FanLevelThreshold):
-            level = select(fan_levels.c.level).where(
-                fan_levels.c.consumer_id == consumer, fan_levels.c.streamer_id == query.streamer_id
-            )
-            columns.append(_scalar(level).label("fan_level"))
-        stmt = (
-            select(*columns)
-            .select_from(
-                accounts.outerjoin(consumers, consumers.c.consumer_id == accounts.c.account_id).outerjoin(
-                    platform_blacklist,
-                    and_(platform_blacklist.c.consumer_id == accounts.c.account_id, platform_blacklist.c.listed),
-                )
-            )
-            .where(accounts.c.account_id == consumer)
-        )
-        row = (await self.session.execute(stmt)).first()
+        params = {
+            "consumer": query.consumer_id,
+            "store": query.store_id,
+            "streamer": query.streamer_id,
+            "crowd": threshold.crowd_id if isinstance(threshold, CrowdThreshold) else "",
+            "window_start": domain_rules.spend_window_start(now, self.rules.join),
+            "now": now,
+        }
+        row = (await self.session.execute(stmt, params)).first()
         if row is None:
             return None
         m = row._mapping
@@ -692,6 +644,73 @@ def _row(fact: Fact) -> dict[str, Any]:
         value = getattr(fact, field.name)
         row[names.get(field.name, field.name)] = value.value if isinstance(value, Enum) else value
     return row
+
+
+@functools.cache
+def _join_statement(for_store: bool, threshold: type[Threshold]) -> Select[Any]:
+    """The join-facts statement for one shape of join, built once and reused with new parameters.
+
+    A check is the hottest read there is; a prebuilt statement skips building the
+    expression and its cache key on every call (SQLAlchemy then finds the compiled
+    form at once).
+    """
+    consumer, store = bindparam("consumer"), bindparam("store")
+    columns: list[Any] = [
+        *accounts.c,
+        consumers.c.real_name_verified,
+        consumers.c.taoqi_score,
+        platform_blacklist.c.listed.label("p_listed"),
+        platform_blacklist.c.source.label("p_source"),
+        platform_blacklist.c.evidence.label("p_evidence"),
+    ]
+    if for_store:
+        columns.append(
+            _exists(
+                merchant_blacklist,
+                merchant_blacklist.c.consumer_id == consumer,
+                merchant_blacklist.c.store_id == store,
+                merchant_blacklist.c.listed == true(),
+            ).label("on_store_blacklist")
+        )
+    if threshold is FollowThreshold:
+        columns.append(
+            _exists(
+                follows, follows.c.store_id == store, follows.c.consumer_id == consumer, follows.c.following == true()
+            ).label("follows_store")
+        )
+    elif threshold is SpendThreshold:
+        spend = select(func.coalesce(func.sum(paid_orders.c.amount_fen), 0)).where(
+            paid_orders.c.store_id == store,
+            paid_orders.c.consumer_id == consumer,
+            paid_orders.c.paid_at >= bindparam("window_start", type_=paid_orders.c.paid_at.type),
+            paid_orders.c.paid_at <= bindparam("now", type_=paid_orders.c.paid_at.type),
+        )
+        columns.append(_scalar(spend).label("spend_fen"))
+    elif threshold is CrowdThreshold:
+        columns.append(
+            _exists(
+                crowd_members,
+                crowd_members.c.store_id == store,
+                crowd_members.c.crowd_id == bindparam("crowd"),
+                crowd_members.c.consumer_id == consumer,
+                crowd_members.c.member == true(),
+            ).label("in_crowd")
+        )
+    elif threshold is FanLevelThreshold:
+        level = select(fan_levels.c.level).where(
+            fan_levels.c.consumer_id == consumer, fan_levels.c.streamer_id == bindparam("streamer")
+        )
+        columns.append(_scalar(level).label("fan_level"))
+    return (
+        select(*columns)
+        .select_from(
+            accounts.outerjoin(consumers, consumers.c.consumer_id == accounts.c.account_id).outerjoin(
+                platform_blacklist,
+                and_(platform_blacklist.c.consumer_id == accounts.c.account_id, platform_blacklist.c.listed),
+            )
+        )
+        .where(accounts.c.account_id == consumer)
+    )
 
 
 def _scalar(stmt: Select[Any]) -> Any:

@@ -183,8 +183,8 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
     ) -> eligibility_pb2.CheckJoinResponse:
         query = parse_join(request)
         now = self.clock.now()
-        async with self.db.transaction() as session:
-            facts = await EligibilityRepository(session, self.rules).join_facts(query, now)
+        async with self.db.read() as connection:
+            facts = await EligibilityRepository(connection, self.rules).join_facts(query, now)
         if facts is None:
             raise errors.NotFound("account", query.consumer_id)
         decision = domain_rules.check_join(query, facts, self.rules.join)

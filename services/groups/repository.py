@@ -31,20 +31,17 @@ from typing import Any
 import grpc
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Aborted, Failure, InvalidArgument, NotFound, RuleRefusal, ServiceError
+from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal, ServiceError
 from services.common.rules import Rules
 from services.groups import rules as domain
 from services.groups.models import (
     Admin,
     AuditEntry,
     CapacityOwner,
-    FirstJoin,
     GroupLevel,
     GroupSet,
-    JoinRequest,
     Membership,
     SubGroup,
 )
@@ -264,20 +261,6 @@ class GroupsRepository:
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
         return _membership(row[0], row[1])
 
-    async def check_join(self, group_set_id: str, consumer_id: str) -> tuple[GroupSetRecord, list[Failure], bool]:
-        """The groups side of a join, read-only: C13 and every capacity rule, and is_staff."""
-        row = await self.session.get(GroupSet, group_set_id)
-        if row is None or row.dissolved_at is not None:
-            raise NotFound("group_set", group_set_id)
-        record = (await self._records([row]))[0]
-        owner = await self.session.get(CapacityOwner, row.owner_key)
-        member = await self.session.get(Membership, (group_set_id, consumer_id))
-        fill = set_fill(record)
-        account = await self._account_fill(record.kind, owner, record.store_id)
-        failures = domain.join_failures(self.rules, fill, account, already_member=member is not None)
-        is_staff = consumer_id == record.owner_account_id or consumer_id in record.admin_ids
-        return record, failures, is_staff
-
     # -- group-sets --------------------------------------------------------------------------
 
     async def create_group_set(self, new: NewGroupSet) -> CreateResult:
@@ -434,92 +417,6 @@ class GroupsRepository:
 
     # -- members -----------------------------------------------------------------------------
 
-    async def add_member(
-        self,
-        group_set_id: str,
-        consumer_id: str,
-        *,
-        request_id: str,
-        threshold_version: int,
-        messages_hidden: bool,
-    ) -> JoinResult | JoinRefusal:
-        """One join under the owner's and the set's row locks (T6), placed by T5."""
-        key = await self._owner_key_of(group_set_id)
-        owner = await self._lock_owner(key)
-        row = await self._lock_set(group_set_id)
-        kind = GroupKind(row.kind)
-        if request_id:
-            earlier = await self.session.get(JoinRequest, (row.id, consumer_id, request_id))
-            if earlier is not None:
-                membership = MembershipRecord(
-                    row.id, earlier.sub_group_id, earlier.sub_group_name, consumer_id, earlier.joined_at
-                )
-                return JoinResult(kind, membership, earlier.newcomer_reply, new_sub_group=False, replayed=True)
-        if threshold_version != row.threshold_version:
-            error = Aborted(
-                f"the threshold changed (version {row.threshold_version}, checked {threshold_version}); check again",
-                reason="THRESHOLD_CHANGED",
-                metadata={
-                    "rules": "C11",
-                    "threshold_version": str(row.threshold_version),
-                    "checked_version": str(threshold_version),
-                },
-            )
-            return JoinRefusal(kind, ("C11",), error)
-        if await self.session.get(Membership, (row.id, consumer_id)) is not None:
-            return _refusal(kind, domain.membership_failures(True), grpc.StatusCode.FAILED_PRECONDITION)
-        subs = await self._sub_group_rows(row.id)
-        fill = domain.SetFill(kind, row.member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in subs))
-        account = await self._account_fill(kind, owner, row.store_id or "")
-        failures = domain.capacity_failures(self.rules, fill, account)
-        placement = domain.place(self.rules, fill)
-        if failures or placement is None:
-            return _refusal(kind, failures, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if placement.new_sub_group:
-            sub = self._new_sub_group(row, placement.seq)
-            self.session.add(sub)
-            row.sub_group_count += 1
-        else:
-            sub = next(s for s in subs if s.seq == placement.seq)
-        sub.member_count += 1
-        row.member_count += 1
-        owner.member_count += 1
-        reply = ""
-        if await self.session.get(FirstJoin, (row.id, consumer_id)) is None:
-            reply = row.newcomer_reply  # R3: shown on the first join ever, not after leave + rejoin
-            self.session.add(FirstJoin(group_set_id=row.id, consumer_id=consumer_id, first_joined_at=self.now))
-        self.session.add(
-            Membership(
-                group_set_id=row.id,
-                consumer_id=consumer_id,
-                sub_group_id=sub.id,
-                request_id=request_id or None,
-                newcomer_reply=reply,
-                messages_hidden=messages_hidden,
-                joined_at=self.now,
-            )
-        )
-        if request_id:
-            self.session.add(
-                JoinRequest(
-                    group_set_id=row.id,
-                    consumer_id=consumer_id,
-                    request_id=request_id,
-                    sub_group_id=sub.id,
-                    sub_group_name=sub.name,
-                    newcomer_reply=reply,
-                    joined_at=self.now,
-                )
-            )
-        try:
-            await self.session.flush()
-        except IntegrityError:
-            # Unreachable while the locks hold; the primary key still refuses a second row (C13).
-            # Raised, not returned: the failed flush leaves a transaction that must roll back.
-            raise RuleRefusal(domain.membership_failures(True)) from None
-        membership = MembershipRecord(row.id, sub.id, sub.name, consumer_id, self.now)
-        return JoinResult(kind, membership, reply, new_sub_group=placement.new_sub_group, replayed=False)
-
     async def remove_member(self, group_set_id: str, consumer_id: str) -> GroupKind:
         """A leave frees room in the sub-group, the set and the account."""
         key = await self._owner_key_of(group_set_id)
@@ -664,5 +561,5 @@ def _membership(m: Membership, sub_group_name: str) -> MembershipRecord:
     return MembershipRecord(m.group_set_id, m.sub_group_id, sub_group_name, m.consumer_id, m.joined_at, m.notified_at)
 
 
-def _refusal(kind: GroupKind, failures: list[Failure], code: grpc.StatusCode) -> JoinRefusal:
+def join_refusal(kind: GroupKind, failures: list[Failure], code: grpc.StatusCode) -> JoinRefusal:
     return JoinRefusal(kind, tuple(f.rule_id for f in failures), RuleRefusal(failures, code=code))

@@ -34,6 +34,7 @@ from services.groups.convert import (
     membership_to_proto,
     threshold_from_proto,
 )
+from services.groups.joins import JoinRepository
 from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
 from services.groups.rules import GroupKind
 
@@ -221,8 +222,8 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.identifier("consumer_id", request.consumer_id)
         f.done()
-        async with self.db.transaction() as session:
-            record, failures, is_staff = await self._repository(session, context).check_join(
+        async with self.db.read() as connection:
+            record, failures, is_staff = await JoinRepository(connection, self.rules, self.clock.now()).check(
                 request.group_set_id, request.consumer_id
             )
         return groups_pb2.CheckJoinResponse(
@@ -238,8 +239,8 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.positive("threshold_version", request.threshold_version)
         f.done()
-        async with self.db.transaction() as session:
-            outcome = await self._repository(session, context).add_member(
+        async with self.db.write() as connection:
+            outcome = await JoinRepository(connection, self.rules, self.clock.now()).add(
                 request.group_set_id,
                 request.consumer_id,
                 request_id=request_id,

@@ -37,12 +37,21 @@ async def terminate_connections_to(url: str) -> int:
     admin = await asyncpg.connect(_dsn())
     try:
         database = url.rsplit("/", 1)[-1]
-        return len(
+        terminated = len(
             await admin.fetch(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
                 database,
             )
         )
+        # Termination is asynchronous; a restart is over before clients come back, so wait for it.
+        for _ in range(100):
+            left = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database
+            )
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        return terminated
     finally:
         await admin.close()
 

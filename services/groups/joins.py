@@ -1,0 +1,245 @@
+"""The join path's persistence: CheckJoin and AddMember, in few prebuilt statements.
+
+A join is the busiest write there is, so this path skips the ORM (its
+identity map and unit of work cost more than the SQL) and reads what a
+decision needs in as few round trips as the rules allow:
+
+* the capacity owner, locked, found through the set in one statement;
+* the set, locked, with the consumer's membership, first-join flag and the
+  store's group level (T2) as subqueries of the same statement;
+* the set's sub-groups (at most ``sub_groups_per_set`` rows).
+
+The locks are taken in the order the rest of the service uses (owner, then
+set; see ``repository``), so the caps of SPEC T6 hold across replicas. The
+statements are built once, with bound parameters, so SQLAlchemy finds their
+compiled form without rebuilding them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from sqlalchemy import Row, Select, bindparam, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.rules import Rules
+from services.groups import rules as domain
+from services.groups.models import (
+    Admin,
+    CapacityOwner,
+    FirstJoin,
+    GroupLevel,
+    GroupSet,
+    JoinRequest,
+    Membership,
+    SubGroup,
+)
+from services.groups.repository import (
+    GroupSetRecord,
+    JoinRefusal,
+    JoinResult,
+    MembershipRecord,
+    SubGroupRecord,
+    join_refusal,
+    month_of,
+    new_id,
+    set_fill,
+    threshold_from_row,
+)
+from services.groups.rules import GroupKind
+
+owners = CapacityOwner.__table__
+sets = GroupSet.__table__
+sub_groups = SubGroup.__table__
+memberships = Membership.__table__
+first_joins = FirstJoin.__table__
+join_requests = JoinRequest.__table__
+admins = Admin.__table__
+levels = GroupLevel.__table__
+
+SET_ID, CONSUMER = bindparam("set_id"), bindparam("consumer")
+
+
+def _set_with_consumer(*, lock: bool) -> Select[Any]:
+    """The set, and what the join needs to know of the consumer and the store beside it."""
+    member = exists().where(memberships.c.group_set_id == sets.c.id, memberships.c.consumer_id == CONSUMER)
+    joined_before = exists().where(first_joins.c.group_set_id == sets.c.id, first_joins.c.consumer_id == CONSUMER)
+    level = (
+        select(levels.c.level)
+        .where(levels.c.store_id == sets.c.store_id, levels.c.month <= bindparam("month"))
+        .order_by(levels.c.month.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    stmt = select(
+        sets, member.label("is_member"), joined_before.label("joined_before"), level.label("store_level")
+    ).where(sets.c.id == SET_ID)
+    return stmt.with_for_update(of=sets) if lock else stmt
+
+
+_OWNER_OF_SET = select(owners).where(
+    owners.c.owner_key == select(sets.c.owner_key).where(sets.c.id == SET_ID).scalar_subquery()
+)
+_LOCK_OWNER_OF_SET = _OWNER_OF_SET.with_for_update(of=owners)
+_SET_FOR_CHECK = _set_with_consumer(lock=False)
+_SET_FOR_JOIN = _set_with_consumer(lock=True)
+_SUB_GROUPS = select(sub_groups).where(sub_groups.c.group_set_id == SET_ID).order_by(sub_groups.c.seq)
+_ADMINS = select(admins.c.account_id).where(admins.c.group_set_id == SET_ID).order_by(admins.c.added_at)
+_EARLIER_JOIN = select(join_requests).where(
+    join_requests.c.group_set_id == SET_ID,
+    join_requests.c.consumer_id == CONSUMER,
+    join_requests.c.request_id == bindparam("request_id"),
+)
+_COUNT_SUB_GROUP = update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(
+    member_count=sub_groups.c.member_count + 1
+)
+_COUNT_SET = update(sets).where(sets.c.id == SET_ID).values(
+    member_count=sets.c.member_count + 1,
+    sub_group_count=sets.c.sub_group_count + bindparam("new_sub_groups"),
+)
+_COUNT_OWNER = update(owners).where(owners.c.owner_key == bindparam("key")).values(
+    member_count=owners.c.member_count + 1
+)
+
+
+class JoinRepository:
+    """The join path over one connection in the caller's transaction."""
+
+    def __init__(self, connection: AsyncConnection, rules: Rules, now: datetime) -> None:
+        self.connection = connection
+        self.rules = rules
+        self.now = now
+
+    async def check(self, group_set_id: str, consumer_id: str) -> tuple[GroupSetRecord, list[Any], bool]:
+        """The groups side of a join, read-only: C13 and every capacity rule, and is_staff."""
+        params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
+        row = (await self.connection.execute(_SET_FOR_CHECK, params)).first()
+        if row is None or row.dissolved_at is not None:
+            raise NotFound("group_set", group_set_id)
+        owner = (await self.connection.execute(_OWNER_OF_SET, params)).first()
+        subs = (await self.connection.execute(_SUB_GROUPS, params)).all()
+        admin_ids = tuple((await self.connection.execute(_ADMINS, params)).scalars())
+        record = _record(row, subs, admin_ids)
+        failures = domain.join_failures(
+            self.rules, set_fill(record), _account_fill(row, owner), already_member=bool(row.is_member)
+        )
+        is_staff = consumer_id == record.owner_account_id or consumer_id in record.admin_ids
+        return record, failures, is_staff
+
+    async def add(
+        self,
+        group_set_id: str,
+        consumer_id: str,
+        *,
+        request_id: str,
+        threshold_version: int,
+        messages_hidden: bool,
+    ) -> JoinResult | JoinRefusal:
+        """One join under the owner's and the set's row locks (T6), placed by T5."""
+        execute = self.connection.execute
+        params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
+        owner = (await execute(_LOCK_OWNER_OF_SET, params)).first()
+        row = (await execute(_SET_FOR_JOIN, params)).first()
+        if owner is None or row is None or row.dissolved_at is not None:
+            raise NotFound("group_set", group_set_id)
+        kind = GroupKind(row.kind)
+        if request_id:
+            earlier = (await execute(_EARLIER_JOIN, {**params, "request_id": request_id})).first()
+            if earlier is not None:
+                membership = MembershipRecord(
+                    row.id, earlier.sub_group_id, earlier.sub_group_name, consumer_id, earlier.joined_at
+                )
+                return JoinResult(kind, membership, earlier.newcomer_reply, new_sub_group=False, replayed=True)
+        if threshold_version != row.threshold_version:
+            return JoinRefusal(kind, ("C11",), _threshold_changed(row.threshold_version, threshold_version))
+        if row.is_member:
+            return join_refusal(kind, domain.membership_failures(True), grpc.StatusCode.FAILED_PRECONDITION)
+        subs = (await execute(_SUB_GROUPS, params)).all()
+        fill = domain.SetFill(kind, row.member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in subs))
+        failures = domain.capacity_failures(self.rules, fill, _account_fill(row, owner))
+        placement = domain.place(self.rules, fill)
+        if failures or placement is None:
+            return join_refusal(kind, failures, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+        if placement.new_sub_group:
+            sub_id, sub_name = new_id("sg"), domain.sub_group_name(row.name, placement.seq)
+            await execute(
+                insert(sub_groups).values(
+                    id=sub_id, group_set_id=row.id, seq=placement.seq, name=sub_name, member_count=1,
+                    created_at=self.now,
+                )
+            )
+        else:
+            sub = next(s for s in subs if s.seq == placement.seq)
+            sub_id, sub_name = sub.id, sub.name
+            await execute(_COUNT_SUB_GROUP, {"sub_id": sub_id})
+        await execute(_COUNT_SET, {"set_id": row.id, "new_sub_groups": int(placement.new_sub_group)})
+        await execute(_COUNT_OWNER, {"key": owner.owner_key})
+        # R3: the newcomer reply is shown on the first join ever, not after leave + rejoin.
+        reply = "" if row.joined_before else row.newcomer_reply
+        if not row.joined_before:
+            await execute(
+                insert(first_joins).values(group_set_id=row.id, consumer_id=consumer_id, first_joined_at=self.now)
+            )
+        try:
+            await execute(
+                insert(memberships).values(
+                    group_set_id=row.id, consumer_id=consumer_id, sub_group_id=sub_id, request_id=request_id or None,
+                    newcomer_reply=reply, messages_hidden=messages_hidden, joined_at=self.now,
+                )
+            )
+        except IntegrityError:
+            # Unreachable while the locks hold; the primary key still refuses a second row (C13).
+            # Raised, not returned: the failed statement leaves a transaction that must roll back.
+            raise RuleRefusal(domain.membership_failures(True)) from None
+        if request_id:
+            await execute(
+                insert(join_requests).values(
+                    group_set_id=row.id, consumer_id=consumer_id, request_id=request_id, sub_group_id=sub_id,
+                    sub_group_name=sub_name, newcomer_reply=reply, joined_at=self.now,
+                )
+            )
+        membership = MembershipRecord(row.id, sub_id, sub_name, consumer_id, self.now)
+        return JoinResult(kind, membership, reply, new_sub_group=placement.new_sub_group, replayed=False)
+
+
+def _account_fill(row: Row[Any], owner: Row[Any] | None) -> domain.AccountFill:
+    kind = GroupKind(row.kind)
+    level = int(row.store_level or 0) if kind is GroupKind.STORE else 0
+    if owner is None:
+        return domain.AccountFill(kind, 0, 0, level)
+    return domain.AccountFill(kind, owner.member_count, owner.group_set_count, level, owner.extra_members)
+
+
+def _threshold_changed(current: int, checked: int) -> Aborted:
+    return Aborted(
+        f"the threshold changed (version {current}, checked {checked}); check again",
+        reason="THRESHOLD_CHANGED",
+        metadata={"rules": "C11", "threshold_version": str(current), "checked_version": str(checked)},
+    )
+
+
+def _record(row: Row[Any], subs: list[Row[Any]], admin_ids: tuple[str, ...]) -> GroupSetRecord:
+    return GroupSetRecord(
+        id=row.id,
+        kind=GroupKind(row.kind),
+        name=row.name,
+        owner_account_id=row.owner_account_id,
+        store_id=row.store_id or "",
+        streamer_id=row.streamer_id or "",
+        threshold=threshold_from_row(row.threshold_kind, row.threshold_params),
+        password_digest=row.password_digest,
+        threshold_version=row.threshold_version,
+        is_public=row.is_public,
+        announcement=row.announcement,
+        newcomer_reply=row.newcomer_reply,
+        member_count=row.member_count,
+        created_at=row.created_at,
+        sub_groups=tuple(SubGroupRecord(s.id, s.seq, s.name, s.member_count) for s in subs),
+        admin_ids=admin_ids,
+    )
+
