@@ -61,8 +61,6 @@ deliveries = DeliveryRow.__table__
 batches = DeliveryBatchRow.__table__
 ledger_head = LedgerHeadRow.__table__
 
-# Rows per multi-row INSERT, well under both backends' bound-parameter limits.
-INSERT_CHUNK = 1000
 MAX_LISTED_GRANTS = 100
 
 
@@ -270,14 +268,16 @@ class PushRepository:
     async def append_audience(self, store_id: str, push_id: str, recipient_ids: Sequence[str]) -> int:
         """Adds recipients to a draft (a known one is skipped); refuses more than the limit."""
         row = await self._draft(store_id, push_id)
-        added = 0
-        for start in range(0, len(recipient_ids), INSERT_CHUNK):
-            chunk = recipient_ids[start : start + INSERT_CHUNK]
-            stmt = self._insert(audience).values(
-                [{"store_id": store_id, "push_id": push_id, "recipient_id": r} for r in chunk]
-            )
-            result = await self.session.execute(stmt.on_conflict_do_nothing())
-            added += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        # One statement with many parameter sets: compiled once (and cached), sent as multi-row
+        # INSERTs within the drivers' bound-parameter limits. A ``values([...])`` statement is
+        # compiled anew every time, bind parameter by bind parameter: about 0.1 s of CPU per 1,000
+        # recipients, against the gateway's deadline for each call. RETURNING counts the rows really
+        # inserted (a known recipient is skipped); asyncpg reports no rowcount for such batches.
+        inserted = await self.session.execute(
+            self._insert(audience).on_conflict_do_nothing().returning(audience.c.recipient_id),
+            [{"store_id": store_id, "push_id": push_id, "recipient_id": r} for r in recipient_ids],
+        )
+        added = len(inserted.all())
         row.audience_size += added
         if row.audience_limit and row.audience_size > row.audience_limit:
             raise InvalidArgument.one(
