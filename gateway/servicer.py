@@ -176,34 +176,31 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         )
 
     async def _join_verdict(
-        self, consumer_id: str, group_set_id: str, password: str, context: grpc.aio.ServicerContext
+        self,
+        consumer_id: str,
+        group_set_id: str,
+        password: str,
+        context: grpc.aio.ServicerContext,
+        asked: tuple[eligibility_pb2.CheckJoinRequest, eligibility_pb2.CheckJoinResponse] | None = None,
     ) -> tuple[groups_pb2.GroupSet, eligibility_pb2.CheckJoinResponse, list[Failure]]:
-        """Both sides' verdicts on one join: groups state first, as it names the threshold."""
+        """Both sides' verdicts on one join: groups state first, as it names the threshold.
+
+        ``asked`` is an eligibility verdict already given over a kept copy of the
+        set; it stands if the set's current state asks eligibility the same
+        question, so a refusal costs two backend calls, not three.
+        """
         state = await self.b.read(
             self.b.groups.CheckJoin,
             groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer_id),
             context,
         )
         self.views.put(state.group_set)
-        eligible = await self.b.read(
-            self.b.eligibility.CheckJoin,
-            self._eligibility_request(consumer_id, state.group_set, password, state.is_staff),
-            context,
-        )
+        question = self._eligibility_request(consumer_id, state.group_set, password, state.is_staff)
+        if asked is not None and asked[0] == question:
+            eligible = asked[1]
+        else:
+            eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
         return state.group_set, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
-
-    async def _fast_verdict(
-        self, consumer_id: str, view: groups_pb2.GroupSet, password: str, context: grpc.aio.ServicerContext
-    ) -> eligibility_pb2.CheckJoinResponse:
-        """Eligibility alone, over a kept copy of the set; groups' own rules are checked by AddMember."""
-        return await self.b.read(
-            self.b.eligibility.CheckJoin,
-            # The same test the groups service makes for CheckJoin's is_staff (C2 exemption).
-            self._eligibility_request(
-                consumer_id, view, password, consumer_id == view.owner_account_id or consumer_id in view.admin_ids
-            ),
-            context,
-        )
 
     async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_join(request.group_set_id, request.password, request.request_id)
@@ -211,13 +208,18 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         for attempt in range(JOIN_ATTEMPTS):
             view = self.views.get(request.group_set_id) if attempt == 0 else None
             failures: list[Failure] = []
+            asked = None
             if view is not None:
-                eligible = await self._fast_verdict(consumer.subject, view, request.password, context)
+                # Eligibility alone over the kept copy; groups' own rules are checked by AddMember.
+                # The same test the groups service makes for CheckJoin's is_staff (C2 exemption).
+                is_staff = consumer.subject == view.owner_account_id or consumer.subject in view.admin_ids
+                question = self._eligibility_request(consumer.subject, view, request.password, is_staff)
+                eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
                 if not eligible.verdict.allowed:
-                    view = None  # a refusal names every failed rule (C14): ask groups too
+                    view, asked = None, (question, eligible)  # a refusal names every failed rule (C14)
             if view is None:
                 view, eligible, failures = await self._join_verdict(
-                    consumer.subject, request.group_set_id, request.password, context
+                    consumer.subject, request.group_set_id, request.password, context, asked
                 )
             # A retried request finds its own membership: let groups replay it.
             replay = bool(request.request_id) and [f.rule_id for f in failures] == ["C13"]

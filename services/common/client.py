@@ -6,8 +6,8 @@ Used by the gateway and by tests that talk to a backend directly. Client-side
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -28,65 +28,88 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, token: str, record_metrics: bool) -> None:
-        self._token = token
-        self._record = record_metrics
-        self._infos: dict[str, MethodInfo] = {}
+class _Unary:
+    """A unary method of a backend: credential and request id added, client metrics recorded.
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(INTERNAL_TOKEN_HEADER, self._token)
-        request_id = request_id_var.get()
-        if request_id:
-            metadata.add(REQUEST_ID_HEADER, request_id)
-        actor = actor_var.get()
-        if actor:
-            metadata.add(ACTOR_HEADER, actor)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-    def _info(self, method: str | bytes, rpc_type: str) -> MethodInfo:
-        name = method.decode() if isinstance(method, bytes) else method
-        info = self._infos.get(name)
-        if info is None:
-            info = self._infos[name] = MethodInfo.parse(name, rpc_type)
-        return info
-
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        if not self._record:
-            return await continuation(self._details(details), request)
-        info = self._info(details.method, "unary")
-        metrics.client_started.labels(*info.labels).inc()
-        start = time.perf_counter()
-        call = await continuation(self._details(details), request)
-        try:
-            code = await call.code()
-        finally:
-            metrics.client_handling_seconds.labels(*info.labels).observe(time.perf_counter() - start)
-        metrics.client_handled.labels(*info.labels, code.name).inc()
-        return call
-
-    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _StreamMetadata(grpc.aio.UnaryStreamClientInterceptor):
-    """The credential on server-streaming calls too.
-
-    grpc.aio files each interceptor under the first call type it implements,
-    so ``_Metadata`` alone is never asked about unary-stream calls.
+    A wrapper rather than a grpc.aio interceptor: an intercepted call runs its
+    interceptor in a task of its own, which on the gateway's hot path costs
+    more than the call's own work.
     """
 
-    def __init__(self, unary: _Metadata) -> None:
-        self._unary = unary
+    def __init__(self, inner: Any, info: MethodInfo, channel: CredentialedChannel) -> None:
+        self._inner = inner
+        self._labels = info.labels
+        self._channel = channel
 
-    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await self._unary.intercept_unary_stream(continuation, details, request)
+    async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
+        call = self._inner(request, timeout=timeout, metadata=self._channel.metadata(metadata), **kw)
+        if not self._channel.record_metrics:
+            return await call
+        metrics.client_started.labels(*self._labels).inc()
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.client_handling_seconds.labels(*self._labels).observe(time.perf_counter() - start)
+            metrics.client_handled.labels(*self._labels, code.name).inc()
 
 
-def internal_channel(target: str, token: str, *, record_metrics: bool = False) -> grpc.aio.Channel:
+class _UnaryStream:
+    """A server-streaming method of a backend, with the credential and request id."""
+
+    def __init__(self, inner: Any, channel: CredentialedChannel) -> None:
+        self._inner = inner
+        self._channel = channel
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
+        return self._inner(request, timeout=timeout, metadata=self._channel.metadata(metadata), **kw)
+
+
+class CredentialedChannel:
+    """A channel whose stubs present the internal credential and pass the request id and actor on."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, record_metrics: bool) -> None:
+        self._channel = channel
+        self._token = token
+        self.record_metrics = record_metrics
+
+    def metadata(self, extra: Any = None) -> tuple[tuple[str, str], ...]:
+        items = [*(extra or ()), (INTERNAL_TOKEN_HEADER, self._token)]
+        request_id = request_id_var.get()
+        if request_id:
+            items.append((REQUEST_ID_HEADER, request_id))
+        actor = actor_var.get()
+        if actor:
+            items.append((ACTOR_HEADER, actor))
+        return tuple(items)
+
+    def unary_unary(self, method: str, *args: Any, **kw: Any) -> _Unary:
+        return _Unary(self._channel.unary_unary(method, *args, **kw), MethodInfo.parse(method, "unary"), self)
+
+    def unary_stream(self, method: str, *args: Any, **kw: Any) -> _UnaryStream:
+        return _UnaryStream(self._channel.unary_stream(method, *args, **kw), self)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    async def __aenter__(self) -> CredentialedChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (channel_ready, get_state, ...) is the channel's own.
+        return getattr(self._channel, name)
+
+
+def internal_channel(target: str, token: str, *, record_metrics: bool = False) -> CredentialedChannel:
     """An insecure loopback/cluster channel that presents the internal credential."""
-    unary = _Metadata(token, record_metrics)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[unary, _StreamMetadata(unary)])
+    return CredentialedChannel(grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS), token, record_metrics)
