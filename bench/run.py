@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 
 from bench.echo import METHOD as ECHO_METHOD
 from bench.loadgen import Call, write_calls
+from bench.push import recall_push
 from bench.seed import seed_members
 from cli import facts
 from cli.stack import Stack, free_port, wait_serving
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="qun-bench-") as work:
         bench = Bench(args, Path(work))
-        steps: list[Callable[[], None]] = [bench.baseline, bench.flows]
+        steps: list[Callable[[], None]] = [bench.baseline, bench.flows, lambda: bench.rows.append(recall_push(bench))]
         for step in steps:
             step()
     table = bench.report()
