@@ -57,6 +57,12 @@ ORDER_COLUMNS = ("store_id", "order_id", "consumer_id", "amount_fen", "paid_at")
 POLL_SECONDS = 0.05
 SUBMIT_TIMEOUT_SECONDS = 300.0
 SENT_TIMEOUT_SECONDS = 300.0
+# The gateway's deadline for each backend call in this row's stack (QUN_DOWNSTREAM_TIMEOUT_SECONDS).
+# The submission reads the store's push figures, which the eligibility service counts from all of
+# its orders: about a second on SQLite for this audience's, more on a busy machine, which the
+# gateway's default does not always cover. The row measures the dispatch; the submission only has
+# to get through.
+GATEWAY_CALL_SECONDS = 30.0
 OPS = Principal("bench-reviewer", Role.OPS)
 
 
@@ -74,7 +80,11 @@ def recall_push(bench: Bench) -> Row:
             bench.work / f"data-{uuid.uuid4().hex[:6]}",
             database_urls=urls,
             fixed_ports=False,
-            extra_env={"QUN_LOG_LEVEL": "WARNING", "QUN_CLOCK_FILE": str(clock_file)},
+            extra_env={
+                "QUN_LOG_LEVEL": "WARNING",
+                "QUN_CLOCK_FILE": str(clock_file),
+                "QUN_DOWNSTREAM_TIMEOUT_SECONDS": str(GATEWAY_CALL_SECONDS),
+            },
         )
         bench.progress("push: a stack of its own, with a clock file")
         stack.start()
