@@ -94,6 +94,11 @@ _EARLIER_JOIN = select(join_requests).where(
     join_requests.c.consumer_id == CONSUMER,
     join_requests.c.request_id == bindparam("request_id"),
 )
+# Inserts take their values from the parameters, every column named.
+_NEW_SUB_GROUP = insert(sub_groups)
+_FIRST_JOIN = insert(first_joins)
+_MEMBERSHIP = insert(memberships)
+_JOIN_REQUEST = insert(join_requests)
 _COUNT_SUB_GROUP = update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(
     member_count=sub_groups.c.member_count + 1
 )
@@ -168,10 +173,8 @@ class JoinRepository:
         if placement.new_sub_group:
             sub_id, sub_name = new_id("sg"), domain.sub_group_name(row.name, placement.seq)
             await execute(
-                insert(sub_groups).values(
-                    id=sub_id, group_set_id=row.id, seq=placement.seq, name=sub_name, member_count=1,
-                    created_at=self.now,
-                )
+                _NEW_SUB_GROUP,
+                dict(id=sub_id, group_set_id=row.id, seq=placement.seq, name=sub_name, member_count=1, created_at=self.now),
             )
         else:
             sub = next(s for s in subs if s.seq == placement.seq)
@@ -182,15 +185,15 @@ class JoinRepository:
         # R3: the newcomer reply is shown on the first join ever, not after leave + rejoin.
         reply = "" if row.joined_before else row.newcomer_reply
         if not row.joined_before:
-            await execute(
-                insert(first_joins).values(group_set_id=row.id, consumer_id=consumer_id, first_joined_at=self.now)
-            )
+            await execute(_FIRST_JOIN, dict(group_set_id=row.id, consumer_id=consumer_id, first_joined_at=self.now))
         try:
             await execute(
-                insert(memberships).values(
+                _MEMBERSHIP,
+                dict(
                     group_set_id=row.id, consumer_id=consumer_id, sub_group_id=sub_id, request_id=request_id or None,
                     newcomer_reply=reply, messages_hidden=messages_hidden, joined_at=self.now,
-                )
+                    last_active_at=None, notified_at=None,
+                ),
             )
         except IntegrityError:
             # Unreachable while the locks hold; the primary key still refuses a second row (C13).
@@ -198,10 +201,11 @@ class JoinRepository:
             raise RuleRefusal(domain.membership_failures(True)) from None
         if request_id:
             await execute(
-                insert(join_requests).values(
+                _JOIN_REQUEST,
+                dict(
                     group_set_id=row.id, consumer_id=consumer_id, request_id=request_id, sub_group_id=sub_id,
                     sub_group_name=sub_name, newcomer_reply=reply, joined_at=self.now,
-                )
+                ),
             )
         membership = MembershipRecord(row.id, sub_id, sub_name, consumer_id, self.now)
         return JoinResult(kind, membership, reply, new_sub_group=placement.new_sub_group, replayed=False)
