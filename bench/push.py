@@ -36,6 +36,7 @@ import asyncpg
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
+from bench.shared import Row, Seeder, postgres_database
 from cli import facts
 from cli.stack import Stack
 from gateway.auth import Principal, Role
@@ -48,7 +49,7 @@ from services.common.settings import database_url
 from services.eligibility.models import PaidOrderRow
 
 if TYPE_CHECKING:
-    from bench.run import Bench, Row
+    from bench.run import Bench
 
 TARGET_SECONDS = 10.0
 TARGET_PEAK_RSS_MB = 300.0
@@ -68,9 +69,6 @@ OPS = Principal("bench-reviewer", Role.OPS)
 
 def recall_push(bench: Bench) -> Row:
     """Measures one recall push to the tier-2 audience on a stack of its own; returns the row."""
-    # Imported here, not above: bench.run imports this module for its list of steps.
-    from bench.run import Row, Seeder, postgres_database
-
     clock_file = bench.work / f"clock-{uuid.uuid4().hex[:6]}"
     with contextlib.ExitStack() as cleanup:
         urls: dict[str, str] = {}
