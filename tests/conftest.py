@@ -6,10 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from services.common.clock import ManualClock
 from services.common.rules import Rules, load_rules
 from tests.support import postgres
+
+# Property tests assert rules, not speed: no per-example deadline, which a busy machine would miss.
+settings.register_profile("qun", deadline=None)
+settings.load_profile("qun")
 
 
 @pytest.fixture

@@ -17,13 +17,15 @@ caller with a request id retries) rather than an unexpected error (INTERNAL).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, Result, ScalarResult, make_url
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -69,22 +71,30 @@ def is_disconnect(error: BaseException) -> bool:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The asyncio engine for ``url`` (the tools' and migrations' entry; services use ``Database``)."""
+    return _engines(url, pool_size)[0]
+
+
+def _engines(url: str, pool_size: int) -> tuple[AsyncEngine, Engine | None]:
+    """The asyncio engine, and for SQLite a plain engine on the same single connection."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database or ":memory:"
+        if database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         # One connection for the process (SQLite serialises writers anyway), taken in turn by
         # ``Database``'s lock: a queue pool would make every checkout a task and a loop turn.
-        engine = create_async_engine(
-            url, poolclass=StaticPool, async_creator=sqlite_inline.creator(parsed.database or ":memory:")
-        )
-        _sqlite_immediate_transactions(engine)
-        return engine
+        shared = sqlite_inline.SharedConnection(database)
+        engine = create_async_engine(url, poolclass=StaticPool, async_creator=shared.connect_async)
+        plain = create_sync_engine("sqlite://", poolclass=StaticPool, creator=shared.connect)
+        _sqlite_immediate_transactions(engine.sync_engine)
+        _sqlite_immediate_transactions(plain)
+        return engine, plain
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30, pool_pre_ping=True
     )
     _broken_connections_are_disconnects(engine)
-    return engine
+    return engine, None
 
 
 def _broken_connections_are_disconnects(engine: AsyncEngine) -> None:
@@ -103,9 +113,7 @@ def _broken_connections_are_disconnects(engine: AsyncEngine) -> None:
             context.is_disconnect = True
 
 
-def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
-
+def _sqlite_immediate_transactions(sync_engine: Engine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, issue BEGIN (see the begin hook below).
@@ -126,10 +134,56 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
         conn.connection.dbapi_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+class Statements(Protocol):
+    """Core statements in one transaction (``Database.read``/``write``), on either kind of engine."""
+
+    dialect: Dialect
+
+    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]: ...
+
+    async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any: ...
+
+    async def scalars(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> ScalarResult[Any]: ...
+
+
+class AsyncStatements:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]:
+        return await self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        return await self._connection.scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> ScalarResult[Any]:
+        return await self._connection.scalars(statement, parameters)
+
+
+class PlainStatements:
+    """SQLite's: run at once on the loop's thread, with none of the asyncio layer's hand-offs."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]:
+        return self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        return self._connection.scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> ScalarResult[Any]:
+        return self._connection.scalars(statement, parameters)
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.engine, self._plain = _engines(url, pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite: the one connection is taken in turn (see create_engine).
         self._turn = None if self.is_postgres else asyncio.Lock()
@@ -145,24 +199,37 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction on a plain connection, for the hot read paths.
+    async def read(self) -> AsyncIterator[Statements]:
+        """A read-only transaction for Core statements, for the hot read paths.
 
         No ORM session: a statement through Core needs none of its identity map
         or unit of work, which cost a good part of a short request. On SQLite
         the transaction is deferred: it takes no write lock, so it never waits
         for another process's writer.
         """
-        async with self._connection_turn(), self.engine.connect() as conn:
-            conn = await conn.execution_options(**{READ_ONLY: True})
-            async with conn.begin():
-                yield conn
+        async with self._connection_turn(), self._statements(read_only=True) as statements:
+            yield statements
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on a plain connection, for hot write paths written in Core (the join)."""
-        async with self._connection_turn(), self.engine.begin() as conn:
-            yield conn
+    async def write(self) -> AsyncIterator[Statements]:
+        """A transaction for Core statements, for the hot write paths (the join)."""
+        async with self._connection_turn(), self._statements(read_only=False) as statements:
+            yield statements
+
+    @asynccontextmanager
+    async def _statements(self, *, read_only: bool) -> AsyncIterator[Statements]:
+        options = {READ_ONLY: read_only}
+        if self._plain is not None:
+            # SQLite: the plain engine on the loop's thread; a local statement takes microseconds.
+            with self._plain.connect() as plain:
+                plain = plain.execution_options(**options)
+                with plain.begin():
+                    yield PlainStatements(plain)
+            return
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**options)
+            async with conn.begin():
+                yield AsyncStatements(conn)
 
     @asynccontextmanager
     async def _connection_turn(self) -> AsyncIterator[None]:
@@ -186,3 +253,5 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._plain is not None:
+            self._plain.dispose()

@@ -19,6 +19,8 @@ does not happen (PostgreSQL is the multi-replica mode).
 The objects mimic the part of aiosqlite's API that SQLAlchemy's ``aiosqlite``
 dialect calls, so the dialect (its SQL, types and error mapping) is unchanged;
 they are handed to it with ``create_async_engine(..., async_creator=...)``.
+The same connection also backs a plain (synchronous) engine for the hot
+paths' Core statements (``SharedConnection``, ``services.common.db.Statements``).
 """
 
 from __future__ import annotations
@@ -108,11 +110,25 @@ class InlineConnection:
         self._conn.create_function(*args, **kw)
 
 
-def creator(database: str) -> Callable[[], Any]:
-    """The ``async_creator`` for a SQLite file (or ``:memory:``)."""
+class SharedConnection:
+    """The process's one connection to a SQLite database, for both of its engines.
 
-    async def connect() -> InlineConnection:
-        # The pool may close a connection from another thread (engine disposal at exit).
-        return InlineConnection(sqlite3.connect(database, check_same_thread=False))
+    ``Database`` drives it through an asyncio engine (ORM sessions) and a plain
+    one (Core statements on the hot paths, which then skip the asyncio layer's
+    hand-offs altogether); taking it in turn is ``Database``'s job.
+    """
 
-    return connect
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._connection: sqlite3.Connection | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        """The ``creator`` of the plain engine."""
+        if self._connection is None:
+            # The pool may close the connection from another thread (engine disposal at exit).
+            self._connection = sqlite3.connect(self.database, check_same_thread=False)
+        return self._connection
+
+    async def connect_async(self) -> InlineConnection:
+        """The ``async_creator`` of the asyncio engine."""
+        return InlineConnection(self.connect())

@@ -33,9 +33,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, literal_column, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Insert
 
+from services.common.db import Statements
 from services.common.rules import Rules
 from services.eligibility import rules as domain_rules
 from services.eligibility.domain import (
@@ -151,7 +152,7 @@ class _Standing:
 
 
 class EligibilityRepository:
-    def __init__(self, session: AsyncSession | AsyncConnection, rules: Rules) -> None:
+    def __init__(self, session: AsyncSession | Statements, rules: Rules) -> None:
         """Over a session (a unit of work) or, for the reads, a plain connection (``Database.read``)."""
         self.session = session
         self.rules = rules

@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 from sqlalchemy import Row, Select, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
 from services.common.rules import Rules
 from services.groups import rules as domain
@@ -114,7 +114,7 @@ _COUNT_OWNER = update(owners).where(owners.c.owner_key == bindparam("key")).valu
 class JoinRepository:
     """The join path over one connection in the caller's transaction."""
 
-    def __init__(self, connection: AsyncConnection, rules: Rules, now: datetime) -> None:
+    def __init__(self, connection: Statements, rules: Rules, now: datetime) -> None:
         self.connection = connection
         self.rules = rules
         self.now = now
