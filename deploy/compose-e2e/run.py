@@ -490,38 +490,65 @@ def container_ports(model: dict[str, Any]) -> list[int]:
     return sorted(ports)
 
 
+def listening_ports(override: dict[str, Any]) -> dict[str, int]:
+    """Service → the loopback port its health check asks (its gRPC port, PostgreSQL's PGPORT)."""
+    ports = {}
+    for name, service in override["services"].items():
+        env = service.get("environment", {})
+        port = env.get("QUN_GRPC_PORT") or (env.get("PGPORT") if "healthcheck" in service else None)
+        if port:
+            ports[name] = int(port)
+    return ports
+
+
+def accepts_connections(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
 class HealthChecks(threading.Thread):
     """Runs ``podman healthcheck run`` every second on each running container of the project
     whose health is not yet "healthy" (podman 4.3 without systemd never runs them itself, and
-    compose's ``service_healthy`` waits for them). Healthy containers are left alone: the checks
-    start a Python process each, and the two cores are better spent on the suite."""
+    compose's ``service_healthy`` waits for them).
 
-    def __init__(self, podman: Podman, project: str) -> None:
+    A check costs a process in the container (a Python one for qun's), which on two cores slows
+    the very start it waits for: so a service is checked only once its port (``ports``) takes
+    connections, and no more once it is healthy."""
+
+    def __init__(self, podman: Podman, project: str, ports: dict[str, int]) -> None:
         super().__init__(name="health-checks", daemon=True)
-        self.podman, self.project = podman, project
+        self.podman, self.project, self.ports = podman, project, ports
         self.stopping = threading.Event()
+
+    def due(self, container: dict[str, Any]) -> bool:
+        if container["State"]["Status"] != "running" or health(container) in ("", "healthy"):
+            return False
+        port = self.ports.get(container["Config"]["Labels"].get(SERVICE_LABEL, ""))
+        return port is None or accepts_connections(port)
 
     def run(self) -> None:
         while not self.stopping.wait(1.0):
             with contextlib.suppress(Exception):
-                pending = [
-                    c["Id"]
+                pending = {
+                    c["Config"]["Labels"].get(SERVICE_LABEL, c["Id"]): c["Id"]
                     for c in self.podman.containers(self.project)
-                    if c["State"]["Status"] == "running" and health(c) not in ("", "healthy")
-                ]
-                checks = [
-                    subprocess.Popen(
+                    if self.due(c)
+                }
+                checks = {
+                    service: subprocess.Popen(
                         ["podman", "healthcheck", "run", cid],
                         env=self.podman.env,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
-                    for cid in pending
-                ]
-                for check in checks:
+                    for service, cid in pending.items()
+                }
+                for service, check in checks.items():
                     try:
-                        check.wait(30)
+                        if check.wait(30) == 0:
+                            log(f"{service} healthy")
                     except subprocess.TimeoutExpired:
                         check.kill()
                         check.wait()
@@ -613,7 +640,7 @@ def with_podman(project: str, pytest_args: list[str]) -> int:
             "--file",
             str(override_file),
         ]
-        health_checks = HealthChecks(podman, project)
+        health_checks = HealthChecks(podman, project, listening_ports(override))
         health_checks.start()
         log(f"compose up (project {project}; podman, host network): {' '.join(services)}")
         run([*compose, "up", "--detach", "--no-build", "--pull", "never", *services], env=env, timeout=UP_TIMEOUT)
