@@ -141,7 +141,20 @@ def run_suite(gateway: str, token_secret: str, pytest_args: list[str], **e2e_env
     log(f"tests/e2e against the gateway at {gateway}")
     env = {key: value for key, value in os.environ.items() if key not in E2E_TARGET_VARIABLES}
     env.update(QUN_E2E_GATEWAY=gateway, QUN_E2E_TOKEN_SECRET=token_secret, **e2e_env)
-    return run([sys.executable, "-m", "pytest", "tests/e2e", *pytest_args], env=env, check=False, cwd=ROOT).returncode
+    suite = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "tests/e2e", *pytest_args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+    )
+    try:
+        return suite.wait()
+    finally:
+        if suite.poll() is None:
+            # Interrupted: SIGINT lets pytest tear its fixtures down (the Prometheus it started).
+            suite.send_signal(signal.SIGINT)
+            try:
+                suite.wait(30)
+            except subprocess.TimeoutExpired:
+                suite.kill()
+                suite.wait()
 
 
 # --- Docker ------------------------------------------------------------------------------------
