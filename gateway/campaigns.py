@@ -8,8 +8,9 @@ sub-groups and the store's group level (M12). Every refusal from either side
 reaches the caller with its rule ids and figures unchanged.
 
 Public and internal messages are separate contracts with the same field
-names; ``convert`` copies one into the other by name, so internal fields never
-leave the gateway and a caller can never set one (membership, level, actor).
+names; ``convert`` (``gateway.messages``) copies one into the other by name, so
+internal fields never leave the gateway and a caller can never set one
+(membership, level, actor).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from gateway import auth
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
+from gateway.messages import convert
 from qun.campaigns.v1 import campaigns_pb2 as internal
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
 from qun.common.v1 import groups_pb2 as common_groups_pb2
@@ -36,27 +36,11 @@ from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
 
-M = TypeVar("M", bound=Message)
-
 STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
 # Who runs activities: the group-set's owner (the store's main account) and its super admins.
 ACTIVITY_ROLES = (Role.STORE_MAIN, Role.STORE_SUB, Role.STREAMER)
 END_CARD_POLL_SECONDS = 0.5
 END_CARD_PAGE = 100
-
-
-def convert(source: Message, target: type[M], **scalars: Any) -> M:
-    """``source`` copied field by field into a new ``target`` (unknown fields dropped), then ``scalars`` set."""
-    out = target()
-    try:
-        json_format.ParseDict(
-            json_format.MessageToDict(source, preserving_proto_field_name=True), out, ignore_unknown_fields=True
-        )
-    except (json_format.Error, ValueError) as error:  # e.g. a timestamp outside 0001..9999, nanos out of range
-        raise InvalidArgument.one("request", f"cannot be read: {error}") from None
-    for name, value in scalars.items():
-        setattr(out, name, value)
-    return out
 
 
 def page_token(seq: int) -> str:
