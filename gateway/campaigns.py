@@ -11,6 +11,10 @@ Public and internal messages are separate contracts with the same field
 names; ``convert`` (``gateway.messages``) copies one into the other by name, so
 internal fields never leave the gateway and a caller can never set one
 (membership, level, actor).
+
+An activity's group-set never changes, so the gateway keeps it once the
+campaigns service named it: a flash purchase asks the groups service for the
+membership and the campaigns service for the purchase, two backend calls.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +46,33 @@ STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
 ACTIVITY_ROLES = (Role.STORE_MAIN, Role.STORE_SUB, Role.STREAMER)
 END_CARD_POLL_SECONDS = 0.5
 END_CARD_PAGE = 100
+ACTIVITY_SETS_KEPT = 10_000
+
+
+class ActivitySets:
+    """The group-set each activity runs in, as the campaigns service answered: it never changes, so it is kept.
+
+    Only that: whether the activity still runs (or anything else that changes)
+    is the campaigns service's to check on every call. Keyed by store and
+    activity, as GetActivity is asked; the least recently used go first.
+    """
+
+    def __init__(self, max_entries: int = ACTIVITY_SETS_KEPT) -> None:
+        self.max_entries = max_entries
+        self._sets: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def get(self, store_id: str, activity_id: str) -> str | None:
+        key = (store_id, activity_id)
+        group_set_id = self._sets.get(key)
+        if group_set_id is not None:
+            self._sets.move_to_end(key)
+        return group_set_id
+
+    def put(self, store_id: str, activity_id: str, group_set_id: str) -> None:
+        self._sets[store_id, activity_id] = group_set_id
+        self._sets.move_to_end((store_id, activity_id))
+        while len(self._sets) > self.max_entries:
+            self._sets.popitem(last=False)
 
 
 def page_token(seq: int) -> str:
@@ -82,6 +114,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self.groups = groups
         self.downstream = downstream
         self.poll_seconds = poll_seconds
+        self.activity_sets = ActivitySets()
 
     async def _call(self, method: Any, request: Any, context: grpc.aio.ServicerContext, *, safe: bool) -> Any:
         return await self.downstream.within(context, method, request, safe=safe)
@@ -94,14 +127,19 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return found.group_set  # type: ignore[no-any-return]
 
-    async def _activity(self, store_id: str, activity_id: str, context: grpc.aio.ServicerContext) -> internal.Activity:
-        found = await self._call(
-            self.campaigns.GetActivity,
-            internal.GetActivityRequest(store_id=store_id, activity_id=activity_id),
-            context,
-            safe=True,
-        )
-        return found.activity  # type: ignore[no-any-return]
+    async def _activity_set(self, store_id: str, activity_id: str, context: grpc.aio.ServicerContext) -> str:
+        """The group-set the activity runs in; NOT_FOUND (from the campaigns service) for an unknown activity."""
+        group_set_id = self.activity_sets.get(store_id, activity_id)
+        if group_set_id is None:
+            found = await self._call(
+                self.campaigns.GetActivity,
+                internal.GetActivityRequest(store_id=store_id, activity_id=activity_id),
+                context,
+                safe=True,
+            )
+            group_set_id = found.activity.group_set_id
+            self.activity_sets.put(store_id, activity_id, group_set_id)
+        return group_set_id
 
     async def _is_member(self, group_set_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> bool:
         """M5: the groups service says NOT_FOUND when the consumer is in no sub-group of the set."""
@@ -121,8 +159,8 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def _activity_member(
         self, store_id: str, activity_id: str, consumer: Principal, context: grpc.aio.ServicerContext
     ) -> bool:
-        activity = await self._activity(store_id, activity_id, context)
-        return await self._is_member(activity.group_set_id, consumer.subject, context)
+        group_set_id = await self._activity_set(store_id, activity_id, context)
+        return await self._is_member(group_set_id, consumer.subject, context)
 
     async def _staff_set(
         self, group_set_id: str, principal: Principal, context: grpc.aio.ServicerContext
@@ -212,8 +250,8 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="M12", why="only the store's main account sets a trumpet")
         self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
-        activity = await self._activity(principal.store_id, request.activity_id, context)
-        found = await self._group_set(activity.group_set_id, context)
+        group_set_id = await self._activity_set(principal.store_id, request.activity_id, context)
+        found = await self._group_set(group_set_id, context)
         if not auth.is_owner(principal, found):
             raise PermissionDenied("only the store's main account sets a trumpet", rule_id="M12")
         sub_groups = {s.sub_group_id for s in found.sub_groups}
@@ -237,8 +275,8 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def EndActivity(self, request, context):  # type: ignore[no-untyped-def]
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         principal = current_principal()
-        activity = await self._activity(request.store_id, request.activity_id, context)
-        await self._staff_set(activity.group_set_id, principal, context)
+        group_set_id = await self._activity_set(request.store_id, request.activity_id, context)
+        await self._staff_set(group_set_id, principal, context)
         reply = await self._call(
             self.campaigns.EndActivity, convert(request, internal.EndActivityRequest), context, safe=True
         )
