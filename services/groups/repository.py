@@ -249,18 +249,6 @@ class GroupsRepository:
         records = [_membership(m, name) for m, name in rows]
         return records, (records[-1].group_set_id if more and records else None)
 
-    async def membership(self, group_set_id: str, consumer_id: str) -> MembershipRecord:
-        row = (
-            await self.session.execute(
-                select(Membership, SubGroup.name)
-                .join(SubGroup, SubGroup.id == Membership.sub_group_id)
-                .where(Membership.group_set_id == group_set_id, Membership.consumer_id == consumer_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFound("membership", f"{group_set_id}/{consumer_id}")
-        return _membership(row[0], row[1])
-
     # -- group-sets --------------------------------------------------------------------------
 
     async def create_group_set(self, new: NewGroupSet) -> CreateResult:

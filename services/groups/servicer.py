@@ -23,7 +23,7 @@ from services.common.errors import Aborted, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
-from services.groups import metrics
+from services.groups import memberships, metrics
 from services.groups import rules as domain
 from services.groups.convert import (
     KIND_FROM_PROTO,
@@ -296,10 +296,8 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.identifier("consumer_id", request.consumer_id)
         f.done()
-        async with self.db.transaction() as session:
-            record = await self._repository(session, context).membership(
-                request.group_set_id, request.consumer_id
-            )
+        async with self.db.read() as statements:
+            record = await memberships.membership(statements, request.group_set_id, request.consumer_id)
         return groups_pb2.GetMembershipResponse(membership=membership_to_proto(record))
 
     # -- admins (R2) -------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""GetMembership's read: one prebuilt statement on a read-only transaction.
+
+The gateway asks it before every flash-sale purchase (M5) and every end-card
+read by a consumer, so it skips the ORM session, whose identity map and
+statement building cost more than the read.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select
+
+from services.common.db import Statements
+from services.common.errors import NotFound
+from services.groups.models import Membership, SubGroup
+from services.groups.repository import MembershipRecord
+
+memberships = Membership.__table__
+sub_groups = SubGroup.__table__
+
+# The columns in MembershipRecord's order.
+_MEMBERSHIP = (
+    select(
+        memberships.c.group_set_id,
+        memberships.c.sub_group_id,
+        sub_groups.c.name,
+        memberships.c.consumer_id,
+        memberships.c.joined_at,
+        memberships.c.notified_at,
+    )
+    .join(sub_groups, sub_groups.c.id == memberships.c.sub_group_id)
+    .where(memberships.c.group_set_id == bindparam("set_id"), memberships.c.consumer_id == bindparam("consumer"))
+)
+
+
+async def membership(statements: Statements, group_set_id: str, consumer_id: str) -> MembershipRecord:
+    """The consumer's place in the group-set; NOT_FOUND when they are in none of its sub-groups."""
+    row = (await statements.execute(_MEMBERSHIP, {"set_id": group_set_id, "consumer": consumer_id})).first()
+    if row is None:
+        raise NotFound("membership", f"{group_set_id}/{consumer_id}")
+    return MembershipRecord(*row)
