@@ -83,7 +83,9 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
     Buying, the sale is share-locked: the end card (M6), which locks the sale
     for update, counts this purchase or sees it refused.
     """
-    columns: list[Any] = [items.c.platform, items.c.sku_count, items.c.price_min_fen, items.c.price_max_fen, items.c.stock]
+    columns: list[Any] = [
+        items.c.platform, items.c.sku_count, items.c.price_min_fen, items.c.price_max_fen, items.c.stock
+    ]
     source: Any = items
     if flash:
         columns += [
@@ -95,7 +97,8 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
             activities.c.ended_at,
             activities.c.end_card_posted,
         ]
-        source = items.join(activities, and_(activities.c.store_id == items.c.store_id, activities.c.activity_id == SALE))
+        sale = and_(activities.c.store_id == items.c.store_id, activities.c.activity_id == SALE)
+        source = items.join(activities, sale)
     if buying:
         used = exists().where(purchases.c.store_id == STORE, purchases.c.request_id == REQUEST)
         columns.append(used.label("request_used"))
@@ -103,7 +106,9 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
     return stmt.with_for_update(read=True, of=activities) if flash and buying else stmt
 
 
-_ORDER = {(flash, buying): _order_statement(flash=flash, buying=buying) for flash in (False, True) for buying in (False, True)}
+_ORDER = {
+    (flash, buying): _order_statement(flash=flash, buying=buying) for flash in (False, True) for buying in (False, True)
+}
 _STOCK = select(items.c.stock).where(items.c.store_id == STORE, items.c.item_id == ITEM)
 _EARLIER = (
     select(purchases, items.c.stock.label("stock_left"))
@@ -271,9 +276,8 @@ class OrderRepository:
                 values[kind].append(claim.value_fen)
                 state = claim_state(claim, self.now)
                 if state is ClaimState.USED:
-                    failures.append(
-                        Failure("M8", "PRIZE_ALREADY_USED", f"{claim_id} was used in another order", {"claim_id": claim_id})
-                    )
+                    used = f"{claim_id} was used in another order"
+                    failures.append(Failure("M8", "PRIZE_ALREADY_USED", used, {"claim_id": claim_id}))
                 elif state is not ClaimState.HELD:
                     failures.append(
                         Failure(
