@@ -228,7 +228,14 @@ class Podman:
         storage_conf.write_text(
             f'[storage]\ndriver = "overlay"\ngraphroot = "{workdir}/storage"\nrunroot = "{workdir}/run"\n'
         )
-        self.env = dict(os.environ, CONTAINERS_CONF=str(containers_conf), CONTAINERS_STORAGE_CONF=str(storage_conf))
+        # Temporary files, build containers' bundles among them, stay in the run's folder too.
+        (workdir / "tmp-files").mkdir()
+        self.env = dict(
+            os.environ,
+            CONTAINERS_CONF=str(containers_conf),
+            CONTAINERS_STORAGE_CONF=str(storage_conf),
+            TMPDIR=str(workdir / "tmp-files"),
+        )
 
     def __call__(self, *args: str, check: bool = True, timeout: float | None = None) -> str:
         """podman's output; a failure raises with what podman said, unless ``check=False``."""
@@ -702,6 +709,12 @@ def teardown_podman(podman: Podman, project: str) -> None:
         if volumes:
             podman("volume", "rm", "--force", *volumes, check=False)
     podman.stop_service()
+    # A build interrupted in a RUN step leaves its container's state with runc.
+    with contextlib.suppress(Exception):
+        listed = run(["runc", "list", "--format", "json"], capture_output=True, text=True, timeout=30).stdout
+        for container in json.loads(listed or "[]") or []:
+            if container.get("bundle", "").startswith(f"{podman.workdir}/"):
+                run(["runc", "delete", "--force", container["id"]], check=False, timeout=30)
     # Storage private to this run: reset it (unmounts what podman mounted), then remove it all.
     with contextlib.suppress(Exception):
         podman("system", "reset", "--force", check=False, timeout=120)
