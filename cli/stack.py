@@ -1,18 +1,20 @@
 """All qun processes on loopback, as ``make up`` and the flow tests run them.
 
-Migrates each service's database, starts the backends and then the gateway as
-separate processes, waits until every one reports SERVING on the standard
+Starts the gateway, migrates each service's database and starts each backend
+once its database is ready, all as separate processes; waits until every one reports SERVING on the standard
 health service, and stops them all with SIGTERM (the processes drain and exit).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.settings import DEFAULT_PORTS
+from services.common.settings import DEFAULT_PORTS, database_url
 
 BACKENDS = ("eligibility", "groups", "campaigns", "push")
 PROCESSES = (*BACKENDS, "gateway")
@@ -142,16 +144,23 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def migrate(self) -> None:
-        """Each service's database to its newest schema; the services' databases are separate,
-        so their migrations run side by side."""
-        running = {
-            name: subprocess.Popen([sys.executable, "-m", "services.common.migrations", name], env=self.env_for(name))
-            for name in BACKENDS
-        }
-        failed = [name for name, process in running.items() if process.wait() != 0]
-        if failed:
-            raise RuntimeError(f"migrations failed for {', '.join(failed)}")
+    def _migrate_in_turn(self, done: queue.Queue[tuple[str, BaseException | None]]) -> None:
+        """Each service's database to its newest schema, one after another, reporting each.
+
+        In this process, on a thread of its own: one interpreter loading Alembic
+        once costs far less than a process per service, and the processes
+        started meanwhile use the other core (Alembic is imported here, on that thread,
+        for the same reason).
+        """
+        from services.common.migrations import upgrade
+
+        for name in BACKENDS:
+            try:
+                upgrade(name, database_url(self.env_for(name), name))
+            except BaseException as error:  # reported to start(), which stops everything
+                done.put((name, error))
+                return
+            done.put((name, None))
 
     def start_process(self, name: str) -> None:
         if self.log_to_files:
@@ -171,9 +180,16 @@ class Stack:
             out.close()
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        self.migrate()
+        """Every process as soon as it can start: the gateway (no schema) at once, each backend
+        when its database is migrated; then waits until all are SERVING."""
+        migrated: queue.Queue[tuple[str, BaseException | None]] = queue.Queue()
         try:
-            for name in PROCESSES:
+            self.start_process("gateway")
+            threading.Thread(target=self._migrate_in_turn, args=(migrated,), daemon=True).start()
+            for _ in BACKENDS:
+                name, error = migrated.get(timeout=timeout)
+                if error is not None:
+                    raise RuntimeError(f"migrations failed for {name}: {error}") from error
                 self.start_process(name)
             for name in PROCESSES:
                 self.wait(name, timeout)

@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.clock import Clock, clock_from_env
-from services.common.db import Database
 from services.common.interceptors import (
     ErrorInterceptor,
     Interceptor,
@@ -73,6 +72,9 @@ class DatabaseApp(ServiceApp):
     """A backend service with its own database."""
 
     def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
+        # Imported here: the gateway, which has no database, then starts without loading SQLAlchemy.
+        from services.common.db import Database
+
         super().__init__(settings, rules, clock)
         self.db = Database(settings.database_url)
 
