@@ -44,11 +44,11 @@ from services.groups.repository import (
     JoinResult,
     MembershipRecord,
     SubGroupRecord,
+    group_set_record,
     join_refusal,
     month_of,
     new_id,
     set_fill,
-    threshold_from_row,
 )
 from services.groups.rules import GroupKind
 
@@ -128,7 +128,8 @@ class JoinRepository:
         owner = (await self.connection.execute(_OWNER_OF_SET, params)).first()
         subs = (await self.connection.execute(_SUB_GROUPS, params)).all()
         admin_ids = tuple((await self.connection.execute(_ADMINS, params)).scalars())
-        record = _record(row, subs, admin_ids)
+        sub_records = [SubGroupRecord(s.id, s.seq, s.name, s.member_count) for s in subs]
+        record = group_set_record(row, sub_records, admin_ids)
         failures = domain.join_failures(
             self.rules, set_fill(record), _account_fill(row, owner), already_member=bool(row.is_member)
         )
@@ -174,7 +175,10 @@ class JoinRepository:
             sub_id, sub_name = new_id("sg"), domain.sub_group_name(row.name, placement.seq)
             await execute(
                 _NEW_SUB_GROUP,
-                dict(id=sub_id, group_set_id=row.id, seq=placement.seq, name=sub_name, member_count=1, created_at=self.now),
+                dict(
+                    id=sub_id, group_set_id=row.id, seq=placement.seq, name=sub_name, member_count=1,
+                    created_at=self.now,
+                ),
             )
         else:
             sub = next(s for s in subs if s.seq == placement.seq)
@@ -225,25 +229,3 @@ def _threshold_changed(current: int, checked: int) -> Aborted:
         reason="THRESHOLD_CHANGED",
         metadata={"rules": "C11", "threshold_version": str(current), "checked_version": str(checked)},
     )
-
-
-def _record(row: Row[Any], subs: list[Row[Any]], admin_ids: tuple[str, ...]) -> GroupSetRecord:
-    return GroupSetRecord(
-        id=row.id,
-        kind=GroupKind(row.kind),
-        name=row.name,
-        owner_account_id=row.owner_account_id,
-        store_id=row.store_id or "",
-        streamer_id=row.streamer_id or "",
-        threshold=threshold_from_row(row.threshold_kind, row.threshold_params),
-        password_digest=row.password_digest,
-        threshold_version=row.threshold_version,
-        is_public=row.is_public,
-        announcement=row.announcement,
-        newcomer_reply=row.newcomer_reply,
-        member_count=row.member_count,
-        created_at=row.created_at,
-        sub_groups=tuple(SubGroupRecord(s.id, s.seq, s.name, s.member_count) for s in subs),
-        admin_ids=admin_ids,
-    )
-

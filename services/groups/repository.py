@@ -515,27 +515,29 @@ class GroupsRepository:
                 select(Admin).where(Admin.group_set_id.in_(ids)).order_by(Admin.group_set_id, Admin.added_at)
             ):
                 admins[admin.group_set_id].append(admin.account_id)
-        return [
-            GroupSetRecord(
-                id=r.id,
-                kind=GroupKind(r.kind),
-                name=r.name,
-                owner_account_id=r.owner_account_id,
-                store_id=r.store_id or "",
-                streamer_id=r.streamer_id or "",
-                threshold=threshold_from_row(r.threshold_kind, r.threshold_params),
-                password_digest=r.password_digest,
-                threshold_version=r.threshold_version,
-                is_public=r.is_public,
-                announcement=r.announcement,
-                newcomer_reply=r.newcomer_reply,
-                member_count=r.member_count,
-                created_at=r.created_at,
-                sub_groups=tuple(subs[r.id]),
-                admin_ids=tuple(admins[r.id]),
-            )
-            for r in rows
-        ]
+        return [group_set_record(r, subs[r.id], admins[r.id]) for r in rows]
+
+
+def group_set_record(row: Any, sub_groups: Sequence[SubGroupRecord], admin_ids: Sequence[str]) -> GroupSetRecord:
+    """A group-set as the service hands it on, from its row (an ORM object or a Core row alike)."""
+    return GroupSetRecord(
+        id=row.id,
+        kind=GroupKind(row.kind),
+        name=row.name,
+        owner_account_id=row.owner_account_id,
+        store_id=row.store_id or "",
+        streamer_id=row.streamer_id or "",
+        threshold=threshold_from_row(row.threshold_kind, row.threshold_params),
+        password_digest=row.password_digest,
+        threshold_version=row.threshold_version,
+        is_public=row.is_public,
+        announcement=row.announcement,
+        newcomer_reply=row.newcomer_reply,
+        member_count=row.member_count,
+        created_at=row.created_at,
+        sub_groups=tuple(sub_groups),
+        admin_ids=tuple(admin_ids),
+    )
 
 
 def set_fill(record: GroupSetRecord) -> domain.SetFill:
