@@ -35,7 +35,14 @@ MODULES = {
 }
 SECRETS_FILE = "secrets.env"
 START_TIMEOUT_SECONDS = 30.0
+PORT_ATTEMPTS = 3
+# What a process logs when its port was taken: the metrics server's OSError, gRPC's bind failure.
+PORT_TAKEN_SIGNS = ("Address already in use", "Failed to add port", "Address in use")
 STOP_TIMEOUT_SECONDS = 10.0
+
+
+class PortTaken(RuntimeError):
+    """A process could not bind the port it was given."""
 
 
 def free_port() -> int:
@@ -108,16 +115,22 @@ class Stack:
     log_to_files: bool = True
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _log_starts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.secrets = load_or_create_secrets(self.data_dir)
+        self.endpoints = self._pick_endpoints()
+
+    def _pick_endpoints(self) -> dict[str, Endpoint]:
+        endpoints = {}
         for name in PROCESSES:
             if self.fixed_ports:
                 grpc_port, metrics_port = DEFAULT_PORTS[name]
             else:
                 grpc_port, metrics_port = free_port(), free_port()
-            self.endpoints[name] = Endpoint(name, grpc_port, metrics_port)
+            endpoints[name] = Endpoint(name, grpc_port, metrics_port)
+        return endpoints
 
     @property
     def gateway(self) -> Endpoint:
@@ -167,6 +180,7 @@ class Stack:
             logs = self.data_dir / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+            self._log_starts[name] = out.tell()
         else:
             out = None
         self.processes[name] = subprocess.Popen(
@@ -181,7 +195,21 @@ class Stack:
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Every process as soon as it can start: the gateway (no schema) at once, each backend
-        when its database is migrated; then waits until all are SERVING."""
+        when its database is migrated; then waits until all are SERVING.
+
+        A free port is only free until a process binds it, and another program may take it
+        first: a stack on free ports then starts again on new ones.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start(timeout)
+                return
+            except PortTaken:
+                if self.fixed_ports or attempt == PORT_ATTEMPTS:
+                    raise
+                self.endpoints = self._pick_endpoints()
+
+    def _start(self, timeout: float) -> None:
         migrated: queue.Queue[tuple[str, BaseException | None]] = queue.Queue()
         try:
             self.start_process("gateway")
@@ -195,6 +223,7 @@ class Stack:
                 self.wait(name, timeout)
         except BaseException:
             self.stop()
+            self.processes.clear()
             raise
 
     def wait(self, name: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
@@ -202,13 +231,24 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode} while starting; see {self.log_hint(name)}")
+                failure = PortTaken if self._port_was_taken(name) else RuntimeError
+                raise failure(f"{name} exited with {process.returncode} while starting; see {self.log_hint(name)}")
             try:
                 wait_serving(self.endpoints[name].address, min(1.0, max(0.1, deadline - time.monotonic())))
                 return
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise
+
+    def _port_was_taken(self, name: str) -> bool:
+        """Whether the process's output since it started says its port was taken."""
+        log = self.data_dir / "logs" / f"{name}.log"
+        if not self.log_to_files or not log.exists():
+            return False
+        with log.open("rb") as output:
+            output.seek(self._log_starts.get(name, 0))
+            said = output.read().decode(errors="replace")
+        return any(sign in said for sign in PORT_TAKEN_SIGNS)
 
     def log_hint(self, name: str) -> str:
         return str(self.data_dir / "logs" / f"{name}.log") if self.log_to_files else "its output"
