@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from gateway import auth
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from gateway.messages import convert
+from gateway.views import Kept
 from qun.campaigns.v1 import campaigns_pb2 as internal
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
 from qun.common.v1 import groups_pb2 as common_groups_pb2
@@ -58,21 +58,13 @@ class ActivitySets:
     """
 
     def __init__(self, max_entries: int = ACTIVITY_SETS_KEPT) -> None:
-        self.max_entries = max_entries
-        self._sets: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._kept: Kept[tuple[str, str], str] = Kept(max_entries)
 
     def get(self, store_id: str, activity_id: str) -> str | None:
-        key = (store_id, activity_id)
-        group_set_id = self._sets.get(key)
-        if group_set_id is not None:
-            self._sets.move_to_end(key)
-        return group_set_id
+        return self._kept.get((store_id, activity_id))
 
     def put(self, store_id: str, activity_id: str, group_set_id: str) -> None:
-        self._sets[store_id, activity_id] = group_set_id
-        self._sets.move_to_end((store_id, activity_id))
-        while len(self._sets) > self.max_entries:
-            self._sets.popitem(last=False)
+        self._kept.put((store_id, activity_id), group_set_id)
 
 
 def page_token(seq: int) -> str:

@@ -1,4 +1,4 @@
-"""The gateway's short-lived copies of group-sets, so a join needs two backend calls, not three.
+"""What the gateway keeps: bounded maps, and short-lived copies of group-sets so a join needs two backend calls.
 
 A join reads the set's threshold to ask eligibility; keeping that read for a
 few seconds is safe because the join's last step (AddMember) carries the
@@ -12,34 +12,59 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from qun.groups.v1 import groups_pb2
 
 TTL_SECONDS = 5.0
 MAX_ENTRIES = 10_000
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Kept(Generic[K, V]):
+    """At most ``max_entries`` values, the least recently used dropped first: a gateway replica's
+    memory stays bounded however many sets and activities it sees."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
 
 class GroupSetViews:
     def __init__(self, ttl: float = TTL_SECONDS, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, groups_pb2.GroupSet]] = OrderedDict()
+        self._kept: Kept[str, tuple[float, groups_pb2.GroupSet]] = Kept(max_entries)
 
     def get(self, group_set_id: str) -> groups_pb2.GroupSet | None:
-        entry = self._entries.get(group_set_id)
+        entry = self._kept.get(group_set_id)
         if entry is None:
             return None
         stored_at, view = entry
         if time.monotonic() - stored_at > self.ttl:
-            del self._entries[group_set_id]
+            self._kept.drop(group_set_id)
             return None
         return view
 
     def put(self, view: groups_pb2.GroupSet) -> None:
-        self._entries[view.group_set_id] = (time.monotonic(), view)
-        self._entries.move_to_end(view.group_set_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._kept.put(view.group_set_id, (time.monotonic(), view))
 
     def drop(self, group_set_id: str) -> None:
-        self._entries.pop(group_set_id, None)
+        self._kept.drop(group_set_id)
