@@ -1,8 +1,12 @@
 """SQLAlchemy 2.x asyncio storage: SQLite by default, PostgreSQL in production.
 
-One transaction per unit of work (``async with db.transaction() as s``).
-SQLite gets one connection and ``BEGIN IMMEDIATE`` so concurrent writers in
-the embedded mode queue instead of failing with "database is locked";
+One transaction per unit of work: ``db.transaction()`` gives an ORM session,
+``db.read()``/``db.write()`` give ``Statements`` for the hot paths' prebuilt
+Core statements (no identity map or unit of work to pay for). SQLite gets one
+connection per process, taken in turn, its statements run on the event
+loop's thread (``sqlite_inline``), and ``BEGIN IMMEDIATE`` for writes so
+concurrent writers in the embedded mode queue instead of failing with
+"database is locked";
 PostgreSQL gets a pool, and the caps are guarded by row locks and
 conditional updates in the repositories (``for_update`` is a no-op on SQLite,
 whose writers are already serialised).
