@@ -147,6 +147,22 @@ async def test_C14_refused_join_names_every_failed_rule(gw: GatewayClient, platf
     assert fetched.group_set.member_count == 0  # nothing changed
 
 
+async def test_C14_a_refusal_names_the_groups_rules_too_when_the_gateway_knows_the_set(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """The gateway asks eligibility first over its copy of the set; a refusal still asks groups (C13 here)."""
+    store_id, main_id = await new_store(gw, platform)
+    group = await new_group(gw, store_id, main_id)
+    consumer = unique("c")
+    await gw.report(facts.consumer(consumer, follows=(store_id,)))
+    await join(gw, consumer, group.group_set_id)  # the gateway now holds a copy of the set
+    await gw.report(facts.consumer(consumer, score=350, real_name=False, follows=(store_id,)))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await join(gw, consumer, group.group_set_id)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert sorted(rules_of(refused.value)) == ["C1", "C13", "C2"]
+
+
 async def test_C9_password_threshold(gw: GatewayClient, platform: RunningStack) -> None:
     store_id, main_id = await new_store(gw, platform)
     group = await new_group(
