@@ -196,8 +196,8 @@ class OrderRepository:
             raise
         purchase_id = new_id("pur")
         await self._use_prizes(params, purchase_id, order)  # a refusal here rolls the stock back
-        recorded = await self._record_purchase(purchase_id, params, order, quote)
-        return PurchaseOutcome(recorded, stock_left, replayed=False)
+        row = await self._record_purchase(purchase_id, params, order, quote)
+        return PurchaseOutcome(row, stock_left, replayed=False)
 
     async def _order_row(self, params: dict[str, Any], *, buying: bool) -> Row[Any] | None:
         statement = _ORDER[bool(params["sale"]), buying]
