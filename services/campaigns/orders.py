@@ -83,9 +83,7 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
     Buying, the sale is share-locked: the end card (M6), which locks the sale
     for update, counts this purchase or sees it refused.
     """
-    columns: list[Any] = [
-        items.c.platform, items.c.sku_count, items.c.price_min_fen, items.c.price_max_fen, items.c.stock
-    ]
+    columns: list[Any] = [items.c.platform, items.c.sku_count, items.c.price_min_fen, items.c.price_max_fen, items.c.stock]
     source: Any = items
     if flash:
         columns += [
@@ -97,8 +95,7 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
             activities.c.ended_at,
             activities.c.end_card_posted,
         ]
-        sale = and_(activities.c.store_id == items.c.store_id, activities.c.activity_id == SALE)
-        source = items.join(activities, sale)
+        source = items.join(activities, and_(activities.c.store_id == items.c.store_id, activities.c.activity_id == SALE))
     if buying:
         used = exists().where(purchases.c.store_id == STORE, purchases.c.request_id == REQUEST)
         columns.append(used.label("request_used"))
@@ -106,9 +103,7 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
     return stmt.with_for_update(read=True, of=activities) if flash and buying else stmt
 
 
-_ORDER = {
-    (flash, buying): _order_statement(flash=flash, buying=buying) for flash in (False, True) for buying in (False, True)
-}
+_ORDER = {(flash, buying): _order_statement(flash=flash, buying=buying) for flash in (False, True) for buying in (False, True)}
 _STOCK = select(items.c.stock).where(items.c.store_id == STORE, items.c.item_id == ITEM)
 _EARLIER = (
     select(purchases, items.c.stock.label("stock_left"))
@@ -276,8 +271,9 @@ class OrderRepository:
                 values[kind].append(claim.value_fen)
                 state = claim_state(claim, self.now)
                 if state is ClaimState.USED:
-                    used = f"{claim_id} was used in another order"
-                    failures.append(Failure("M8", "PRIZE_ALREADY_USED", used, {"claim_id": claim_id}))
+                    failures.append(
+                        Failure("M8", "PRIZE_ALREADY_USED", f"{claim_id} was used in another order", {"claim_id": claim_id})
+                    )
                 elif state is not ClaimState.HELD:
                     failures.append(
                         Failure(
