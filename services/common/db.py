@@ -12,7 +12,7 @@ conditional updates in the repositories (``for_update`` is a no-op on SQLite,
 whose writers are already serialised).
 
 A lost database connection (the server restarting, the network) is not a bug:
-the pool tests each connection as it hands it out (``pool_pre_ping``), so the
+the pool tests each connection as it hands it out (a ping on checkout), so the
 first request after a restart gets a fresh one, and a transaction that fails
 because the server is gone raises ``Unavailable`` (gRPC UNAVAILABLE, which a
 caller with a request id retries) rather than an unexpected error (INTERNAL).
@@ -94,11 +94,29 @@ def _engines(url: str, pool_size: int) -> tuple[AsyncEngine, Engine | None]:
         _sqlite_immediate_transactions(engine.sync_engine)
         _sqlite_immediate_transactions(plain)
         return engine, plain
-    engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30, pool_pre_ping=True
-    )
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30)
     _broken_connections_are_disconnects(engine)
+    _ping_on_checkout(engine)
     return engine, None
+
+
+def _ping_on_checkout(engine: AsyncEngine) -> None:
+    """Each connection is tried as the pool hands it out; a dead one is replaced, not handed out.
+
+    In place of ``pool_pre_ping``, whose ping lets some of asyncpg's errors for a
+    connection the server dropped escape (``InternalClientError``: "another
+    operation is in progress") instead of replacing the connection. Raising
+    ``DisconnectionError`` here makes the pool discard it and connect anew.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            if is_disconnect(error):
+                raise exc.DisconnectionError("the connection was dropped") from error
+            raise
 
 
 def _broken_connections_are_disconnects(engine: AsyncEngine) -> None:
