@@ -21,7 +21,7 @@ caller with a request id retries) rather than an unexpected error (INTERNAL).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,24 +54,46 @@ _ASYNCPG_DISCONNECTS = frozenset(
         "InternalClientError",
     }
 )
+# asyncpg's errors for a server that is up but takes no more connections now.
+_ASYNCPG_BUSY = frozenset({"TooManyConnectionsError"})
 
 
 def is_disconnect(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) means the database cannot be reached."""
+    return any(_disconnect(cause) for cause in _chain(error))
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether the database cannot serve the request now: gone, or out of connections (a retry may pass).
+
+    A server at ``max_connections`` refuses new ones; with several replicas on
+    one PostgreSQL that is load, not a bug, so the caller sees UNAVAILABLE.
+    """
+    return any(_disconnect(cause) or _asyncpg_error(cause, _ASYNCPG_BUSY) for cause in _chain(error))
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what caused it, each once."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
-            return True
-        if isinstance(current, (ConnectionError, TimeoutError, exc.TimeoutError)):
-            return True
-        if isinstance(current, OSError) and not isinstance(current, FileNotFoundError):
-            return True
-        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in _ASYNCPG_DISCONNECTS:
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def _disconnect(error: BaseException) -> bool:
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (ConnectionError, TimeoutError, exc.TimeoutError)):
+        return True
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+        return True
+    return _asyncpg_error(error, _ASYNCPG_DISCONNECTS)
+
+
+def _asyncpg_error(error: BaseException, names: frozenset[str]) -> bool:
+    return type(error).__module__.startswith("asyncpg") and type(error).__name__ in names
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -265,7 +287,7 @@ class Database:
         except ServiceError:
             raise
         except Exception as error:
-            if is_disconnect(error):
+            if is_unavailable(error):
                 raise Unavailable("the database is unavailable; retry") from error
             raise
 

@@ -12,11 +12,12 @@ is thrown away, and a transaction that cannot reach the server raises
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import grpc
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from cli.stack import free_port
 from services.common.db import Database, is_disconnect
@@ -114,6 +115,30 @@ async def test_an_unreachable_server_is_unavailable_not_an_internal_error() -> N
         assert caught.value.to_status().code == grpc.StatusCode.UNAVAILABLE.value[0]
     finally:
         await db.close()
+
+
+async def test_a_server_out_of_connections_is_unavailable_not_an_internal_error(pg_url: str) -> None:
+    """PostgreSQL at its connection limit refuses with SQLSTATE 53300: load, which a retry may pass.
+
+    A role allowed no connections gets the same refusal as a server at
+    ``max_connections`` (several replicas' pools on one server), without
+    exhausting the shared server for the tests beside this one.
+    """
+    role = f"qun_full_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_dsn())
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    url = make_url(async_url(pg_url)).set(username=role).render_as_string(hide_password=False)
+    db = Database(url, pool_size=1)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await select_one(db)
+        assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+        assert isinstance(caught.value.__cause__, asyncpg.TooManyConnectionsError)
+        assert not is_disconnect(caught.value.__cause__)  # the server is there: nothing to invalidate
+    finally:
+        await db.close()
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
 
 
 def test_refusals_and_bugs_are_not_taken_for_disconnects() -> None:
