@@ -264,6 +264,15 @@ async def claims_stop_at_the_wallet_and_the_limit(stubs: list[Stub], conn: async
 # -- M9 ----------------------------------------------------------------------------------------
 
 
+async def settled(conn: asyncpg.Connection, store: str, within: float = 60.0) -> None:
+    """Until no held packet of ``store`` is left (every one expired by now); no sweep runs for ever."""
+    deadline = time.monotonic() + within
+    query = "SELECT count(*) FROM claims WHERE store_id = $1 AND state = 'held'"
+    while (held := await conn.fetchval(query, store)) > 0:
+        assert time.monotonic() < deadline, f"{held} expired packets still held after {within}s"
+        await asyncio.sleep(0.05)
+
+
 async def expiry_refunds_each_packet_once(stubs: list[Stub], conn: asyncpg.Connection, cluster: Cluster) -> None:
     store = "s-expiry"
     expires = T0 + timedelta(days=2)
@@ -300,7 +309,9 @@ async def expiry_refunds_each_packet_once(stubs: list[Stub], conn: asyncpg.Conne
         )
     cluster.set_time(expires + timedelta(minutes=1))  # the fountain ended and every packet expired
     runs = await asyncio.gather(*(stubs[i % 2].RunExpiry(pb.RunExpiryRequest(), timeout=60) for i in range(20)))
-    await asyncio.sleep(0.5)  # and the timers of both replicas ran over the same rows
+    # The timers of both replicas ran over the same rows. A call returns once what is left is locked by
+    # another sweep (SKIP LOCKED), so a timer may still be settling this store's packets: wait for it.
+    await settled(conn, store)
     unclaimed = 400 - len(claims)
     expected_refund = (len(claims) - len(used)) * 88 + unclaimed * 88
     ledger = await conn.fetch("SELECT source, source_id, amount_fen FROM refunds WHERE store_id = $1", store)
