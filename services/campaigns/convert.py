@@ -6,8 +6,10 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Row
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.common.v1 import facts_pb2
@@ -149,7 +151,8 @@ def records_to_proto(records: list[list[object]] | tuple[tuple[PriceRecord, bool
     ]
 
 
-def purchase_to_proto(row: Purchase) -> pb.PurchaseRecord:
+def purchase_to_proto(row: Purchase | Row[Any]) -> pb.PurchaseRecord:
+    """A purchase as the ORM loads it or as ``orders`` reads and writes it (a row of ``purchases``)."""
     msg = pb.PurchaseRecord(
         store_id=row.store_id,
         purchase_id=row.purchase_id,

@@ -4,7 +4,7 @@ Every method runs inside the caller's transaction (one per RPC, one store).
 The caps hold with any number of replicas on one PostgreSQL because each is
 decided where the database serialises it:
 
-- **Stock (M2)**: a purchase takes stock with one conditional
+- **Stock (M2)**: a purchase (``orders``) takes stock with one conditional
   ``UPDATE items SET stock = stock - q WHERE … AND stock >= q`` and writes the
   purchase row in the same transaction; a failure after the update rolls both
   back. The CHECK ``stock >= 0`` is the last guard. ``(store_id, request_id)``
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,33 +128,6 @@ class NewTrumpet:
 
 
 @dataclass(frozen=True)
-class OrderInput:
-    item_id: str
-    quantity: int
-    flash_sale_id: str = ""
-    cash_red_packet_ids: tuple[str, ...] = ()
-    store_coupon_ids: tuple[str, ...] = ()
-    store_red_packet_fen: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Quote:
-    item: Item
-    sale: Activity | None
-    pricing: domain.Pricing
-    price_records: tuple[tuple[domain.PriceRecord, bool], ...]
-    failures: list[Failure]
-
-
-@dataclass(frozen=True)
-class PurchaseOutcome:
-    purchase: Purchase
-    stock_left: int
-    replayed: bool
-    flash_sale: Activity | None = None
-
-
-@dataclass(frozen=True)
 class ClaimOutcome:
     claim: Claim
     replayed: bool
@@ -196,7 +169,7 @@ def has_ended(activity: Activity, now: datetime) -> bool:
     return activity.ended_at is not None or activity.end_card_posted or now >= activity.ends_at
 
 
-def claim_state(claim: Claim, now: datetime) -> ClaimState:
+def claim_state(claim: Claim | Row[Any], now: datetime) -> ClaimState:
     """As read: a held prize past its expiry shows as refunded (cash) or expired (coupon) already."""
     state = ClaimState(claim.state)
     if state is ClaimState.HELD and claim.expires_at <= now:
@@ -566,198 +539,7 @@ class CampaignsRepository:
         await self.session.flush()
         return row, False
 
-    # -- orders (M1–M5, M8) ------------------------------------------------------------------
-
-    async def quote(self, store_id: str, consumer_id: str, order: OrderInput, *, group_member: bool) -> Quote:
-        """Every rule an order meets, read without taking stock: the same for PriceOrder and Purchase.
-
-        SKUs are not modelled: a sale outside a flash sale is priced at the item's
-        lowest price (one price for single-price items; the order system prices a
-        SKU of a price-range item itself).
-        """
-        return await self._quote(store_id, consumer_id, order, group_member=group_member, lock_sale=False)
-
-    async def _quote(
-        self, store_id: str, consumer_id: str, order: OrderInput, *, group_member: bool, lock_sale: bool
-    ) -> Quote:
-        item = await self.item(store_id, order.item_id)
-        failures: list[Failure] = []
-        sale: Activity | None = None
-        if order.flash_sale_id:
-            # A share lock: the end card (M6), which locks the sale for update, counts this purchase or sees it refused.
-            sale = await self.activity(store_id, order.flash_sale_id, share_lock=lock_sale)
-            if sale.kind != ActivityKind.FLASH_SALE:
-                raise InvalidArgument.one("order.flash_sale_id", f"{sale.activity_id} is a {sale.kind}, not a flash sale")
-            if sale.item_id != order.item_id:
-                raise InvalidArgument.one(
-                    "order.flash_sale_id", f"flash sale {sale.activity_id} sells {sale.item_id}, not {order.item_id}"
-                )
-            failures += domain.membership_failures(ActivityKind.FLASH_SALE, group_member)
-            failures += domain.flash_sale_item_failures(item_facts(item))
-            ended_at = sale.ended_at or (sale.ends_at if sale.end_card_posted else None)
-            failures += domain.running_failures(ActivityKind.FLASH_SALE, window_of(sale), ended_at, self.now)
-        cash, coupons, claim_failures = await self._order_claims(store_id, consumer_id, order)
-        failures += claim_failures
-        failures += domain.order_count_failures(self.rules, len(order.cash_red_packet_ids), len(order.store_coupon_ids))
-        failures += domain.stock_failures(item.stock, order.quantity)
-        pricing = domain.price_order(
-            item_price_fen=item.price_min_fen,
-            flash_price_fen=sale.price_fen if sale is not None else None,
-            quantity=order.quantity,
-            cash_red_packets=cash,
-            store_red_packets=order.store_red_packet_fen,
-            store_coupons=coupons,
-        )
-        records = domain.price_records(Platform(item.platform)) if sale is not None else ()
-        return Quote(item, sale, pricing, records, failures)
-
-    async def _order_claims(
-        self, store_id: str, consumer_id: str, order: OrderInput
-    ) -> tuple[list[int], list[int], list[Failure]]:
-        """The values of the prizes an order applies, and why any of them cannot be used."""
-        wanted = [*order.cash_red_packet_ids, *order.store_coupon_ids]
-        if not wanted:
-            return [], [], []
-        rows = {
-            c.claim_id: c
-            for c in await self.session.scalars(
-                select(Claim)
-                .where(Claim.store_id == store_id, Claim.claim_id.in_(wanted))
-                .execution_options(populate_existing=True)
-            )
-        }
-        failures: list[Failure] = []
-        values: dict[PrizeKind, list[int]] = {PrizeKind.CASH_RED_PACKET: [], PrizeKind.STORE_COUPON: []}
-        for field_name, ids, kind in (
-            ("order.cash_red_packet_ids", order.cash_red_packet_ids, PrizeKind.CASH_RED_PACKET),
-            ("order.store_coupon_ids", order.store_coupon_ids, PrizeKind.STORE_COUPON),
-        ):
-            for claim_id in ids:
-                claim = rows.get(claim_id)
-                if claim is None or claim.consumer_id != consumer_id:
-                    raise NotFound("claim", claim_id)
-                if claim.kind != kind:
-                    raise InvalidArgument.one(field_name, f"{claim_id} is a {claim.kind}, not a {kind}")
-                values[kind].append(claim.value_fen)
-                state = claim_state(claim, self.now)
-                if state is ClaimState.USED:
-                    failures.append(
-                        Failure("M8", "PRIZE_ALREADY_USED", f"{claim_id} was used in another order", {"claim_id": claim_id})
-                    )
-                elif state is not ClaimState.HELD:
-                    failures.append(
-                        Failure(
-                            "M9",
-                            "PRIZE_EXPIRED",
-                            f"{claim_id} expired at {claim.expires_at.isoformat()}",
-                            {"claim_id": claim_id, "expires_at": claim.expires_at.isoformat()},
-                        )
-                    )
-        return values[PrizeKind.CASH_RED_PACKET], values[PrizeKind.STORE_COUPON], failures
-
-    async def _purchase_by_request(self, store_id: str, request_id: str) -> Purchase | None:
-        return await self.session.scalar(
-            select(Purchase)
-            .where(Purchase.store_id == store_id, Purchase.request_id == request_id)
-            .execution_options(populate_existing=True)
-        )
-
-    async def purchase(
-        self, request_id: str, store_id: str, consumer_id: str, order: OrderInput, *, group_member: bool
-    ) -> PurchaseOutcome:
-        """Stock taken, prizes used and the purchase written in this one transaction (M2)."""
-        earlier = await self._purchase_by_request(store_id, request_id)
-        if earlier is not None:
-            return await self._replayed_purchase(earlier, consumer_id, order)
-        try:
-            quote = await self._quote(store_id, consumer_id, order, group_member=group_member, lock_sale=True)
-            if quote.failures:
-                raise RuleRefusal(quote.failures)
-            stock_left = await self._take_stock(store_id, order.item_id, order.quantity)
-        except RuleRefusal:
-            # A retry racing its original: the original may have taken the last unit and committed since
-            # the lookup above. The caller gets that purchase, not "sold out" (nothing was written yet).
-            earlier = await self._purchase_by_request(store_id, request_id)
-            if earlier is not None:
-                return await self._replayed_purchase(earlier, consumer_id, order)
-            raise
-        purchase_id = new_id("pur")
-        await self._use_claims(store_id, consumer_id, purchase_id, order)  # a refusal here rolls the stock back
-        purchase = await self._record_purchase(purchase_id, request_id, store_id, consumer_id, order, quote)
-        return PurchaseOutcome(purchase, stock_left, replayed=False, flash_sale=quote.sale)
-
-    async def _replayed_purchase(self, earlier: Purchase, consumer_id: str, order: OrderInput) -> PurchaseOutcome:
-        same = (earlier.consumer_id, earlier.item_id, earlier.quantity, earlier.flash_sale_id or "") == (
-            consumer_id,
-            order.item_id,
-            order.quantity,
-            order.flash_sale_id,
-        )
-        if not same:
-            raise AlreadyExists(f"request_id {earlier.request_id!r} was used for another purchase")
-        item = await self.item(earlier.store_id, earlier.item_id)
-        return PurchaseOutcome(earlier, item.stock, replayed=True)
-
-    async def _take_stock(self, store_id: str, item_id: str, quantity: int) -> int:
-        """The one guard of M2: a conditional decrement; nothing is taken when the stock is short."""
-        left = await self.session.scalar(
-            update(Item)
-            .where(Item.store_id == store_id, Item.item_id == item_id, Item.stock >= quantity)
-            .values(stock=Item.stock - quantity, updated_at=self.now)
-            .returning(Item.stock)
-        )
-        if left is None:
-            current = await self.item(store_id, item_id)
-            raise RuleRefusal(domain.stock_failures(current.stock, quantity))
-        return int(left)
-
-    async def _use_claims(self, store_id: str, consumer_id: str, purchase_id: str, order: OrderInput) -> None:
-        ids = [*order.cash_red_packet_ids, *order.store_coupon_ids]
-        if not ids:
-            return
-        result = await self.session.execute(
-            update(Claim)
-            .where(
-                Claim.store_id == store_id,
-                Claim.claim_id.in_(ids),
-                Claim.consumer_id == consumer_id,
-                Claim.state == str(ClaimState.HELD),
-                Claim.expires_at > self.now,
-            )
-            .values(state=str(ClaimState.USED), used_purchase_id=purchase_id, settled_at=self.now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != len(ids):  # type: ignore[attr-defined]
-            # Another order or the expiry job took one of them since the quote: nothing of this order stays.
-            raise RuleRefusal(
-                [Failure("M8", "PRIZE_ALREADY_USED", "a red packet or coupon of this order is no longer available", {})]
-            )
-
-    async def _record_purchase(
-        self, purchase_id: str, request_id: str, store_id: str, consumer_id: str, order: OrderInput, quote: Quote
-    ) -> Purchase:
-        row = Purchase(
-            store_id=store_id,
-            purchase_id=purchase_id,
-            request_id=request_id,
-            consumer_id=consumer_id,
-            item_id=order.item_id,
-            quantity=order.quantity,
-            flash_sale_id=order.flash_sale_id or None,
-            unit_price_fen=quote.pricing.unit_price_fen,
-            cash_red_packet_fen=quote.pricing.cash_red_packet_fen,
-            store_coupon_fen=quote.pricing.store_coupon_fen,
-            total_fen=quote.pricing.total_fen,
-            cash_red_packet_ids=list(order.cash_red_packet_ids),
-            store_coupon_ids=list(order.store_coupon_ids),
-            price_records=[[str(record), counts] for record, counts in quote.price_records],
-            created_at=self.now,
-            cancelled_at=None,
-            cancel_request_id=None,
-        )
-        self.session.add(row)
-        await self.session.flush()  # a racing retry's unique (store_id, request_id) fails here
-        return row
+    # -- purchases (M2; PriceOrder and Purchase are in ``orders``) ------------------------------
 
     async def get_purchase(self, store_id: str, purchase_id: str) -> Purchase:
         row = await self.session.get(Purchase, (store_id, purchase_id), populate_existing=True)

@@ -37,14 +37,8 @@ from services.campaigns.convert import (
     trumpet_to_proto,
 )
 from services.campaigns.expiry import ExpiryJob
-from services.campaigns.repository import (
-    CampaignsRepository,
-    ItemUpdate,
-    NewActivity,
-    NewPool,
-    NewTrumpet,
-    OrderInput,
-)
+from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutcome
+from services.campaigns.repository import CampaignsRepository, ItemUpdate, NewActivity, NewPool, NewTrumpet
 from services.campaigns.rules import ActivityKind
 from services.common.clock import Clock
 from services.common.db import Database
@@ -125,10 +119,13 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             return await work(CampaignsRepository(session, self.rules, self.clock.now()))
 
     async def _write(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
+        return await self._retried(lambda: self._run(work))
+
+    async def _retried(self, transaction: Callable[[], Awaitable[T]]) -> T:
         """One transaction; retried once when a concurrent request with the same id won the unique key."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                return await self._run(work)
+                return await transaction()
             except IntegrityError:
                 if attempt + 1 == WRITE_ATTEMPTS:
                     raise Aborted("a concurrent request with the same request_id; retry it") from None
@@ -362,16 +359,23 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         order = _order(f, request.order, request.HasField("order"), purchase=False)
         f.done()
-        quote = await self._run(
-            lambda repo: repo.quote(request.store_id, request.consumer_id, order, group_member=request.group_member)
-        )
+        async with self.db.read() as connection:
+            quote = await OrderRepository(connection, self.rules, self.clock.now()).quote(
+                request.store_id, request.consumer_id, order, group_member=request.group_member
+            )
         if quote.failures:
             raise RuleRefusal(quote.failures)
         return pb.PriceOrderResponse(
             price=pricing_to_proto(quote.pricing),
             price_records=records_to_proto(quote.price_records),
-            stock=quote.item.stock,
+            stock=quote.stock,
         )
+
+    async def _purchase(self, request: pb.PurchaseRequest, order: OrderInput) -> PurchaseOutcome:
+        async with self.db.write() as connection:
+            return await OrderRepository(connection, self.rules, self.clock.now()).purchase(
+                request.request_id, request.store_id, request.consumer_id, order, group_member=request.group_member
+            )
 
     async def Purchase(self, request: pb.PurchaseRequest, context: grpc.aio.ServicerContext) -> pb.PurchaseResponse:
         f = Fields()
@@ -383,11 +387,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         flash = bool(order.flash_sale_id)
         sale = metrics.sale_label(flash)
         try:
-            outcome = await self._write(
-                lambda repo: repo.purchase(
-                    request.request_id, request.store_id, request.consumer_id, order, group_member=request.group_member
-                )
-            )
+            outcome = await self._retried(lambda: self._purchase(request, order))
         except RuleRefusal as refusal:
             metrics.purchase_refused(flash, [x.rule_id for x in refusal.failures])
             raise
@@ -397,7 +397,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             metrics.purchases.labels(sale, "purchased", "").inc()
             if outcome.stock_left == 0:
                 metrics.sold_out.labels(sale).inc()
-            if outcome.flash_sale is not None:
+            if flash:
                 metrics.flash_stock(request.store_id, order.flash_sale_id, outcome.stock_left)
         return pb.PurchaseResponse(
             purchase=purchase_to_proto(outcome.purchase), stock_left=outcome.stock_left, replayed=outcome.replayed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.common.v1 import facts_pb2
 from services.campaigns.app import CampaignsApp
-from services.campaigns.repository import CampaignsRepository
+from services.campaigns.orders import OrderRepository
 from services.common.clock import ManualClock
 from services.common.rules import Rules
 from tests.integration.campaigns.helpers import (
@@ -542,18 +543,18 @@ async def test_M2_a_failure_after_the_stock_was_taken_leaves_the_stock_untouched
 ) -> None:
     await item(stub, S, "i1", stock=5)
     taken: list[int] = []
-    original_take = CampaignsRepository._take_stock
+    original_take = OrderRepository._take_stock
 
-    async def take_then_record(self: CampaignsRepository, *args: object) -> int:
+    async def take_then_record(self: OrderRepository, *args: object) -> int:
         left = await original_take(self, *args)  # type: ignore[arg-type]
         taken.append(left)
         return left
 
-    async def crash(self: CampaignsRepository, *args: object) -> None:
+    async def crash(self: OrderRepository, *args: object) -> None:
         raise RuntimeError("the process died between taking the stock and recording the purchase")
 
-    monkeypatch.setattr(CampaignsRepository, "_take_stock", take_then_record)
-    monkeypatch.setattr(CampaignsRepository, "_record_purchase", crash)
+    monkeypatch.setattr(OrderRepository, "_take_stock", take_then_record)
+    monkeypatch.setattr(OrderRepository, "_record_purchase", crash)
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await buy(stub, S, "i1", "c1", "r1", 2)
     assert failed.value.code() is grpc.StatusCode.INTERNAL
@@ -569,18 +570,19 @@ async def test_M2_a_racing_retry_that_loses_the_request_id_key_gives_its_stock_b
     await item(stub, S, "i1", stock=5)
     first = await buy(stub, S, "i1", "c1", "r1", 2)
 
-    # As if a concurrent retry had checked for "r1" before the first committed: its lookup misses,
+    # As if a concurrent retry had read before the first committed: its read shows "r1" unused,
     # it takes the stock, and the unique (store_id, request_id) fails its purchase insert.
-    lookups: list[str] = []
-    original = CampaignsRepository._purchase_by_request
+    reads: list[bool] = []
+    original = OrderRepository._order_row
 
-    async def stale_lookup(self: CampaignsRepository, store_id: str, request_id: str):  # type: ignore[no-untyped-def]
-        lookups.append(request_id)
-        return None if len(lookups) == 1 else await original(self, store_id, request_id)
+    async def stale_read(self: OrderRepository, params: dict[str, object], *, buying: bool):  # type: ignore[no-untyped-def]
+        row = await original(self, params, buying=buying)
+        reads.append(row.request_used)
+        return SimpleNamespace(**{**row._asdict(), "request_used": False}) if len(reads) == 1 else row
 
-    monkeypatch.setattr(CampaignsRepository, "_purchase_by_request", stale_lookup)
+    monkeypatch.setattr(OrderRepository, "_order_row", stale_read)
     retried = await buy(stub, S, "i1", "c1", "r1", 2)
-    assert len(lookups) == 2  # the first attempt collided and rolled back; the second replayed
+    assert reads == [True, True]  # the first attempt collided and rolled back; the second replayed
     assert retried.replayed and retried.purchase == first.purchase
     assert await stock(stub, S, "i1") == 3
     assert len((await stub.ListSales(pb.ListSalesRequest(store_id=S))).purchases) == 1
