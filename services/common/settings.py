@@ -21,6 +21,7 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "campaigns": (50054, 9454),
     "push": (50055, 9455),
     "echo": (50059, 9459),  # the benchmark's baseline service
+    "echo-proxy": (50060, 9460),  # and the proxy in front of it
 }
 
 
