@@ -249,7 +249,10 @@ class Database:
         No ORM session: a statement through Core needs none of its identity map
         or unit of work, which cost a good part of a short request. On SQLite
         the transaction is deferred: it takes no write lock, so it never waits
-        for another process's writer.
+        for another process's writer. On PostgreSQL the statements run in
+        autocommit: at READ COMMITTED each statement takes its own snapshot
+        inside a transaction too, so BEGIN and COMMIT would add two round trips
+        and nothing else. (The read paths take no locks.)
         """
         async with self._connection_turn(), self._statements(read_only=True) as statements:
             yield statements
@@ -262,16 +265,18 @@ class Database:
 
     @asynccontextmanager
     async def _statements(self, *, read_only: bool) -> AsyncIterator[Statements]:
-        options = {READ_ONLY: read_only}
         if self._plain is not None:
             # SQLite: the plain engine on the loop's thread; a local statement takes microseconds.
             with self._plain.connect() as plain:
-                plain = plain.execution_options(**options)
+                plain = plain.execution_options(**{READ_ONLY: read_only})
                 with plain.begin():
                     yield PlainStatements(plain)
             return
         async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**options)
+            if read_only:
+                # The pool restores the isolation level when the connection goes back.
+                yield AsyncStatements(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+                return
             async with conn.begin():
                 yield AsyncStatements(conn)
 
