@@ -184,18 +184,23 @@ class Bench:
         )
 
     def size(self, stack: Stack, seeder: Seeder, secret: str) -> None:
-        self.progress("size: a store of 50 members and a store of 500,000 (seeded directly)")
+        self.progress("size: a new store and a store of 500,000 members (seeded directly)")
         small_store, small_groups = seeder.store_with_groups("small", sets=1)
         big_store, big_groups = seeder.store_with_groups("big", sets=1)
         seed_members(stack.env_for("groups"), f"store:{big_store}", big_groups[0], 500_000)
-        results = {}
-        for label, store_id, groups in (("small", small_store, small_groups), ("big", big_store, big_groups)):
-            people = seeder.consumers(f"z{label}", 1500, follows=store_id)
-            results[label] = self.load(stack.gateway.address, [join_call(secret, c, groups[0]) for c in people],
-                                       duration=min(self.args.duration, 5.0))
-        ratio = results["big"]["p50_ms"] / results["small"]["p50_ms"] if results["small"]["p50_ms"] else 0.0
-        self.rows.append(Row("5  size", f"join p50 {results['big']['p50_ms']} ms at 500,000 ÷ "
-                             f"{results['small']['p50_ms']} ms at 50 = {ratio:.2f}", "≤ 1.2", ratio <= 1.2, results))
+        # Small, big, big, small: a machine that speeds up or slows down during the row moves both alike.
+        stores = {"small": (small_store, small_groups), "big": (big_store, big_groups)}
+        runs: dict[str, list[dict[str, Any]]] = {"small": [], "big": []}
+        for n, label in enumerate(("small", "big", "big", "small")):
+            store_id, groups = stores[label]
+            people = seeder.consumers(f"z{label}{n}", 1500, follows=store_id)
+            runs[label].append(self.load(stack.gateway.address, [join_call(secret, c, groups[0]) for c in people],
+                                         duration=min(self.args.duration, 5.0) / 2))
+        p50 = {label: sum(r["p50_ms"] for r in results) / len(results) for label, results in runs.items()}
+        ratio = p50["big"] / p50["small"] if p50["small"] else 0.0
+        self.rows.append(Row("5  size", f"join p50 {p50['big']:.1f} ms at 500,000 ÷ {p50['small']:.1f} ms in a new store = "
+                             f"{ratio:.2f} (each the mean of two runs: small, big, big, small)", "≤ 1.2",
+                             ratio <= 1.2, runs))
 
     def push(self) -> None:
         self.rows.append(recall_push(self))
