@@ -78,27 +78,33 @@ class Bench:
     # -- rows --------------------------------------------------------------------------------
 
     def baseline(self) -> None:
-        self.progress("baseline E: echo service on the shared runtime")
+        """E, and E1/E2: the limit of a flow that makes one or two backend calls.
+
+        Measured in turns (E, E1, E2, E2, E1, E; each figure the mean of its two
+        halves), so a machine that speeds up or slows down during the row moves
+        the three alike and their ratios hold.
+        """
+        self.progress("baseline E: echo service on the shared runtime; E1, E2: a proxy calling it 1× or 2× per call")
         token = "bench-internal-token-0123456789"
         calls = [Call(ECHO_METHOD, b"x" * 64, ((INTERNAL_TOKEN_HEADER, token),))]
-        with self.echo_process(token) as echo:
-            result = self.load(echo, calls, cycle=True)
-            self.echo_rps = result["per_second"]
+        with contextlib.ExitStack() as processes:
+            echo = processes.enter_context(self.echo_process(token))
+            targets = {0: echo}
+            for hops in (1, 2):
+                targets[hops] = processes.enter_context(self.echo_process(token, hops=hops, target=echo))
+            runs: dict[int, list[dict[str, Any]]] = {hops: [] for hops in targets}
+            for hops in (0, 1, 2, 2, 1, 0):
+                runs[hops].append(self.load(targets[hops], calls, cycle=True, duration=self.args.duration / 2))
+        rate = {hops: sum(r["per_second"] for r in results) / len(results) for hops, results in runs.items()}
+        p50 = {hops: sum(r["p50_ms"] for r in results) / len(results) for hops, results in runs.items()}
+        self.echo_rps = rate[0]
+        self.rows.append(Row("E  echo baseline", f"{rate[0]:,.0f}/s (p50 {p50[0]:.1f} ms)", "—", None, runs[0]))
+        for hops, name in ((1, "E1 one backend call"), (2, "E2 two backend calls")):
+            self.call_limits[hops] = rate[hops]
             self.rows.append(
-                Row("E  echo baseline", f"{self.echo_rps:,.0f}/s (p50 {result['p50_ms']} ms)", "—", None, result)
+                Row(name, f"{rate[hops]:,.0f}/s = {rate[hops] / rate[0]:.2f} × E (p50 {p50[hops]:.1f} ms)",
+                    "— (the limit of such a flow)", None, runs[hops])
             )
-            # What a flow needing one or two backend calls can reach at best: the gateway's flows are read
-            # against these, measured here rather than assumed.
-            for hops, name in ((1, "E1 one backend call"), (2, "E2 two backend calls")):
-                self.progress(f"{name}: a proxy calling the echo service {hops}× per call")
-                with self.echo_process(token, hops=hops, target=echo) as proxy:
-                    result = self.load(proxy, calls, cycle=True)
-                self.call_limits[hops] = result["per_second"]
-                ratio = result["per_second"] / self.echo_rps if self.echo_rps else 0.0
-                self.rows.append(
-                    Row(name, f"{result['per_second']:,.0f}/s = {ratio:.2f} × E (p50 {result['p50_ms']} ms)",
-                        "— (the limit of such a flow)", None, result)
-                )
 
     @contextlib.contextmanager
     def echo_process(self, token: str, *, hops: int = 0, target: str = "") -> Iterator[str]:
