@@ -21,7 +21,7 @@ compiled form without rebuilding them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -154,7 +154,8 @@ class JoinWrite:
         return _writes_in_one(bool(self.new_sub_groups), self.first_join, bool(self.request))
 
     def params(self) -> dict[str, Any]:
-        return {**asdict(self), "member_request": self.request or None}
+        # The fields as they are (``dataclasses.asdict`` deep-copies each value, a good part of a join).
+        return {**vars(self), "member_request": self.request or None}
 
 
 def _join_writes(new_sub_group: bool, first_join: bool, with_request: bool) -> list[Executable]:
