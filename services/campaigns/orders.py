@@ -33,6 +33,7 @@ from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKi
 from services.common.db import Statements
 from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.rules import Rules
+from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
 
 items = Item.__table__
@@ -136,6 +137,10 @@ _USE_PRIZES = (
 )
 # The values come from the parameters, every column named; the row comes back as written.
 _RECORD = insert(purchases).returning(*purchases.c)
+# On SQLite these run on the driver, compiled once (``sqlite_driver``; the IN lists of the prizes' two
+# statements keep them on SQLAlchemy's path).
+_ORDER = {shape: on_driver(statement) for shape, statement in _ORDER.items()}
+_STOCK, _EARLIER, _TAKE_STOCK, _RECORD = map(on_driver, (_STOCK, _EARLIER, _TAKE_STOCK, _RECORD))
 
 
 class OrderRepository:

@@ -4,7 +4,8 @@ One transaction per unit of work: ``db.transaction()`` gives an ORM session,
 ``db.read()``/``db.write()`` give ``Statements`` for the hot paths' prebuilt
 Core statements (no identity map or unit of work to pay for). SQLite gets one
 connection per process, taken in turn, its statements run on the event
-loop's thread (``sqlite_inline``), and ``BEGIN IMMEDIATE`` for writes so
+loop's thread (``sqlite_inline``; the hot paths' statements straight on the
+driver, ``sqlite_driver``), and ``BEGIN IMMEDIATE`` for writes so
 concurrent writers in the embedded mode queue instead of failing with
 "database is locked";
 PostgreSQL gets a pool, and the caps are guarded by row locks and
@@ -34,6 +35,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from services.common import sqlite_inline
+from services.common.sqlite_driver import PreparedStatements
 from services.common.errors import ServiceError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -208,20 +210,32 @@ class AsyncStatements:
 
 
 class PlainStatements:
-    """SQLite's: run at once on the loop's thread, with none of the asyncio layer's hand-offs."""
+    """SQLite's: run at once on the loop's thread, with none of the asyncio layer's hand-offs.
 
-    def __init__(self, connection: Connection) -> None:
+    A statement marked ``ON_DRIVER`` runs on the sqlite3 cursor, compiled once
+    (``sqlite_driver``); any other through SQLAlchemy. Both in the same
+    transaction, on the same connection.
+    """
+
+    def __init__(self, connection: Connection, prepared: PreparedStatements) -> None:
         self._connection = connection
+        self._prepared = prepared
+        self._cursor: Any = None
         self.dialect = connection.dialect
 
-    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]:
+    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        prepared = self._prepared.get(statement)
+        if prepared is not None and prepared.takes(parameters or {}):
+            if self._cursor is None:
+                self._cursor = self._connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            return prepared.run(self._cursor, parameters or {}, self.dialect)
         return self._connection.execute(statement, parameters)
 
     async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
-        return self._connection.scalar(statement, parameters)
+        return (await self.execute(statement, parameters)).scalar()
 
-    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> ScalarResult[Any]:
-        return self._connection.scalars(statement, parameters)
+    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        return (await self.execute(statement, parameters)).scalars()
 
 
 class Database:
@@ -231,6 +245,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite: the one connection is taken in turn (see create_engine).
         self._turn = None if self.is_postgres else asyncio.Lock()
+        self._prepared = PreparedStatements(self._plain.dialect) if self._plain is not None else None
 
     @property
     def is_postgres(self) -> bool:
@@ -270,7 +285,8 @@ class Database:
             with self._plain.connect() as plain:
                 plain = plain.execution_options(**{READ_ONLY: read_only})
                 with plain.begin():
-                    yield PlainStatements(plain)
+                    assert self._prepared is not None
+                    yield PlainStatements(plain, self._prepared)
             return
         async with self.engine.connect() as conn:
             if read_only:

@@ -38,6 +38,7 @@ from sqlalchemy.sql.expression import Insert
 
 from services.common.db import Statements
 from services.common.rules import Rules
+from services.common.sqlite_driver import on_driver
 from services.eligibility import rules as domain_rules
 from services.eligibility.domain import (
     Account,
@@ -702,7 +703,7 @@ def _join_statement(for_store: bool, threshold: type[Threshold]) -> Select[Any]:
             fan_levels.c.consumer_id == consumer, fan_levels.c.streamer_id == bindparam("streamer")
         )
         columns.append(_scalar(level).label("fan_level"))
-    return (
+    return on_driver(  # on SQLite it runs on the driver, compiled once (``sqlite_driver``)
         select(*columns)
         .select_from(
             accounts.outerjoin(consumers, consumers.c.consumer_id == accounts.c.account_id).outerjoin(

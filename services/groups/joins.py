@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
 from services.common.rules import Rules
 from services.groups import rules as domain
@@ -127,6 +128,14 @@ _JOIN_REQUEST = insert(join_requests).values(
     group_set_id=SET_ID, consumer_id=CONSUMER, request_id=bindparam("request"), sub_group_id=bindparam("sub_id"),
     sub_group_name=bindparam("sub_name"), newcomer_reply=bindparam("reply"), joined_at=NOW,
 )
+# On SQLite each runs on the driver, compiled once (``sqlite_driver``).
+(
+    _OWNER_OF_SET, _LOCK_OWNER_OF_SET, _SET_FOR_CHECK, _SET_FOR_JOIN, _SUB_GROUPS, _ADMINS, _EARLIER_JOIN,
+    _NEW_SUB_GROUP, _COUNT_SUB_GROUP, _COUNT_SET, _COUNT_OWNER, _FIRST_JOIN, _MEMBERSHIP, _JOIN_REQUEST,
+) = map(on_driver, (
+    _OWNER_OF_SET, _LOCK_OWNER_OF_SET, _SET_FOR_CHECK, _SET_FOR_JOIN, _SUB_GROUPS, _ADMINS, _EARLIER_JOIN,
+    _NEW_SUB_GROUP, _COUNT_SUB_GROUP, _COUNT_SET, _COUNT_OWNER, _FIRST_JOIN, _MEMBERSHIP, _JOIN_REQUEST,
+))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from services.common.db import Statements
+from services.common.sqlite_driver import on_driver
 from services.common.errors import NotFound
 from services.groups.models import Membership, SubGroup
 from services.groups.repository import MembershipRecord
@@ -17,8 +18,8 @@ from services.groups.repository import MembershipRecord
 memberships = Membership.__table__
 sub_groups = SubGroup.__table__
 
-# The columns in MembershipRecord's order.
-_MEMBERSHIP = (
+# The columns in MembershipRecord's order. On SQLite it runs on the driver (``sqlite_driver``).
+_MEMBERSHIP = on_driver(
     select(
         memberships.c.group_set_id,
         memberships.c.sub_group_id,

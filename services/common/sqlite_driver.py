@@ -1,0 +1,162 @@
+"""SQLite's hot statements run on the driver: each prebuilt Core statement compiled once.
+
+On SQLite a statement is a local call of a few microseconds, and SQLAlchemy's
+execution around it (the execution context, parameter and result processing
+through its generic machinery, the result object) cost several times that: a
+join's eight statements spent most of their time there. A statement marked
+with ``ON_DRIVER`` (``statement.execution_options(**ON_DRIVER)``) is compiled
+once for SQLite by SQLAlchemy itself, and then run on the sqlite3 cursor with
+the SQL, the parameter order and each column type's own bind and result
+processors that compilation gave. The SQL is still written once, in Core, and
+PostgreSQL runs the same statement through SQLAlchemy as before.
+
+Only what this path can run exactly as SQLAlchemy would takes it: a statement
+with expanding (``IN``) parameters, or whose columns need defaults computed in
+Python, or a call that leaves out a parameter, goes through SQLAlchemy.
+Driver errors are raised as SQLAlchemy's (an ``IntegrityError`` is an
+``IntegrityError``), so callers handle one kind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.base import Executable
+
+ON_DRIVER_OPTION = "qun_on_driver"
+ON_DRIVER = {ON_DRIVER_OPTION: True}
+
+Statement = TypeVar("Statement", bound=Executable)
+
+
+def on_driver(statement: Statement) -> Statement:
+    """Marks a prebuilt statement to run on the sqlite3 driver on SQLite (no effect elsewhere)."""
+    return statement.execution_options(**ON_DRIVER)  # type: ignore[return-value]
+
+Processor = Callable[[Any], Any] | None
+
+
+class Unsupported(Exception):
+    """The statement needs SQLAlchemy's execution (see the module docstring)."""
+
+
+class DriverRows:
+    """The rows of one statement, with the part of SQLAlchemy's ``Result`` the hot paths use."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if not self._rows:
+            raise exc.NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return self._rows[0]
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalars(self) -> DriverRows:
+        return DriverRows([row[0] for row in self._rows])
+
+
+class Prepared:
+    """One statement compiled for SQLite: its SQL, its parameters in order, its columns' processors."""
+
+    __slots__ = ("statement", "sql", "names", "binds", "defaults", "row", "results")
+
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        # A copy is compiled and asked about: a DML statement remembers what it was asked, and a
+        # RETURNING copy made of it later (PostgreSQL's folded join writes) would have no columns.
+        compiled = statement.execution_options().compile(dialect=dialect)
+        if compiled.positiontup is None or compiled.literal_execute_params or compiled.post_compile_params:
+            raise Unsupported("expanding or literal-execute parameters")
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise Unsupported("column defaults computed in Python")
+        self.statement = statement
+        self.sql = compiled.string
+        self.names = tuple(compiled.positiontup)
+        self.binds: tuple[Processor, ...] = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
+        )
+        self.defaults = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        # What a row holds: a SELECT's columns, or what a write RETURNs.
+        if isinstance(statement, Select):
+            columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
+        else:
+            columns = list(compiled.effective_returning or ())
+            keys = [column.key for column in columns]
+        self.row: Any = _row_type(keys) if keys else None
+        self.results: tuple[Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+
+    def run(self, cursor: sqlite3.Cursor, parameters: Mapping[str, Any], dialect: Dialect) -> DriverRows:
+        values = []
+        for name, process in zip(self.names, self.binds, strict=True):
+            value = parameters[name] if name in parameters else self.defaults[name]
+            values.append(process(value) if process is not None else value)
+        try:
+            cursor.execute(self.sql, values)
+            fetched = cursor.fetchall() if self.row is not None else []
+        except dialect.loaded_dbapi.Error as error:
+            raise exc.DBAPIError.instance(self.sql, values, error, dialect.loaded_dbapi.Error) from error
+        if not fetched:
+            return DriverRows([])
+        make, results = self.row._make, self.results
+        if not any(results):
+            return DriverRows([make(row) for row in fetched])
+        return DriverRows(
+            [make([value if p is None else p(value) for p, value in zip(results, row, strict=True)]) for row in fetched]
+        )
+
+    def takes(self, parameters: Mapping[str, Any]) -> bool:
+        """Whether ``parameters`` give every value the statement has no default for."""
+        return all(name in parameters or name in self.defaults for name in self.names)
+
+
+def _row_type(keys: list[str]) -> type:
+    """A named tuple of the columns, with ``_mapping`` as SQLAlchemy's rows have it."""
+    try:
+        base = namedtuple("Row", keys)  # type: ignore[misc]
+    except ValueError as error:  # a key that is no attribute name
+        raise Unsupported(str(error)) from None
+    return type("Row", (base,), {"__slots__": (), "_mapping": property(lambda row: row._asdict())})
+
+
+class PreparedStatements:
+    """The prepared form of each marked statement, made on first use and kept (such statements live for ever)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._prepared: dict[int, tuple[Executable, Prepared | None]] = {}
+
+    def get(self, statement: Executable) -> Prepared | None:
+        """``statement``'s prepared form, or None when SQLAlchemy must run it."""
+        if not statement.get_execution_options().get(ON_DRIVER_OPTION):
+            return None
+        known = self._prepared.get(id(statement))
+        if known is not None and known[0] is statement:
+            return known[1]
+        try:
+            prepared: Prepared | None = Prepared(statement, self._dialect)
+        except Unsupported:
+            prepared = None
+        self._prepared[id(statement)] = (statement, prepared)
+        return prepared
