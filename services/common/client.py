@@ -38,14 +38,15 @@ class _Unary:
 
     def __init__(self, inner: Any, info: MethodInfo, channel: CredentialedChannel) -> None:
         self._inner = inner
-        self._labels = info.labels
+        self._series = metrics.client_series(info.labels) if channel.record_metrics else None
         self._channel = channel
 
     async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
         call = self._inner(request, timeout=timeout, metadata=self._channel.metadata(metadata), **kw)
-        if not self._channel.record_metrics:
+        series = self._series
+        if series is None:
             return await call
-        metrics.client_started.labels(*self._labels).inc()
+        series.started.inc()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -57,8 +58,8 @@ class _Unary:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            metrics.client_handling_seconds.labels(*self._labels).observe(time.perf_counter() - start)
-            metrics.client_handled.labels(*self._labels, code.name).inc()
+            series.seconds.observe(time.perf_counter() - start)
+            series.handled(code.name).inc()
 
 
 class _UnaryStream:

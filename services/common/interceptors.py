@@ -165,8 +165,19 @@ def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
 
 
 class MetricsInterceptor(Interceptor):
+    def __init__(self) -> None:
+        super().__init__()
+        self._series: dict[str, metrics.MethodSeries] = {}
+
+    def _method(self, info: MethodInfo) -> metrics.MethodSeries:
+        series = self._series.get(info.full_method)
+        if series is None:
+            series = self._series[info.full_method] = metrics.server_series(info.labels)
+        return series
+
     async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
-        metrics.server_started.labels(*info.labels).inc()
+        series = self._method(info)
+        series.started.inc()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -177,11 +188,12 @@ class MetricsInterceptor(Interceptor):
                 code = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            metrics.server_handling_seconds.labels(*info.labels).observe(time.perf_counter() - start)
-            metrics.server_handled.labels(*info.labels, code.name).inc()
+            series.seconds.observe(time.perf_counter() - start)
+            series.handled(code.name).inc()
 
     async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
-        metrics.server_started.labels(*info.labels).inc()
+        series = self._method(info)
+        series.started.inc()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -193,8 +205,8 @@ class MetricsInterceptor(Interceptor):
                 code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            metrics.server_handling_seconds.labels(*info.labels).observe(time.perf_counter() - start)
-            metrics.server_handled.labels(*info.labels, code.name).inc()
+            series.seconds.observe(time.perf_counter() - start)
+            series.handled(code.name).inc()
 
 
 class LoggingInterceptor(Interceptor):

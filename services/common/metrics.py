@@ -7,6 +7,8 @@ on its own port at ``/metrics``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram, start_http_server
 
 LABELS = ("grpc_service", "grpc_method", "grpc_type")
@@ -29,6 +31,38 @@ client_handling_seconds = Histogram(
 internal_errors = Counter(
     "qun_internal_errors_total", "Unexpected exceptions turned into INTERNAL (each is a bug).", LABELS[:2]
 )
+
+
+class MethodSeries:
+    """One method's started, handled and latency series on one side, their labels resolved once.
+
+    ``labels()`` looks the child up under a lock on every call; resolved here,
+    a call costs three increments (the handled series, one per status code, as
+    each code first occurs).
+    """
+
+    __slots__ = ("started", "seconds", "_handled_family", "_labels", "_handled")
+
+    def __init__(self, started: Counter, handled: Counter, seconds: Histogram, labels: tuple[str, ...]) -> None:
+        self.started = started.labels(*labels)
+        self.seconds = seconds.labels(*labels)
+        self._handled_family = handled
+        self._labels = labels
+        self._handled: dict[str, Any] = {}
+
+    def handled(self, code: str) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._handled_family.labels(*self._labels, code)
+        return child
+
+
+def server_series(labels: tuple[str, ...]) -> MethodSeries:
+    return MethodSeries(server_started, server_handled, server_handling_seconds, labels)
+
+
+def client_series(labels: tuple[str, ...]) -> MethodSeries:
+    return MethodSeries(client_started, client_handled, client_handling_seconds, labels)
 
 
 def serve_metrics(addr: str, port: int) -> int:
