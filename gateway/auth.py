@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +113,11 @@ def mint_token(secret: str, principal: Principal, *, ttl_seconds: int = DEFAULT_
 
 
 def verify_token(secret: str, token: str) -> Principal:
+    return _verify(secret, token)[0]
+
+
+def _verify(secret: str, token: str) -> tuple[Principal, float]:
+    """The token's principal and its expiry (``exp``, seconds since the epoch)."""
     try:
         claims = jwt.decode(
             token,
@@ -135,7 +140,41 @@ def verify_token(secret: str, token: str) -> Principal:
         raise Unauthenticated("invalid token: malformed subject or store")
     if role in STORE_ROLES and not store_id:
         raise Unauthenticated("invalid token: store roles name their store")
-    return Principal(subject, role, store_id)
+    return Principal(subject, role, store_id), float(claims["exp"])
+
+
+class VerifiedTokens:
+    """Tokens already verified, each kept until it expires (at most ``size`` of them).
+
+    A client presents the same token on every call, and checking its signature
+    and claims again was a good part of a short call's work in the gateway.
+    The key is the whole token, signature included, so only a token that
+    passed is ever found here; its expiry is checked on every use as the
+    verification would (valid while now < exp).
+    """
+
+    def __init__(self, secret: str, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._size = size
+        self._clock = clock
+        self._kept: dict[str, tuple[Principal, float]] = {}
+
+    def principal(self, token: str) -> Principal:
+        kept = self._kept.get(token)
+        if kept is not None and self._clock() < kept[1]:
+            return kept[0]
+        self._kept.pop(token, None)
+        principal, expires = _verify(self._secret, token)
+        if len(self._kept) >= self._size:
+            del self._kept[next(iter(self._kept))]  # the oldest kept
+        self._kept[token] = (principal, expires)
+        return principal
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._kept
 
 
 class BearerAuthInterceptor(Interceptor):
@@ -143,7 +182,7 @@ class BearerAuthInterceptor(Interceptor):
 
     def __init__(self, secret: str) -> None:
         super().__init__()
-        self._secret = secret
+        self._tokens = VerifiedTokens(secret)
 
     async def _authenticate(self, context) -> Principal:  # type: ignore[no-untyped-def]
         header = metadata_value(context, AUTHORIZATION_HEADER)
@@ -151,7 +190,7 @@ class BearerAuthInterceptor(Interceptor):
         try:
             if scheme.lower() != "bearer" or not token:
                 raise Unauthenticated("missing bearer token")
-            return verify_token(self._secret, token.strip())
+            return self._tokens.principal(token.strip())
         except Unauthenticated as error:
             await abort_with(context, error)
             raise  # unreachable: abort raises

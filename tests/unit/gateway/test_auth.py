@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from gateway.auth import Principal, Role, mint_token, verify_token
+from gateway.auth import Principal, Role, VerifiedTokens, mint_token, verify_token
 from services.common.errors import PermissionDenied, Unauthenticated
 
 SECRET = "s" * 40
@@ -56,3 +56,32 @@ def test_require_refuses_other_roles_citing_the_rule() -> None:
     with pytest.raises(PermissionDenied) as refused:
         Principal("m1", Role.STORE_SUB, "s1").require(Role.STORE_MAIN, rule_id="E1")
     assert refused.value.metadata["rules"] == "E1"
+
+
+def test_a_kept_token_still_expires_when_its_exp_passes() -> None:
+    tokens = VerifiedTokens(SECRET)
+    token = mint_token(SECRET, Principal("c1", Role.CONSUMER), ttl_seconds=1)
+    assert tokens.principal(token) == Principal("c1", Role.CONSUMER)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.01)
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.principal(token)
+
+
+def test_only_the_token_that_passed_is_kept_not_its_claims() -> None:
+    tokens = VerifiedTokens(SECRET)
+    good = mint_token(SECRET, Principal("c1", Role.CONSUMER))
+    tokens.principal(good)
+    header, claims, signature = good.split(".")
+    forged = ".".join((header, claims, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")))
+    with pytest.raises(Unauthenticated):
+        tokens.principal(forged)
+
+
+def test_the_kept_tokens_are_bounded() -> None:
+    now = [time.time()]
+    tokens = VerifiedTokens(SECRET, size=3, clock=lambda: now[0])
+    minted = [mint_token(SECRET, Principal(f"c{i}", Role.CONSUMER)) for i in range(5)]
+    for token in minted:
+        tokens.principal(token)
+    assert len(tokens) == 3 and [token in tokens for token in minted] == [False, False, True, True, True]
