@@ -35,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from services.common import sqlite_inline
-from services.common.sqlite_driver import PreparedStatements
+from services.common.sqlite_driver import DriverRows, PreparedStatements
 from services.common.errors import ServiceError, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -181,17 +181,24 @@ def _sqlite_immediate_transactions(sync_engine: Engine) -> None:
 
 
 class Statements(Protocol):
-    """Core statements in one transaction (``Database.read``/``write``), on either kind of engine."""
+    """Core statements in one transaction (``Database.read``/``write``), on either kind of engine.
+
+    ``execute`` answers with SQLAlchemy's ``Result``, or on SQLite for a statement
+    run on the driver with ``DriverRows``, which has the part of ``Result`` the
+    hot paths use (``first``, ``one``, ``all``, ``scalar``, ``scalars``, iteration).
+    """
 
     dialect: Dialect
 
-    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]: ...
+    async def execute(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Result[Any] | DriverRows: ...
 
     async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any: ...
 
     async def scalars(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
-    ) -> ScalarResult[Any]: ...
+    ) -> ScalarResult[Any] | DriverRows: ...
 
 
 class AsyncStatements:
@@ -223,7 +230,9 @@ class PlainStatements:
         self._cursor: Any = None
         self.dialect = connection.dialect
 
-    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+    async def execute(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Result[Any] | DriverRows:
         prepared = self._prepared.get(statement)
         if prepared is not None and prepared.takes(parameters or {}):
             if self._cursor is None:
@@ -234,7 +243,9 @@ class PlainStatements:
     async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
 
-    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+    async def scalars(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> ScalarResult[Any] | DriverRows:
         return (await self.execute(statement, parameters)).scalars()
 
 
