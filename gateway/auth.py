@@ -17,6 +17,7 @@ from typing import Protocol
 
 import jwt
 
+from gateway.views import Kept
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.interceptors import Interceptor, abort_with, metadata_value
 from services.common.logs import actor_var
@@ -144,7 +145,7 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
 
 
 class VerifiedTokens:
-    """Tokens already verified, each kept until it expires (at most ``size`` of them).
+    """Tokens already verified, each kept until it expires (at most ``size`` of them, least recently used out).
 
     A client presents the same token on every call, and checking its signature
     and claims again was a good part of a short call's work in the gateway.
@@ -155,19 +156,17 @@ class VerifiedTokens:
 
     def __init__(self, secret: str, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
-        self._size = size
         self._clock = clock
-        self._kept: dict[str, tuple[Principal, float]] = {}
+        self._kept: Kept[str, tuple[Principal, float]] = Kept(size)
 
     def principal(self, token: str) -> Principal:
         kept = self._kept.get(token)
-        if kept is not None and self._clock() < kept[1]:
-            return kept[0]
-        self._kept.pop(token, None)
+        if kept is not None:
+            if self._clock() < kept[1]:
+                return kept[0]
+            self._kept.drop(token)
         principal, expires = _verify(self._secret, token)
-        if len(self._kept) >= self._size:
-            del self._kept[next(iter(self._kept))]  # the oldest kept
-        self._kept[token] = (principal, expires)
+        self._kept.put(token, (principal, expires))
         return principal
 
     def __len__(self) -> int:
