@@ -234,11 +234,12 @@ class PlainStatements:
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> Result[Any] | DriverRows:
         prepared = self._prepared.get(statement)
-        if prepared is not None and prepared.takes(parameters or {}):
-            if self._cursor is None:
-                self._cursor = self._connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            return prepared.run(self._cursor, parameters or {}, self.dialect)
-        return self._connection.execute(statement, parameters)
+        values = prepared.values(parameters or {}) if prepared is not None else None
+        if prepared is None or values is None:
+            return self._connection.execute(statement, parameters)
+        if self._cursor is None:
+            self._cursor = self._connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        return prepared.run(self._cursor, values, self.dialect)
 
     async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()

@@ -107,11 +107,21 @@ class Prepared:
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
 
-    def run(self, cursor: sqlite3.Cursor, parameters: Mapping[str, Any], dialect: Dialect) -> DriverRows:
+    def values(self, parameters: Mapping[str, Any]) -> list[Any] | None:
+        """The statement's parameters in order, processed; None when one it has no default for is missing."""
         values = []
         for name, process in zip(self.names, self.binds, strict=True):
-            value = parameters[name] if name in parameters else self.defaults[name]
+            if name in parameters:
+                value = parameters[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:
+                return None
             values.append(process(value) if process is not None else value)
+        return values
+
+    def run(self, cursor: sqlite3.Cursor, values: list[Any], dialect: Dialect) -> DriverRows:
+        """Runs with ``values`` (from ``values()``); driver errors raised as SQLAlchemy's."""
         try:
             cursor.execute(self.sql, values)
             fetched = cursor.fetchall() if self.row is not None else []
@@ -125,10 +135,6 @@ class Prepared:
         return DriverRows(
             [make([value if p is None else p(value) for p, value in zip(results, row, strict=True)]) for row in fetched]
         )
-
-    def takes(self, parameters: Mapping[str, Any]) -> bool:
-        """Whether ``parameters`` give every value the statement has no default for."""
-        return all(name in parameters or name in self.defaults for name in self.names)
 
 
 def _row_type(keys: list[str]) -> type:
