@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 
 from bench.echo import HOPS_ENV as ECHO_HOPS_ENV
@@ -95,8 +95,7 @@ class Bench:
             runs: dict[int, list[dict[str, Any]]] = {hops: [] for hops in targets}
             for hops in (0, 1, 2, 2, 1, 0):
                 runs[hops].append(self.load(targets[hops], calls, cycle=True, duration=self.args.duration / 2))
-        rate = {hops: sum(r["per_second"] for r in results) / len(results) for hops, results in runs.items()}
-        p50 = {hops: sum(r["p50_ms"] for r in results) / len(results) for hops, results in runs.items()}
+        rate, p50 = mean_of(runs, "per_second"), mean_of(runs, "p50_ms")
         self.echo_rps = rate[0]
         self.rows.append(Row("E  echo baseline", f"{rate[0]:,.0f}/s (p50 {p50[0]:.1f} ms)", "—", None, runs[0]))
         for hops, name in ((1, "E1 one backend call"), (2, "E2 two backend calls")):
@@ -202,7 +201,7 @@ class Bench:
             people = seeder.consumers(f"z{label}{n}", 1500, follows=store_id)
             runs[label].append(self.load(stack.gateway.address, [join_call(secret, c, groups[0]) for c in people],
                                          duration=min(self.args.duration, 5.0) / 2))
-        p50 = {label: sum(r["p50_ms"] for r in results) / len(results) for label, results in runs.items()}
+        p50 = mean_of(runs, "p50_ms")
         ratio = p50["big"] / p50["small"] if p50["small"] else 0.0
         self.rows.append(Row("5  size", f"join p50 {p50['big']:.1f} ms at 500,000 ÷ {p50['small']:.1f} ms in a new store = "
                              f"{ratio:.2f} (each the mean of two runs: small, big, big, small)", "≤ 1.2",
@@ -220,6 +219,14 @@ class Bench:
             met = "—" if row.met is None else ("yes" if row.met else "NO")
             lines.append(f"| {row.name} | {row.figure} | {row.target} | {met} |")
         return "\n".join(lines)
+
+
+Key = TypeVar("Key")
+
+
+def mean_of(runs: dict[Key, list[dict[str, Any]]], figure: str) -> dict[Key, float]:
+    """Each key's ``figure`` averaged over its runs (the halves of a row measured in turns)."""
+    return {key: sum(run[figure] for run in results) / len(results) for key, results in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
