@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import Rules
 
@@ -82,16 +83,21 @@ def store_page(
     consumer_in_store_group: bool,
     first_group_created_at: datetime | None,
     now: datetime,
+    market: MarketCalendar,
 ) -> Module:
-    """V1 (public sets only are candidates), V2 (threshold met; first group today → from tomorrow), V5."""
+    """V1 (public sets only are candidates), V2 (threshold met; first group today → from tomorrow), V5.
+
+    "Today" is the marketplace's day (D1): a first group made at 23:30 in China shows from 00:00 there.
+    """
     reasons = _in_store_group(consumer_in_store_group)
-    if first_group_created_at is not None and first_group_created_at.date() == now.date():
+    if first_group_created_at is not None and market.day(first_group_created_at) == market.day(now):
+        shows_from = market.next_day_start(first_group_created_at)
         reasons.append(
             Failure(
                 "V2",
                 "FIRST_GROUP_CREATED_TODAY",
-                "the store created its first group today: the module appears from tomorrow",
-                {"first_group_created_at": first_group_created_at.isoformat()},
+                f"the store created its first group today: the module appears from {market.show(shows_from)}",
+                {"first_group_created_at": first_group_created_at.isoformat(), "shows_from": shows_from.isoformat()},
             )
         )
     if reasons:

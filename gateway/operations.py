@@ -290,6 +290,7 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
             consumer_in_store_group=listed.consumer_in_store_group,
             first_group_created_at=first,
             now=self.clock.now(),
+            market=self.rules.calendar.market,
         )
         return operations_pb2.GetStorePageModuleResponse(
             entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]

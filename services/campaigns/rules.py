@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from services.common.errors import Failure
@@ -428,6 +428,5 @@ def retired_tool_failures(kind: ActivityKind) -> list[Failure]:
 
 
 def market_day(rules: Rules, now: datetime) -> str:
-    """The market's calendar day (check-in, M13): China Standard Time by default."""
-    offset = timezone(timedelta(hours=rules.campaigns.market_utc_offset_hours))
-    return now.astimezone(offset).date().isoformat()
+    """The marketplace day of a check-in (M13), on the one calendar of D1."""
+    return rules.calendar.market.day_key(now)

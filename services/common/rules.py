@@ -10,16 +10,74 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from services.common.calendar import MarketCalendar
+
 DEFAULT_RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "rules.toml"
 GROUP_LEVELS = 5  # L0..L4 (SPEC E5, T8)
+MAX_INT64 = 2**63 - 1
 
 
 class RulesError(ValueError):
     """The rules file is malformed; the process must not start."""
+
+
+@dataclass(frozen=True)
+class CalendarRules:
+    """D1: the one time zone every day, month and year of SPEC is counted in."""
+
+    utc_offset_hours: int
+
+    @property
+    def market(self) -> MarketCalendar:
+        return MarketCalendar(self.utc_offset_hours)
+
+
+@dataclass(frozen=True)
+class BoundsRules:
+    """D2: the largest value a caller may send for each kind of number.
+
+    ``_check`` proves at load time that the totals the services compute from
+    values within these bounds fit a signed 64-bit integer (``OVERFLOW_GUARDS``).
+    """
+
+    money_fen: int
+    prize_fen: int
+    quantity: int
+    stock: int
+    skus_per_item: int
+    pool_prizes: int
+    pools_per_activity: int
+    vote_options: int
+    group_buy_size: int
+    order_entries: int
+    facts_per_batch: int
+    audience: int
+    taoqi_score: int
+    content_level: int
+    monthly_messages: int
+    inactivity_days: int
+    video_seconds: int
+    delivery_chunk: int
+    page_size: int
+
+
+# D2: every product or sum of bounded values a service computes, with where it is computed; each must
+# fit a signed 64-bit integer. Totals over an unbounded number of rows (a sale's revenue over every
+# restock, a store's refunds over the years) are not here: they are summed exactly and reported
+# saturated at the largest int64 (``services.common.bounds.saturated``).
+OVERFLOW_GUARDS: tuple[tuple[str, Callable[[BoundsRules], int]], ...] = (
+    ("an order's subtotal: price × quantity", lambda b: b.money_fen * b.quantity),
+    ("an order's discounts: every listed packet, coupon and red packet", lambda b: b.prize_fen * b.order_entries * 3),
+    ("an item's stock after a restock", lambda b: b.stock + b.quantity),
+    ("a pool's value: prize × prizes", lambda b: b.prize_fen * b.pool_prizes),
+    ("an activity's pools together", lambda b: b.prize_fen * b.pool_prizes * b.pools_per_activity),
+    ("a vote's tally over every member of a store", lambda b: b.audience * b.vote_options),
+)
 
 
 @dataclass(frozen=True)
@@ -110,11 +168,9 @@ class PushRules:
     tier2_audience: int  # P2 tier 2
     old_customer_min_days: int  # P3
     old_customer_window_months: int  # P3
-    calendar_utc_offset_hours: int  # P2 calendar year, P3 days
     review_delay_hours: int  # P6
     return_quota_on_reject: bool  # P6
     return_quota_on_cancel: bool  # P6
-    max_mass_send_audience: int  # P5
 
 
 @dataclass(frozen=True)
@@ -127,7 +183,6 @@ class CampaignRules:
     wallet_size: int
     trumpet_min_level: int
     trumpet_min_delay_seconds: int
-    market_utc_offset_hours: int
 
 
 @dataclass(frozen=True)
@@ -158,6 +213,8 @@ class AbuseRules:
 
 @dataclass(frozen=True)
 class Rules:
+    calendar: CalendarRules
+    bounds: BoundsRules
     create: CreateRules
     join: JoinRules
     store_groups: StoreGroupRules
@@ -236,8 +293,16 @@ def _check(rules: Rules) -> None:
         section = getattr(rules, section_field.name)
         for key, value in dataclasses.asdict(section).items():
             for v in value if isinstance(value, tuple) else (value,):
-                if v < 0:
+                if v < 0 and (section_field.name, key) != ("calendar", "utc_offset_hours"):
                     raise RulesError(f"rule {section_field.name}.{key} must not be negative")
+    if not -12 <= rules.calendar.utc_offset_hours <= 14:
+        raise RulesError("rule calendar.utc_offset_hours must be between -12 and 14")
+    for key, value in dataclasses.asdict(rules.bounds).items():
+        if value < 1:
+            raise RulesError(f"rule bounds.{key} must be at least 1")
+    for what, total in OVERFLOW_GUARDS:
+        if total(rules.bounds) > MAX_INT64:
+            raise RulesError(f"rules [bounds] let {what} exceed a signed 64-bit integer; lower them")
 
 
 def load_rules(path: Path | None = None, env: dict[str, str] | None = None) -> Rules:

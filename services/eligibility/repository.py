@@ -178,12 +178,12 @@ class EligibilityRepository:
         ]
         create = self.rules.create
         if kind is GroupKind.STORE:
-            cutoff = domain_rules.content_level_cutoff(now, create)
+            cutoff = domain_rules.content_level_visible_before(now, create, self.rules.calendar.market)
             of_store = content_levels.c.store_id == accounts.c.store_id
-            visible = select(content_levels).where(of_store, content_levels.c.updated_at <= cutoff)
+            visible = select(content_levels).where(of_store, content_levels.c.updated_at < cutoff)
             visible = visible.order_by(content_levels.c.updated_at.desc()).limit(1)
             pending = select(content_levels).where(
-                of_store, content_levels.c.updated_at > cutoff, content_levels.c.level >= create.min_content_level
+                of_store, content_levels.c.updated_at >= cutoff, content_levels.c.level >= create.min_content_level
             )
             pending = pending.order_by(content_levels.c.updated_at.asc()).limit(1)
             columns += [
@@ -303,7 +303,7 @@ class EligibilityRepository:
 
     def _local_day(self, column: Any) -> Any:
         """P3: the marketplace-local calendar day of a UTC instant, in SQL."""
-        hours = int(self.rules.push.calendar_utc_offset_hours)
+        hours = int(self.rules.calendar.utc_offset_hours)
         if self.postgres:
             return func.date(func.timezone("UTC", column) + literal_column(f"interval '{hours} hours'"))
         return func.date(column, f"{hours:+d} hours")
@@ -320,7 +320,7 @@ class EligibilityRepository:
             select(o.consumer_id.label("consumer_id"), func.max(o.paid_at).label("last_paid"))
             .where(
                 o.store_id == store_id,
-                o.paid_at >= domain_rules.old_customer_window_start(now, push),
+                o.paid_at >= domain_rules.old_customer_window_start(now, push, self.rules.calendar.market),
                 o.paid_at <= now,
             )
             .group_by(o.consumer_id)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from services.common import passwords
+from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import CreateRules, JoinRules, PushRules
 from services.eligibility.domain import (
@@ -48,14 +49,19 @@ def spend_window_start(now: datetime, rules: JoinRules) -> datetime:
     return now - timedelta(days=rules.spend_window_days)
 
 
-def content_level_cutoff(now: datetime, rules: CreateRules) -> datetime:
-    """E3: updates made at or before this instant are visible to the check."""
-    return now - timedelta(days=rules.content_level_delay_days)
+def content_level_visible_before(now: datetime, rules: CreateRules, market: MarketCalendar) -> datetime:
+    """E3: updates made before this instant are visible to the check at ``now``.
+
+    T+2 counts marketplace days (D1): an update on day U is visible from the
+    start of day U + delay, so at ``now`` every update made before the day
+    after (today − delay) is.
+    """
+    return market.day_start(market.day(now) - timedelta(days=rules.content_level_delay_days - 1))
 
 
-def content_level_visible_from(update: ContentLevel, rules: CreateRules) -> datetime:
-    """E3: an update at U counts from U + delay (Aug 22 → Aug 24)."""
-    return update.updated_at + timedelta(days=rules.content_level_delay_days)
+def content_level_visible_from(update: ContentLevel, rules: CreateRules, market: MarketCalendar) -> datetime:
+    """E3: an update on marketplace day U counts from 00:00 of day U + delay (Aug 22 → Aug 24)."""
+    return market.day_start(market.days_after(update.updated_at, rules.content_level_delay_days))
 
 
 @dataclass(frozen=True)
@@ -67,12 +73,14 @@ class ContentLevelView:
     pending: ContentLevel | None = None
 
 
-def content_level_as_seen(history: Iterable[ContentLevel], now: datetime, rules: CreateRules) -> ContentLevelView:
+def content_level_as_seen(
+    history: Iterable[ContentLevel], now: datetime, rules: CreateRules, market: MarketCalendar
+) -> ContentLevelView:
     """E3: the newest update visible at ``now`` (none: L0) and the next one that would meet E2."""
     visible: ContentLevel | None = None
     pending: ContentLevel | None = None
     for update in history:
-        if content_level_visible_from(update, rules) <= now:
+        if content_level_visible_from(update, rules, market) <= now:
             if visible is None or update.updated_at > visible.updated_at:
                 visible = update
         elif update.level >= rules.min_content_level and (pending is None or update.updated_at < pending.updated_at):
@@ -122,19 +130,21 @@ def e2_paid_orders(paid_orders: int, rules: CreateRules) -> list[Failure]:
     ]
 
 
-def e2_content_level(history: Iterable[ContentLevel], now: datetime, rules: CreateRules) -> list[Failure]:
+def e2_content_level(
+    history: Iterable[ContentLevel], now: datetime, rules: CreateRules, market: MarketCalendar
+) -> list[Failure]:
     """E2: 微淘 level ≥ ``min_content_level`` as seen under E3's delay.
 
     The unmet condition is E2's either way; when a newer level would meet the
     bar but is not visible yet (E3), the reason and figures say from when it
     counts.
     """
-    seen = content_level_as_seen(history, now, rules)
+    seen = content_level_as_seen(history, now, rules, market)
     if seen.level >= rules.min_content_level:
         return []
     figures = {"content_level": str(seen.level), "required": str(rules.min_content_level)}
     if seen.pending is not None:
-        visible_from = content_level_visible_from(seen.pending, rules)
+        visible_from = content_level_visible_from(seen.pending, rules, market)
         figures["pending_level"] = str(seen.pending.level)
         figures["visible_from"] = visible_from.isoformat()
         return [
@@ -142,8 +152,7 @@ def e2_content_level(history: Iterable[ContentLevel], now: datetime, rules: Crea
                 "E2",
                 "CONTENT_LEVEL_NOT_YET_VISIBLE",
                 f"微淘 L{seen.level} < L{rules.min_content_level}; L{seen.pending.level} "
-                f"(updated {seen.pending.updated_at:%Y-%m-%d %H:%M} UTC) counts from "
-                f"{visible_from:%Y-%m-%d %H:%M} UTC (E3)",
+                f"(updated {market.show(seen.pending.updated_at)}) counts from {market.show(visible_from)} (E3)",
                 figures,
             )
         ]
@@ -183,7 +192,9 @@ class CreateDecision:
         return not self.failures
 
 
-def check_create(kind: GroupKind, facts: CreateFacts, now: datetime, rules: CreateRules) -> CreateDecision:
+def check_create(
+    kind: GroupKind, facts: CreateFacts, now: datetime, rules: CreateRules, market: MarketCalendar
+) -> CreateDecision:
     """E1–E6: every failed condition at once, with its figures.
 
     E5: the group level (L0–L4) plays no part — an L0 store creates groups.
@@ -195,7 +206,7 @@ def check_create(kind: GroupKind, facts: CreateFacts, now: datetime, rules: Crea
         if account.store_id:
             failures += e2_store_operating(account.store_id, store)
             failures += e2_paid_orders(facts.paid_orders, rules)
-            failures += e2_content_level(facts.content_levels, now, rules)
+            failures += e2_content_level(facts.content_levels, now, rules, market)
         return CreateDecision(tuple(failures), owner_account_id=owner, store_id=account.store_id)
     failures = e4_streamer(account, store)
     if account.role is not Role.STREAMER:
@@ -407,24 +418,12 @@ def check_join(query: JoinQuery, facts: JoinFacts, rules: JoinRules) -> JoinDeci
 # --- Push facts (P1–P3) ---------------------------------------------------------
 
 
-def local_day(instant: datetime, rules: PushRules) -> date:
-    """P3: the calendar day an instant falls on in the marketplace's time zone."""
-    return (instant + timedelta(hours=rules.calendar_utc_offset_hours)).date()
+def old_customer_window_start(now: datetime, rules: PushRules, market: MarketCalendar) -> datetime:
+    """P3: orders paid at or after this instant, and not after ``now``, count ("the last half year").
 
-
-def months_before(instant: datetime, months: int) -> datetime:
-    """The same wall-clock moment ``months`` calendar months earlier (Aug 31 − 6 months → Feb 28/29)."""
-    total = instant.year * 12 + (instant.month - 1) - months
-    year, month = divmod(total, 12)
-    month += 1
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    days_in_month = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
-    return instant.replace(year=year, month=month, day=min(instant.day, days_in_month))
-
-
-def old_customer_window_start(now: datetime, rules: PushRules) -> datetime:
-    """P3: orders paid at or after this instant, and not after ``now``, count ("the last half year")."""
-    return months_before(now, rules.old_customer_window_months)
+    The same local moment ``old_customer_window_months`` marketplace months earlier (D1).
+    """
+    return market.months_before(now, rules.old_customer_window_months)
 
 
 def broadcast_window_start(now: datetime, rules: PushRules) -> datetime:
@@ -432,12 +431,12 @@ def broadcast_window_start(now: datetime, rules: PushRules) -> datetime:
     return now - timedelta(days=rules.broadcast_window_days)
 
 
-def is_old_customer(paid_times: Iterable[datetime], now: datetime, rules: PushRules) -> bool:
+def is_old_customer(paid_times: Iterable[datetime], now: datetime, rules: PushRules, market: MarketCalendar) -> bool:
     """P3: bought on at least ``old_customer_min_days`` different local days in the window.
 
     The repository answers the same question in SQL over a store's orders; this
     is the definition its tests hold it to.
     """
-    start = old_customer_window_start(now, rules)
-    days = {local_day(t, rules) for t in paid_times if start <= t <= now}
+    start = old_customer_window_start(now, rules, market)
+    days = {market.day(t) for t in paid_times if start <= t <= now}
     return len(days) >= rules.old_customer_min_days

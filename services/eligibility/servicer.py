@@ -16,14 +16,14 @@ from datetime import datetime, timedelta
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.exc import DBAPIError
-
 from qun.common.v1 import facts_pb2, groups_pb2
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from sqlalchemy.exc import DBAPIError
+
 from services.common import errors
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.rules import Rules
+from services.common.rules import BoundsRules, Rules
 from services.common.validation import Fields
 from services.eligibility import metrics
 from services.eligibility import rules as domain_rules
@@ -62,10 +62,6 @@ from services.eligibility.repository import EligibilityRepository, Escalation
 
 log = logging.getLogger("qun.eligibility")
 
-MAX_FACTS_PER_BATCH = 1000
-MAX_TAOQI_SCORE = 100_000  # 淘气值 is a few thousand at most
-MAX_CONTENT_LEVEL = 6  # 微淘 levels L0..L6
-MAX_ORDER_FEN = 10**12  # ¥10 billion: a year of such orders still fits a 64-bit sum
 MAX_FUTURE = timedelta(days=1)  # upstream clocks may run ahead, not by days
 MAX_PASSWORD_CHARS = 128
 MAX_DIGEST_CHARS = 256
@@ -114,7 +110,7 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
         self, request: eligibility_pb2.IngestFactsRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.IngestFactsResponse:
         now = self.clock.now()
-        facts = parse_facts(request.facts, now)
+        facts = parse_facts(request.facts, now, self.rules.bounds)
         escalations: list[Escalation] = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -168,7 +164,7 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
             facts = await EligibilityRepository(session, self.rules).create_facts(account_id, kind, now)
         if facts is None:
             raise errors.NotFound("account", account_id)
-        decision = domain_rules.check_create(kind, facts, now, self.rules.create)
+        decision = domain_rules.check_create(kind, facts, now, self.rules.create, self.rules.calendar.market)
         metrics.record_check("create", decision.failures)
         return eligibility_pb2.CheckCreateResponse(
             verdict=errors.verdict(decision.failures),
@@ -261,20 +257,20 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
 # --- proto → domain ---------------------------------------------------------------
 
 
-def parse_facts(messages: Sequence[facts_pb2.Fact], now: datetime) -> list[Fact]:
+def parse_facts(messages: Sequence[facts_pb2.Fact], now: datetime, bounds: BoundsRules) -> list[Fact]:
     """Every fact of the batch, or one INVALID_ARGUMENT naming every bad field."""
     fields = Fields()
     if not messages:
         fields.fail("facts", "at least one fact is required")
-    elif len(messages) > MAX_FACTS_PER_BATCH:
-        fields.fail("facts", f"at most {MAX_FACTS_PER_BATCH} facts per batch, got {len(messages)}")
+    elif len(messages) > bounds.facts_per_batch:
+        fields.fail("facts", f"at most {bounds.facts_per_batch} facts per batch, got {len(messages)}")
     fields.done()
-    parsed = [_fact(fields, f"facts[{i}]", message, now) for i, message in enumerate(messages)]
+    parsed = [_fact(fields, f"facts[{i}]", message, now, bounds) for i, message in enumerate(messages)]
     fields.done()
     return [fact for fact in parsed if fact is not None]
 
 
-def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime) -> Fact | None:
+def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime, bounds: BoundsRules) -> Fact | None:
     which = message.WhichOneof("fact")
     if which is None:
         fields.fail(path, "one fact kind must be set")
@@ -297,14 +293,14 @@ def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime) -> 
             fields.identifier(f"{at}.order_id", o.order_id),
             fields.identifier(f"{at}.store_id", o.store_id),
             fields.identifier(f"{at}.consumer_id", o.consumer_id),
-            fields.positive(f"{at}.amount_fen", o.amount_fen, high=MAX_ORDER_FEN),
+            fields.positive(f"{at}.amount_fen", o.amount_fen, high=bounds.money_fen),
             _instant(fields, f"{at}.paid_at", o.paid_at, o.HasField("paid_at"), now),
         )
     if which == "content_level":
         c = message.content_level
         return ContentLevel(
             fields.identifier(f"{at}.store_id", c.store_id),
-            fields.in_range(f"{at}.level", c.level, 0, MAX_CONTENT_LEVEL),
+            fields.in_range(f"{at}.level", c.level, 0, bounds.content_level),
             _instant(fields, f"{at}.updated_at", c.updated_at, c.HasField("updated_at"), now),
         )
     if which == "follow":
@@ -321,7 +317,7 @@ def _fact(fields: Fields, path: str, message: facts_pb2.Fact, now: datetime) -> 
         t = message.taoqi_score
         return TaoqiScore(
             fields.identifier(f"{at}.consumer_id", t.consumer_id),
-            fields.in_range(f"{at}.score", t.score, 0, MAX_TAOQI_SCORE),
+            fields.in_range(f"{at}.score", t.score, 0, bounds.taoqi_score),
         )
     if which == "blacklist":
         b = message.blacklist

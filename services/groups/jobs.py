@@ -58,8 +58,9 @@ class Jobs:
     async def run_due(self) -> None:
         """What the schedule owes now: yesterday's counts, last month's levels, a sleeping pass."""
         now = self.clock.now()
-        await self.record_daily_counts(lifecycle.day_key(now - timedelta(days=1)))
-        await self.run_levels(lifecycle.shift_month(lifecycle.month_key(now), -1))
+        market = self.rules.calendar.market
+        await self.record_daily_counts(lifecycle.day_key(now - timedelta(days=1), market))
+        await self.run_levels(lifecycle.shift_month(lifecycle.month_key(now, market), -1))
         await self.run_sleeping()
 
     async def loop(self, interval: float) -> None:

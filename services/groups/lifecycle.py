@@ -12,16 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import GROUP_LEVELS, Rules
 
 
-def month_key(when: datetime) -> str:
-    return f"{when.year:04d}-{when.month:02d}"
+def month_key(when: datetime, market: MarketCalendar) -> str:
+    """T8: the marketplace month an instant falls in (D1)."""
+    return market.month_key(when)
 
 
-def day_key(when: datetime) -> str:
-    return when.date().isoformat()
+def day_key(when: datetime, market: MarketCalendar) -> str:
+    """T7: the marketplace day an instant falls on (D1)."""
+    return market.day_key(when)
 
 
 def days_in_month(month: str) -> int:

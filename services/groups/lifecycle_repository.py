@@ -188,7 +188,7 @@ class LifecycleRepository(GroupsRepository):
         key = domain.owner_key(GroupKind.STORE, store_id, "")
         await self._ensure_owner(key, GroupKind.STORE)
         owner = await self._lock_owner(key)
-        month = lifecycle.month_key(self.now)
+        month = lifecycle.month_key(self.now, self.rules.calendar.market)
         earlier = lifecycle.recent_months(month, self.rules.expansion.consecutive_months)
         facts = ExpansionFacts(
             month=month,

@@ -74,7 +74,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         if request.day and not DAY.match(request.day):
             f.fail("day", f"must be YYYY-MM-DD, got {request.day!r}")
         f.done()
-        day = request.day or lifecycle.day_key(self.clock.now() - timedelta(days=1))
+        day = request.day or lifecycle.day_key(self.clock.now() - timedelta(days=1), self.rules.calendar.market)
         stores = await self.jobs.record_daily_counts(day, metadata_value(context, ACTOR_HEADER))
         return lifecycle_pb2.RecordDailyCountsResponse(stores=stores or 0, already_recorded=stores is None)
 
@@ -83,7 +83,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         if request.month and not MONTH.match(request.month):
             f.fail("month", f"must be YYYY-MM, got {request.month!r}")
         f.done()
-        current = lifecycle.month_key(self.clock.now())
+        current = lifecycle.month_key(self.clock.now(), self.rules.calendar.market)
         month = request.month or lifecycle.shift_month(current, -1)
         if month >= current:
             f.fail("month", f"{month} has not ended; the level job runs on finished months (T8)")

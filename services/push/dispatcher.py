@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.calendar import MarketCalendar
 from services.common.rules import PushRules
 from services.push import metrics
 from services.push.repository import BatchResult, PushRepository
@@ -33,10 +34,18 @@ PURGE_LIMIT = 20
 
 class Dispatcher:
     def __init__(
-        self, db: Database, rules: PushRules, clock: Clock, *, batch_size: int = 2000, poll_seconds: float = 0.5
+        self,
+        db: Database,
+        rules: PushRules,
+        market: MarketCalendar,
+        clock: Clock,
+        *,
+        batch_size: int = 2000,
+        poll_seconds: float = 0.5,
     ) -> None:
         self.db = db
         self.rules = rules
+        self.market = market
         self.clock = clock
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -81,7 +90,7 @@ class Dispatcher:
         now = self.clock.now()
         started = time.perf_counter()
         async with self.db.transaction() as session:
-            repository = PushRepository(session, self.rules, now)
+            repository = PushRepository(session, self.rules, now, self.market)
             oldest = await repository.oldest_due()
             result = await repository.dispatch_batch(self.batch_size)
         metrics.lag.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
@@ -106,4 +115,4 @@ class Dispatcher:
 
     async def purge(self) -> int:
         async with self.db.transaction() as session:
-            return await PushRepository(session, self.rules, self.clock.now()).purge_drafts(DRAFT_TTL, PURGE_LIMIT)
+            return await PushRepository(session, self.rules, self.clock.now(), self.market).purge_drafts(DRAFT_TTL, PURGE_LIMIT)

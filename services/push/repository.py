@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.calendar import MarketCalendar
 from services.common.rules import PushRules
 from services.push import rules as domain
 from services.push.models import (
@@ -136,10 +137,11 @@ class LedgerBatch:
 
 
 class PushRepository:
-    def __init__(self, session: AsyncSession, rules: PushRules, now: datetime) -> None:
+    def __init__(self, session: AsyncSession, rules: PushRules, now: datetime, market: MarketCalendar) -> None:
         self.session = session
         self.rules = rules
         self.now = now
+        self.market = market
         self.postgres = session.bind.dialect.name == "postgresql"
 
     def _insert(self, table: Any) -> Any:
@@ -197,7 +199,7 @@ class PushRepository:
                 pushes.c.quota_returned.is_(False),
             )
         )
-        year = domain.year_of(self.now, self.rules)
+        year = domain.year_of(self.now, self.market)
         used = await self.session.scalars(
             select(recall_slots.c.kind).where(recall_slots.c.store_id == store_id, recall_slots.c.year == year)
         )
@@ -238,7 +240,7 @@ class PushRepository:
         quota = await self.quota_state(new.store_id)
         grant = await self.grant(new.store_id, new.grant_id) if new.kind is PushKind.MASS_SEND else None
         failures = domain.submission_failures(
-            new.kind, new.facts, quota, self.now, self.rules, grant_id=new.grant_id, grant=grant
+            new.kind, new.facts, quota, self.now, self.rules, self.market, grant_id=new.grant_id, grant=grant
         )
         if failures:
             raise refusal(failures)
@@ -294,13 +296,13 @@ class PushRepository:
         if row.audience_size == 0:
             raise RuleRefusal([domain.empty_audience(kind)])
         quota = await self.quota_state(store_id)
-        year = domain.year_of(self.now, self.rules)
+        year = domain.year_of(self.now, self.market)
         if kind is PushKind.SUBSCRIPTION:
             failures = domain.p1_interval(quota.last_subscription_at, self.now, self.rules)
         elif kind is PushKind.MASS_SEND:
             failures = await self._use_grant(store_id, row.grant_id or "", push_id)
         else:
-            failures = domain.recall_quota(kind, quota.recall_used, self.now, self.rules)
+            failures = domain.recall_quota(kind, quota.recall_used, self.now, self.rules, self.market)
             if not failures:
                 # The key admits one row per (store, year, tier); the lock means no one else is inserting it.
                 await self.session.execute(
@@ -450,10 +452,10 @@ class PushRepository:
     async def observe(self, store_id: str, facts: AccountFacts) -> list[NoticeRow]:
         """Records a notice for each recall tier newly earned this year; the key makes it once."""
         quota = await self.quota_state(store_id)
-        earned = domain.earned_tiers(facts, quota, self.now, self.rules)
+        earned = domain.earned_tiers(facts, quota, self.now, self.rules, self.market)
         if not earned:
             return []
-        year = domain.year_of(self.now, self.rules)
+        year = domain.year_of(self.now, self.market)
         recorded: list[NoticeRow] = []
         for kind in earned:
             notice_id = new_id("nt")

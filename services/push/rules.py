@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import PushRules
 
@@ -104,22 +105,14 @@ class QuotaState:
 # --- Calendar (P2) ------------------------------------------------------------------
 
 
-def _offset(rules: PushRules) -> timedelta:
-    return timedelta(hours=rules.calendar_utc_offset_hours)
+def year_of(now: datetime, market: MarketCalendar) -> int:
+    """P2: the calendar year an instant falls in, in the marketplace's time zone (D1)."""
+    return market.year(now)
 
 
-def year_of(now: datetime, rules: PushRules) -> int:
-    """P2: the calendar year an instant falls in, in the marketplace's time zone."""
-    return (now + _offset(rules)).year
-
-
-def year_start(year: int, rules: PushRules) -> datetime:
-    """The instant a calendar year begins (Jan 1 00:00 local)."""
-    return datetime(year, 1, 1, tzinfo=UTC) - _offset(rules)
-
-
-def next_year_start(now: datetime, rules: PushRules) -> datetime:
-    return year_start(year_of(now, rules) + 1, rules)
+def next_year_start(now: datetime, market: MarketCalendar) -> datetime:
+    """The instant the next marketplace year begins (Jan 1 00:00 local)."""
+    return market.year_start(market.year(now) + 1)
 
 
 # --- P1 subscription push -------------------------------------------------------------
@@ -228,11 +221,13 @@ def tier_conditions(kind: PushKind, facts: AccountFacts, rules: PushRules) -> li
     return failures
 
 
-def recall_quota(kind: PushKind, used: Iterable[PushKind], now: datetime, rules: PushRules) -> list[Failure]:
+def recall_quota(
+    kind: PushKind, used: Iterable[PushKind], now: datetime, rules: PushRules, market: MarketCalendar
+) -> list[Failure]:
     """P2: one push per tier per calendar year, and ``recall_per_year`` in all."""
     used = frozenset(used)
-    year = year_of(now, rules)
-    figures = {"tier": str(kind.tier), "year": str(year), "next_possible_at": next_year_start(now, rules).isoformat()}
+    year = year_of(now, market)
+    figures = {"tier": str(kind.tier), "year": str(year), "next_possible_at": next_year_start(now, market).isoformat()}
     if kind in used:
         return [Failure("P2", "RECALL_TIER_USED", f"recall tier {kind.tier} already used in {year}", figures)]
     if len(used) >= rules.recall_per_year:
@@ -287,6 +282,7 @@ def submission_failures(
     quota: QuotaState,
     now: datetime,
     rules: PushRules,
+    market: MarketCalendar,
     *,
     grant_id: str = "",
     grant: GrantView | None = None,
@@ -295,7 +291,7 @@ def submission_failures(
     if kind is PushKind.SUBSCRIPTION:
         return p1_conditions(facts, rules) + p1_interval(quota.last_subscription_at, now, rules)
     if kind in RECALL_KINDS:
-        return tier_conditions(kind, facts, rules) + recall_quota(kind, quota.recall_used, now, rules)
+        return tier_conditions(kind, facts, rules) + recall_quota(kind, quota.recall_used, now, rules, market)
     return p5_grant(grant_id, grant)
 
 
@@ -358,12 +354,14 @@ def not_cancellable(push_id: str, state: PushState) -> Failure:
 # --- P4 notices and the X3 ledger -------------------------------------------------------
 
 
-def earned_tiers(facts: AccountFacts, quota: QuotaState, now: datetime, rules: PushRules) -> list[PushKind]:
+def earned_tiers(
+    facts: AccountFacts, quota: QuotaState, now: datetime, rules: PushRules, market: MarketCalendar
+) -> list[PushKind]:
     """P4: recall tiers whose conditions the account meets and whose chance this year is unspent."""
     return [
         kind
         for kind in RECALL_KINDS
-        if not tier_conditions(kind, facts, rules) and not recall_quota(kind, quota.recall_used, now, rules)
+        if not tier_conditions(kind, facts, rules) and not recall_quota(kind, quota.recall_used, now, rules, market)
     ]
 
 
@@ -389,7 +387,9 @@ class LedgerEntry:
         return not self.unmet
 
 
-def ledger(facts: AccountFacts, quota: QuotaState, now: datetime, rules: PushRules) -> list[LedgerEntry]:
+def ledger(
+    facts: AccountFacts, quota: QuotaState, now: datetime, rules: PushRules, market: MarketCalendar
+) -> list[LedgerEntry]:
     """X3: for each kind, what is left, when it is next possible, and every unmet condition."""
     entries: list[LedgerEntry] = []
     interval = p1_interval(quota.last_subscription_at, now, rules)
@@ -402,13 +402,13 @@ def ledger(facts: AccountFacts, quota: QuotaState, now: datetime, rules: PushRul
         )
     )
     for kind in RECALL_KINDS:
-        spent = recall_quota(kind, quota.recall_used, now, rules)
+        spent = recall_quota(kind, quota.recall_used, now, rules, market)
         entries.append(
             LedgerEntry(
                 kind,
                 remaining=0 if spent else 1,
                 unmet=tuple(tier_conditions(kind, facts, rules) + spent),
-                next_possible_at=next_year_start(now, rules) if spent else None,
+                next_possible_at=next_year_start(now, market) if spent else None,
                 audience_size=tier_audience(kind, rules),
             )
         )

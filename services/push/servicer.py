@@ -65,10 +65,12 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     def __init__(self, db: Database, rules: Rules, clock: Clock) -> None:
         self.db = db
         self.rules = rules.push
+        self.bounds = rules.bounds
+        self.market = rules.calendar.market
         self.clock = clock
 
     def _repository(self, session, now: datetime | None = None) -> PushRepository:  # type: ignore[no-untyped-def]
-        return PushRepository(session, self.rules, now or self.clock.now())
+        return PushRepository(session, self.rules, now or self.clock.now(), self.market)
 
     # -- submission ----------------------------------------------------------------------------
 
@@ -240,7 +242,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
             quota = await self._repository(session, now).quota_state(store_id)
         await self._observe(store_id, facts, now)
         reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=timestamp(now), facts=facts_to_proto(facts))
-        for entry in domain.ledger(facts, quota, now, self.rules):
+        for entry in domain.ledger(facts, quota, now, self.rules, self.market):
             out = reply.entries.add(
                 kind=KIND_PROTOS[entry.kind],
                 remaining=entry.remaining,
@@ -293,7 +295,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f = Fields()
         request_id = f.identifier("request_id", request.request_id, required=False)
         f.identifier("store_id", request.store_id)
-        f.positive("audience_size", request.audience_size, high=self.rules.max_mass_send_audience)
+        f.positive("audience_size", request.audience_size, high=self.bounds.audience)
         f.text("activity", request.activity, max_chars=MAX_NAME_CHARS, required=True)
         f.identifier("granted_by", request.granted_by)
         f.done()

@@ -75,7 +75,7 @@ async def service(
     async with serve(PushApp, db_url, rules=rules, clock=clock) as channel:
         db = Database(async_url(db_url), pool_size=2)
         try:
-            yield Service(Stub(channel), Dispatcher(db, rules.push, clock, batch_size=3), clock)
+            yield Service(Stub(channel), Dispatcher(db, rules.push, rules.calendar.market, clock, batch_size=3), clock)
         finally:
             await db.close()
 

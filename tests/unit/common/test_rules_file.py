@@ -52,3 +52,33 @@ def test_a_bad_rules_file_stops_the_process(tmp_path: Path, text: str) -> None:
     override.write_text(text)
     with pytest.raises(RulesError):
         load_rules(env={"QUN_RULES_FILE": str(override)})
+
+
+def test_D1_one_calendar_for_every_rule() -> None:
+    rules = load_rules(env={})
+    assert rules.calendar.utc_offset_hours == 8
+    assert rules.calendar.market.show(rules.calendar.market.year_start(2027)) == "2027-01-01 00:00 UTC+8"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[bounds]\nmoney_fen = 10_000_000_000_000\n", "an order's subtotal"),  # × 10^6 units > 2^63 − 1
+        ("[bounds]\npool_prizes = 10_000_000_000_000\n", "a pool's value"),
+        ("[bounds]\nquantity = 0\n", "bounds.quantity must be at least 1"),
+        ("[calendar]\nutc_offset_hours = 15\n", "between -12 and 14"),
+    ],
+)
+def test_D2_bounds_whose_totals_overflow_64_bits_stop_the_process(tmp_path: Path, text: str, says: str) -> None:
+    override = tmp_path / "rules.toml"
+    override.write_text(text)
+    with pytest.raises(RulesError, match=says):
+        load_rules(env={"QUN_RULES_FILE": str(override)})
+
+
+def test_D2_the_default_bounds_keep_every_guarded_total_in_64_bits() -> None:
+    from services.common.rules import MAX_INT64, OVERFLOW_GUARDS
+
+    bounds = load_rules(env={}).bounds
+    assert bounds.money_fen == 10**12  # as the order facts have always been capped
+    assert all(total(bounds) <= MAX_INT64 for _, total in OVERFLOW_GUARDS)

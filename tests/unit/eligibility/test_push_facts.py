@@ -13,9 +13,12 @@ NOW = datetime(2026, 8, 31, 12, 0, tzinfo=UTC)  # 20:00 China Standard Time
 
 
 def test_p3_half_year_window_is_six_calendar_months(rules: Rules) -> None:
-    assert r.old_customer_window_start(NOW, rules.push) == datetime(2026, 2, 28, 12, 0, tzinfo=UTC)  # Aug 31 → Feb 28
-    assert r.months_before(datetime(2028, 8, 31, tzinfo=UTC), 6) == datetime(2028, 2, 29, tzinfo=UTC)
-    assert r.months_before(datetime(2026, 3, 15, tzinfo=UTC), 6) == datetime(2025, 9, 15, tzinfo=UTC)
+    market = rules.calendar.market
+    assert r.old_customer_window_start(NOW, rules.push, market) == datetime(2026, 2, 28, 12, 0, tzinfo=UTC)  # Aug 31 → Feb 28
+    # Counted on the marketplace's calendar (D1): 23:00 UTC on Aug 30 is Aug 31 07:00 in China.
+    assert r.old_customer_window_start(datetime(2026, 8, 30, 23, 0, tzinfo=UTC), rules.push, market) == datetime(
+        2026, 2, 27, 23, 0, tzinfo=UTC
+    )
     assert r.broadcast_window_start(NOW, rules.push) == NOW - timedelta(days=7)
 
 
@@ -35,4 +38,4 @@ def test_p3_half_year_window_is_six_calendar_months(rules: Rules) -> None:
     ],
 )
 def test_p3_two_distinct_local_days_in_the_window(rules: Rules, paid: list[datetime], old: bool) -> None:
-    assert r.is_old_customer(paid, NOW, rules.push) is old
+    assert r.is_old_customer(paid, NOW, rules.push, rules.calendar.market) is old

@@ -63,7 +63,7 @@ def good_store_facts(rules: Rules, **changes: object) -> CreateFacts:
 
 
 def store_check(facts: CreateFacts, rules: Rules, now: datetime = NOW) -> r.CreateDecision:
-    return r.check_create(GroupKind.STORE, facts, now, rules.create)
+    return r.check_create(GroupKind.STORE, facts, now, rules.create, rules.calendar.market)
 
 
 def by_rule(failures: tuple[Failure, ...] | list[Failure], rule_id: str) -> Failure:
@@ -157,22 +157,26 @@ def test_E2_no_reported_content_level_counts_as_L0(rules: Rules) -> None:
 # --- E3 ---------------------------------------------------------------------------
 
 
-def test_E3_level_visible_at_T_plus_2_exactly(rules: Rules, clock: ManualClock) -> None:
-    updated = datetime(2026, 8, 22, 9, 30, tzinfo=UTC)
+def test_E3_level_visible_from_the_start_of_the_marketplace_day_T_plus_2(rules: Rules, clock: ManualClock) -> None:
+    updated = datetime(2026, 8, 22, 9, 30, tzinfo=UTC)  # 17:30 on Aug 22 in China (D1)
     facts = good_store_facts(rules, content_levels=(level(1, updated),))
-    clock.set(updated + timedelta(days=2) - timedelta(microseconds=1))
+    aug_24_china = datetime(2026, 8, 23, 16, 0, tzinfo=UTC)
+    clock.set(aug_24_china - timedelta(microseconds=1))
     before = store_check(facts, rules, clock.now())
     assert [(f.rule_id, f.reason) for f in before.failures] == [("E2", "CONTENT_LEVEL_NOT_YET_VISIBLE")]
-    assert before.failures[0].figures["visible_from"] == "2026-08-24T09:30:00+00:00"
-    clock.set(updated + timedelta(days=2))
+    assert before.failures[0].figures["visible_from"] == "2026-08-23T16:00:00+00:00"
+    assert "counts from 2026-08-24 00:00 UTC+8" in before.failures[0].message
+    clock.set(aug_24_china)
     assert store_check(facts, rules, clock.now()).allowed
 
 
-def test_E3_updated_aug_22_counts_from_aug_24(rules: Rules) -> None:
-    updated = datetime(2026, 8, 22, 0, 0, tzinfo=UTC)
+def test_E3_updated_late_on_aug_22_in_china_counts_from_aug_24_there(rules: Rules) -> None:
+    updated = datetime(2026, 8, 22, 15, 30, tzinfo=UTC)  # 23:30 on Aug 22 in China
     facts = good_store_facts(rules, content_levels=(level(1, updated),))
-    assert not store_check(facts, rules, datetime(2026, 8, 23, 23, 59, tzinfo=UTC)).allowed
-    assert store_check(facts, rules, datetime(2026, 8, 24, 0, 0, tzinfo=UTC)).allowed
+    assert not store_check(facts, rules, datetime(2026, 8, 23, 15, 59, tzinfo=UTC)).allowed  # Aug 23 23:59 there
+    assert store_check(facts, rules, datetime(2026, 8, 23, 16, 0, tzinfo=UTC)).allowed  # Aug 24 00:00 there
+    early = good_store_facts(rules, content_levels=(level(1, datetime(2026, 8, 22, 16, 30, tzinfo=UTC)),))
+    assert not store_check(early, rules, datetime(2026, 8, 24, 15, 59, tzinfo=UTC)).allowed  # made on Aug 23 there
 
 
 def test_E3_previous_visible_level_counts_until_the_update_is_visible(rules: Rules) -> None:
@@ -198,7 +202,7 @@ def test_E3_delay_comes_from_the_rules(rules: Rules) -> None:
 
 
 def live_check(account: Account, rules: Rules, store: Store | None = None) -> r.CreateDecision:
-    return r.check_create(GroupKind.LIVE, CreateFacts(account=account, store=store), NOW, rules.create)
+    return r.check_create(GroupKind.LIVE, CreateFacts(account=account, store=store), NOW, rules.create, rules.calendar.market)
 
 
 def test_E4_streamer_permitted_to_broadcast_owns_its_fan_groups(rules: Rules) -> None:

@@ -8,17 +8,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import DBAPIError
-
 from qun.common.v1 import facts_pb2 as f
 from qun.eligibility.v1 import eligibility_pb2 as e
+from sqlalchemy.exc import DBAPIError
+
 from services.common.clock import ManualClock
 from services.common.errors import InvalidArgument
-from services.common.rules import Rules
+from services.common.rules import Rules, load_rules
 from services.eligibility import servicer as servicer_module
 from services.eligibility.domain import PaidOrder
 from services.eligibility.servicer import EligibilityServiceServicer, parse_facts
 from tests.integration.eligibility import facts as F
+
+BOUNDS = load_rules(env={}).bounds
 
 
 def db_error(sqlstate: str) -> DBAPIError:
@@ -86,17 +88,17 @@ async def test_ingest_gives_up_after_its_attempts(rules: Rules, clock: ManualClo
 
 def test_facts_may_be_stamped_up_to_a_day_ahead_of_the_clock(clock: ManualClock) -> None:
     ahead = clock.now() + timedelta(days=1)
-    [order] = parse_facts([F.order("o1", "s1", "c1", 1, ahead)], clock.now())
+    [order] = parse_facts([F.order("o1", "s1", "c1", 1, ahead)], clock.now(), BOUNDS)
     assert isinstance(order, PaidOrder) and order.paid_at == ahead
     with pytest.raises(InvalidArgument) as refused:
-        parse_facts([F.order("o1", "s1", "c1", 1, ahead + timedelta(seconds=1))], clock.now())
+        parse_facts([F.order("o1", "s1", "c1", 1, ahead + timedelta(seconds=1))], clock.now(), BOUNDS)
     assert [v.field for v in refused.value.violations] == ["facts[0].paid_order.paid_at"]
 
 
 def test_a_batch_holds_at_most_1000_facts(clock: ManualClock) -> None:
-    assert len(parse_facts([F.consumer("c1")] * 1000, clock.now())) == 1000
+    assert len(parse_facts([F.consumer("c1")] * 1000, clock.now(), BOUNDS)) == 1000
     with pytest.raises(InvalidArgument):
-        parse_facts([F.consumer("c1")] * 1001, clock.now())
+        parse_facts([F.consumer("c1")] * 1001, clock.now(), BOUNDS)
 
 
 @pytest.mark.parametrize(
@@ -115,5 +117,5 @@ def test_a_batch_holds_at_most_1000_facts(clock: ManualClock) -> None:
 )
 def test_each_fact_is_checked(clock: ManualClock, fact: f.Fact, field: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
-        parse_facts([fact], clock.now())
+        parse_facts([fact], clock.now(), BOUNDS)
     assert [v.field for v in refused.value.violations] == [field]

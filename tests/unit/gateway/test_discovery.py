@@ -14,15 +14,22 @@ from gateway.discovery import (
     recommend,
     store_page,
 )
+from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import Rules
 
 NOW = datetime(2026, 5, 20, 12, tzinfo=UTC)
+CST = MarketCalendar(8)
 NOT_FOLLOWING = Failure("C9", "NOT_FOLLOWING", "does not follow")
 
 
 def candidate(
-    gid: str, kind: ThresholdKind = ThresholdKind.FOLLOW, *, members: int = 10, full: bool = False, failures=()  # type: ignore[no-untyped-def]
+    gid: str,
+    kind: ThresholdKind = ThresholdKind.FOLLOW,
+    *,
+    members: int = 10,
+    full: bool = False,
+    failures=(),  # type: ignore[no-untyped-def]
 ) -> Candidate:
     return Candidate(gid, gid, kind, members, full, tuple(failures))
 
@@ -33,6 +40,7 @@ def test_V2_store_page_shows_only_groups_whose_threshold_is_met() -> None:
         consumer_in_store_group=False,
         first_group_created_at=NOW - timedelta(days=3),
         now=NOW,
+        market=CST,
     )
     assert [c.group_set_id for c in module.shown] == ["a"]
     hidden = next(e for e in module.entries if not e.shown)
@@ -40,12 +48,46 @@ def test_V2_store_page_shows_only_groups_whose_threshold_is_met() -> None:
 
 
 def test_V2_first_group_created_today_shows_from_tomorrow() -> None:
-    today = store_page([candidate("a")], consumer_in_store_group=False, first_group_created_at=NOW, now=NOW)
+    today = store_page([candidate("a")], consumer_in_store_group=False, first_group_created_at=NOW, now=NOW, market=CST)
     assert today.shown == [] and [r.rule_id for r in today.module_reasons] == ["V2"]
     tomorrow = store_page(
-        [candidate("a")], consumer_in_store_group=False, first_group_created_at=NOW, now=NOW + timedelta(days=1)
+        [candidate("a")],
+        consumer_in_store_group=False,
+        first_group_created_at=NOW,
+        now=NOW + timedelta(days=1),
+        market=CST,
     )
     assert [c.group_set_id for c in tomorrow.shown] == ["a"]
+
+
+def test_V2_today_and_tomorrow_are_the_marketplace_days() -> None:
+    """D1: a first group made at 23:30 in China shows from 00:00 there, 30 minutes later."""
+    created = datetime(2026, 5, 20, 15, 30, tzinfo=UTC)  # 23:30 on May 20 in China; still May 20 in UTC
+    page = store_page(
+        [candidate("a")],
+        consumer_in_store_group=False,
+        first_group_created_at=created,
+        now=created + timedelta(minutes=29),
+        market=CST,
+    )
+    assert [r.rule_id for r in page.module_reasons] == ["V2"]
+    assert page.module_reasons[0].figures["shows_from"] == "2026-05-20T16:00:00+00:00"
+    assert "2026-05-21 00:00 UTC+8" in page.module_reasons[0].message
+    at_midnight = store_page(
+        [candidate("a")],
+        consumer_in_store_group=False,
+        first_group_created_at=created,
+        now=created + timedelta(minutes=30),
+        market=CST,
+    )
+    assert [c.group_set_id for c in at_midnight.shown] == ["a"]
+    # 00:30 on May 21 in China is still May 20 in UTC; at 09:00 there (May 21 in UTC too) it is the same day.
+    late = datetime(2026, 5, 20, 16, 30, tzinfo=UTC)
+    later_same_day = datetime(2026, 5, 21, 1, 0, tzinfo=UTC)
+    page = store_page(
+        [candidate("a")], consumer_in_store_group=False, first_group_created_at=late, now=later_same_day, market=CST
+    )
+    assert page.shown == []
 
 
 def test_V3_never_on_a_group_buy_item() -> None:
@@ -93,7 +135,13 @@ def test_V6_post_component_needs_main_account_and_public_group() -> None:
 
 def test_R4_only_staff_share_items_from_their_history(rules: Rules) -> None:
     def reasons(**kwargs: object) -> list[str]:
-        base = dict(kind=MessageKind.ITEM_SHARE, sender_is_member=True, sender_is_staff=True, item_known_to_sender=True, video_seconds=0)
+        base = dict(
+            kind=MessageKind.ITEM_SHARE,
+            sender_is_member=True,
+            sender_is_staff=True,
+            item_known_to_sender=True,
+            video_seconds=0,
+        )
         return [f.reason for f in message_failures(rules, **{**base, **kwargs})]  # type: ignore[arg-type]
 
     assert reasons() == []

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from services.common.calendar import MarketCalendar
 from services.common.rules import PushRules, Rules, RulesError, load_rules
 from services.push import rules as r
 from services.push.rules import AccountFacts, GrantView, PushKind, QuotaState
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+CST = MarketCalendar(8)  # D1: China Standard Time
 
 
 @pytest.fixture
@@ -112,13 +114,13 @@ def test_p2_tier_audiences(push: PushRules) -> None:
 
 
 def test_p2_one_per_tier_per_calendar_year(push: PushRules) -> None:
-    assert r.recall_quota(PushKind.RECALL_TIER_1, [], NOW, push) == []
-    assert r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, push) == []
-    used = r.recall_quota(PushKind.RECALL_TIER_1, [PushKind.RECALL_TIER_1], NOW, push)
+    assert r.recall_quota(PushKind.RECALL_TIER_1, [], NOW, push, CST) == []
+    assert r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, push, CST) == []
+    used = r.recall_quota(PushKind.RECALL_TIER_1, [PushKind.RECALL_TIER_1], NOW, push, CST)
     assert codes(used) == [("P2", "RECALL_TIER_USED")]
     assert used[0].figures["next_possible_at"] == "2026-12-31T16:00:00+00:00"
     one_a_year = replace(push, recall_per_year=1)
-    assert codes(r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, one_a_year)) == [
+    assert codes(r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_1], NOW, one_a_year, CST)) == [
         ("P2", "RECALL_YEAR_USED")
     ]
 
@@ -132,9 +134,9 @@ def test_p2_one_per_tier_per_calendar_year(push: PushRules) -> None:
     ],
 )
 def test_p2_calendar_year_resets_at_local_midnight(push: PushRules, instant: datetime, year: int) -> None:
-    assert r.year_of(instant, push) == year
-    assert r.year_start(2027, push) == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
-    assert r.year_of(datetime(2026, 12, 31, 16, 0, tzinfo=UTC), replace(push, calendar_utc_offset_hours=0)) == 2026
+    assert r.year_of(instant, CST) == year
+    assert r.next_year_start(instant - timedelta(days=1), CST) == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    assert r.year_of(datetime(2026, 12, 31, 16, 0, tzinfo=UTC), MarketCalendar(0)) == 2026
 
 
 # --- P5 ----------------------------------------------------------------------------------------
@@ -148,11 +150,11 @@ def test_p5_a_grant_per_message(push: PushRules) -> None:
 
 def test_a_spent_quota_alone_is_resource_exhausted(push: PushRules) -> None:
     spent = r.submission_failures(
-        PushKind.RECALL_TIER_1, TIER1, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push
+        PushKind.RECALL_TIER_1, TIER1, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push, CST
     )
     assert r.only_quota(spent)
     unmet_and_spent = r.submission_failures(
-        PushKind.RECALL_TIER_1, AccountFacts(), QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push
+        PushKind.RECALL_TIER_1, AccountFacts(), QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push, CST
     )
     assert codes(unmet_and_spent)[-1] == ("P2", "RECALL_TIER_USED") and not r.only_quota(unmet_and_spent)
 
@@ -183,11 +185,11 @@ def test_p6_returning_the_quota_is_a_rules_file_switch(push: PushRules) -> None:
 
 def test_p4_earned_only_when_met_and_unspent(push: PushRules) -> None:
     both = AccountFacts(old_customer_fans=1000, recent_broadcasts=5, revisit_rate_bp=500)
-    assert r.earned_tiers(both, QuotaState(), NOW, push) == [PushKind.RECALL_TIER_1, PushKind.RECALL_TIER_2]
-    assert r.earned_tiers(both, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push) == [
+    assert r.earned_tiers(both, QuotaState(), NOW, push, CST) == [PushKind.RECALL_TIER_1, PushKind.RECALL_TIER_2]
+    assert r.earned_tiers(both, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push, CST) == [
         PushKind.RECALL_TIER_2
     ]
-    assert r.earned_tiers(replace(both, recent_broadcasts=4, revisit_rate_bp=None), QuotaState(), NOW, push) == []
+    assert r.earned_tiers(replace(both, recent_broadcasts=4, revisit_rate_bp=None), QuotaState(), NOW, push, CST) == []
 
 
 def test_x3_ledger_remaining_next_possible_and_unmet(push: PushRules) -> None:
@@ -197,7 +199,7 @@ def test_x3_ledger_remaining_next_possible_and_unmet(push: PushRules) -> None:
         unused_grants=(GrantView("g1", 500), GrantView("g2", 800)),
     )
     facts = AccountFacts(subscribers=20, old_customer_fans=60, recent_broadcasts=2, revisit_rate_bp=700)
-    entries = {e.kind: e for e in r.ledger(facts, quota, NOW, push)}
+    entries = {e.kind: e for e in r.ledger(facts, quota, NOW, push, CST)}
     sub = entries[PushKind.SUBSCRIPTION]
     assert (sub.remaining, sub.available_now) == (0, False)
     assert sub.next_possible_at == NOW + timedelta(days=7)
