@@ -137,14 +137,21 @@ class RuleRefusal(ServiceError):
         self.failures = list(failures)
         if code is not None:
             self.code = code
-        metadata = {"rules": ",".join(f.rule_id for f in self.failures)}
-        for f in self.failures:
+        metadata = {"rules": ",".join(dict.fromkeys(f.rule_id for f in self.failures))}
+        for f, prefix in zip(self.failures, figure_prefixes(self.failures), strict=True):
             for name, value in f.figures.items():
-                metadata[f"{f.rule_id}.{name}"] = str(value)
+                metadata[f"{prefix}.{name}"] = str(value)
         text = "; ".join(f"{f.rule_id} {f.message}" for f in self.failures)
         super().__init__(text, reason=self.failures[0].reason, metadata=metadata)
 
     def details(self) -> list[object]:
+        """One ``PreconditionFailure`` violation per failure, and every failure whole in a ``Verdict``.
+
+        ``ErrorInfo`` metadata is a flat map, so several failures of one rule
+        (E2's orders and its level) keep their figures under keys that cannot
+        collide (``figure_prefixes``); the ``qun.common.v1.Verdict`` detail
+        carries each failure with its own figures, for clients that read protos.
+        """
         return [
             error_details_pb2.PreconditionFailure(
                 violations=[
@@ -153,8 +160,33 @@ class RuleRefusal(ServiceError):
                     )
                     for f in self.failures
                 ]
-            )
+            ),
+            verdict_pb2.Verdict(
+                allowed=False,
+                failures=[
+                    verdict_pb2.RuleFailure(
+                        rule_id=f.rule_id,
+                        reason=f.reason,
+                        message=clip(f.message, MAX_DETAIL_BYTES),
+                        figures={k: clip(str(v), MAX_DETAIL_BYTES) for k, v in f.figures.items()},
+                    )
+                    for f in self.failures
+                ],
+            ),
         ]
+
+
+def figure_prefixes(failures: Sequence[Failure]) -> list[str]:
+    """The ``ErrorInfo`` key prefix of each failure's figures: its rule id, then ``<rule>#2``, ``<rule>#3`` …
+
+    for the second and later failures of the same rule, so no figure overwrites another.
+    """
+    seen: dict[str, int] = {}
+    prefixes = []
+    for f in failures:
+        seen[f.rule_id] = seen.get(f.rule_id, 0) + 1
+        prefixes.append(f.rule_id if seen[f.rule_id] == 1 else f"{f.rule_id}#{seen[f.rule_id]}")
+    return prefixes
 
 
 class NotFound(ServiceError):
@@ -219,25 +251,32 @@ def status_from_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2
 
 
 def failures_from_status(status: status_pb2.Status | None) -> list[Failure]:
-    """The failed rules of a refusal, read from its PreconditionFailure."""
+    """The failed rules of a refusal: from its ``Verdict`` detail, else its PreconditionFailure and ErrorInfo."""
     if status is None:
         return []
+    for detail in status.details:
+        if detail.Is(verdict_pb2.Verdict.DESCRIPTOR):
+            found = verdict_pb2.Verdict()
+            detail.Unpack(found)
+            return failures_of(found)
     info = error_info(status)
-    figures_by_rule: dict[str, dict[str, str]] = {}
+    figures_by_prefix: dict[str, dict[str, str]] = {}
     if info is not None:
         for key, value in info.metadata.items():
-            rule, _, name = key.partition(".")
+            prefix, _, name = key.partition(".")
             if name:
-                figures_by_rule.setdefault(rule, {})[name] = value
-    failures: list[Failure] = []
+                figures_by_prefix.setdefault(prefix, {})[name] = value
+    violations: list[error_details_pb2.PreconditionFailure.Violation] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             pf = error_details_pb2.PreconditionFailure()
             detail.Unpack(pf)
-            failures.extend(
-                Failure(v.type, v.subject, v.description, figures_by_rule.get(v.type, {})) for v in pf.violations
-            )
-    return failures
+            violations.extend(pf.violations)
+    listed = [Failure(v.type, v.subject, v.description) for v in violations]
+    return [
+        Failure(f.rule_id, f.reason, f.message, figures_by_prefix.get(prefix, {}))
+        for f, prefix in zip(listed, figure_prefixes(listed), strict=True)
+    ]
 
 
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:

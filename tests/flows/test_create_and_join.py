@@ -14,7 +14,7 @@ import pytest
 from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2
-from services.common.errors import failures_from_status, field_violations, status_from_error
+from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 
@@ -86,6 +86,15 @@ async def test_E6_refused_create_lists_every_failed_condition(gw: GatewayClient,
     failures = failures_from_status(status_from_error(refused.value))
     assert [f.rule_id for f in failures].count("E2") == 3
     assert any("12" in f.message and "30" in f.message for f in failures)
+    # Every failure keeps its own figures, machine-readable: the orders' "required 30" is not the level's "1".
+    by_reason = {f.reason: f.figures for f in failures}
+    assert by_reason["NOT_ENOUGH_PAID_ORDERS"]["required"] == "30"
+    assert by_reason["NOT_ENOUGH_PAID_ORDERS"]["paid_orders"] == "12"
+    assert by_reason["CONTENT_LEVEL_TOO_LOW"]["required"] == "1"
+    info = error_info(status_from_error(refused.value))
+    assert info is not None and info.metadata["rules"] == "E2"  # each rule once
+    required = sorted(v for k, v in info.metadata.items() if k.startswith("E2") and k.endswith(".required"))
+    assert required == ["1", "30"]  # under keys that cannot collide (E2.required, E2#2.required …)
 
     explained = await gw.groups.ExplainCreate(
         gateway_pb2.ExplainCreateRequest(kind=common_pb2.GROUP_KIND_STORE),
