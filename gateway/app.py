@@ -5,23 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
+from qun.eligibility.v1 import eligibility_pb2_grpc
+from qun.gateway.v1 import (
+    campaigns_pb2,
+    campaigns_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    operations_pb2,
+    operations_pb2_grpc,
+)
+from qun.gateway.v1 import push_pb2 as public_push_pb2
+from qun.gateway.v1 import push_pb2_grpc as public_push_pb2_grpc
+from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
+from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
 
 from gateway.auth import BearerAuthInterceptor
+from gateway.backends import Backends
+from gateway.bounds import BoundsInterceptor
 from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
-from gateway.backends import Backends
 from gateway.operations import Discovery, GroupOperations
 from gateway.push import ObservingFactService, PushService
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
 from gateway.servicer import GroupService
 from gateway.settings import GatewaySettings, load_gateway_settings
-from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
-from qun.eligibility.v1 import eligibility_pb2_grpc
-from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc, operations_pb2, operations_pb2_grpc
-from qun.gateway.v1 import push_pb2 as public_push_pb2, push_pb2_grpc as public_push_pb2_grpc
-from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
-from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import Clock
 from services.common.interceptors import Interceptor
@@ -48,9 +56,11 @@ class GatewayApp(ServiceApp):
         return BearerAuthInterceptor(self.config.token_secret)
 
     def guard_interceptors(self) -> Sequence[Interceptor]:
+        """The rate limit (when enabled), then the bounds of every value (D2)."""
+        bounds = BoundsInterceptor(self.rules.bounds)
         if not self.rules.abuse.enabled:
-            return ()
-        return (RateLimitInterceptor(RateLimiter(self.rules.abuse)),)
+            return (bounds,)
+        return (RateLimitInterceptor(RateLimiter(self.rules.abuse)), bounds)
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         channel = internal_channel(target, self.settings.internal_token, record_metrics=True)

@@ -63,7 +63,6 @@ class BoundsRules:
     inactivity_days: int
     video_seconds: int
     delivery_chunk: int
-    page_size: int
 
 
 # D2: every product or sum of bounded values a service computes, with where it is computed; each must
