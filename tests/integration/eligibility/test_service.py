@@ -74,7 +74,8 @@ async def test_E2_E3_store_creation_counts_the_window_and_sees_levels_at_T_plus_
     stub: Stub, clock: ManualClock
 ) -> None:
     window_start = NOW - timedelta(days=30)
-    level_updated = NOW - timedelta(days=2) + timedelta(hours=1)
+    level_updated = NOW - timedelta(days=2) + timedelta(hours=5)  # 01:00 on Aug 23 in China
+    visible_from = datetime(2026, 8, 24, 16, 0, tzinfo=UTC)  # 00:00 on Aug 25 there: T+2 in marketplace days (D1)
     await stub.IngestFacts(
         F.ingest(
             F.account("main-1", f.ACCOUNT_ROLE_STORE_MAIN, "store-1"),
@@ -95,11 +96,11 @@ async def test_E2_E3_store_creation_counts_the_window_and_sees_levels_at_T_plus_
     orders, level = failures_of(response.verdict)
     assert orders.message == "orders_30d 29 < 30"
     assert orders.figures["paid_orders"] == "29"
-    assert level.figures["visible_from"] == (level_updated + timedelta(days=2)).isoformat()
+    assert level.figures["visible_from"] == visible_from.isoformat()
     assert (response.owner_account_id, response.store_id) == ("main-1", "store-1")
     assert counter("qun_eligibility_checks_total", check="create", outcome="refused") == refused_before + 1
 
-    clock.set(level_updated + timedelta(days=2))  # +1 h: "edge" leaves the window, "ahead" is now paid
+    clock.set(visible_from)  # +4 h: "edge" leaves the window, "ahead" is now paid
     response = await check_store(stub, "main-1")
     assert reasons(response.verdict) == [("E2", "NOT_ENOUGH_PAID_ORDERS")]
     assert failures_of(response.verdict)[0].figures["paid_orders"] == "29"
