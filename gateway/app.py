@@ -20,6 +20,7 @@ from qun.gateway.v1 import push_pb2_grpc as public_push_pb2_grpc
 from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
 from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
 
+from gateway.access import MainAccounts, StoreAccountGuard
 from gateway.auth import BearerAuthInterceptor
 from gateway.backends import Backends
 from gateway.bounds import BoundsInterceptor
@@ -51,16 +52,17 @@ class GatewayApp(ServiceApp):
         super().__init__(settings, rules, clock)
         self.config = gateway_settings or load_gateway_settings(settings)
         self.channels: list[grpc.aio.Channel] = []
+        self.account_guard = StoreAccountGuard()
 
     def auth_interceptor(self) -> Interceptor:
         return BearerAuthInterceptor(self.config.token_secret)
 
     def guard_interceptors(self) -> Sequence[Interceptor]:
-        """The rate limit (when enabled), then the bounds of every value (D2)."""
-        bounds = BoundsInterceptor(self.rules.bounds)
-        if not self.rules.abuse.enabled:
-            return (bounds,)
-        return (RateLimitInterceptor(RateLimiter(self.rules.abuse)), bounds)
+        """The rate limit (when enabled), the bounds of every value (D2), then the store account check."""
+        guards: list[Interceptor] = []
+        if self.rules.abuse.enabled:
+            guards.append(RateLimitInterceptor(RateLimiter(self.rules.abuse)))
+        return (*guards, BoundsInterceptor(self.rules.bounds), self.account_guard)
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         channel = internal_channel(target, self.settings.internal_token, record_metrics=True)
@@ -74,6 +76,7 @@ class GatewayApp(ServiceApp):
         groups = groups_pb2_grpc.GroupsServiceStub(groups_channel)
         lifecycle = lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel)
         backends = Backends(eligibility, groups, lifecycle, downstream)
+        self.account_guard.accounts = MainAccounts(eligibility, downstream)
         gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(backends), server)
         push = internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr))
         push_service = PushService(eligibility, push, downstream)

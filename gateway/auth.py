@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextvars
 import enum
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
-
 import jwt
 
 from gateway.views import Kept
@@ -38,9 +36,6 @@ class Role(enum.StrEnum):
     UPSTREAM = "upstream"
 
 
-STORE_ROLES = frozenset({Role.STORE_MAIN, Role.STORE_SUB})
-
-
 @dataclass(frozen=True)
 class Principal:
     subject: str
@@ -56,43 +51,6 @@ class Principal:
 
 
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
-
-
-LIVE_GROUP_KIND = 2  # qun.common.v1.GroupKind.GROUP_KIND_LIVE
-
-
-class GroupSetLike(Protocol):
-    kind: int
-    store_id: str
-    owner_account_id: str
-
-    @property
-    def admin_ids(self) -> Sequence[str]: ...
-
-
-def is_owner(principal: Principal, group_set: GroupSetLike) -> bool:
-    """The group-set's owner: its store's main account (or the streamer of a storeless live group).
-
-    Ids are compared together with the role and store, so a consumer (or another
-    store's account) whose id happens to equal the owner's is not the owner.
-    """
-    if principal.subject != group_set.owner_account_id:
-        return False
-    if principal.role is Role.STORE_MAIN:
-        return principal.store_id == group_set.store_id
-    return principal.role is Role.STREAMER and not group_set.store_id and group_set.kind == LIVE_GROUP_KIND
-
-
-def is_staff(principal: Principal, group_set: GroupSetLike) -> bool:
-    """The owner, or a super admin in a role that can be one: the store's sub-account, or the
-    streamer of a live fan group (E4)."""
-    if is_owner(principal, group_set):
-        return True
-    if principal.subject not in group_set.admin_ids:
-        return False
-    if principal.role is Role.STORE_SUB:
-        return principal.store_id == group_set.store_id
-    return principal.role is Role.STREAMER and group_set.kind == LIVE_GROUP_KIND
 
 
 def current_principal() -> Principal:
@@ -139,7 +97,7 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
     store_id = str(claims.get("store", ""))
     if not ID_PATTERN.match(subject) or (store_id and not ID_PATTERN.match(store_id)):
         raise Unauthenticated("invalid token: malformed subject or store")
-    if role in STORE_ROLES and not store_id:
+    if role in (Role.STORE_MAIN, Role.STORE_SUB) and not store_id:
         raise Unauthenticated("invalid token: store roles name their store")
     return Principal(subject, role, store_id), float(claims["exp"])
 

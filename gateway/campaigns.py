@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from gateway import auth
+from gateway.access import STORE_ROLES, is_owner, is_staff, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from gateway.messages import convert
@@ -41,7 +41,6 @@ from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
 
-STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
 # Who runs activities: the group-set's owner (the store's main account) and its super admins.
 ACTIVITY_ROLES = (Role.STORE_MAIN, Role.STORE_SUB, Role.STREAMER)
 END_CARD_POLL_SECONDS = 0.5
@@ -82,15 +81,6 @@ def seq_from_token(token: str) -> int:
     except (binascii.Error, UnicodeDecodeError):
         pass
     raise InvalidArgument.one("page_token", "not a token returned by this service")
-
-
-def require_store(principal: Principal, store_id: str, *extra: Role) -> None:
-    """The store's own accounts (and ops, and ``extra`` roles) read the store's books."""
-    if principal.role is Role.OPS or principal.role in extra:
-        return
-    principal.require(*STORE_ROLES, *extra)
-    if principal.store_id != store_id:
-        raise PermissionDenied("the token's store is not this store")
 
 
 class CampaignService(public_grpc.CampaignServiceServicer):
@@ -160,7 +150,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         """The group-set, when the caller is its owner or one of its super admins (R1, R2)."""
         principal.require(*ACTIVITY_ROLES, why="activities are run by the group-set's owner and super admins")
         found = await self._group_set(group_set_id, context)
-        if not auth.is_staff(principal, found):
+        if not is_staff(principal, found):
             raise PermissionDenied("only the group-set's owner and super admins run its activities", rule_id="R2")
         if not found.store_id:
             raise InvalidArgument.one("group_set_id", "campaigns run in a store's group-sets; this one has no store")
@@ -211,7 +201,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         return public.GetItemResponse(item=convert(reply.item, public.Item))
 
     async def ListSales(self, request, context):  # type: ignore[no-untyped-def]
-        require_store(current_principal(), request.store_id, Role.UPSTREAM)
+        require_store_scope(current_principal(), request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
         reply = await self._call(
             self.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, safe=True
         )
@@ -244,7 +234,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
         group_set_id = await self._activity_set(principal.store_id, request.activity_id, context)
         found = await self._group_set(group_set_id, context)
-        if not auth.is_owner(principal, found):
+        if not is_owner(principal, found):
             raise PermissionDenied("only the store's main account sets a trumpet", rule_id="M12")
         sub_groups = {s.sub_group_id for s in found.sub_groups}
         if request.group_id != found.group_set_id and request.group_id not in sub_groups:
@@ -287,14 +277,14 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         return convert(reply, public.ListActivitiesResponse)
 
     async def GetFlashSaleResults(self, request, context):  # type: ignore[no-untyped-def]
-        require_store(current_principal(), request.store_id)
+        require_store_staff(current_principal(), request.store_id)
         reply = await self._call(
             self.campaigns.GetFlashSaleResults, convert(request, internal.GetFlashSaleResultsRequest), context, safe=True
         )
         return convert(reply, public.GetFlashSaleResultsResponse)
 
     async def ListRefunds(self, request, context):  # type: ignore[no-untyped-def]
-        require_store(current_principal(), request.store_id)
+        require_store_staff(current_principal(), request.store_id)
         reply = await self._call(
             self.campaigns.ListRefunds, convert(request, internal.ListRefundsRequest), context, safe=True
         )
@@ -330,7 +320,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def GetPurchase(self, request, context):  # type: ignore[no-untyped-def]
         principal = current_principal()
         if principal.role is not Role.CONSUMER:
-            require_store(principal, request.store_id, Role.UPSTREAM)
+            require_store_scope(principal, request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
         reply = await self._call(
             self.campaigns.GetPurchase, convert(request, internal.GetPurchaseRequest), context, safe=True
         )
@@ -377,7 +367,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         self._ids(store_id=store_id)
         if principal.role is not Role.CONSUMER:
-            require_store(principal, store_id)
+            require_store_staff(principal, store_id)
             return
         if not group_set_id:
             raise InvalidArgument.one("group_set_id", "required: end cards are posted to a group-set's members")

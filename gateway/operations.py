@@ -11,7 +11,8 @@ import asyncio
 
 import grpc
 
-from gateway import auth, discovery
+from gateway import discovery
+from gateway.access import is_staff, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Relayed
@@ -42,15 +43,6 @@ KNOWN_INTERACTIONS = frozenset(
         operations_pb2.ITEM_INTERACTION_BOUGHT,
     }
 )
-
-
-def require_store_staff(principal: Principal, store_id: str, *roles: Role) -> None:
-    """Store accounts act only on their own store; ops on any."""
-    if principal.role is Role.OPS:
-        return
-    principal.require(*roles)
-    if principal.store_id != store_id:
-        raise PermissionDenied("the token's store is not this store")
 
 
 class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
@@ -111,7 +103,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
     async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="T3", why="the store's main account applies for expansion")
-        require_store_staff(principal, request.store_id, Role.STORE_MAIN)
+        require_store_scope(principal, request.store_id, Role.STORE_MAIN)
         granted = await self.b.write(
             self.b.lifecycle.ApplyForExpansion,
             lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id),
@@ -122,7 +114,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         )
 
     async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
-        require_store_staff(current_principal(), request.store_id, Role.STORE_MAIN, Role.STORE_SUB)
+        require_store_staff(current_principal(), request.store_id)
         view = await self.b.read(
             self.b.lifecycle.GetCapacity, lifecycle_pb2.GetCapacityRequest(store_id=request.store_id), context
         )
@@ -140,7 +132,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
     async def SetSleepingPlan(self, request, context):  # type: ignore[no-untyped-def]
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="C15")
-        require_store_staff(principal, request.store_id, Role.STORE_MAIN)
+        require_store_scope(principal, request.store_id, Role.STORE_MAIN)
         plan = await self.b.read(  # sets state: safe to repeat
             self.b.lifecycle.SetSleepingPlan,
             lifecycle_pb2.SetSleepingPlanRequest(
@@ -156,7 +148,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             if principal.role is not Role.OPS and principal.subject != request.streamer_id:
                 raise PermissionDenied("a streamer reads its own audit trail")
         else:
-            require_store_staff(principal, request.store_id, Role.STORE_MAIN, Role.STORE_SUB)
+            require_store_staff(principal, request.store_id)
         listed = await self.b.read(
             self.b.lifecycle.ListAuditEntries,
             lifecycle_pb2.ListAuditEntriesRequest(
@@ -192,7 +184,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         fields.done()
         found = await self.b.group_set(request.group_set_id, context)
         principal = current_principal()
-        if not auth.is_staff(principal, found):
+        if not is_staff(principal, found):
             raise PermissionDenied("the owner and super admins ask what-if", rule_id="X2")
         members: list[str] = []
         token = ""

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
+from gateway.access import STORE_ROLES
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from gateway.servicer import FactService
@@ -33,7 +34,6 @@ from services.common.validation import Fields
 
 log = logging.getLogger("qun.gateway.push")
 
-STORE_ROLES = (Role.STORE_MAIN, Role.STORE_SUB)
 AUDIENCE_CHUNK = 5000  # recipients per message, both from eligibility and into push
 AUDIENCE_TIMEOUT_SECONDS = 300.0  # a whole audience (100,000 recipients) streamed and stored
 OBSERVE_CONCURRENCY = 4
@@ -170,13 +170,8 @@ class PushService(public_grpc.PushServiceServicer):
             rule_id=RULE_OF_KIND[request.kind],
             why="only a store's main account (its content account) submits pushes",
         )
-        found = await self._facts(principal.store_id, context)
-        if found.main_account_id != principal.subject:
-            raise PermissionDenied(
-                f"{principal.subject} is not store {principal.store_id}'s main account",
-                rule_id=RULE_OF_KIND[request.kind],
-            )
-        facts = account_facts(found)
+        # The token's account is the store's main account now: checked for every call (gateway.access).
+        facts = account_facts(await self._facts(principal.store_id, context))
         draft = await self.downstream.within(
             context,
             self.push.CreateDraft,

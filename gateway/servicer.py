@@ -11,7 +11,8 @@ from __future__ import annotations
 import grpc
 
 from gateway import metrics, translate
-from gateway.auth import Principal, Role, current_principal, is_owner
+from gateway.access import caller_is_staff, is_owner, is_staff
+from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
 from gateway.views import GroupSetViews
@@ -116,7 +117,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
         found = await self.b.group_set(request.group_set_id, context)
-        staff = translate.is_staff(found, current_principal().subject)
+        staff = caller_is_staff(found)
         return gateway_pb2.GetGroupSetResponse(group_set=translate.group_set(found, show_staff_fields=staff))
 
     async def ListGroupSets(self, request, context):  # type: ignore[no-untyped-def]
@@ -137,10 +138,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             ),
             context,
         )
-        subject = current_principal().subject
         return gateway_pb2.ListGroupSetsResponse(
             group_sets=[
-                translate.group_set(g, show_staff_fields=translate.is_staff(g, subject)) for g in listed.group_sets
+                translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets
             ],
             next_page_token=listed.next_page_token,
         )
@@ -353,7 +353,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         if not request.group_id.startswith(SUB_GROUP_PREFIX):
             # A sub-group id goes straight to groups, which refuses it (R3) without changes.
             found = await self.b.group_set(request.group_id, context)
-            if not translate.is_staff(found, principal.subject):
+            if not is_staff(principal, found):
                 raise PermissionDenied("only the owner and super admins edit settings", rule_id="R2")
         forwarded = groups_pb2.UpdateSettingsRequest(group_id=request.group_id)
         for name in ("announcement", "newcomer_reply", "is_public", "name"):

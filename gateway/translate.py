@@ -7,8 +7,6 @@ shown only to the set's staff.
 
 from __future__ import annotations
 
-from gateway import auth
-from gateway.auth import principal_var
 from qun.gateway.v1 import gateway_pb2
 from qun.groups.v1 import groups_pb2
 
@@ -58,12 +56,3 @@ def membership(msg: groups_pb2.Membership) -> gateway_pb2.Membership:
         out.notified_at.CopyFrom(msg.notified_at)
         out.removal_after.CopyFrom(msg.removal_after)
     return out
-
-
-def is_staff(msg: groups_pb2.GroupSet, account_id: str) -> bool:
-    """Whether ``account_id`` is the set's owner or a super admin; when it is the caller's
-    id, the caller's role and store must fit too (``gateway.auth.is_staff``)."""
-    principal = principal_var.get(None)
-    if principal is not None and principal.subject == account_id:
-        return auth.is_staff(principal, msg)
-    return account_id == msg.owner_account_id or account_id in msg.admin_ids

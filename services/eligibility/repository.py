@@ -167,6 +167,10 @@ class EligibilityRepository:
         row = (await self.session.execute(select(accounts).where(accounts.c.account_id == account_id))).first()
         return _account(row) if row is not None else None
 
+    async def store(self, store_id: str) -> Store | None:
+        row = (await self.session.execute(select(stores).where(stores.c.store_id == store_id))).first()
+        return _store(row) if row is not None else None
+
     async def create_facts(self, account_id: str, kind: GroupKind, now: datetime) -> CreateFacts | None:
         """The account, its store and, for store groups, the E2/E3 figures: one statement."""
         columns: list[Any] = [
@@ -721,6 +725,11 @@ def _scalar(stmt: Select[Any]) -> Any:
 
 def _exists(table: Any, *where: ColumnElement[bool]) -> Any:
     return exists().where(*where).select_from(table)
+
+
+def _store(row: Any) -> Store:
+    m = row._mapping
+    return Store(m["store_id"], Platform(m["platform"]), m["main_account_id"], m["operating_normally"])
 
 
 def _account(row: Any) -> Account:

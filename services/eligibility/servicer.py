@@ -85,6 +85,7 @@ ROLES: dict[int, Role] = {
 }
 ROLE_PROTOS = {role: facts_pb2.AccountRole.ValueType(value) for value, role in ROLES.items()}
 PLATFORMS: dict[int, Platform] = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}
+PLATFORM_PROTOS = {platform: number for number, platform in PLATFORMS.items()}
 SCOPES: dict[int, Scope] = {
     facts_pb2.BLACKLIST_SCOPE_PLATFORM: Scope.PLATFORM,
     facts_pb2.BLACKLIST_SCOPE_MERCHANT: Scope.MERCHANT,
@@ -150,6 +151,25 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
         if account is None:
             raise errors.NotFound("account", account_id)
         return eligibility_pb2.GetAccountResponse(account=account_to_proto(account))
+
+    async def GetStore(
+        self, request: eligibility_pb2.GetStoreRequest, context: grpc.aio.ServicerContext
+    ) -> eligibility_pb2.GetStoreResponse:
+        fields = Fields()
+        store_id = fields.identifier("store_id", request.store_id)
+        fields.done()
+        async with self.db.transaction() as session:
+            store = await EligibilityRepository(session, self.rules).store(store_id)
+        if store is None:
+            raise errors.NotFound("store", store_id)
+        return eligibility_pb2.GetStoreResponse(
+            store=facts_pb2.StoreFact(
+                store_id=store.store_id,
+                platform=PLATFORM_PROTOS[store.platform],
+                main_account_id=store.main_account_id,
+                operating_normally=store.operating_normally,
+            )
+        )
 
     async def CheckCreate(
         self, request: eligibility_pb2.CheckCreateRequest, context: grpc.aio.ServicerContext

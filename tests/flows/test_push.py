@@ -413,6 +413,32 @@ async def test_p6_review_roles_rejection_cancel_and_late_approval(gw: GatewayCli
     assert reasons(cannot) == [("P6", "PUSH_NOT_CANCELLABLE")]
 
 
+async def test_p6_a_former_main_account_cancels_nothing(gw: GatewayClient, platform: RunningStack) -> None:
+    """Right role and store, wrong account: the store's main account changed while the old token lives on."""
+    acct = await account(gw, platform)
+    await acct.old_customer_fans(50)
+    await acct.broadcasts(5)
+    await acct.old_customers(2)
+    pending = await acct.submit(p.PUSH_KIND_RECALL_TIER_1)
+    former = acct.main
+    successor = unique("m")
+    await acct.report(facts.store(acct.store_id, successor, platform.now, orders=0, level=None))
+    for call in (
+        acct.stub.CancelPush(p.CancelPushRequest(push_id=pending.push_id), metadata=former),
+        acct.stub.SubmitPush(p.SubmitPushRequest(kind=p.PUSH_KIND_RECALL_TIER_2, body="x"), metadata=former),
+        acct.stub.GetQuotaLedger(p.GetQuotaLedgerRequest(), metadata=former),
+    ):
+        denied = await refused(call)
+        assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "is not store" in (denied.details() or "")
+    acct.main = gw.auth(gw.main_account(successor, acct.store_id))
+    kept = await acct.get(pending.push_id)
+    assert kept.state == p.PUSH_STATE_PENDING_REVIEW and not kept.quota_returned
+    assert not (await acct.ledger())[p.PUSH_KIND_RECALL_TIER_1].available_now  # the quota stays spent
+    cancelled = await acct.stub.CancelPush(p.CancelPushRequest(push_id=pending.push_id), metadata=acct.main)
+    assert cancelled.push.state == p.PUSH_STATE_CANCELLED and cancelled.push.quota_returned
+
+
 async def test_p7_delivery_ledger_streams_from_a_cursor(gw: GatewayClient, platform: RunningStack) -> None:
     acct = await account(gw, platform)
     subscribers = await acct.subscribers(12)

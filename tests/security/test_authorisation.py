@@ -40,8 +40,10 @@ from tests.support.hostile import (
 )
 from tests.support.stack import unique
 
-KINDS = ("store_main", "store_sub", "super_admin", "streamer", "consumer", "ops", "upstream", "none")
-ANYONE = frozenset(KINDS) - {"none"}
+# "former_main" holds a store_main token of the right store whose account is no longer its main account
+# (right role and store, wrong account): refused everywhere, like a stranger.
+KINDS = ("store_main", "store_sub", "super_admin", "streamer", "consumer", "ops", "upstream", "former_main", "none")
+ANYONE = frozenset(KINDS) - {"none", "former_main"}
 STAFF = frozenset({"store_main", "store_sub", "super_admin", "ops"})  # the store's accounts, and ops
 OWNER_AND_ADMINS = frozenset({"store_main", "super_admin"})
 MAIN = frozenset({"store_main"})

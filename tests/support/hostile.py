@@ -116,6 +116,7 @@ class World:
     item_id: str = ""
     other_store_id: str = ""
     other_main_id: str = ""
+    former_main_id: str = ""  # the store's main account before main_id: right role and store, wrong account
 
     @property
     def secret(self) -> str:
@@ -149,6 +150,7 @@ class World:
             "consumer": Principal(self.member_id, Role.CONSUMER),
             "ops": Principal("ops-1", Role.OPS),
             "upstream": Principal("upstream-1", Role.UPSTREAM),
+            "former_main": Principal(self.former_main_id, Role.STORE_MAIN, self.store_id),
             "none": None,
         }
 
@@ -213,7 +215,10 @@ class World:
         self.admin_id, self.spare_admin_id, self.sub_id = unique("a"), unique("a"), unique("b")
         self.streamer_id, self.member_id, self.outsider_id = unique("st"), unique("c"), unique("c")
         self.other_store_id, self.other_main_id = unique("s"), unique("m")
+        self.former_main_id = unique("m")
         now = self.platform.now
+        former = facts.store(self.store_id, self.former_main_id, now, orders=0, level=None)
+        await facts_api.ReportFacts(gateway_pb2.ReportFactsRequest(facts=former), metadata=upstream, timeout=30)
         reported = [
             *facts.store(self.store_id, self.main_id, now, sub_accounts=(self.admin_id, self.spare_admin_id, self.sub_id)),
             *facts.store(self.other_store_id, self.other_main_id, now),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import Principal, Role, is_owner, is_staff, principal_var
-from gateway.translate import is_staff as translate_is_staff
+from gateway.access import caller_is_staff, is_owner, is_staff, require_store_scope
+from gateway.auth import Principal, Role, principal_var
+from services.common.errors import PermissionDenied
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.groups.v1 import groups_pb2
 
@@ -39,15 +40,35 @@ def test_the_owner_is_the_main_account_of_the_sets_store() -> None:
         (Principal("b1", Role.STORE_SUB, "s1"), STORE_SET, False),
     ],
 )
-def test_super_admins_hold_a_role_that_can_be_one(principal: Principal, group_set: groups_pb2.GroupSet, expected: bool) -> None:
+def test_super_admins_hold_a_role_that_can_be_one(
+    principal: Principal, group_set: groups_pb2.GroupSet, expected: bool
+) -> None:
     assert is_staff(principal, group_set) is expected
 
 
-def test_translate_checks_the_callers_role_for_the_callers_own_id() -> None:
-    token = principal_var.set(Principal("m1", Role.CONSUMER))
-    try:
-        assert not translate_is_staff(STORE_SET, "m1")
-        assert translate_is_staff(STORE_SET, "a1")  # someone else's id: membership of the lists only
-    finally:
-        principal_var.reset(token)
-    assert translate_is_staff(STORE_SET, "m1")
+def test_staff_fields_show_to_the_callers_own_role_and_store_only() -> None:
+    for principal, expected in (
+        (Principal("m1", Role.CONSUMER), False),
+        (Principal("m1", Role.STORE_MAIN, "s1"), True),
+        (Principal("a1", Role.STORE_SUB, "s1"), True),
+        (Principal("a1", Role.STORE_SUB, "s2"), False),
+    ):
+        token = principal_var.set(principal)
+        try:
+            assert caller_is_staff(STORE_SET) is expected
+        finally:
+            principal_var.reset(token)
+    assert not caller_is_staff(STORE_SET)  # nobody calling
+
+
+def test_store_scope_is_the_tokens_own_store_and_ops_anywhere() -> None:
+    require_store_scope(Principal("m1", Role.STORE_MAIN, "s1"), "s1", Role.STORE_MAIN)
+    require_store_scope(Principal("o", Role.OPS), "s9", Role.STORE_MAIN)
+    require_store_scope(Principal("u", Role.UPSTREAM), "s9", Role.STORE_MAIN, anywhere=(Role.UPSTREAM,))
+    for principal in (
+        Principal("m1", Role.STORE_MAIN, "s2"),
+        Principal("u", Role.UPSTREAM),
+        Principal("c", Role.CONSUMER),
+    ):
+        with pytest.raises(PermissionDenied):
+            require_store_scope(principal, "s1", Role.STORE_MAIN)
