@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
 
+from qun.common.v1 import jobs_pb2
 from services.common.db import is_unavailable
 from services.common.errors import clip
 
@@ -164,3 +165,14 @@ async def settle_stores(
         else:
             backoff.succeeded(store_id)
     return report
+
+
+def failure_to_proto(failure: StoreFailure) -> jobs_pb2.JobFailure:
+    """How a trigger RPC reports a store it could not settle."""
+    return jobs_pb2.JobFailure(
+        job=failure.job,
+        store_id=failure.store_id,
+        error=failure.error,
+        attempts=failure.attempts,
+        retry_in_seconds=int(failure.retry_in_seconds),
+    )
