@@ -64,6 +64,13 @@ soak: proto
 unit: proto
 	$(PY) -m pytest tests/unit
 
+# Mutation testing of the rule modules against their unit tests (tests/mutation; about half an hour on
+# 2 cores). MUTATION_ARGS="services/push/rules.py" for one module, "--changed" for those changed since
+# their last full pass (what .ci/run does).
+.PHONY: mutation
+mutation: proto
+	$(PY) -m tests.mutation.run $(MUTATION_ARGS)
+
 clean:
 	rm -rf gen .pytest_cache
 

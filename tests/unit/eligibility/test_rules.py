@@ -202,7 +202,9 @@ def test_E3_delay_comes_from_the_rules(rules: Rules) -> None:
 
 
 def live_check(account: Account, rules: Rules, store: Store | None = None) -> r.CreateDecision:
-    return r.check_create(GroupKind.LIVE, CreateFacts(account=account, store=store), NOW, rules.create, rules.calendar.market)
+    return r.check_create(
+        GroupKind.LIVE, CreateFacts(account=account, store=store), NOW, rules.create, rules.calendar.market
+    )
 
 
 def test_E4_streamer_permitted_to_broadcast_owns_its_fan_groups(rules: Rules) -> None:
@@ -496,3 +498,134 @@ def test_X2_what_if_counts_members_failing_and_newly_qualifying() -> None:
     assert outcome.members_failing == 2  # b and c stay (C11) but would fail the new threshold
     assert outcome.newly_qualifying == 2  # e and f: meet the new one, not the current, not members
     assert outcome.known_consumers == 7
+
+
+# --- Pinned by mutation testing (make mutation): each fails on a mutant that once survived ------------
+
+
+def test_C14_live_fan_groups_check_the_platform_rules_too(rules: Rules) -> None:
+    """C1, C2, C4, C5 and C8 hold in live fan groups as in store groups (no live-join test had such a consumer)."""
+    seller = dataclasses.replace(CONSUMER, own_store_id="store-9")
+    facts = JoinFacts(
+        account=seller,
+        platform_listing=PlatformListing(ListingSource.REPORTED),
+        on_store_blacklist=True,
+        fan_level=FanLevel.BELOVED,
+    )
+    query = live_join(FanLevel.IRON, store_id="store-1")
+    assert join_rules(query, facts, rules) == ["C1", "C2", "C4", "C5", "C8"]
+    assert join_rules(live_join(FanLevel.IRON), good_join_facts(rules, real_name_verified=False), rules) == ["C1"]
+
+
+def test_C10_levels_keep_their_values_and_order() -> None:
+    """ "Beloved only" must never admit a diamond fan: the stored values and the order are pinned."""
+    assert [(level.name, int(level)) for level in FanLevel] == [
+        ("NONE", 0),
+        ("IRON", 1),
+        ("DIAMOND", 2),
+        ("BELOVED", 3),
+    ]
+    assert FanLevel.NONE < FanLevel.IRON < FanLevel.DIAMOND < FanLevel.BELOVED
+
+
+def test_C1_to_C10_unknown_facts_take_the_refusing_default(rules: Rules) -> None:
+    """A consumer nobody reported anything about meets no rule that needs a fact."""
+    unknown = JoinFacts(account=CONSUMER)
+    assert (unknown.real_name_verified, unknown.taoqi_score, unknown.platform_listing) == (False, 0, None)
+    assert (unknown.follows_store, unknown.spend_fen, unknown.in_crowd, unknown.fan_level) == (
+        False,
+        0,
+        False,
+        FanLevel.NONE,
+    )
+    for threshold in (FollowThreshold(), SpendThreshold(1), CrowdThreshold("vip")):
+        assert "C9" in join_rules(store_join(threshold=threshold), unknown, rules)
+    assert "C10" in join_rules(live_join(FanLevel.IRON), unknown, rules)
+    assert CreateFacts(account=MAIN).paid_orders == 0
+    assert PlatformListing(ListingSource.REPORTED).evidence == 0
+    assert Account("a", Role.CONSUMER).broadcast_permitted is False
+
+
+def test_E3_visible_before_and_visible_from_agree_on_every_instant(rules: Rules) -> None:
+    """The SQL cut-off (visible_before) and the rule (visible_from) are one E3, at every hour of a week.
+
+    A store whose weekly recompute keeps the same level must keep creating on every day of the week.
+    """
+    market = rules.calendar.market
+    start = datetime(2026, 8, 20, 0, 30, tzinfo=UTC)
+    for hours in range(0, 24 * 7):
+        updated = start + timedelta(hours=hours)
+        update = level(1, updated)
+        for later in (timedelta(hours=h) for h in range(0, 24 * 4, 5)):
+            now = updated + later
+            visible = r.content_level_visible_from(update, rules.create, market) <= now
+            assert visible == (updated < r.content_level_visible_before(now, rules.create, market)), (updated, now)
+    assert r.content_level_visible_before(datetime(2026, 8, 24, 12, 0, tzinfo=UTC), rules.create, market) == datetime(
+        2026,
+        8,
+        22,
+        16,
+        0,
+        tzinfo=UTC,  # updates made before Aug 23 00:00 in China are visible on Aug 24 there
+    )
+    weekly = good_store_facts(
+        rules, content_levels=(level(1, NOW - timedelta(days=7)), level(1, NOW - timedelta(hours=1)))
+    )
+    for day in range(7):
+        assert store_check(weekly, rules, NOW + timedelta(days=day)).allowed
+
+
+def test_E3_the_earliest_pending_update_that_meets_the_bar_is_the_one_named(rules: Rules) -> None:
+    market = rules.calendar.market
+    old = level(0, NOW - timedelta(days=10))
+    first, second = level(1, NOW - timedelta(hours=20)), level(2, NOW - timedelta(hours=2))
+    seen = r.content_level_as_seen((old, second, first), NOW, rules.create, market)
+    assert (seen.level, seen.pending) == (0, first)
+    # A pending downgrade is no news for E2: it is not named as what will count.
+    downgrade = r.content_level_as_seen((level(1, NOW - timedelta(days=10)), level(0, NOW)), NOW, rules.create, market)
+    assert (downgrade.level, downgrade.pending) == (1, None)
+    below = r.content_level_as_seen((old, level(0, NOW - timedelta(hours=1))), NOW, rules.create, market)
+    assert below.pending is None
+
+
+def test_E1_texts_name_the_account_and_what_it_is(rules: Rules) -> None:
+    assert store_check(good_store_facts(rules, account=SUB), rules).failures[0].message == (
+        "account sub-1 is a sub-account; only a store's main account creates store groups"
+    )
+    assert store_check(CreateFacts(account=STREAMER), rules).failures[0].message == (
+        "account streamer-1 is a streamer; only a store's main account creates store groups"
+    )
+    orphan = Account("main-9", Role.STORE_MAIN)
+    assert store_check(CreateFacts(account=orphan), rules).failures[0].message == (
+        "store (none) of account main-9 is unknown"
+    )
+    lost = Account("main-9", Role.STORE_MAIN, store_id="store-9")
+    assert (
+        store_check(CreateFacts(account=lost), rules).failures[0].message
+        == "store store-9 of account main-9 is unknown"
+    )
+
+
+def test_E2_texts_say_why_a_store_does_not_operate(rules: Rules) -> None:
+    closed = dataclasses.replace(STORE, operating_normally=False)
+    assert by_rule(store_check(good_store_facts(rules, store=closed), rules).failures, "E2").message == (
+        "store store-1 is not operating normally"
+    )
+    unreported = store_check(good_store_facts(rules, store=None), rules).failures
+    assert [f.message for f in unreported if f.reason == "STORE_NOT_OPERATING"] == [
+        "store store-1 has no reported status"
+    ]
+
+
+def test_P3_an_order_paid_at_this_very_instant_counts(rules: Rules) -> None:
+    market = rules.calendar.market
+    assert r.is_old_customer([NOW - timedelta(days=2), NOW], NOW, rules.push, market)
+    assert not r.is_old_customer([NOW - timedelta(days=2), NOW + timedelta(microseconds=1)], NOW, rules.push, market)
+
+
+def test_yuan_is_exact_at_every_digit() -> None:
+    assert r.yuan(100) == "1.00"
+    assert r.yuan(199) == "1.99"
+    assert r.yuan(-1) == "-0.01"
+    assert r.yuan(-5) == "-0.05"
+    assert r.yuan(-12_345) == "-123.45"
