@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from qun.common.v1 import facts_pb2
 
 

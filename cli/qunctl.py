@@ -25,12 +25,13 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from cli import facts
 from cli.stack import Stack, load_or_create_secrets
 from gateway.auth import Principal, Role, mint_token
-from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"

@@ -22,17 +22,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.settings import DEFAULT_PORTS, database_url
+from services.common.processes import BACKENDS, DEFAULT_PORTS, MODULES, PROCESSES, spec
+from services.common.settings import database_url
 
-BACKENDS = ("eligibility", "groups", "campaigns", "push")
-PROCESSES = (*BACKENDS, "gateway")
-MODULES = {
-    "eligibility": "services.eligibility",
-    "groups": "services.groups",
-    "campaigns": "services.campaigns",
-    "push": "services.push",
-    "gateway": "gateway",
-}
 SECRETS_FILE = "secrets.env"
 START_TIMEOUT_SECONDS = 30.0
 PORT_ATTEMPTS = 3
@@ -143,13 +135,7 @@ class Stack:
             QUN_DATA_DIR=str(self.data_dir),
             QUN_GRPC_PORT=str(self.endpoints[name].grpc_port),
             QUN_METRICS_PORT=str(self.endpoints[name].metrics_port),
-            QUN_ELIGIBILITY_ADDR=self.endpoints["eligibility"].address,
-            QUN_GROUPS_ADDR=self.endpoints["groups"].address,
-            **{
-                f"QUN_{name.upper()}_ADDR": self.endpoints[name].address
-                for name in ("campaigns", "push")
-                if name in self.endpoints
-            },
+            **{spec(backend).addr_env: self.endpoints[backend].address for backend in BACKENDS},
             PYTHONUNBUFFERED="1",
         )
         if name in self.database_urls:

@@ -28,7 +28,7 @@ class Panel:
     unit: str = "short"
     description: str = ""
     # The process whose metric this is: the panel is left out while that process is not
-    # deployed (not in cli.stack.PROCESSES). Empty for metrics every process exports.
+    # deployed (not in services.common.processes.PROCESSES). Empty for metrics every process exports.
     service: str = ""
 
 

@@ -20,8 +20,8 @@ import runpy
 import sys
 import time
 
-from cli.stack import MODULES
 from services.common.migrations import SERVICES_WITH_DATABASES
+from services.common.processes import MODULES
 
 USAGE = __doc__ or ""
 WAIT_TIMEOUT_SECONDS = 300.0

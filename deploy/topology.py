@@ -1,11 +1,10 @@
 """Every qun process as it is deployed, read from the code rather than repeated.
 
-The process list, module names and backends come from ``cli.stack`` (what
-``make up`` runs), the ports from ``services.common.settings.DEFAULT_PORTS``
-and which services own a database from ``services.common.migrations``. A new
-service that runs under ``make up`` is therefore deployed by ``make
-deploy-render`` without a line here; ``TUNING`` only changes defaults such as
-replica counts and resources.
+The process list, module names, default ports and which services own a
+database come from ``services.common.processes`` (what ``make up`` runs too).
+A new service added there is deployed by ``make deploy-render`` without a
+line here; ``TUNING`` only changes defaults such as replica counts and
+resources.
 """
 
 from __future__ import annotations
@@ -67,22 +66,19 @@ TUNING: dict[str, dict[str, object]] = {
 
 def processes() -> list[Process]:
     """Backends first, then the gateway: the order ``make up`` starts them in."""
-    from cli.stack import BACKENDS, MODULES, PROCESSES
-    from services.common.migrations import SERVICES_WITH_DATABASES
-    from services.common.settings import DEFAULT_PORTS
+    from services.common.processes import BACKENDS, PROCESS_SPECS
 
     result = []
-    for name in PROCESSES:
-        grpc_port, metrics_port = DEFAULT_PORTS[name]
+    for spec in PROCESS_SPECS:
         process = Process(
-            name=name,
-            module=MODULES[name],
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            database=name in SERVICES_WITH_DATABASES,
-            backend=name in BACKENDS,
+            name=spec.name,
+            module=spec.module,
+            grpc_port=spec.grpc_port,
+            metrics_port=spec.metrics_port,
+            database=spec.database,
+            backend=spec.name in BACKENDS,
         )
-        result.append(replace(process, **TUNING.get(name, {})))  # type: ignore[arg-type]
+        result.append(replace(process, **TUNING.get(spec.name, {})))  # type: ignore[arg-type]
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from services.common.processes import spec
 from services.common.settings import Settings, SettingsError, float_setting, int_setting, load_settings, require_secret
 
 TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
@@ -25,11 +26,13 @@ class GatewaySettings:
 def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> GatewaySettings:
     env = dict(os.environ) if env is None else env
 
-    def address(name: str, default: str) -> str:
-        value = env.get(name, default)
+    def backend(name: str) -> str:
+        """Where a backend listens: its ``QUN_<NAME>_ADDR``, or its default loopback port."""
+        process = spec(name)
+        value = env.get(process.addr_env, process.default_addr)
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
-            raise SettingsError(f"{name} must be host:port, got {value!r}")
+            raise SettingsError(f"{process.addr_env} must be host:port, got {value!r}")
         return value
 
     timeout = float_setting(env, "QUN_DOWNSTREAM_TIMEOUT_SECONDS", 2.0)
@@ -38,10 +41,10 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
     return GatewaySettings(
         base=base,
         token_secret=require_secret(env, TOKEN_SECRET_ENV),
-        eligibility_addr=address("QUN_ELIGIBILITY_ADDR", "127.0.0.1:50052"),
-        groups_addr=address("QUN_GROUPS_ADDR", "127.0.0.1:50053"),
-        campaigns_addr=address("QUN_CAMPAIGNS_ADDR", "127.0.0.1:50054"),
-        push_addr=address("QUN_PUSH_ADDR", "127.0.0.1:50055"),
+        eligibility_addr=backend("eligibility"),
+        groups_addr=backend("groups"),
+        campaigns_addr=backend("campaigns"),
+        push_addr=backend("push"),
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
     )

@@ -30,13 +30,13 @@ from typing import Any, Protocol
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine, Result, ScalarResult, make_url
-from sqlalchemy.sql.base import Executable
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.base import Executable
 
 from services.common import sqlite_inline
-from services.common.sqlite_driver import DriverRows, PreparedStatements
 from services.common.errors import ServiceError, Unavailable
+from services.common.sqlite_driver import DriverRows, PreparedStatements
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "qun_read_only"

@@ -16,7 +16,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from qun.common.v1 import verdict_pb2
 
 DOMAIN = "qun"

@@ -17,9 +17,8 @@ from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
+from services.common.processes import SERVICES_WITH_DATABASES
 from services.common.settings import database_url
-
-SERVICES_WITH_DATABASES = ("eligibility", "groups", "campaigns", "push")
 
 
 def alembic_config(service: str, url: str) -> Config:

@@ -10,19 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.processes import DEFAULT_PORTS
+
 INTERNAL_TOKEN_ENV = "QUN_INTERNAL_TOKEN"
 MIN_SECRET_CHARS = 16
 
-# Default loopback ports: gRPC and /metrics per process.
-DEFAULT_PORTS: dict[str, tuple[int, int]] = {
-    "gateway": (50051, 9451),
-    "eligibility": (50052, 9452),
-    "groups": (50053, 9453),
-    "campaigns": (50054, 9454),
-    "push": (50055, 9455),
-    "echo": (50059, 9459),  # the benchmark's baseline service
-    "echo-proxy": (50060, 9460),  # and the proxy in front of it
-}
 
 
 class SettingsError(ValueError):

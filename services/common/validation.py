@@ -11,9 +11,8 @@ import re
 from collections.abc import Collection
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import FieldViolation, InvalidArgument
 

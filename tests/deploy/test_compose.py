@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.stack import PROCESSES
 from deploy.entrypoint import resolve
 from deploy.topology import Process
 from gateway.settings import load_gateway_settings
+from services.common.processes import PROCESSES
 from services.common.settings import SettingsError, load_settings
 from tests.deploy.conftest import COMPOSE_FILE, DEPLOY, REQUIRED_ENV, run_compose
 

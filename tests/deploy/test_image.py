@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.stack import MODULES, PROCESSES, free_port
+from cli.stack import free_port
 from deploy.entrypoint import resolve
 from services.common.migrations import SERVICES_WITH_DATABASES
+from services.common.processes import MODULES, PROCESSES
 from tests.deploy.conftest import DEPLOY, ROOT
 
 DOCKERFILE = DEPLOY / "Dockerfile"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.stack import PROCESSES
 from deploy.entrypoint import resolve
 from deploy.topology import RULES_CONFIGMAP, RULES_FILE, RULES_MOUNT, SECRET_NAME, Process
 from gateway.settings import load_gateway_settings
+from services.common.processes import PROCESSES
 from services.common.rules import load_rules
 from services.common.settings import SettingsError, load_settings
 from tests.deploy.conftest import DEPLOY

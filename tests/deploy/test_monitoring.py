@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import yaml
 
-from cli.stack import PROCESSES
 from deploy import render
+from services.common.processes import PROCESSES
 from tests.deploy.conftest import DEPLOY, ROOT
 
 RULES = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())

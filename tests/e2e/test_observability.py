@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 
-from cli.stack import PROCESSES
+from services.common.processes import PROCESSES
 from tests.e2e.harness import Deployment, PrometheusAPI, dashboard_queries
 
 POLL_SECONDS = 0.5

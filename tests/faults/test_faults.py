@@ -27,12 +27,12 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
-
-from cli.stack import BACKENDS
 from qun.gateway.v1 import campaigns_pb2 as cpb
 from qun.gateway.v1 import gateway_pb2
 from qun.gateway.v1 import push_pb2 as ppb
+from sqlalchemy.engine import make_url
+
+from services.common.processes import BACKENDS
 from tests.support import facts, postgres
 from tests.support.load import CALL_TIMEOUT, INITIAL_STOCK, UPSTREAM, Load
 from tests.support.stack import RunningStack, running_stack, unique

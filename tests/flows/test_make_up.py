@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from cli.stack import PROCESSES, Stack, wait_serving
-
+from cli.stack import Stack, wait_serving
+from services.common.processes import PROCESSES
 
 READY = re.compile(r"all processes SERVING in ([\d.]+)s")
 

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from cli.stack import PROCESSES
-from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
+
+from gateway.auth import Principal, Role, mint_token
 from services.common.interceptors import INTERNAL_TOKEN_HEADER
+from services.common.processes import PROCESSES
 from tests.support import facts, postgres
 from tests.support.stack import RunningStack, unique
 

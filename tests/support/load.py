@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
-
-from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2 as cpb
-from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2
+from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, push_pb2_grpc
 from qun.gateway.v1 import push_pb2 as ppb
-from qun.gateway.v1 import push_pb2_grpc
+
+from gateway.auth import Principal, Role
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-
-from cli.stack import BACKENDS, Stack
-from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import facts_pb2
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+from cli.stack import Stack
+from gateway.auth import Principal, Role, mint_token
 from services.common.clock import FileClock
+from services.common.processes import BACKENDS
 from tests.support import postgres
 
 START = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
