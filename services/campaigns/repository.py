@@ -887,11 +887,12 @@ class CampaignsRepository:
 
         ``skip`` are the stores the job has set aside after a failure (D3): left out
         here, so however many they are they never fill the ``limit`` in place of others.
+        In store order, so each pass goes on where the last left off among the rest.
         """
         query = select(Claim.store_id).where(Claim.state == str(ClaimState.HELD), Claim.expires_at <= self.now)
         if skip:
             query = query.where(Claim.store_id.not_in(list(skip)))
-        return list(await self.session.scalars(query.distinct().limit(limit)))
+        return list(await self.session.scalars(query.distinct().order_by(Claim.store_id).limit(limit)))
 
     async def settle_expired_prizes(self, store_id: str, limit: int) -> SweepCounts:
         """M9: each held prize past expiry, claimed with SKIP LOCKED, settled once; cash goes to the ledger."""
@@ -936,7 +937,7 @@ class CampaignsRepository:
         query = select(Pool.store_id).select_from(Pool).join(Activity, self._pools_due())
         if skip:
             query = query.where(Pool.store_id.not_in(list(skip)))
-        return list(await self.session.scalars(query.distinct().limit(limit)))
+        return list(await self.session.scalars(query.distinct().order_by(Pool.store_id).limit(limit)))
 
     async def refund_unclaimed_pools(self, store_id: str, limit: int) -> SweepCounts:
         """M9: the cash nobody claimed before the activity ended goes back once per pool."""
@@ -995,7 +996,7 @@ class CampaignsRepository:
         query = select(Activity.store_id).where(self._end_cards_due())
         if skip:
             query = query.where(Activity.store_id.not_in(list(skip)))
-        return list(await self.session.scalars(query.distinct().limit(limit)))
+        return list(await self.session.scalars(query.distinct().order_by(Activity.store_id).limit(limit)))
 
     async def post_due_end_cards(self, store_id: str, limit: int) -> SweepCounts:
         counts = SweepCounts()
