@@ -85,8 +85,10 @@ class GatewayApp(ServiceApp):
             ObservingFactService(eligibility, downstream, push_service), server
         )
         operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
-        operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
         campaigns = internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr))
+        operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(
+            Discovery(backends, self.rules, self.clock, campaigns), server
+        )
         campaigns_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignService(campaigns, groups, downstream), server)
         services = gateway_pb2.DESCRIPTOR.services_by_name
         operations = operations_pb2.DESCRIPTOR.services_by_name

@@ -15,6 +15,14 @@ internal fields never leave the gateway and a caller can never set one
 An activity's group-set never changes, so the gateway keeps it once the
 campaigns service named it: a flash purchase asks the groups service for the
 membership and the campaigns service for the purchase, two backend calls.
+
+V1: a group-set that is not public appears nowhere, its activities included.
+``GetActivity`` and ``ListActivities`` show such a set's activities only to
+its members, its staff (the owner and super admins) and ops; to anyone else
+the activity does not exist (NOT_FOUND, or left out of the list), so not even
+the set's id leaks. Whether a set is public comes from the groups service,
+kept a few seconds per set (``GroupSetViews``), so a set made private stops
+showing within that time.
 """
 
 from __future__ import annotations
@@ -26,18 +34,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-
-from gateway.access import STORE_ROLES, is_owner, is_staff, require_store_scope, require_store_staff
-from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from gateway.messages import convert
-from gateway.views import Kept
 from qun.campaigns.v1 import campaigns_pb2 as internal
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.gateway.v1 import campaigns_pb2 as public
 from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+
+from gateway.access import STORE_ROLES, is_owner, is_staff, require_store_scope, require_store_staff
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from gateway.messages import convert
+from gateway.views import GroupSetViews, Kept
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
 
@@ -97,6 +105,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self.downstream = downstream
         self.poll_seconds = poll_seconds
         self.activity_sets = ActivitySets()
+        self.group_sets = GroupSetViews()  # V1's is_public per set, kept a few seconds
 
     async def _call(self, method: Any, request: Any, context: grpc.aio.ServicerContext, *, safe: bool) -> Any:
         return await self.downstream.within(context, method, request, safe=safe)
@@ -122,6 +131,36 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             group_set_id = found.activity.group_set_id
             self.activity_sets.put(store_id, activity_id, group_set_id)
         return group_set_id
+
+    async def _kept_group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet | None:
+        """The group-set as the groups service answered a few seconds ago at most; None when it is gone."""
+        found = self.group_sets.get(group_set_id)
+        if found is None:
+            try:
+                found = await self._group_set(group_set_id, context)
+            except Relayed as error:
+                if error.code is grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise
+            self.group_sets.put(found)
+        return found
+
+    async def _may_see(
+        self, principal: Principal, store_id: str, group_set_id: str, context: grpc.aio.ServicerContext
+    ) -> bool:
+        """V1: a public set's activities show to anyone; a set that is not public shows to its members, its
+        staff (owner, super admins) and ops only. A set that no longer exists shows to ops and the store's
+        own accounts (its activities are still the store's books)."""
+        if principal.role is Role.OPS:
+            return True
+        found = await self._kept_group_set(group_set_id, context)
+        if found is None:
+            return principal.role in STORE_ROLES and principal.store_id == store_id
+        if found.is_public or is_staff(principal, found):
+            return True
+        if principal.role is Role.CONSUMER:
+            return await self._is_member(group_set_id, principal.subject, context)
+        return False
 
     async def _is_member(self, group_set_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> bool:
         """M5: the groups service says NOT_FOUND when the consumer is in no sub-group of the set."""
@@ -184,9 +223,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             principal.require(Role.UPSTREAM, Role.STORE_MAIN)
             if principal.store_id != request.store_id:
                 raise PermissionDenied("the token's store is not this store")
-        reply = await self._call(
-            self.campaigns.Restock, convert(request, internal.RestockRequest), context, safe=True
-        )
+        reply = await self._call(self.campaigns.Restock, convert(request, internal.RestockRequest), context, safe=True)
         return public.RestockResponse(item=convert(reply.item, public.Item))
 
     async def CancelPurchase(self, request, context):  # type: ignore[no-untyped-def]
@@ -224,7 +261,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
                     )
                 ]
             )
-        forwarded = convert(request, internal.CreateActivityRequest, store_id=found.store_id, created_by=principal.subject)
+        forwarded = convert(
+            request, internal.CreateActivityRequest, store_id=found.store_id, created_by=principal.subject
+        )
         reply = await self._call(self.campaigns.CreateActivity, forwarded, context, safe=bool(request.request_id))
         return convert(reply, public.CreateActivityResponse)
 
@@ -265,21 +304,38 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         return convert(reply, public.EndActivityResponse)
 
     async def GetActivity(self, request, context):  # type: ignore[no-untyped-def]
+        principal = current_principal()
         reply = await self._call(
             self.campaigns.GetActivity, convert(request, internal.GetActivityRequest), context, safe=True
         )
+        found = reply.activity
+        self.activity_sets.put(found.store_id, found.activity_id, found.group_set_id)
+        if not await self._may_see(principal, found.store_id, found.group_set_id, context):
+            # V1: as if there were no such activity (the campaigns service's own answer for one).
+            raise NotFound("activity", f"{request.store_id}/{request.activity_id}")
         return convert(reply, public.GetActivityResponse)
 
     async def ListActivities(self, request, context):  # type: ignore[no-untyped-def]
+        """V1: the activities of sets the caller may not see are left out (a page may come back shorter)."""
+        principal = current_principal()
         reply = await self._call(
             self.campaigns.ListActivities, convert(request, internal.ListActivitiesRequest), context, safe=True
         )
-        return convert(reply, public.ListActivitiesResponse)
+        sets = sorted({a.group_set_id for a in reply.activities})
+        seen = await asyncio.gather(*(self._may_see(principal, request.store_id, s, context) for s in sets))
+        visible = {s for s, shown in zip(sets, seen, strict=True) if shown}
+        return public.ListActivitiesResponse(
+            activities=[convert(a, public.Activity) for a in reply.activities if a.group_set_id in visible],
+            next_page_token=reply.next_page_token,
+        )
 
     async def GetFlashSaleResults(self, request, context):  # type: ignore[no-untyped-def]
         require_store_staff(current_principal(), request.store_id)
         reply = await self._call(
-            self.campaigns.GetFlashSaleResults, convert(request, internal.GetFlashSaleResultsRequest), context, safe=True
+            self.campaigns.GetFlashSaleResults,
+            convert(request, internal.GetFlashSaleResultsRequest),
+            context,
+            safe=True,
         )
         return convert(reply, public.GetFlashSaleResultsResponse)
 

@@ -71,8 +71,7 @@ def _in_store_group(consumer_in_store_group: bool) -> list[Failure]:
 
 def _threshold_entries(candidates: Sequence[Candidate]) -> tuple[Entry, ...]:
     entries = [
-        Entry(c, c.meets_threshold, tuple(f for f in c.failures if f.rule_id in THRESHOLD_RULES))
-        for c in candidates
+        Entry(c, c.meets_threshold, tuple(f for f in c.failures if f.rule_id in THRESHOLD_RULES)) for c in candidates
     ]
     return tuple(sorted(entries, key=lambda e: not e.shown))
 
@@ -105,11 +104,20 @@ def store_page(
     return Module(_threshold_entries(candidates))
 
 
-def item_page(candidates: Sequence[Candidate], *, in_group_buy: bool, consumer_in_store_group: bool) -> Module:
-    """V3: threshold met, never on a group-buy item; V5."""
+def item_page(
+    candidates: Sequence[Candidate],
+    *,
+    in_group_buy: bool,
+    consumer_in_store_group: bool,
+    group_buy_activity_id: str = "",
+) -> Module:
+    """V3: threshold met, never on a group-buy item (the caller says so, or qun runs a group buy of it); V5."""
     reasons = _in_store_group(consumer_in_store_group)
-    if in_group_buy:
-        reasons.append(Failure("V3", "ITEM_IN_GROUP_BUY", "the item is in a group buy (拼团): no group module", {}))
+    if in_group_buy or group_buy_activity_id:
+        figures = {"activity_id": group_buy_activity_id} if group_buy_activity_id else {}
+        reasons.append(
+            Failure("V3", "ITEM_IN_GROUP_BUY", "the item is in a group buy (拼团): no group module", figures)
+        )
     if reasons:
         return Module(tuple(Entry(c, False) for c in candidates), tuple(reasons))
     return Module(_threshold_entries(candidates))

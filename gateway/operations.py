@@ -1,8 +1,9 @@
 """The public GroupOperationsService and DiscoveryService (SPEC T2–T8, C3, C15, R4, V1–V6, X2, X4, X5).
 
 Role rules first; then the groups service for state, the eligibility service
-for verdicts (run concurrently, one per candidate group-set), and the plain
-functions of ``gateway.discovery`` to choose.
+for verdicts (run concurrently, one per candidate group-set), the campaigns
+service for whether an item is in a group buy (V3), and the plain functions
+of ``gateway.discovery`` to choose.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_grpc
+from qun.eligibility.v1 import eligibility_pb2
+from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
+from qun.groups.v1 import groups_pb2, lifecycle_pb2
 
 from gateway import discovery
 from gateway.access import is_staff, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Relayed
-from qun.eligibility.v1 import eligibility_pb2
-from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
-from qun.groups.v1 import groups_pb2, lifecycle_pb2
+from services.common.clock import Clock
 from services.common.errors import NotFound, PermissionDenied, failures_of, verdict
 from services.common.rules import Rules
 from services.common.validation import Fields
@@ -231,10 +235,17 @@ def _entries(module: discovery.Module) -> list[operations_pb2.ModuleEntry]:
 
 
 class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
-    def __init__(self, backends: Backends, rules: Rules, clock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        backends: Backends,
+        rules: Rules,
+        clock: Clock,
+        campaigns: internal_campaigns_grpc.CampaignsServiceStub,
+    ) -> None:
         self.b = backends
         self.rules = rules
         self.clock = clock
+        self.campaigns = campaigns  # V3: whether an item is in a group buy running in qun
 
     async def _candidates(
         self, store_id: str, consumer: Principal, context: grpc.aio.ServicerContext
@@ -288,11 +299,32 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
             entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]
         )
 
+    async def _running_group_buy(self, store_id: str, item_id: str, context: grpc.aio.ServicerContext) -> str:
+        """V3: the group buy of this item that the campaigns service runs now ("" when none, or no item named)."""
+        if not item_id:
+            return ""
+        found = await self.b.read(
+            self.campaigns.GetItemGroupBuy,
+            internal_campaigns.GetItemGroupBuyRequest(store_id=store_id, item_id=item_id),
+            context,
+        )
+        return found.activity_id if found.in_group_buy else ""
+
     async def GetItemPageModule(self, request, context):  # type: ignore[no-untyped-def]
         consumer = self._consumer(request.store_id)
-        candidates, listed = await self._candidates(request.store_id, consumer, context)
+        fields = Fields()
+        fields.identifier("item_id", request.item_id, required=False)
+        fields.done()
+        # V3: hidden when the caller says the item is in a group buy, or a group buy of it runs in qun.
+        (candidates, listed), group_buy = await asyncio.gather(
+            self._candidates(request.store_id, consumer, context),
+            self._running_group_buy(request.store_id, request.item_id, context),
+        )
         module = discovery.item_page(
-            candidates, in_group_buy=request.in_group_buy, consumer_in_store_group=listed.consumer_in_store_group
+            candidates,
+            in_group_buy=request.in_group_buy,
+            consumer_in_store_group=listed.consumer_in_store_group,
+            group_buy_activity_id=group_buy,
         )
         return operations_pb2.GetItemPageModuleResponse(
             entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]

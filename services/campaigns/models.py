@@ -7,6 +7,13 @@ left cannot go below zero (CHECK), a request id is used once per store
 (UNIQUE), a packet or pool is refunded at most once and an activity gets at
 most one end card (UNIQUE). The schema is created by the Alembic history in
 ``migrations/``.
+
+No column the service computes into can hold an overflowed value (SPEC D2):
+each has a CHECK at ``SAFE_INTEGER``, below the largest int64 and below the
+float that an overflowing integer sum becomes on SQLite (2^63 as a REAL), so a
+write that overflowed (or would) fails and its transaction leaves nothing
+behind, and no row ever stops being readable. The service's own bounds
+(``[bounds]``) keep far below these ceilings; they are the database's last guard.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
+# The largest value a computed column may hold (D2): under 2^63 - 1 with room, so every overflow fails the CHECK.
+SAFE_INTEGER = 9_000_000_000_000_000_000
+# An item's stock may pass ``bounds.stock`` only by cancellations giving units back, and never this.
+STOCK_CEILING = SAFE_INTEGER
 KIND_CHARS = 24
 TITLE_CHARS = 64
 DAY_CHARS = 10  # YYYY-MM-DD
@@ -39,11 +50,20 @@ class Base(DeclarativeBase):
     pass
 
 
+def at_most_safe(column: str, name: str, *, not_negative: bool = False) -> CheckConstraint:
+    """A CHECK that ``column`` is at most ``SAFE_INTEGER`` (and not negative): no overflowed value is kept."""
+    low = f"{column} >= 0 AND " if not_negative else ""
+    return CheckConstraint(f"{low}{column} <= {SAFE_INTEGER}", name=name)
+
+
 class Item(Base):
     """An item's facts and its one stock (M2): every sale draws on ``stock``."""
 
     __tablename__ = "items"
-    __table_args__ = (CheckConstraint("stock >= 0", name="ck_items_stock_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("stock >= 0", name="ck_items_stock_not_negative"),
+        at_most_safe("stock", "ck_items_stock_safe"),
+    )
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     item_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
@@ -85,6 +105,7 @@ class Activity(Base):
         Index("ix_activities_group_window", "store_id", "group_set_id", "ends_at"),
         Index("ix_activities_listing", "store_id", "created_at", "activity_id"),
         Index("ix_activities_end_cards_due", "end_card_posted", "ends_at"),
+        Index("ix_activities_item", "store_id", "item_id", "ends_at"),  # V3: is the item in a group buy now
     )
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
@@ -168,6 +189,9 @@ class Purchase(Base):
     __tablename__ = "purchases"
     __table_args__ = (
         UniqueConstraint("store_id", "request_id", name="uq_purchases_store_request"),
+        at_most_safe("total_fen", "ck_purchases_total_safe", not_negative=True),
+        at_most_safe("cash_red_packet_fen", "ck_purchases_cash_safe", not_negative=True),
+        at_most_safe("store_coupon_fen", "ck_purchases_coupon_safe", not_negative=True),
         Index("ix_purchases_flash_sale", "store_id", "flash_sale_id"),
         Index("ix_purchases_listing", "store_id", "created_at", "purchase_id"),
     )
@@ -198,6 +222,7 @@ class Refund(Base):
     __tablename__ = "refunds"
     __table_args__ = (
         UniqueConstraint("store_id", "source", "source_id", name="uq_refunds_store_source"),
+        at_most_safe("amount_fen", "ck_refunds_amount_safe", not_negative=True),
         Index("ix_refunds_listing", "store_id", "created_at", "refund_id"),
     )
 
@@ -214,6 +239,7 @@ class StoreStream(Base):
     """A store's end-card sequence; locked while a card is posted, so cards commit in seq order."""
 
     __tablename__ = "store_streams"
+    __table_args__ = (at_most_safe("last_seq", "ck_store_streams_last_seq_safe"),)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger)
@@ -225,6 +251,7 @@ class EndCard(Base):
     __tablename__ = "end_cards"
     __table_args__ = (
         UniqueConstraint("store_id", "activity_id", name="uq_end_cards_store_activity"),
+        at_most_safe("units_sold", "ck_end_cards_units_safe", not_negative=True),
         Index("ix_end_cards_group", "store_id", "group_set_id", "seq"),
     )
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import rules as domain
 from services.campaigns.models import (
+    STOCK_CEILING,
     Activity,
     CheckIn,
     Claim,
@@ -58,6 +59,7 @@ from services.campaigns.models import (
     Wallet,
 )
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKind
+from services.common.bounds import MAX_INT32, joined_sum, saturated, split_sum
 from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.rules import Rules
 
@@ -160,9 +162,7 @@ def window_of(activity: Activity) -> domain.Window:
 
 
 def item_facts(item: Item) -> domain.ItemFacts:
-    return domain.ItemFacts(
-        Platform(item.platform), item.sku_count, item.price_min_fen, item.price_max_fen, item.stock
-    )
+    return domain.ItemFacts(Platform(item.platform), item.sku_count, item.price_min_fen, item.price_max_fen, item.stock)
 
 
 def has_ended(activity: Activity, now: datetime) -> bool:
@@ -234,7 +234,14 @@ class CampaignsRepository:
         return await self.item(update_.store_id, update_.item_id), inserted is not None
 
     async def restock(self, request_id: str, store_id: str, item_id: str, quantity: int) -> tuple[Item, bool]:
-        """Adds stock once per request id; a concurrent duplicate waits on the key and then adds nothing."""
+        """Adds stock once per request id; a concurrent duplicate waits on the key and then adds nothing.
+
+        D2: the stock never passes ``bounds.stock``. The update adds only where
+        ``stock <= bounds.stock - quantity`` (written so, the comparison itself
+        cannot overflow); otherwise the restock is refused with ``STOCK_LIMIT``
+        and the transaction rolls back, the restock row with it, so a retry with
+        the same request id is judged afresh and nothing was written.
+        """
         recorded = await self.session.scalar(
             self._insert(Restock)
             .values(store_id=store_id, request_id=request_id, item_id=item_id, quantity=quantity, created_at=self.now)
@@ -247,14 +254,16 @@ class CampaignsRepository:
             if (earlier.item_id, earlier.quantity) != (item_id, quantity):
                 raise AlreadyExists(f"request_id {request_id!r} was used for another restock")
             return await self.item(store_id, item_id), True
+        most = self.rules.bounds.stock
         stock = await self.session.scalar(
             update(Item)
-            .where(Item.store_id == store_id, Item.item_id == item_id)
+            .where(Item.store_id == store_id, Item.item_id == item_id, Item.stock <= most - quantity)
             .values(stock=Item.stock + quantity, updated_at=self.now)
             .returning(Item.stock)
         )
         if stock is None:
-            raise NotFound("item", f"{store_id}/{item_id}")
+            current = await self.item(store_id, item_id)  # NOT_FOUND when there is no such item
+            raise RuleRefusal(domain.stock_limit_failures(current.stock, quantity, most))
         return await self.item(store_id, item_id), False
 
     # -- activities --------------------------------------------------------------------------
@@ -283,7 +292,9 @@ class CampaignsRepository:
             query = query.where(
                 or_(Activity.created_at > created, and_(Activity.created_at == created, Activity.activity_id > last))
             )
-        rows = list(await self.session.scalars(query.order_by(Activity.created_at, Activity.activity_id).limit(limit + 1)))
+        rows = list(
+            await self.session.scalars(query.order_by(Activity.created_at, Activity.activity_id).limit(limit + 1))
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         pools: dict[str, list[Pool]] = {r.activity_id: [] for r in rows}
@@ -296,6 +307,22 @@ class CampaignsRepository:
                 pools[p.activity_id].append(p)
         views = [ActivityView(r, tuple(pools[r.activity_id])) for r in rows]
         return views, ((rows[-1].created_at, rows[-1].activity_id) if more and rows else None)
+
+    async def running_group_buy(self, store_id: str, item_id: str) -> str | None:
+        """V3: the group buy of this item running now (the earliest to end), if any."""
+        return await self.session.scalar(
+            select(Activity.activity_id)
+            .where(
+                Activity.store_id == store_id,
+                Activity.item_id == item_id,
+                Activity.kind == str(ActivityKind.GROUP_BUY),
+                Activity.ended_at.is_(None),
+                Activity.starts_at <= self.now,
+                Activity.ends_at > self.now,
+            )
+            .order_by(Activity.ends_at, Activity.activity_id)
+            .limit(1)
+        )
 
     async def _pools(self, store_id: str, activity_id: str) -> list[Pool]:
         return list(
@@ -425,15 +452,16 @@ class CampaignsRepository:
             )
             assert card is not None
             return card, False
-        units, count = (
+        units_high, units_low, count = (
             await self.session.execute(
-                select(func.coalesce(func.sum(Purchase.quantity), 0), func.count()).where(
+                select(*split_sum(Purchase.quantity), func.count()).where(
                     Purchase.store_id == sale.store_id,
                     Purchase.flash_sale_id == sale.activity_id,
                     Purchase.cancelled_at.is_(None),
                 )
             )
         ).one()
+        units = saturated(joined_sum(units_high, units_low))  # the sale's units over any number of restocks
         await self.session.execute(
             self._insert(StoreStream)
             .values(store_id=sale.store_id, last_seq=0)
@@ -452,8 +480,8 @@ class CampaignsRepository:
             group_set_id=sale.group_set_id,
             title=sale.title,
             item_id=sale.item_id or "",
-            units_sold=int(units),
-            purchases=int(count),
+            units_sold=units,
+            purchases=saturated(int(count), MAX_INT32),
             ended_at=sale.ended_at or sale.ends_at,
             posted_at=self.now,
         )
@@ -473,17 +501,21 @@ class CampaignsRepository:
             query = query.where(EndCard.group_set_id == group_set_id)
         return list(await self.session.scalars(query.order_by(EndCard.seq).limit(limit)))
 
-    async def flash_sale_results(self, store_id: str, activity_id: str) -> tuple[ActivityView, dict[str, int], EndCard | None]:
+    async def flash_sale_results(
+        self, store_id: str, activity_id: str
+    ) -> tuple[ActivityView, dict[str, int], EndCard | None]:
         view = await self.activity_view(store_id, activity_id)
         if view.activity.kind != ActivityKind.FLASH_SALE:
             raise InvalidArgument.one("activity_id", f"{activity_id} is a {view.activity.kind}, not a flash sale")
-        units, count, buyers, revenue = (
+        # Units and revenue are totals over every purchase, whose number restocks leave unbounded (one
+        # purchase's total fits: OVERFLOW_GUARDS): summed exactly, reported saturated (D2).
+        units_high, units_low, count, buyers, revenue_high, revenue_low = (
             await self.session.execute(
                 select(
-                    func.coalesce(func.sum(Purchase.quantity), 0),
+                    *split_sum(Purchase.quantity),
                     func.count(),
                     func.count(func.distinct(Purchase.consumer_id)),
-                    func.coalesce(func.sum(Purchase.total_fen), 0),
+                    *split_sum(Purchase.total_fen),
                 ).where(
                     Purchase.store_id == store_id,
                     Purchase.flash_sale_id == activity_id,
@@ -493,10 +525,10 @@ class CampaignsRepository:
         ).one()
         item = await self.item(store_id, view.activity.item_id or "")
         figures = {
-            "units_sold": int(units),
-            "purchases": int(count),
-            "buyers": int(buyers),
-            "revenue_fen": int(revenue),
+            "units_sold": saturated(joined_sum(units_high, units_low)),
+            "purchases": saturated(int(count), MAX_INT32),
+            "buyers": saturated(int(buyers), MAX_INT32),
+            "revenue_fen": saturated(joined_sum(revenue_high, revenue_low)),
             "stock_left": item.stock,
         }
         return view, figures, await self.end_card(store_id, activity_id)
@@ -569,7 +601,9 @@ class CampaignsRepository:
             query = query.where(
                 or_(Purchase.created_at > created, and_(Purchase.created_at == created, Purchase.purchase_id > last))
             )
-        rows = list(await self.session.scalars(query.order_by(Purchase.created_at, Purchase.purchase_id).limit(limit + 1)))
+        rows = list(
+            await self.session.scalars(query.order_by(Purchase.created_at, Purchase.purchase_id).limit(limit + 1))
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, ((rows[-1].created_at, rows[-1].purchase_id) if more and rows else None)
@@ -588,12 +622,17 @@ class CampaignsRepository:
             return row, (await self.item(store_id, row.item_id)).stock, True
         row.cancelled_at = self.now
         row.cancel_request_id = request_id
+        # The quantity goes back even past ``bounds.stock`` (restocks since the sale may have filled it): the
+        # units exist. Only the column's own ceiling (``STOCK_CEILING``, far above any reachable stock) refuses.
         stock = await self.session.scalar(
             update(Item)
-            .where(Item.store_id == store_id, Item.item_id == row.item_id)
+            .where(Item.store_id == store_id, Item.item_id == row.item_id, Item.stock <= STOCK_CEILING - row.quantity)
             .values(stock=Item.stock + row.quantity, updated_at=self.now)
             .returning(Item.stock)
         )
+        if stock is None:
+            current = await self.item(store_id, row.item_id)
+            raise RuleRefusal(domain.stock_limit_failures(current.stock, row.quantity, STOCK_CEILING))
         ids = [*row.cash_red_packet_ids, *row.store_coupon_ids]
         if ids:
             await self.session.execute(
@@ -661,7 +700,9 @@ class CampaignsRepository:
                 )
             ).all()
         )
-        standings = [domain.PoolStanding(p.pool_id, p.remaining, p.per_user_limit, int(taken.get(p.pool_id, 0))) for p in pools]
+        standings = [
+            domain.PoolStanding(p.pool_id, p.remaining, p.per_user_limit, int(taken.get(p.pool_id, 0))) for p in pools
+        ]
         failures = domain.claim_failures(self.rules, held, standings)
         if failures:
             raise RuleRefusal(failures)
@@ -745,9 +786,7 @@ class CampaignsRepository:
 
     # -- voting, check-in (M13) --------------------------------------------------------------
 
-    async def _interaction(
-        self, store_id: str, activity_id: str, kind: ActivityKind, group_member: bool
-    ) -> Activity:
+    async def _interaction(self, store_id: str, activity_id: str, kind: ActivityKind, group_member: bool) -> Activity:
         activity = await self.activity(store_id, activity_id)
         if activity.kind != kind:
             raise InvalidArgument.one("activity_id", f"{activity_id} is a {activity.kind}, not a {kind}")
@@ -836,21 +875,24 @@ class CampaignsRepository:
         rows = list(await self.session.scalars(query.order_by(Refund.created_at, Refund.refund_id).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(Refund.store_id == store_id)
-        )
-        return rows, ((rows[-1].created_at, rows[-1].refund_id) if more and rows else None), int(total or 0)
+        # The store's ledger over the years: no bound on its rows, so summed exactly (``split_sum``: SQLite's
+        # sum() would raise past int64); the caller reports it saturated (D2).
+        high, low = (
+            await self.session.execute(select(*split_sum(Refund.amount_fen)).where(Refund.store_id == store_id))
+        ).one()
+        return rows, ((rows[-1].created_at, rows[-1].refund_id) if more and rows else None), joined_sum(high, low)
 
-    async def stores_with_expired_prizes(self, limit: int) -> list[str]:
-        """Read without locks: which stores the job visits, one transaction each."""
-        return list(
-            await self.session.scalars(
-                select(Claim.store_id)
-                .where(Claim.state == str(ClaimState.HELD), Claim.expires_at <= self.now)
-                .distinct()
-                .limit(limit)
-            )
-        )
+    async def stores_with_expired_prizes(self, limit: int, skip: Collection[str] = ()) -> list[str]:
+        """Read without locks: which stores the job visits, one transaction each.
+
+        ``skip`` are the stores the job has set aside after a failure (D3): left out
+        here, so however many they are they never fill the ``limit`` in place of others.
+        In store order, so each pass goes on where the last left off among the rest.
+        """
+        query = select(Claim.store_id).where(Claim.state == str(ClaimState.HELD), Claim.expires_at <= self.now)
+        if skip:
+            query = query.where(Claim.store_id.not_in(list(skip)))
+        return list(await self.session.scalars(query.distinct().order_by(Claim.store_id).limit(limit)))
 
     async def settle_expired_prizes(self, store_id: str, limit: int) -> SweepCounts:
         """M9: each held prize past expiry, claimed with SKIP LOCKED, settled once; cash goes to the ledger."""
@@ -868,7 +910,9 @@ class CampaignsRepository:
         for claim in rows:
             if claim.kind == PrizeKind.CASH_RED_PACKET:
                 claim.state = str(ClaimState.REFUNDED)
-                if await self._ledger(claim.store_id, REFUND_EXPIRED_RED_PACKET, claim.claim_id, claim.activity_id, claim.value_fen):
+                if await self._ledger(
+                    claim.store_id, REFUND_EXPIRED_RED_PACKET, claim.claim_id, claim.activity_id, claim.value_fen
+                ):
                     counts.red_packets_refunded += 1
                     counts.refunded_fen += claim.value_fen
             else:
@@ -888,12 +932,12 @@ class CampaignsRepository:
             or_(Activity.ended_at.is_not(None), Activity.ends_at <= self.now),
         )
 
-    async def stores_with_unclaimed_pools(self, limit: int) -> list[str]:
-        return list(
-            await self.session.scalars(
-                select(Pool.store_id).select_from(Pool).join(Activity, self._pools_due()).distinct().limit(limit)
-            )
-        )
+    async def stores_with_unclaimed_pools(self, limit: int, skip: Collection[str] = ()) -> list[str]:
+        """The stores with cash left in pools of ended activities, but those set aside (``skip``, D3)."""
+        query = select(Pool.store_id).select_from(Pool).join(Activity, self._pools_due())
+        if skip:
+            query = query.where(Pool.store_id.not_in(list(skip)))
+        return list(await self.session.scalars(query.distinct().order_by(Pool.store_id).limit(limit)))
 
     async def refund_unclaimed_pools(self, store_id: str, limit: int) -> SweepCounts:
         """M9: the cash nobody claimed before the activity ended goes back once per pool."""
@@ -910,6 +954,9 @@ class CampaignsRepository:
             )
         )
         for pool in rows:
+            # Fits int64 for any pool the service accepted: prizes left ≤ bounds.pool_prizes and value ≤
+            # bounds.prize_fen (OVERFLOW_GUARDS, "a pool's value"). A row written past those bounds fails
+            # here, in its own store's transaction, which the job sets aside (D3).
             amount = pool.remaining * pool.value_fen
             pool.remaining = 0
             pool.remainder_refunded = True
@@ -944,10 +991,12 @@ class CampaignsRepository:
             or_(Activity.ended_at.is_not(None), Activity.ends_at <= self.now),
         )
 
-    async def stores_with_end_cards_due(self, limit: int) -> list[str]:
-        return list(
-            await self.session.scalars(select(Activity.store_id).where(self._end_cards_due()).distinct().limit(limit))
-        )
+    async def stores_with_end_cards_due(self, limit: int, skip: Collection[str] = ()) -> list[str]:
+        """The stores with ended flash sales whose card is not posted, but those set aside (``skip``, D3)."""
+        query = select(Activity.store_id).where(self._end_cards_due())
+        if skip:
+            query = query.where(Activity.store_id.not_in(list(skip)))
+        return list(await self.session.scalars(query.distinct().order_by(Activity.store_id).limit(limit)))
 
     async def post_due_end_cards(self, store_id: str, limit: int) -> SweepCounts:
         counts = SweepCounts()

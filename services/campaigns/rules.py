@@ -105,7 +105,16 @@ class Window:
 
 @dataclass(frozen=True)
 class Pricing:
-    """What an order costs (M4: every discount stacks with the flash price)."""
+    """What an order costs (M4: every discount stacks with the flash price).
+
+    Every figure fits a signed 64-bit integer (D2, ``OVERFLOW_GUARDS`` in
+    ``services.common.rules``, checked when the rules load): the unit price is
+    at most ``bounds.money_fen`` and the quantity ``bounds.quantity``, so the
+    subtotal is at most their product; each cash red packet, store red packet
+    and coupon is at most ``bounds.prize_fen`` and an order lists at most
+    ``bounds.order_entries`` of each kind, so the discounts together are at
+    most ``prize_fen × order_entries × 3``.
+    """
 
     unit_price_fen: int
     quantity: int
@@ -178,6 +187,24 @@ def stock_failures(stock: int, quantity: int) -> list[Failure]:
             reason,
             f"the item has {stock} in stock, {quantity} wanted",
             {"stock": str(stock), "quantity": str(quantity)},
+        )
+    ]
+
+
+def stock_limit_failures(stock: int, quantity: int, most: int) -> list[Failure]:
+    """D2: an item holds at most ``most`` units (``bounds.stock``); a restock past it adds nothing.
+
+    The bound is what keeps every later sum over the stock inside 64 bits, so
+    past it the restock is refused rather than stored.
+    """
+    if quantity <= most - stock:
+        return []
+    return [
+        Failure(
+            "D2",
+            "STOCK_LIMIT",
+            f"the item has {stock} in stock; {quantity} more would pass the largest stock, {most}",
+            {"stock": str(stock), "quantity": str(quantity), "max": str(most)},
         )
     ]
 
@@ -424,7 +451,9 @@ def retired_tool_failures(kind: ActivityKind) -> list[Failure]:
     name = RETIRED_TOOLS.get(kind)
     if name is None:
         return []
-    return [Failure("M13", "TOOL_RETIRED", f"{name} are a retired tool and can no longer be created", {"tool": str(kind)})]
+    return [
+        Failure("M13", "TOOL_RETIRED", f"{name} are a retired tool and can no longer be created", {"tool": str(kind)})
+    ]
 
 
 def market_day(rules: Rules, now: datetime) -> str:

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from sqlalchemy.exc import IntegrityError
-
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.common.v1 import facts_pb2
+from sqlalchemy.exc import IntegrityError
+
 from services.campaigns import metrics
 from services.campaigns import rules as domain
 from services.campaigns.convert import (
@@ -40,23 +40,32 @@ from services.campaigns.expiry import ExpiryJob
 from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutcome
 from services.campaigns.repository import CampaignsRepository, ItemUpdate, NewActivity, NewPool, NewTrumpet
 from services.campaigns.rules import ActivityKind
+from services.common.bounds import saturated
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import Aborted, RuleRefusal
-from services.common.rules import GROUP_LEVELS, Rules
-from services.common.validation import MAX_INT32, MAX_NAME_CHARS, Fields
+from services.common.jobs import failure_to_proto
+from services.common.rules import GROUP_LEVELS, BoundsRules, Rules
+from services.common.validation import MAX_NAME_CHARS, Fields
 
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
-MAX_POOLS = 20
-MAX_POOL_PRIZES = 1_000_000
-MAX_OPTIONS = 20
-MIN_OPTIONS = 2
-MAX_GROUP_SIZE = 100
+MIN_OPTIONS = 2  # a vote chooses between at least two options
+MIN_GROUP_SIZE = 2  # a group buy is bought together by at least two people
 MAX_MESSAGE_CHARS = 200
-# A list longer than this is malformed input, not a rule's business (M8 refuses anything past 10).
-MAX_ORDER_ENTRIES = 100
+# Every other upper bound is the rules file's ``[bounds]`` (SPEC D2): the same numbers the gateway checks,
+# chosen so the sums and products below fit a signed 64-bit integer (``OVERFLOW_GUARDS``). A list longer
+# than ``bounds.order_entries`` is malformed input, not a rule's business (M8 refuses anything past 10).
+
+
+def _positive(f: Fields, name: str, value: int, bounds: BoundsRules, bound: str) -> None:
+    """D2: a count or amount from 1 up to its ``[bounds]`` value, the bound named in the refusal."""
+    high = int(getattr(bounds, bound))
+    if value <= 0:
+        f.fail(name, f"must be positive, got {value}")
+    elif value > high:
+        f.fail(name, f"at most {high:,} (bounds.{bound}), got {value:,}")
 
 
 def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | None:
@@ -65,11 +74,11 @@ def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | 
     return f.instant(prefix + name, getattr(holder, name) if present else None)
 
 
-def _ids(f: Fields, name: str, values: object) -> tuple[str, ...]:
+def _ids(f: Fields, name: str, values: object, most: int) -> tuple[str, ...]:
     out: list[str] = []
     items = list(values)  # type: ignore[call-overload]
-    if len(items) > MAX_ORDER_ENTRIES:
-        f.fail(name, f"at most {MAX_ORDER_ENTRIES} entries, got {len(items)}")
+    if len(items) > most:
+        f.fail(name, f"at most {most} entries (bounds.order_entries), got {len(items)}")
         return ()
     for i, value in enumerate(items):
         f.identifier(f"{name}[{i}]", value)
@@ -79,24 +88,27 @@ def _ids(f: Fields, name: str, values: object) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _order(f: Fields, msg: pb.Order, present: bool, *, purchase: bool) -> OrderInput:
+def _order(f: Fields, msg: pb.Order, present: bool, bounds: BoundsRules, *, purchase: bool) -> OrderInput:
+    """The order as validated: the quantity, every listed prize and red packet within ``[bounds]`` (D2), so
+    its price (``domain.Pricing``) fits 64 bits."""
     if not present:
         f.fail("order", "required")
         return OrderInput("", 0)
     f.identifier("order.item_id", msg.item_id)
-    f.positive("order.quantity", msg.quantity, high=MAX_INT32)
+    _positive(f, "order.quantity", msg.quantity, bounds, "quantity")
     f.identifier("order.flash_sale_id", msg.flash_sale_id, required=False)
-    cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids)
-    coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids)
+    cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids, bounds.order_entries)
+    coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids, bounds.order_entries)
     for dup in set(cash) & set(coupons):
         f.fail("order.store_coupon_ids", f"{dup} is also listed as a cash red packet")
     store_red_packets = list(msg.store_red_packet_fen)
     if purchase and store_red_packets:
         f.fail("order.store_red_packet_fen", "store red packets issued elsewhere are priced by PriceOrder only")
-    if len(store_red_packets) > MAX_ORDER_ENTRIES:
-        f.fail("order.store_red_packet_fen", f"at most {MAX_ORDER_ENTRIES} entries")
+    if len(store_red_packets) > bounds.order_entries:
+        f.fail("order.store_red_packet_fen", f"at most {bounds.order_entries} entries (bounds.order_entries)")
+        store_red_packets = []
     for i, value in enumerate(store_red_packets):
-        f.positive(f"order.store_red_packet_fen[{i}]", value)
+        _positive(f, f"order.store_red_packet_fen[{i}]", value, bounds, "prize_fen")
     return OrderInput(
         item_id=msg.item_id,
         quantity=msg.quantity,
@@ -133,18 +145,23 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
 
     # -- items -------------------------------------------------------------------------------
 
-    async def UpsertItem(self, request: pb.UpsertItemRequest, context: grpc.aio.ServicerContext) -> pb.UpsertItemResponse:
+    async def UpsertItem(
+        self, request: pb.UpsertItemRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertItemResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
         platform = f.enum("platform", request.platform, facts_pb2.Platform, allowed=tuple(PLATFORM_FROM_PROTO))
-        f.positive("sku_count", request.sku_count, high=MAX_INT32)
-        f.positive("price_min_fen", request.price_min_fen)
-        f.positive("price_max_fen", request.price_max_fen)
+        bounds = self.rules.bounds
+        _positive(f, "sku_count", request.sku_count, bounds, "skus_per_item")
+        _positive(f, "price_min_fen", request.price_min_fen, bounds, "money_fen")
+        _positive(f, "price_max_fen", request.price_max_fen, bounds, "money_fen")
         if 0 < request.price_max_fen < request.price_min_fen:
             f.fail("price_max_fen", f"must be at least price_min_fen ({request.price_min_fen})")
-        if request.initial_stock < 0:
-            f.fail("initial_stock", f"must not be negative, got {request.initial_stock}")
+        if not 0 <= request.initial_stock <= bounds.stock:
+            f.fail(
+                "initial_stock", f"must be between 0 and {bounds.stock:,} (bounds.stock), got {request.initial_stock:,}"
+            )
         f.done()
         update = ItemUpdate(
             store_id=request.store_id,
@@ -171,7 +188,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
-        f.positive("quantity", request.quantity, high=MAX_INT32)
+        _positive(f, "quantity", request.quantity, self.rules.bounds, "quantity")
         f.done()
         row, replayed = await self._write(
             lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
@@ -213,25 +230,30 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             window=domain.Window(starts_at, ends_at),
         )
         f = Fields()
+        bounds = self.rules.bounds
         if kind is ActivityKind.FLASH_SALE:
             msg = request.flash_sale
             f.identifier("flash_sale.item_id", msg.item_id)
-            f.positive("flash_sale.flash_price_fen", msg.flash_price_fen)
+            _positive(f, "flash_sale.flash_price_fen", msg.flash_price_fen, bounds, "money_fen")
             f.done()
             return NewActivity(**base, item_id=msg.item_id, price_fen=msg.flash_price_fen)  # type: ignore[arg-type]
         if kind is ActivityKind.GROUP_BUY:
             gb = request.group_buy
             f.identifier("group_buy.item_id", gb.item_id)
-            f.positive("group_buy.group_price_fen", gb.group_price_fen)
-            f.in_range("group_buy.group_size", gb.group_size, 2, MAX_GROUP_SIZE)
+            _positive(f, "group_buy.group_price_fen", gb.group_price_fen, bounds, "money_fen")
+            if not MIN_GROUP_SIZE <= gb.group_size <= bounds.group_buy_size:
+                f.fail(
+                    "group_buy.group_size",
+                    f"between {MIN_GROUP_SIZE} and {bounds.group_buy_size} (bounds.group_buy_size), got {gb.group_size}",
+                )
             f.done()
             return NewActivity(  # type: ignore[arg-type]
                 **base, item_id=gb.item_id, price_fen=gb.group_price_fen, group_size=gb.group_size
             )
         if kind is ActivityKind.VOTING:
             options = list(request.voting.options)
-            if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
-                f.fail("voting.options", f"between {MIN_OPTIONS} and {MAX_OPTIONS} options, got {len(options)}")
+            if not MIN_OPTIONS <= len(options) <= bounds.vote_options:
+                f.fail("voting.options", f"between {MIN_OPTIONS} and {bounds.vote_options} options, got {len(options)}")
             for i, option in enumerate(options):
                 f.text(f"voting.options[{i}]", option, max_chars=MAX_NAME_CHARS, required=True)
             f.done()
@@ -240,8 +262,8 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             return NewActivity(**base)  # type: ignore[arg-type]
         if kind is ActivityKind.LUCKY_RED_PACKET:
             lucky = request.lucky_red_packet
-            f.positive("lucky_red_packet.value_fen", lucky.value_fen)
-            f.positive("lucky_red_packet.count", lucky.count, high=MAX_POOL_PRIZES)
+            _positive(f, "lucky_red_packet.value_fen", lucky.value_fen, bounds, "prize_fen")
+            _positive(f, "lucky_red_packet.count", lucky.count, bounds, "pool_prizes")
             expires = _when(f, "expires_at", lucky, "lucky_red_packet.")
             if expires is not None and expires <= starts_at:
                 f.fail("lucky_red_packet.expires_at", "must be after starts_at")
@@ -249,16 +271,18 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             assert expires is not None
             pool = NewPool(domain.PrizeKind.CASH_RED_PACKET, lucky.value_fen, lucky.count, 1, expires)
             return NewActivity(**base, pools=(pool,))  # type: ignore[arg-type]
+        # A pool's value (prize × prizes) and the fountain's (× pools) fit 64 bits: OVERFLOW_GUARDS.
         pools: list[NewPool] = []
         specs = list(request.red_packet_fountain.pools)
-        if not 1 <= len(specs) <= MAX_POOLS:
-            f.fail("red_packet_fountain.pools", f"between 1 and {MAX_POOLS} pools, got {len(specs)}")
+        if not 1 <= len(specs) <= bounds.pools_per_activity:
+            f.fail("red_packet_fountain.pools", f"between 1 and {bounds.pools_per_activity} pools, got {len(specs)}")
+            specs = []
         for i, p in enumerate(specs):
             where = f"red_packet_fountain.pools[{i}]"
             prize = f.enum(f"{where}.kind", p.kind, pb.PrizeKind, allowed=tuple(PRIZE_FROM_PROTO))
-            f.positive(f"{where}.value_fen", p.value_fen)
-            f.positive(f"{where}.count", p.count, high=MAX_POOL_PRIZES)
-            f.positive(f"{where}.per_user_limit", p.per_user_limit, high=MAX_POOL_PRIZES)
+            _positive(f, f"{where}.value_fen", p.value_fen, bounds, "prize_fen")
+            _positive(f, f"{where}.count", p.count, bounds, "pool_prizes")
+            _positive(f, f"{where}.per_user_limit", p.per_user_limit, bounds, "pool_prizes")
             expires = _when(f, "expires_at", p, f"{where}.")
             if expires is not None and expires <= starts_at:
                 f.fail(f"{where}.expires_at", "must be after starts_at")
@@ -284,7 +308,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             activity=activity_to_proto(view, self.clock.now()), concurrent_activities=at_once
         )
 
-    async def GetActivity(self, request: pb.GetActivityRequest, context: grpc.aio.ServicerContext) -> pb.GetActivityResponse:
+    async def GetActivity(
+        self, request: pb.GetActivityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetActivityResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
@@ -309,7 +335,20 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             activities=[activity_to_proto(v, now) for v in views], next_page_token=time_cursor_token(after)
         )
 
-    async def EndActivity(self, request: pb.EndActivityRequest, context: grpc.aio.ServicerContext) -> pb.EndActivityResponse:
+    async def GetItemGroupBuy(
+        self, request: pb.GetItemGroupBuyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetItemGroupBuyResponse:
+        """V3: whether the item is in a group buy running now (the gateway then hides the item-page module)."""
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("item_id", request.item_id)
+        f.done()
+        running = await self._run(lambda repo: repo.running_group_buy(request.store_id, request.item_id))
+        return pb.GetItemGroupBuyResponse(in_group_buy=running is not None, activity_id=running or "")
+
+    async def EndActivity(
+        self, request: pb.EndActivityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EndActivityResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
@@ -353,11 +392,13 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
 
     # -- orders ------------------------------------------------------------------------------
 
-    async def PriceOrder(self, request: pb.PriceOrderRequest, context: grpc.aio.ServicerContext) -> pb.PriceOrderResponse:
+    async def PriceOrder(
+        self, request: pb.PriceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PriceOrderResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), purchase=False)
+        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=False)
         f.done()
         async with self.db.read() as connection:
             quote = await OrderRepository(connection, self.rules, self.clock.now()).quote(
@@ -382,7 +423,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), purchase=True)
+        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=True)
         f.done()
         flash = bool(order.flash_sale_id)
         sale = metrics.sale_label(flash)
@@ -403,7 +444,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             purchase=purchase_to_proto(outcome.purchase), stock_left=outcome.stock_left, replayed=outcome.replayed
         )
 
-    async def GetPurchase(self, request: pb.GetPurchaseRequest, context: grpc.aio.ServicerContext) -> pb.GetPurchaseResponse:
+    async def GetPurchase(
+        self, request: pb.GetPurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPurchaseResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("purchase_id", request.purchase_id)
@@ -449,7 +492,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
 
     # -- claims, voting, check-in ------------------------------------------------------------
 
-    async def ClaimPrize(self, request: pb.ClaimPrizeRequest, context: grpc.aio.ServicerContext) -> pb.ClaimPrizeResponse:
+    async def ClaimPrize(
+        self, request: pb.ClaimPrizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClaimPrizeResponse:
         f = Fields()
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
@@ -474,7 +519,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         metrics.claims.labels("replayed" if outcome.replayed else "claimed", "").inc()
         return pb.ClaimPrizeResponse(claim=claim_to_proto(outcome.claim, self.clock.now()), replayed=outcome.replayed)
 
-    async def ListWallet(self, request: pb.ListWalletRequest, context: grpc.aio.ServicerContext) -> pb.ListWalletResponse:
+    async def ListWallet(
+        self, request: pb.ListWalletRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWalletResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
@@ -497,7 +544,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
         f.identifier("consumer_id", request.consumer_id)
-        f.in_range("option_index", request.option_index, 0, MAX_OPTIONS - 1)
+        f.in_range("option_index", request.option_index, 0, self.rules.bounds.vote_options - 1)
         f.done()
         tally, option = await self._write(
             lambda repo: repo.vote(
@@ -540,7 +587,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             response.end_card.CopyFrom(end_card_to_proto(card))
         return response
 
-    async def ListEndCards(self, request: pb.ListEndCardsRequest, context: grpc.aio.ServicerContext) -> pb.ListEndCardsResponse:
+    async def ListEndCards(
+        self, request: pb.ListEndCardsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEndCardsResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("group_set_id", request.group_set_id, required=False)
@@ -555,7 +604,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             end_cards=[end_card_to_proto(c) for c in cards], last_seq=cards[-1].seq if cards else request.after_seq
         )
 
-    async def ListRefunds(self, request: pb.ListRefundsRequest, context: grpc.aio.ServicerContext) -> pb.ListRefundsResponse:
+    async def ListRefunds(
+        self, request: pb.ListRefundsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRefundsResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
@@ -563,15 +614,22 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         cursor = decode_time_cursor(request.page_token)
         rows, after, total = await self._run(lambda repo: repo.list_refunds(request.store_id, cursor, limit))
         return pb.ListRefundsResponse(
-            refunds=[refund_to_proto(r) for r in rows], next_page_token=time_cursor_token(after), total_fen=total
+            refunds=[refund_to_proto(r) for r in rows],
+            next_page_token=time_cursor_token(after),
+            total_fen=saturated(total),  # D2: a total over the store's whole ledger, exact until it saturates
         )
 
     async def RunExpiry(self, request: pb.RunExpiryRequest, context: grpc.aio.ServicerContext) -> pb.RunExpiryResponse:
-        counts = await self.expiry.run_once()
+        """Ops' trigger: every store is tried now, also those the timer set aside; the stores it could not
+        settle are listed, not raised (D3), and the money refunded is reported saturated (D2)."""
+        report = await self.expiry.run_once(retry_now=True)
+        counts = report.counts
         return pb.RunExpiryResponse(
             red_packets_refunded=counts.red_packets_refunded,
             pools_refunded=counts.pools_refunded,
             coupons_expired=counts.coupons_expired,
             end_cards_posted=counts.end_cards_posted,
-            refunded_fen=counts.refunded_fen,
+            refunded_fen=saturated(counts.refunded_fen),
+            stores_settled=len(report.stores_settled),
+            failures=[failure_to_proto(failure) for failure in report.failures],
         )

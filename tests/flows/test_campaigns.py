@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2 as pb
-from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2
+from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, operations_pb2, operations_pb2_grpc
+
+from gateway.auth import Principal, Role
 from services.common.errors import failures_from_status, field_violations, status_from_error
+from services.common.rules import MAX_INT64, load_rules
 from tests.flows.test_create_and_join import join, new_group, new_store, rules_of
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
@@ -30,6 +31,7 @@ UPSTREAM = Principal("upstream-items", Role.UPSTREAM)
 OPS = Principal("ops-1", Role.OPS)
 CASH = pb.PRIZE_KIND_CASH_RED_PACKET
 COUPON = pb.PRIZE_KIND_STORE_COUPON
+BOUNDS = load_rules(env={}).bounds  # the stack runs on the default rules file
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -77,7 +79,13 @@ class Shop:
         return consumer
 
     async def item(
-        self, *, stock: int, price: int = 10_000, high: int = 0, skus: int = 1, platform: int = facts_pb2.PLATFORM_TAOBAO
+        self,
+        *,
+        stock: int,
+        price: int = 10_000,
+        high: int = 0,
+        skus: int = 1,
+        platform: int = facts_pb2.PLATFORM_TAOBAO,
     ) -> str:
         item_id = unique("i")
         await self.api.ReportItem(
@@ -103,7 +111,10 @@ class Shop:
     ) -> pb.Activity:
         reply = await self.api.CreateActivity(
             pb.CreateActivityRequest(
-                group_set_id=self.group.group_set_id, title="群活动", **self.window(minutes, start), **spec  # type: ignore[arg-type]
+                group_set_id=self.group.group_set_id,
+                title="群活动",
+                **self.window(minutes, start),
+                **spec,  # type: ignore[arg-type]
             ),
             metadata=metadata or self.owner,
         )
@@ -112,7 +123,9 @@ class Shop:
     async def flash_sale(self, item_id: str, price: int = 6_000, minutes: int = 60) -> pb.Activity:
         return await self.create(minutes=minutes, flash_sale=pb.FlashSaleSpec(item_id=item_id, flash_price_fen=price))
 
-    async def buy(self, consumer: str, item_id: str, quantity: int = 1, flash_sale_id: str = "", **order: object) -> pb.PurchaseResponse:
+    async def buy(
+        self, consumer: str, item_id: str, quantity: int = 1, flash_sale_id: str = "", **order: object
+    ) -> pb.PurchaseResponse:
         return await self.api.Purchase(
             pb.PurchaseRequest(
                 request_id=unique("buy"),
@@ -178,7 +191,9 @@ async def test_M2_M5_the_flash_sale_sells_the_items_one_stock_to_members_only(sh
     )
     assert restocked.item.stock == 2
     cancelled = await shop.api.CancelPurchase(
-        pb.CancelPurchaseRequest(request_id=unique("x"), store_id=shop.store_id, purchase_id=flash.purchase.purchase_id),
+        pb.CancelPurchaseRequest(
+            request_id=unique("x"), store_id=shop.store_id, purchase_id=flash.purchase.purchase_id
+        ),
         metadata=shop.gw.auth(UPSTREAM),
     )
     assert cancelled.stock == 4
@@ -227,8 +242,12 @@ async def test_M4_M8_an_order_stacks_up_to_ten_cash_red_packets_and_one_coupon_w
     prizes = await shop.create(
         red_packet_fountain=pb.FountainSpec(
             pools=[
-                pb.PoolSpec(kind=CASH, value_fen=100, count=20, per_user_limit=11, expires_at=ts(now + timedelta(days=7))),
-                pb.PoolSpec(kind=COUPON, value_fen=500, count=5, per_user_limit=2, expires_at=ts(now + timedelta(days=7))),
+                pb.PoolSpec(
+                    kind=CASH, value_fen=100, count=20, per_user_limit=11, expires_at=ts(now + timedelta(days=7))
+                ),
+                pb.PoolSpec(
+                    kind=COUPON, value_fen=500, count=5, per_user_limit=2, expires_at=ts(now + timedelta(days=7))
+                ),
             ]
         )
     )
@@ -268,7 +287,9 @@ async def test_M4_M8_an_order_stacks_up_to_ten_cash_red_packets_and_one_coupon_w
     assert rules_of(eleven.value) == ["M8"]
     assert await shop.stock(item_id) == 5  # nothing changed
 
-    bought = await shop.buy(member, item_id, 2, sale.activity_id, cash_red_packet_ids=cash[:10], store_coupon_ids=coupons[:1])
+    bought = await shop.buy(
+        member, item_id, 2, sale.activity_id, cash_red_packet_ids=cash[:10], store_coupon_ids=coupons[:1]
+    )
     assert bought.purchase.price.total_fen == 12_000 - 1_000 - 500 and bought.stock_left == 3
     wallet = await shop.api.ListMyWallet(pb.ListMyWalletRequest(store_id=shop.store_id), metadata=shop.consumer(member))
     used = [c for c in wallet.claims if c.state == pb.CLAIM_STATE_USED]
@@ -332,8 +353,12 @@ async def test_M7_M10_members_claim_cash_and_coupons_up_to_the_per_user_limit(sh
     prizes = await shop.create(
         red_packet_fountain=pb.FountainSpec(
             pools=[
-                pb.PoolSpec(kind=CASH, value_fen=88, count=10, per_user_limit=2, expires_at=ts(now + timedelta(days=1))),
-                pb.PoolSpec(kind=COUPON, value_fen=500, count=10, per_user_limit=1, expires_at=ts(now + timedelta(days=1))),
+                pb.PoolSpec(
+                    kind=CASH, value_fen=88, count=10, per_user_limit=2, expires_at=ts(now + timedelta(days=1))
+                ),
+                pb.PoolSpec(
+                    kind=COUPON, value_fen=500, count=10, per_user_limit=1, expires_at=ts(now + timedelta(days=1))
+                ),
             ]
         )
     )
@@ -356,7 +381,11 @@ async def test_M9_unused_cash_red_packets_go_back_to_the_merchant_as_refunds(sho
     prizes = await shop.create(
         minutes=60,
         red_packet_fountain=pb.FountainSpec(
-            pools=[pb.PoolSpec(kind=CASH, value_fen=200, count=5, per_user_limit=2, expires_at=ts(start + timedelta(days=1)))]
+            pools=[
+                pb.PoolSpec(
+                    kind=CASH, value_fen=200, count=5, per_user_limit=2, expires_at=ts(start + timedelta(days=1))
+                )
+            ]
         ),
     )
     member = await shop.member()
@@ -392,7 +421,11 @@ async def test_M11_M13_a_group_runs_ten_activities_at_once_of_every_kind(shop: S
         {"group_buy": pb.GroupBuySpec(item_id=item_id, group_price_fen=8_000, group_size=2)},
         {"voting": pb.VotingSpec(options=["A", "B"])},
         {"check_in": pb.CheckInSpec()},
-        {"red_packet_fountain": pb.FountainSpec(pools=[pb.PoolSpec(kind=CASH, value_fen=1, count=1, per_user_limit=1, expires_at=expires)])},
+        {
+            "red_packet_fountain": pb.FountainSpec(
+                pools=[pb.PoolSpec(kind=CASH, value_fen=1, count=1, per_user_limit=1, expires_at=expires)]
+            )
+        },
     ]
     running = [await shop.create(**specs[i % len(specs)]) for i in range(10)]
     with pytest.raises(grpc.aio.AioRpcError) as eleventh:
@@ -424,7 +457,8 @@ async def test_M12_the_trumpet_is_the_main_accounts_on_a_sub_group_of_an_l3_stor
 
     with pytest.raises(grpc.aio.AioRpcError) as admin:
         await shop.api.CreateTrumpet(
-            trumpet(sub_group, timedelta(minutes=1)), metadata=shop.gw.auth(Principal(sub, Role.STORE_SUB, shop.store_id))
+            trumpet(sub_group, timedelta(minutes=1)),
+            metadata=shop.gw.auth(Principal(sub, Role.STORE_SUB, shop.store_id)),
         )
     assert admin.value.code() is grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as low:
@@ -468,7 +502,8 @@ async def test_M13_voting_and_check_in_for_members_and_admins_run_activities(sho
     daily = await shop.create(admin, check_in=pb.CheckInSpec())
     member, outsider = await shop.member(), await shop.outsider()
     tally = await shop.api.Vote(
-        pb.VoteRequest(store_id=shop.store_id, activity_id=vote.activity_id, option_index=1), metadata=shop.consumer(member)
+        pb.VoteRequest(store_id=shop.store_id, activity_id=vote.activity_id, option_index=1),
+        metadata=shop.consumer(member),
     )
     assert list(tally.tally) == [0, 1]
     checked = await shop.api.CheckIn(
@@ -489,7 +524,9 @@ async def test_M13_voting_and_check_in_for_members_and_admins_run_activities(sho
     assert consumer_creates.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_M13_live_lucky_red_packets_go_to_iron_fans_in_live_fan_groups(gw: GatewayClient, platform: RunningStack) -> None:
+async def test_M13_live_lucky_red_packets_go_to_iron_fans_in_live_fan_groups(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
     store_id, main_id = await new_store(gw, platform)
     streamer = unique("st")
     await gw.report(facts.streamer(streamer, store_id=store_id))
@@ -498,14 +535,18 @@ async def test_M13_live_lucky_red_packets_go_to_iron_fans_in_live_fan_groups(gw:
             gateway_pb2.CreateGroupSetRequest(
                 kind=common_pb2.GROUP_KIND_LIVE,
                 name="铁粉群",
-                threshold=common_pb2.Threshold(fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_IRON)),
+                threshold=common_pb2.Threshold(
+                    fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_IRON)
+                ),
             ),
             metadata=gw.auth(Principal(streamer, Role.STREAMER)),
         )
     ).group_set
     shop = Shop(gw, platform, store_id, main_id, live)
     iron, no_fan = unique("c"), unique("c")
-    await gw.report(facts.consumer(iron) + facts.consumer(no_fan) + [facts.fan_level(streamer, iron, common_pb2.FAN_LEVEL_IRON)])
+    await gw.report(
+        facts.consumer(iron) + facts.consumer(no_fan) + [facts.fan_level(streamer, iron, common_pb2.FAN_LEVEL_IRON)]
+    )
     await join(gw, iron, live.group_set_id)
     lucky = await shop.create(
         gw.auth(Principal(streamer, Role.STREAMER)),
@@ -523,7 +564,9 @@ async def test_M13_live_lucky_red_packets_go_to_iron_fans_in_live_fan_groups(gw:
     store_group = await new_group(gw, store_id, main_id)
     with pytest.raises(grpc.aio.AioRpcError) as store_kind:
         await Shop(gw, platform, store_id, main_id, store_group).create(
-            lucky_red_packet=pb.LuckyRedPacketSpec(value_fen=1, count=1, expires_at=ts(platform.now + timedelta(days=1)))
+            lucky_red_packet=pb.LuckyRedPacketSpec(
+                value_fen=1, count=1, expires_at=ts(platform.now + timedelta(days=1))
+            )
         )
     assert reasons_of(store_kind.value) == ["LIVE_FAN_GROUPS_ONLY"]
 
@@ -535,20 +578,28 @@ async def test_only_upstream_systems_report_items_and_a_retried_purchase_buys_on
     with pytest.raises(grpc.aio.AioRpcError) as merchant:
         await shop.api.ReportItem(
             pb.ReportItemRequest(
-                store_id=shop.store_id, item_id="x", platform=facts_pb2.PLATFORM_TAOBAO, sku_count=1,
-                price_min_fen=1, price_max_fen=1, initial_stock=100,
+                store_id=shop.store_id,
+                item_id="x",
+                platform=facts_pb2.PLATFORM_TAOBAO,
+                sku_count=1,
+                price_min_fen=1,
+                price_max_fen=1,
+                initial_stock=100,
             ),
             metadata=shop.owner,
         )
     assert merchant.value.code() is grpc.StatusCode.PERMISSION_DENIED
     item_id = await shop.item(stock=4)
     member = await shop.member()
-    request = pb.PurchaseRequest(request_id="retry-1", store_id=shop.store_id, order=pb.Order(item_id=item_id, quantity=2))
+    request = pb.PurchaseRequest(
+        request_id="retry-1", store_id=shop.store_id, order=pb.Order(item_id=item_id, quantity=2)
+    )
     first = await shop.api.Purchase(request, metadata=shop.consumer(member))
     second = await shop.api.Purchase(request, metadata=shop.consumer(member))
     assert first.purchase == second.purchase and await shop.stock(item_id) == 2
     mine = await shop.api.GetPurchase(
-        pb.GetPurchaseRequest(store_id=shop.store_id, purchase_id=first.purchase.purchase_id), metadata=shop.consumer(member)
+        pb.GetPurchaseRequest(store_id=shop.store_id, purchase_id=first.purchase.purchase_id),
+        metadata=shop.consumer(member),
     )
     assert mine.purchase == first.purchase
     with pytest.raises(grpc.aio.AioRpcError) as someone_else:
@@ -593,5 +644,189 @@ async def test_bad_input_is_refused_with_the_field_or_the_rule_and_changes_nothi
             ),
             metadata=shop.owner,
         )
-    assert trumpet_before.value.code() is grpc.StatusCode.FAILED_PRECONDITION and "M12" in rules_of(trumpet_before.value)
+    assert trumpet_before.value.code() is grpc.StatusCode.FAILED_PRECONDITION and "M12" in rules_of(
+        trumpet_before.value
+    )
     assert await shop.stock(item_id) == 5
+
+
+# -- bounds (D2): nothing accepted fails later ---------------------------------------------
+
+
+def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {v.field: v.description for v in field_violations(status_from_error(error))}
+
+
+async def test_D2_a_pool_past_the_largest_prize_is_refused_and_the_largest_fountain_is_bought_with_and_refunded(
+    shop: Shop,
+) -> None:
+    start = shop.platform.now
+    expires = ts(start + timedelta(days=1))
+    with pytest.raises(grpc.aio.AioRpcError) as huge:
+        await shop.create(
+            red_packet_fountain=pb.FountainSpec(
+                pools=[pb.PoolSpec(kind=CASH, value_fen=MAX_INT64, count=1, per_user_limit=1, expires_at=expires)]
+            )
+        )
+    assert huge.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    refused = violations(huge.value)
+    assert list(refused) == ["red_packet_fountain.pools[0].value_fen"]
+    assert "bounds.prize_fen" in refused["red_packet_fountain.pools[0].value_fen"]
+
+    # The extreme that is valid: the most pools, each of the most prizes at the largest value.
+    prize, prizes, pools = BOUNDS.prize_fen, BOUNDS.pool_prizes, BOUNDS.pools_per_activity
+    fountain = await shop.create(
+        red_packet_fountain=pb.FountainSpec(
+            pools=[
+                pb.PoolSpec(kind=CASH, value_fen=prize, count=prizes, per_user_limit=prizes, expires_at=expires)
+                for _ in range(pools)
+            ]
+        )
+    )
+    assert len(fountain.pools) == pools
+    item_id = await shop.item(stock=BOUNDS.stock, price=BOUNDS.money_fen)
+    member = await shop.member()
+    packets = [(await shop.claim(member, fountain.activity_id)).claim_id for _ in range(11)]
+    order = pb.Order(item_id=item_id, quantity=BOUNDS.quantity, cash_red_packet_ids=packets[:10])
+    priced = await shop.api.PriceOrder(
+        pb.PriceOrderRequest(store_id=shop.store_id, order=order), metadata=shop.consumer(member)
+    )
+    assert priced.price.subtotal_fen == BOUNDS.money_fen * BOUNDS.quantity
+    assert priced.price.total_fen == BOUNDS.money_fen * BOUNDS.quantity - 10 * prize  # M4, M8
+    bought = await shop.api.Purchase(
+        pb.PurchaseRequest(request_id=unique("buy"), store_id=shop.store_id, order=order),
+        metadata=shop.consumer(member),
+    )
+    assert bought.purchase.price.total_fen == priced.price.total_fen
+
+    ops = shop.gw.auth(OPS)
+    try:
+        await at(shop.platform, start + timedelta(days=1, minutes=1))  # the fountain ended, packet 11 expired
+        ran = await shop.api.RunExpiry(pb.RunExpiryRequest(), metadata=ops)
+    finally:
+        await at(shop.platform, start)
+    unclaimed = (pools * prizes - 11) * prize  # M9: what nobody claimed, pool by pool
+    assert list(ran.failures) == []
+    # Other tests' stores in this stack may settle in the same run: at least this store's part.
+    assert ran.pools_refunded >= pools and ran.red_packets_refunded >= 1 and ran.stores_settled >= 1
+    assert ran.refunded_fen >= unclaimed + prize
+    ledger = await shop.api.ListRefunds(
+        pb.ListRefundsRequest(store_id=shop.store_id, page_size=100), metadata=shop.owner
+    )
+    assert len(ledger.refunds) == pools + 1
+    assert ledger.total_fen == unclaimed + prize == sum(r.amount_fen for r in ledger.refunds)
+
+
+async def test_D2_a_flash_price_past_the_largest_amount_is_refused_and_the_largest_sales_add_up_saturated(
+    shop: Shop,
+) -> None:
+    most, quantity = BOUNDS.money_fen, BOUNDS.quantity
+    item_id = await shop.item(stock=BOUNDS.stock, price=most)
+    with pytest.raises(grpc.aio.AioRpcError) as huge:
+        await shop.flash_sale(item_id, price=MAX_INT64)
+    assert huge.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "bounds.money_fen" in violations(huge.value)["flash_sale.flash_price_fen"]
+
+    sale = await shop.flash_sale(item_id, price=most)
+    member = await shop.member()
+    order = pb.Order(item_id=item_id, quantity=quantity, flash_sale_id=sale.activity_id)
+    priced = await shop.api.PriceOrder(
+        pb.PriceOrderRequest(store_id=shop.store_id, order=order), metadata=shop.consumer(member)
+    )
+    assert priced.price.total_fen == most * quantity  # the largest order: fits 64 bits (OVERFLOW_GUARDS)
+    purchases = 10  # together more than the largest int64: the revenue is reported saturated
+    for _ in range(purchases):
+        bought = await shop.buy(member, item_id, quantity, sale.activity_id)
+        assert bought.purchase.price.total_fen == most * quantity
+    assert purchases * most * quantity > MAX_INT64
+    results = await shop.api.GetFlashSaleResults(
+        pb.GetFlashSaleResultsRequest(store_id=shop.store_id, activity_id=sale.activity_id), metadata=shop.owner
+    )
+    assert (results.units_sold, results.purchases, results.revenue_fen) == (purchases * quantity, purchases, MAX_INT64)
+    assert results.stock_left == BOUNDS.stock - purchases * quantity
+    ended = await shop.api.EndActivity(
+        pb.EndActivityRequest(store_id=shop.store_id, activity_id=sale.activity_id), metadata=shop.owner
+    )
+    assert ended.end_card.units_sold == purchases * quantity  # M6
+
+
+async def test_D2_a_restock_past_the_largest_stock_is_refused_and_writes_nothing(shop: Shop) -> None:
+    item_id = await shop.item(stock=BOUNDS.stock)
+    restock = pb.RestockRequest(request_id=unique("rs"), store_id=shop.store_id, item_id=item_id, quantity=1)
+    for attempt in range(2):  # a retry with the same request id is judged afresh, and refused again
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await shop.api.Restock(restock, metadata=shop.gw.auth(UPSTREAM))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION, attempt
+        [failure] = failures_from_status(status_from_error(refused.value))
+        assert (failure.rule_id, failure.reason) == ("D2", "STOCK_LIMIT")
+        assert failure.figures == {"stock": str(BOUNDS.stock), "quantity": "1", "max": str(BOUNDS.stock)}
+        assert await shop.stock(item_id) == BOUNDS.stock  # unchanged, and the item reads
+    # No restock row was kept: once a sale makes room, the same request id adds its unit (not a replay).
+    await shop.buy(await shop.outsider(), item_id, 1)
+    again = await shop.api.Restock(restock, metadata=shop.gw.auth(UPSTREAM))
+    assert again.item.stock == BOUNDS.stock
+    replayed = await shop.api.Restock(restock, metadata=shop.gw.auth(UPSTREAM))
+    assert replayed.item.stock == BOUNDS.stock  # now it was written: a retry adds nothing
+
+
+# -- visibility (V1, V3) -----------------------------------------------------------------------
+
+
+async def test_V1_a_non_public_sets_activities_show_to_its_members_staff_and_ops_only(shop: Shop) -> None:
+    assert not shop.group.is_public
+    hidden = await shop.create(check_in=pb.CheckInSpec())
+    now = shop.platform.now
+    await shop.gw.groups.SetGroupLevel(  # L4: room for a second group-set
+        gateway_pb2.SetGroupLevelRequest(store_id=shop.store_id, month=f"{now.year:04d}-{now.month:02d}", level=4),
+        metadata=shop.gw.auth(OPS),
+    )
+    public_group = await new_group(shop.gw, shop.store_id, shop.main_id, is_public=True)
+    shown = await Shop(shop.gw, shop.platform, shop.store_id, shop.main_id, public_group).create(
+        check_in=pb.CheckInSpec()
+    )
+    member, outsider = await shop.member(), await shop.outsider()
+    get = pb.GetActivityRequest(store_id=shop.store_id, activity_id=hidden.activity_id)
+    everyone = pb.ListActivitiesRequest(store_id=shop.store_id)
+    in_hidden_set = pb.ListActivitiesRequest(store_id=shop.store_id, group_set_id=shop.group.group_set_id)
+
+    for who in (shop.consumer(outsider), shop.gw.auth(UPSTREAM), shop.gw.auth(Principal(unique("st"), Role.STREAMER))):
+        with pytest.raises(grpc.aio.AioRpcError) as not_found:
+            await shop.api.GetActivity(get, metadata=who)
+        assert not_found.value.code() is grpc.StatusCode.NOT_FOUND  # as if it did not exist: not even its set
+        listed = await shop.api.ListActivities(everyone, metadata=who)
+        assert [a.activity_id for a in listed.activities] == [shown.activity_id]
+        assert shop.group.group_set_id not in str(listed)
+        assert list((await shop.api.ListActivities(in_hidden_set, metadata=who)).activities) == []
+
+    for who in (shop.consumer(member), shop.owner, shop.gw.auth(OPS)):
+        assert (await shop.api.GetActivity(get, metadata=who)).activity.group_set_id == shop.group.group_set_id
+        listed = await shop.api.ListActivities(everyone, metadata=who)
+        assert {a.activity_id for a in listed.activities} == {hidden.activity_id, shown.activity_id}
+
+
+async def test_V3_the_item_page_module_hides_on_an_item_with_a_group_buy_running_in_qun(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    public_group = await new_group(gw, store_id, main_id, is_public=True)
+    shop = Shop(gw, platform, store_id, main_id, public_group)
+    in_group_buy, other = await shop.item(stock=10), await shop.item(stock=10)
+    group_buy = await shop.create(group_buy=pb.GroupBuySpec(item_id=in_group_buy, group_price_fen=8_000, group_size=2))
+    consumer = await shop.outsider()  # follows the store: meets the follow threshold
+    discovery = operations_pb2_grpc.DiscoveryServiceStub(shop.gw.channel)
+
+    async def module(item_id: str) -> operations_pb2.GetItemPageModuleResponse:
+        return await discovery.GetItemPageModule(
+            operations_pb2.GetItemPageModuleRequest(store_id=shop.store_id, item_id=item_id),
+            metadata=shop.consumer(consumer),
+        )
+
+    hidden = await module(in_group_buy)  # the caller did not say in_group_buy: qun knows
+    assert not any(e.shown for e in hidden.entries)
+    assert [(r.rule_id, r.reason) for r in hidden.module_reasons] == [("V3", "ITEM_IN_GROUP_BUY")]
+    assert dict(hidden.module_reasons[0].figures) == {"activity_id": group_buy.activity_id}
+    assert [e.group_set_id for e in (await module(other)).entries if e.shown] == [public_group.group_set_id]
+    await shop.api.EndActivity(
+        pb.EndActivityRequest(store_id=shop.store_id, activity_id=group_buy.activity_id), metadata=shop.owner
+    )
+    assert [e.group_set_id for e in (await module(in_group_buy)).entries if e.shown] == [public_group.group_set_id]

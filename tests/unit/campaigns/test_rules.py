@@ -242,3 +242,19 @@ def test_M13_voting_check_in_and_lucky_red_packets_are_live_tools(kind: Activity
 def test_M13_check_in_days_are_market_days(rules: Rules) -> None:
     assert c.market_day(rules, datetime(2026, 3, 10, 15, 59, tzinfo=UTC)) == "2026-03-10"
     assert c.market_day(rules, datetime(2026, 3, 10, 16, 0, tzinfo=UTC)) == "2026-03-11"
+
+
+# -- D2: the largest stock ----------------------------------------------------------------------
+
+
+def test_D2_a_restock_up_to_the_largest_stock_passes_and_one_more_unit_is_refused_with_the_figures() -> None:
+    assert c.stock_limit_failures(stock=90, quantity=10, most=100) == []
+    [failure] = c.stock_limit_failures(stock=100, quantity=1, most=100)
+    assert (failure.rule_id, failure.reason) == ("D2", "STOCK_LIMIT")
+    assert failure.figures == {"stock": "100", "quantity": "1", "max": "100"}
+
+
+@given(st.integers(0, 2**63 - 1), st.integers(1, 2**63 - 1), st.integers(1, 2**63 - 1))
+def test_D2_the_stock_limit_is_decided_without_computing_past_64_bits(stock: int, quantity: int, most: int) -> None:
+    """The check is ``quantity <= most - stock``, as the database's conditional update is: no sum overflows."""
+    assert (c.stock_limit_failures(stock, quantity, most) == []) == (stock + quantity <= most)
