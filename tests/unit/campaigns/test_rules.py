@@ -170,6 +170,19 @@ def test_M11_counts_activities_at_once_not_ever(rules: Rules) -> None:
     assert c.busiest([window(0, 60)], window(60, 120)) == 0
 
 
+def test_M11_windows_overlap_only_when_they_share_a_moment() -> None:
+    first = window(0, 60)
+    assert not first.overlaps(window(60, 120)) and not window(60, 120).overlaps(first)  # 10:00 end, 10:00 start
+    assert first.overlaps(window(59, 120)) and window(59, 120).overlaps(first)
+    assert first.overlaps(window(10, 20)) and window(10, 20).overlaps(first)  # one inside the other
+    assert not first.overlaps(window(90, 120)) and not window(-30, 0).overlaps(first)
+
+
+def test_M11_an_activity_that_ended_frees_exactly_its_own_slot() -> None:
+    # 10:00–10:10 ends before 10:20–10:30 and 10:25–10:35 begin: at 10:25 two run, not one.
+    assert c.busiest([window(0, 10), window(20, 30), window(25, 35)], window(0, 60)) == 2
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30)), max_size=15),
     st.integers(0, 50),
