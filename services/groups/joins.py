@@ -32,10 +32,11 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
-from services.common.rules import Rules
 from services.groups import rules as domain
+from services.groups.memberships import MEMBERSHIP as _MEMBERSHIP_OF
 from services.groups.models import (
     Admin,
     CapacityOwner,
@@ -226,7 +227,12 @@ class JoinRepository:
         threshold_version: int,
         messages_hidden: bool,
     ) -> JoinResult | JoinRefusal:
-        """One join under the owner's and the set's row locks (T6), placed by T5."""
+        """One join under the owner's and the set's row locks (T6), placed by T5.
+
+        A consumer already in the set gets their membership back, flagged
+        ``already_member``, and nothing changes: joining is idempotent, and C13
+        (one sub-group per set) holds because nothing is written.
+        """
         execute = self.connection.execute
         params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
         owner = (await execute(_LOCK_OWNER_OF_SET, params)).first()
@@ -241,9 +247,15 @@ class JoinRepository:
                     row.id, earlier.sub_group_id, earlier.sub_group_name, consumer_id, earlier.joined_at
                 )
                 return JoinResult(kind, membership, earlier.newcomer_reply, new_sub_group=False, replayed=True)
+        if row.is_member:
+            # Joining is idempotent: a member asking again gets the membership they have (C13 keeps it one).
+            existing = (await execute(_MEMBERSHIP_OF, {"set_id": group_set_id, "consumer": consumer_id})).first()
+            if existing is not None:
+                membership = MembershipRecord(*existing)
+                return JoinResult(kind, membership, "", new_sub_group=False, replayed=True, already_member=True)
         if threshold_version != row.threshold_version:
             return JoinRefusal(kind, ("C11",), _threshold_changed(row.threshold_version, threshold_version))
-        if row.is_member:
+        if row.is_member:  # pragma: no cover - read under the set's lock just above
             return join_refusal(kind, domain.membership_failures(True), grpc.StatusCode.FAILED_PRECONDITION)
         subs = (await execute(_SUB_GROUPS, params)).all()
         fill = domain.SetFill(kind, row.member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in subs))

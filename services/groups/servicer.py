@@ -11,34 +11,37 @@ from __future__ import annotations
 import re
 
 import grpc
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qun.common.v1 import groups_pb2 as common_groups_pb2
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, RuleRefusal, verdict
+from services.common.errors import Aborted, InvalidArgument, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 from services.groups import memberships, metrics
 from services.groups import rules as domain
 from services.groups.convert import (
+    CAUSE_FROM_PROTO,
     KIND_FROM_PROTO,
     decode_page_token,
     decode_time_cursor,
     encode_page_token,
     group_set_to_proto,
     membership_to_proto,
+    removal_to_proto,
     threshold_from_proto,
 )
 from services.groups.joins import JoinRepository
 from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
-from services.groups.rules import GroupKind
+from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
 CREATE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
 
@@ -255,7 +258,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             if outcome.new_sub_group:
                 metrics.sub_groups_created.labels(str(outcome.kind)).inc()
         return groups_pb2.AddMemberResponse(
-            membership=membership_to_proto(outcome.membership), newcomer_reply=outcome.newcomer_reply
+            membership=membership_to_proto(outcome.membership),
+            newcomer_reply=outcome.newcomer_reply,
+            already_member=outcome.already_member,
         )
 
     async def RemoveMember(
@@ -271,6 +276,83 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             )
         metrics.leaves.labels(str(kind)).inc()
         return groups_pb2.RemoveMemberResponse()
+
+    # -- removals (R5) -----------------------------------------------------------------------
+
+    async def ExpelMember(
+        self, request: groups_pb2.ExpelMemberRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ExpelMemberResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        cause = CAUSE_FROM_PROTO.get(request.cause)
+        if cause not in (RemovalCause.OWNER, RemovalCause.ADMIN):
+            f.fail("cause", "the owner's or an admin's removal (R5)")
+        reason = f.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
+        f.done()
+        assert cause is not None
+        async with self.db.transaction() as session:
+            removal, replayed = await self._repository(session, context).expel(
+                request.group_set_id,
+                request.consumer_id,
+                cause,
+                reason=reason,
+                barred=request.barred,
+                request_id=request_id,
+            )
+        assert removal is not None
+        if not replayed:
+            metrics.removed(str(cause))
+        return groups_pb2.ExpelMemberResponse(removal=removal_to_proto(removal), replayed=replayed)
+
+    async def RemoveFromStore(
+        self, request: groups_pb2.RemoveFromStoreRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.RemoveFromStoreResponse:
+        """Every group of the store, each in its own transaction: a retry finishes what an outage left."""
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        cause = CAUSE_FROM_PROTO.get(request.cause)
+        if cause is not RemovalCause.STORE_BLACKLIST:
+            f.fail("cause", "a store's blacklist (R5, C5)")
+        reason = f.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
+        f.done()
+        assert cause is not None
+        async with self.db.transaction() as session:
+            sets = await self._repository(session, context).store_sets_of_member(request.store_id, request.consumer_id)
+        removals = []
+        for group_set_id in sets:
+            async with self.db.transaction() as session:
+                removal, _ = await self._repository(session, context).expel(
+                    group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
+                )
+            if removal is not None:
+                metrics.removed(str(cause))
+                removals.append(removal_to_proto(removal))
+        return groups_pb2.RemoveFromStoreResponse(removals=removals)
+
+    async def ListRemovals(
+        self, request: groups_pb2.ListRemovalsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ListRemovalsResponse:
+        f = Fields()
+        f.identifier("consumer_id", request.consumer_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_page_token(request.page_token, 1)
+        before = None
+        if cursor is not None:
+            if not cursor[0].isdigit():
+                raise InvalidArgument.one("page_token", "not a token returned by this service")
+            before = int(cursor[0])
+        async with self.db.transaction() as session:
+            records, after = await self._repository(session, context).list_removals(
+                request.consumer_id, before, limit
+            )
+        return groups_pb2.ListRemovalsResponse(
+            removals=[removal_to_proto(r) for r in records],
+            next_page_token=encode_page_token(str(after)) if after is not None else "",
+        )
 
     async def ListMemberships(
         self, request: groups_pb2.ListMembershipsRequest, context: grpc.aio.ServicerContext
