@@ -59,6 +59,7 @@ VALUE_LIMITS: dict[str, Limit] = {
     "qun.common.v1.SpendThreshold.min_spend_fen": MONEY,
     "qun.gateway.v1.ListGroupSetsRequest.page_size": PAGE,
     "qun.gateway.v1.ListMyGroupsRequest.page_size": PAGE,
+    "qun.gateway.v1.ListMyRemovalsRequest.page_size": PAGE,
     "qun.gateway.v1.SetGroupLevelRequest.level": Limit(GROUP_LEVELS - 1),
     "qun.common.v1.PaidOrderFact.amount_fen": MONEY,
     "qun.common.v1.ContentLevelFact.level": Limit("content_level"),
