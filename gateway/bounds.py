@@ -166,7 +166,9 @@ class BoundsCheck:
                 count = COUNT_LIMITS.get(full)
                 if count is not None and len(value) > count.ceiling(self.bounds):
                     high = count.ceiling(self.bounds)
-                    found.append(FieldViolation(path, f"at most {high:,} entries ({count.named()}), got {len(value):,}"))
+                    found.append(
+                        FieldViolation(path, f"at most {high:,} entries ({count.named()}), got {len(value):,}")
+                    )
                     continue
                 for index, item in enumerate(value):
                     self._one(field, item, f"{path}[{index}]", found)

@@ -155,9 +155,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             context,
         )
         return gateway_pb2.ListGroupSetsResponse(
-            group_sets=[
-                translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets
-            ],
+            group_sets=[translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets],
             next_page_token=listed.next_page_token,
         )
 
@@ -286,9 +284,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         """X1: what JoinGroupSet would answer; for a member, allowed (their membership) and ``already_member``."""
         self._validate_join(request.group_set_id, request.password)
         consumer = self._joiner()
-        _, _, _, failures = await self._join_verdict(
-            consumer.subject, request.group_set_id, request.password, context
-        )
+        _, _, _, failures = await self._join_verdict(consumer.subject, request.group_set_id, request.password, context)
         if any(f.rule_id == ALREADY_MEMBER_RULE for f in failures):
             return gateway_pb2.ExplainJoinResponse(verdict=verdict([]), already_member=True)
         return gateway_pb2.ExplainJoinResponse(verdict=verdict(failures))
@@ -566,7 +562,10 @@ class StoreBlacklistRemovals:
         pairs = sorted(listed)
         for start in range(0, len(pairs), BLACKLIST_SWEEPS_AT_ONCE):
             await asyncio.gather(
-                *(self._sweep(store, consumer, context) for store, consumer in pairs[start : start + BLACKLIST_SWEEPS_AT_ONCE])
+                *(
+                    self._sweep(store, consumer, context)
+                    for store, consumer in pairs[start : start + BLACKLIST_SWEEPS_AT_ONCE]
+                )
             )
 
     async def _sweep(self, store_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> None:

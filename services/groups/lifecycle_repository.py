@@ -363,7 +363,9 @@ class LifecycleRepository(GroupsRepository):
 
     # -- audit (X4) --------------------------------------------------------------------------
 
-    async def audit_entries(self, owner_key: str, after_id: int | None, limit: int) -> tuple[list[AuditEntry], int | None]:
+    async def audit_entries(
+        self, owner_key: str, after_id: int | None, limit: int
+    ) -> tuple[list[AuditEntry], int | None]:
         query = select(AuditEntry).where(AuditEntry.owner_key == owner_key)
         if after_id is not None:
             query = query.where(AuditEntry.id > after_id)
@@ -413,4 +415,3 @@ class LifecycleRepository(GroupsRepository):
         more = len(ids) > limit
         ids = ids[:limit]
         return ids, (ids[-1] if more and ids else None)
-

@@ -108,8 +108,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         return lifecycle_pb2.RunLevelJobResponse(
             ran=bool(settled),
             levels=[
-                lifecycle_pb2.StoreLevel(store_id=s.store_id, level=s.level, avg_members=s.avg_members)
-                for s in settled
+                lifecycle_pb2.StoreLevel(store_id=s.store_id, level=s.level, avg_members=s.avg_members) for s in settled
             ],
             failures=[failure_to_proto(f) for f in report.failed],
         )
@@ -228,4 +227,3 @@ def _int_cursor(text: str) -> int:
     if not text.isdigit():
         raise InvalidArgument.one("page_token", "not a token returned by this service")
     return int(text)
-

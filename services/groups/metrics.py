@@ -18,7 +18,8 @@ joins = Counter(
     ("kind", "outcome", "rule"),
 )
 sub_groups_created = Counter(
-    "qun_groups_sub_groups_created_total", "Sub-groups created, the first with its set and the next when full (T5).",
+    "qun_groups_sub_groups_created_total",
+    "Sub-groups created, the first with its set and the next when full (T5).",
     ("kind",),
 )
 group_sets_created = Counter("qun_groups_group_sets_created_total", "Group-sets created.", ("kind",))

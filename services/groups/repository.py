@@ -213,8 +213,13 @@ class GroupsRepository:
         """X4: one audit entry, written in the transaction that makes the change."""
         self.session.add(
             AuditEntry(
-                owner_key=owner_key, at=self.now, actor=self.actor, action=action, target=target,
-                old_value=old, new_value=new,
+                owner_key=owner_key,
+                at=self.now,
+                actor=self.actor,
+                action=action,
+                target=target,
+                old_value=old,
+                new_value=new,
             )
         )
 
@@ -383,8 +388,11 @@ class GroupsRepository:
         old = await self.session.get(GroupLevel, (store_id, month), populate_existing=True)
         previous = None if old is None else old.level
         self.audit(
-            domain.owner_key(GroupKind.STORE, store_id, ""), action, month,
-            "" if previous is None else f"L{previous}", f"L{level}",
+            domain.owner_key(GroupKind.STORE, store_id, ""),
+            action,
+            month,
+            "" if previous is None else f"L{previous}",
+            f"L{level}",
         )
         values = {"store_id": store_id, "month": month, "level": level, "updated_at": self.now}
         dialect = self.session.get_bind().dialect.name

@@ -72,9 +72,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         elif kind is GroupKind.LIVE:
             f.identifier("streamer_id", request.streamer_id)
             f.identifier("store_id", request.store_id, required=False)
-        threshold, password = threshold_from_proto(
-            f, request.threshold, kind, present=request.HasField("threshold")
-        )
+        threshold, password = threshold_from_proto(f, request.threshold, kind, present=request.HasField("threshold"))
         f.text("announcement", request.announcement)
         f.text("newcomer_reply", request.newcomer_reply)
         admin_ids: list[str] = []
@@ -144,9 +142,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
         )
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_group_sets(
-                key, cursor, limit
-            )
+            records, after = await self._repository(session, context).list_group_sets(key, cursor, limit)
         return groups_pb2.ListGroupSetsResponse(
             group_sets=[group_set_to_proto(r, self.rules) for r in records],
             next_page_token=encode_page_token(after[0].isoformat(), after[1]) if after else "",
@@ -176,9 +172,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             password_digest=passwords.digest(password) if password else "",
         )
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).update_settings(
-                request.group_id, change
-            )
+            record = await self._repository(session, context).update_settings(request.group_id, change)
         return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def DissolveGroupSet(
@@ -201,9 +195,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).set_group_level(
-                request.store_id, request.month, request.level
-            )
+            await self._repository(session, context).set_group_level(request.store_id, request.month, request.level)
         return groups_pb2.SetGroupLevelResponse()
 
     async def GetGroupLevel(
@@ -271,9 +263,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            kind = await self._repository(session, context).remove_member(
-                request.group_set_id, request.consumer_id
-            )
+            kind = await self._repository(session, context).remove_member(request.group_set_id, request.consumer_id)
         metrics.leaves.labels(str(kind)).inc()
         return groups_pb2.RemoveMemberResponse()
 
@@ -346,9 +336,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
                 raise InvalidArgument.one("page_token", "not a token returned by this service")
             before = int(cursor[0])
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_removals(
-                request.consumer_id, before, limit
-            )
+            records, after = await self._repository(session, context).list_removals(request.consumer_id, before, limit)
         return groups_pb2.ListRemovalsResponse(
             removals=[removal_to_proto(r) for r in records],
             next_page_token=encode_page_token(str(after)) if after is not None else "",
@@ -392,9 +380,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).add_admin(
-                request.group_set_id, request.account_id
-            )
+            record = await self._repository(session, context).add_admin(request.group_set_id, request.account_id)
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def RemoveAdmin(
@@ -405,7 +391,5 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).remove_admin(
-                request.group_set_id, request.account_id
-            )
+            record = await self._repository(session, context).remove_admin(request.group_set_id, request.account_id)
         return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))

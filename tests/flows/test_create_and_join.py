@@ -37,14 +37,19 @@ async def new_group(
 ) -> gateway_pb2.GroupSet:
     reply = await gw.groups.CreateGroupSet(
         gateway_pb2.CreateGroupSetRequest(
-            kind=common_pb2.GROUP_KIND_STORE, name="粉丝群", threshold=threshold, **kwargs  # type: ignore[arg-type]
+            kind=common_pb2.GROUP_KIND_STORE,
+            name="粉丝群",
+            threshold=threshold,
+            **kwargs,  # type: ignore[arg-type]
         ),
         metadata=gw.auth(gw.main_account(main_id, store_id)),
     )
     return reply.group_set
 
 
-async def join(gw: GatewayClient, consumer_id: str, group_set_id: str, **kwargs: str) -> gateway_pb2.JoinGroupSetResponse:
+async def join(
+    gw: GatewayClient, consumer_id: str, group_set_id: str, **kwargs: str
+) -> gateway_pb2.JoinGroupSetResponse:
     return await gw.groups.JoinGroupSet(
         gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id, **kwargs),
         metadata=gw.auth(gw.consumer(consumer_id)),
@@ -203,7 +208,8 @@ async def test_C11_threshold_change_applies_to_later_joins_only(gw: GatewayClien
     await join(gw, member, group.group_set_id)
     await gw.groups.UpdateGroupSetSettings(
         gateway_pb2.UpdateGroupSetSettingsRequest(
-            group_id=group.group_set_id, threshold=common_pb2.Threshold(spend=common_pb2.SpendThreshold(min_spend_fen=10_000))
+            group_id=group.group_set_id,
+            threshold=common_pb2.Threshold(spend=common_pb2.SpendThreshold(min_spend_fen=10_000)),
         ),
         metadata=gw.auth(gw.main_account(main_id, store_id)),
     )
@@ -224,7 +230,9 @@ async def test_C10_live_fan_group_and_E4_sub_account_streamer(gw: GatewayClient,
         gateway_pb2.CreateGroupSetRequest(
             kind=common_pb2.GROUP_KIND_LIVE,
             name="主播铁粉群",
-            threshold=common_pb2.Threshold(fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_DIAMOND)),
+            threshold=common_pb2.Threshold(
+                fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_DIAMOND)
+            ),
         ),
         metadata=gw.auth(Principal(streamer, Role.STREAMER)),
     )
@@ -266,7 +274,9 @@ async def test_R2_admins_manage_but_cannot_dissolve(gw: GatewayClient, platform:
             gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=admin
         )
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    await gw.groups.DissolveGroupSet(gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
+    await gw.groups.DissolveGroupSet(
+        gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=owner
+    )
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await gw.groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
     assert gone.value.code() is grpc.StatusCode.NOT_FOUND

@@ -142,7 +142,9 @@ async def test_T7_T8_month_end_level_job_runs_once(gw: GatewayClient, platform: 
     assert capacity.level == 3 and capacity.history[0].month == "2026-04"
 
 
-async def test_T2_T3_expansion_needs_two_L3_months_and_85_percent(gw: GatewayClient, platform: RunningStack, at) -> None:  # type: ignore[no-untyped-def]
+async def test_T2_T3_expansion_needs_two_L3_months_and_85_percent(
+    gw: GatewayClient, platform: RunningStack, at
+) -> None:  # type: ignore[no-untyped-def]
     store_id, main_id, group = await store_with_group(gw, platform)
     owner = gw.auth(gw.main_account(main_id, store_id))
     ops = ops_stub(gw)
@@ -224,7 +226,8 @@ async def test_V3_item_page_never_on_group_buy(gw: GatewayClient, platform: Runn
     consumer = unique("c")
     await gw.report(facts.consumer(consumer, follows=(store_id,)))
     shown = await discovery_stub(gw).GetItemPageModule(
-        operations_pb2.GetItemPageModuleRequest(store_id=store_id, item_id="i1"), metadata=gw.auth(gw.consumer(consumer))
+        operations_pb2.GetItemPageModuleRequest(store_id=store_id, item_id="i1"),
+        metadata=gw.auth(gw.consumer(consumer)),
     )
     assert any(e.shown for e in shown.entries)
     group_buy = await discovery_stub(gw).GetItemPageModule(
@@ -234,7 +237,9 @@ async def test_V3_item_page_never_on_group_buy(gw: GatewayClient, platform: Runn
     assert not any(e.shown for e in group_buy.entries) and [r.rule_id for r in group_buy.module_reasons] == ["V3"]
 
 
-async def test_V4_V5_recommendation_prefers_spend_and_stops_once_joined(gw: GatewayClient, platform: RunningStack) -> None:
+async def test_V4_V5_recommendation_prefers_spend_and_stops_once_joined(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
     store_id, main_id, follow_group = await store_with_group(gw, platform)
     owner = gw.auth(gw.main_account(main_id, store_id))
     await gw.groups.SetGroupLevel(  # L4: two sets allowed under the test rules
@@ -291,7 +296,8 @@ async def test_V6_post_component(gw: GatewayClient, platform: RunningStack) -> N
     request = operations_pb2.CheckPostComponentRequest(group_set_id=hidden.group_set.group_set_id)
     assert [f.reason for f in (await check(request, metadata=owner)).verdict.failures] == ["GROUP_NOT_PUBLIC"]
     await gw.groups.UpdateGroupSetSettings(
-        gateway_pb2.UpdateGroupSetSettingsRequest(group_id=hidden.group_set.group_set_id, is_public=True), metadata=owner
+        gateway_pb2.UpdateGroupSetSettingsRequest(group_id=hidden.group_set.group_set_id, is_public=True),
+        metadata=owner,
     )
     assert (await check(request, metadata=owner)).verdict.allowed
     by_sub = await check(request, metadata=gw.auth(Principal(sub, Role.STORE_SUB, store_id)))
@@ -305,7 +311,9 @@ async def test_C3_R4_message_policy(gw: GatewayClient, platform: RunningStack) -
     upstream = gw.auth(UPSTREAM)
 
     def message(sender: str, kind: int, **kwargs: int) -> operations_pb2.CheckMessageRequest:
-        return operations_pb2.CheckMessageRequest(group_set_id=group.group_set_id, sender_id=sender, kind=kind, **kwargs)
+        return operations_pb2.CheckMessageRequest(
+            group_set_id=group.group_set_id, sender_id=sender, kind=kind, **kwargs
+        )
 
     text = await check(message(fan, operations_pb2.MESSAGE_KIND_TEXT), metadata=upstream)
     assert text.verdict.allowed and not text.hidden_from_others
@@ -318,7 +326,9 @@ async def test_C3_R4_message_policy(gw: GatewayClient, platform: RunningStack) -
     )
     assert [f.reason for f in share.verdict.failures] == ["FANS_CANNOT_SHARE_ITEMS"]  # R4
     owner_share = await check(
-        message(main_id, operations_pb2.MESSAGE_KIND_ITEM_SHARE, item_interaction=operations_pb2.ITEM_INTERACTION_BROWSED),
+        message(
+            main_id, operations_pb2.MESSAGE_KIND_ITEM_SHARE, item_interaction=operations_pb2.ITEM_INTERACTION_BROWSED
+        ),
         metadata=upstream,
     )
     assert owner_share.verdict.allowed
@@ -353,7 +363,9 @@ async def test_C15_X5_sleeping_members_get_notice_then_leave(gw: GatewayClient, 
     assert swept.summary == "0 noticed, 1 removed"
     mine = await gw.groups.ListMyGroups(gateway_pb2.ListMyGroupsRequest(), metadata=gw.auth(gw.consumer(sleeper)))
     assert list(mine.memberships) == []
-    fetched = await gw.groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
+    fetched = await gw.groups.GetGroupSet(
+        gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner
+    )
     assert fetched.group_set.member_count == 1  # the room is free for new customers
     audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=owner)
     assert ("sleeping.remove", sleeper) in [(e.action, e.old_value) for e in audit.entries]
@@ -438,7 +450,9 @@ async def test_C14_a_refusal_names_the_groups_rules_too_when_the_gateway_knows_t
     assert sorted(rules_of(refused.value)) == ["C1", "C2", "T1", "T1", "T2"]  # the set, its sub-groups, the store: full
 
 
-async def test_C3_C2_owner_and_admins_below_the_bar_are_hidden_nowhere(gw: GatewayClient, platform: RunningStack) -> None:
+async def test_C3_C2_owner_and_admins_below_the_bar_are_hidden_nowhere(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
     """One rule, one answer: the owner and super admins are exempt from C2, so neither their join nor the
     messaging system's CheckMessage hides their messages (C3); a plain member below the bar is hidden on both."""
     admin = unique("a")
@@ -489,7 +503,9 @@ async def test_C3_C2_owner_and_admins_below_the_bar_are_hidden_nowhere(gw: Gatew
         gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(fan))
     )
     checked = await discovery_stub(gw).CheckMessage(
-        operations_pb2.CheckMessageRequest(group_set_id=group_set_id, sender_id=fan, kind=operations_pb2.MESSAGE_KIND_TEXT),
+        operations_pb2.CheckMessageRequest(
+            group_set_id=group_set_id, sender_id=fan, kind=operations_pb2.MESSAGE_KIND_TEXT
+        ),
         metadata=gw.auth(UPSTREAM),
     )
     assert (again.already_member, again.messages_hidden, checked.hidden_from_others) == (True, True, True)
@@ -514,13 +530,19 @@ async def test_T3_the_last_application_is_granted_up_to_the_cap(gw: GatewayClien
     with pytest.raises(grpc.aio.AioRpcError) as capped:
         await ops.ApplyForExpansion(apply, metadata=owner)
     [failure] = failures_from_status(status_from_error(capped.value))
-    assert (failure.reason, failure.figures["capacity"], failure.figures["max"]) == ("EXPANSION_LIMIT_REACHED", "16", "16")
+    assert (failure.reason, failure.figures["capacity"], failure.figures["max"]) == (
+        "EXPANSION_LIMIT_REACHED",
+        "16",
+        "16",
+    )
     audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=owner)
     grants = [(e.old_value, e.new_value) for e in audit.entries if e.action == "capacity.grant"]
     assert grants == [("4", "12"), ("12", "16")]
 
 
-async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(gw: GatewayClient, platform: RunningStack) -> None:
+async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
     """Two identical stores; one reports December's figures before the level job, one after. The late one
     is not left at L0: its figures recompute its level at once, audited old → new (X4); ops may recompute
     a month on purpose."""
@@ -561,7 +583,9 @@ async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(gw: 
 
     late_owner = gw.auth(gw.main_account(late_main, late))
     audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=late), metadata=late_owner)
-    changes = [(e.actor, e.action, e.target, e.old_value, e.new_value) for e in audit.entries if e.action.startswith("level")]
+    changes = [
+        (e.actor, e.action, e.target, e.old_value, e.new_value) for e in audit.entries if e.action.startswith("level")
+    ]
     assert changes == [
         (OPS.subject, "level", "2026-01", "", "L0"),  # the run ops triggered
         (UPSTREAM.subject, "level.recompute", "2026-01", "L0", "L1"),  # the late figures
@@ -572,7 +596,9 @@ async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(gw: 
     )
     assert recomputed.ran and f"{late}: L1" in recomputed.summary and f"{on_time}: L1" in recomputed.summary
     audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=late), metadata=late_owner)
-    assert (OPS.subject, "level.recompute", "L1", "L1") in [(e.actor, e.action, e.old_value, e.new_value) for e in audit.entries]
+    assert (OPS.subject, "level.recompute", "L1", "L1") in [
+        (e.actor, e.action, e.old_value, e.new_value) for e in audit.entries
+    ]
     with pytest.raises(grpc.aio.AioRpcError) as wrong:
         await ops.RunJob(
             operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING, recompute=True), metadata=gw.auth(OPS)
@@ -602,7 +628,9 @@ async def test_D3_the_trigger_settles_every_store_but_a_poisoned_one_and_lists_i
         store_id, main_id, group = await store_with_group(gw, platform)
         await add_members(gw, store_id, group.group_set_id, 1)
         await ops.ReportMonthlyMetrics(
-            operations_pb2.ReportMonthlyMetricsRequest(store_id=store_id, month=month, open_rate_bp=150, merchant_messages=2),
+            operations_pb2.ReportMonthlyMetricsRequest(
+                store_id=store_id, month=month, open_rate_bp=150, merchant_messages=2
+            ),
             metadata=gw.auth(UPSTREAM),
         )
         await ops.SetSleepingPlan(

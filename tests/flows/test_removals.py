@@ -70,7 +70,8 @@ async def new_store(gw: GatewayClient, platform: RunningStack) -> Store:
     store.group_set_id = await store.new_set()
     for admin in store.admins:
         await gw.groups.AddAdmin(
-            gateway_pb2.AddAdminRequest(group_set_id=store.group_set_id, account_id=admin), metadata=gw.auth(store.owner)
+            gateway_pb2.AddAdminRequest(group_set_id=store.group_set_id, account_id=admin),
+            metadata=gw.auth(store.owner),
         )
     return store
 
@@ -98,7 +99,9 @@ async def staff_join(gw: GatewayClient, store: Store, *accounts: str) -> None:
             for f in (
                 facts_pb2.Fact(real_name=facts_pb2.RealNameFact(consumer_id=account, verified=True)),
                 facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=account, score=600)),
-                facts_pb2.Fact(follow=facts_pb2.FollowFact(store_id=store.store_id, consumer_id=account, following=True)),
+                facts_pb2.Fact(
+                    follow=facts_pb2.FollowFact(store_id=store.store_id, consumer_id=account, following=True)
+                ),
             )
         ]
     )
@@ -133,7 +136,9 @@ async def member_count(gw: GatewayClient, store: Store, group_set_id: str = "") 
 
 
 async def removals_of(gw: GatewayClient, consumer: str) -> list[gateway_pb2.Removal]:
-    listed = await gw.groups.ListMyRemovals(gateway_pb2.ListMyRemovalsRequest(), metadata=gw.auth(gw.consumer(consumer)))
+    listed = await gw.groups.ListMyRemovals(
+        gateway_pb2.ListMyRemovalsRequest(), metadata=gw.auth(gw.consumer(consumer))
+    )
     return list(listed.removals)
 
 
@@ -164,7 +169,10 @@ async def test_R5_owner_removes_a_member_the_seat_frees_and_the_member_reads_why
     removed = await remove(gw, store.owner, store.group_set_id, spammer, reason="发广告")
     [removal] = removed.removals
     assert (removal.group_set_id, removal.cause, removal.reason, removal.barred) == (
-        store.group_set_id, common_pb2.REMOVAL_CAUSE_OWNER, "发广告", False
+        store.group_set_id,
+        common_pb2.REMOVAL_CAUSE_OWNER,
+        "发广告",
+        False,
     )
     assert await member_count(gw, store) == 3  # the seat is free …
     assert (await join(gw, newcomer, store.group_set_id)).membership.group_set_id == store.group_set_id  # … and taken
@@ -173,7 +181,10 @@ async def test_R5_owner_removes_a_member_the_seat_frees_and_the_member_reads_why
     assert list(mine.memberships) == []
     [why] = await removals_of(gw, spammer)  # the removed member reads why
     assert (why.group_set_name, why.cause, why.reason, why.store_id) == (
-        "粉丝群", common_pb2.REMOVAL_CAUSE_OWNER, "发广告", store.store_id
+        "粉丝群",
+        common_pb2.REMOVAL_CAUSE_OWNER,
+        "发广告",
+        store.store_id,
     )
     assert why.HasField("removed_at")
     assert (store.main_id, "member.remove", spammer, "owner: 发广告") in await audit(gw, store)  # X4
@@ -207,7 +218,12 @@ async def test_R5_admins_remove_members_but_not_the_owner_nor_another_admin(
     await remove(gw, store.owner, store.group_set_id, second, reason="换岗")  # the owner may remove an admin
     assert await member_count(gw, store) == 2
     entries = await audit(gw, store)
-    assert (first, "member.remove", fan, "admin: 刷屏") in entries and (store.main_id, "member.remove", second, "owner: 换岗") in entries
+    assert (first, "member.remove", fan, "admin: 刷屏") in entries and (
+        store.main_id,
+        "member.remove",
+        second,
+        "owner: 换岗",
+    ) in entries
 
 
 async def test_R5_C5_a_bar_removes_from_every_group_of_the_store_and_refuses_a_rejoin(
@@ -257,8 +273,17 @@ async def test_R5_a_store_blacklist_fact_removes_the_consumer_from_the_stores_gr
     )
     assert await member_count(gw, store) == 1
     [why] = await removals_of(gw, listed)
-    assert (why.cause, why.barred, why.reason) == (common_pb2.REMOVAL_CAUSE_STORE_BLACKLIST, True, "on the store's blacklist (C5)")
-    assert ("upstream-test", "member.remove", listed, "store_blacklist, barred from the store (C5): on the store's blacklist (C5)") in await audit(gw, store)
+    assert (why.cause, why.barred, why.reason) == (
+        common_pb2.REMOVAL_CAUSE_STORE_BLACKLIST,
+        True,
+        "on the store's blacklist (C5)",
+    )
+    assert (
+        "upstream-test",
+        "member.remove",
+        listed,
+        "store_blacklist, barred from the store (C5): on the store's blacklist (C5)",
+    ) in await audit(gw, store)
     assert removals_counted(platform, "store_blacklist") == counted + 1
     await gw.report(  # reported again (an upstream retry): nothing more happens
         [

@@ -172,7 +172,10 @@ def requests(world: World, activity_id: str, purchase_id: str) -> dict[str, Call
             group_set_id=world.group_set_id, threshold=follow
         ),
         "CreateActivity": lambda: campaigns_pb2.CreateActivityRequest(
-            group_set_id=world.group_set_id, title="投票", voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]), **window
+            group_set_id=world.group_set_id,
+            title="投票",
+            voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]),
+            **window,
         ),
         "GetPurchase": lambda: campaigns_pb2.GetPurchaseRequest(store_id=world.store_id, purchase_id=purchase_id),
         "ReviewPush": lambda: push_pb2.ReviewPushRequest(push_id="p_none", decision=1),
@@ -225,7 +228,9 @@ async def activity_and_purchase(world: World) -> tuple[str, str]:
     )
     bought = await api.Purchase(
         campaigns_pb2.PurchaseRequest(
-            request_id=unique("buy"), store_id=world.store_id, order=campaigns_pb2.Order(item_id=world.item_id, quantity=1)
+            request_id=unique("buy"),
+            store_id=world.store_id,
+            order=campaigns_pb2.Order(item_id=world.item_id, quantity=1),
         ),
         metadata=world.auth(world.principals()["consumer"]),
         timeout=10,

@@ -59,7 +59,9 @@ async def seed(db: Database) -> None:
     """
     async with db.transaction() as session:
         for store, members in ((GOOD[0], 3), (GOOD[1], 5), (BAD, -1)):
-            session.add(CapacityOwner(owner_key=f"store:{store}", kind="store", member_count=members, group_set_count=1))
+            session.add(
+                CapacityOwner(owner_key=f"store:{store}", kind="store", member_count=members, group_set_count=1)
+            )
             session.add(
                 MonthlyMetrics(
                     store_id=store,
@@ -118,7 +120,9 @@ async def test_D3_two_replicas_settle_each_store_once_and_a_poisoned_store_delay
                 assert failures_counted(job) > before[job]
             async with db.transaction() as session:
                 levels = sorted((r.store_id, r.month, r.level) for r in await session.scalars(select(GroupLevel)))
-                audited = [e.target for e in await session.scalars(select(AuditEntry).where(AuditEntry.action == "level"))]
+                audited = [
+                    e.target for e in await session.scalars(select(AuditEntry).where(AuditEntry.action == "level"))
+                ]
             assert levels == [(GOOD[0], "2026-07", 0), (GOOD[1], "2026-07", 0)]  # T8 (default bars: L0), once per store
             assert sorted(audited) == ["2026-07", "2026-07"]
 

@@ -75,9 +75,7 @@ def live_set(name: str = "主播铁粉群", streamer: str = "host-1", **kw: Any)
             fan_level=common_groups_pb2.FanLevelThreshold(min_level=common_groups_pb2.FAN_LEVEL_IRON)
         ),
     )
-    return groups_pb2.CreateGroupSetRequest(
-        kind=LIVE, name=name, streamer_id=streamer, owner_account_id=streamer, **kw
-    )
+    return groups_pb2.CreateGroupSetRequest(kind=LIVE, name=name, streamer_id=streamer, owner_account_id=streamer, **kw)
 
 
 async def create(stub: groups_pb2_grpc.GroupsServiceStub, request: Any) -> groups_pb2.GroupSet:
@@ -88,9 +86,7 @@ async def join(
     stub: groups_pb2_grpc.GroupsServiceStub, gs: groups_pb2.GroupSet, consumer: str, **kw: Any
 ) -> groups_pb2.AddMemberResponse:
     kw.setdefault("threshold_version", gs.threshold_version)
-    return await stub.AddMember(
-        groups_pb2.AddMemberRequest(group_set_id=gs.group_set_id, consumer_id=consumer, **kw)
-    )
+    return await stub.AddMember(groups_pb2.AddMemberRequest(group_set_id=gs.group_set_id, consumer_id=consumer, **kw))
 
 
 async def get(stub: groups_pb2_grpc.GroupsServiceStub, gs: groups_pb2.GroupSet) -> groups_pb2.GroupSet:
