@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, InvalidArgument, RuleRefusal, verdict
+from services.common.errors import Aborted, InvalidArgument, NotFound, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
@@ -313,10 +313,13 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             sets = await self._repository(session, context).store_sets_of_member(request.store_id, request.consumer_id)
         removals = []
         for group_set_id in sets:
-            async with self.db.transaction() as session:
-                removal, _ = await self._repository(session, context).expel(
-                    group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
-                )
+            try:
+                async with self.db.transaction() as session:
+                    removal, _ = await self._repository(session, context).expel(
+                        group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
+                    )
+            except NotFound:  # dissolved since it was listed: its members are gone already
+                continue
             if removal is not None:
                 metrics.removed(str(cause))
                 removals.append(removal_to_proto(removal))
