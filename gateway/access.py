@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 
 from gateway.auth import Principal, Role, current_principal, principal_var
 from gateway.downstream import Downstream, Relayed
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.interceptors import Interceptor, abort_with
 
@@ -69,6 +69,18 @@ def caller_is_staff(group_set: GroupSetLike) -> bool:
     """Whether the current caller is the set's owner or one of its super admins (its staff fields show)."""
     principal = principal_var.get(None)
     return principal is not None and is_staff(principal, group_set)
+
+
+def is_staff_account(account_id: str, group_set: GroupSetLike) -> bool:
+    """C2/C3: whether an account is the set's owner or one of its super admins, by id alone.
+
+    A join and the messaging system's CheckMessage name an account (the joining
+    consumer, the sender), not a staff principal, so the exemption from the
+    淘气值 bar is decided on the id: the owner and the super admins are exempt
+    from C2 (SPEC), and so their messages are never hidden (C3) — one rule for
+    both paths. Access to staff-only calls is ``is_owner``/``is_staff``.
+    """
+    return account_id == group_set.owner_account_id or account_id in group_set.admin_ids
 
 
 def require_store_scope(principal: Principal, store_id: str, *roles: Role, anywhere: Sequence[Role] = ()) -> None:

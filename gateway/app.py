@@ -29,7 +29,7 @@ from gateway.downstream import Downstream
 from gateway.operations import Discovery, GroupOperations
 from gateway.push import ObservingFactService, PushService
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
-from gateway.servicer import GroupService
+from gateway.servicer import GroupService, StoreBlacklistRemovals
 from gateway.settings import GatewaySettings, load_gateway_settings
 from services.common.client import internal_channel
 from services.common.clock import Clock
@@ -81,9 +81,9 @@ class GatewayApp(ServiceApp):
         push = internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr))
         push_service = PushService(eligibility, push, downstream)
         public_push_pb2_grpc.add_PushServiceServicer_to_server(push_service, server)
-        gateway_pb2_grpc.add_FactServiceServicer_to_server(
-            ObservingFactService(eligibility, downstream, push_service), server
-        )
+        facts = ObservingFactService(eligibility, downstream, push_service)
+        facts.add_observer(StoreBlacklistRemovals(backends))  # R5: a store's blacklisting removes the consumer
+        gateway_pb2_grpc.add_FactServiceServicer_to_server(facts, server)
         operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
         campaigns = internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr))
         operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(

@@ -59,6 +59,7 @@ VALUE_LIMITS: dict[str, Limit] = {
     "qun.common.v1.SpendThreshold.min_spend_fen": MONEY,
     "qun.gateway.v1.ListGroupSetsRequest.page_size": PAGE,
     "qun.gateway.v1.ListMyGroupsRequest.page_size": PAGE,
+    "qun.gateway.v1.ListMyRemovalsRequest.page_size": PAGE,
     "qun.gateway.v1.SetGroupLevelRequest.level": Limit(GROUP_LEVELS - 1),
     "qun.common.v1.PaidOrderFact.amount_fen": MONEY,
     "qun.common.v1.ContentLevelFact.level": Limit("content_level"),
@@ -165,7 +166,9 @@ class BoundsCheck:
                 count = COUNT_LIMITS.get(full)
                 if count is not None and len(value) > count.ceiling(self.bounds):
                     high = count.ceiling(self.bounds)
-                    found.append(FieldViolation(path, f"at most {high:,} entries ({count.named()}), got {len(value):,}"))
+                    found.append(
+                        FieldViolation(path, f"at most {high:,} entries ({count.named()}), got {len(value):,}")
+                    )
                     continue
                 for index, item in enumerate(value):
                     self._one(field, item, f"{path}[{index}]", found)

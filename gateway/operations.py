@@ -9,16 +9,18 @@ of ``gateway.discovery`` to choose.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_grpc
+from qun.common.v1 import jobs_pb2
 from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
 from qun.groups.v1 import groups_pb2, lifecycle_pb2
 
 from gateway import discovery
-from gateway.access import is_staff, require_store_scope, require_store_staff
+from gateway.access import is_staff, is_staff_account, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Relayed
@@ -54,8 +56,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         self.b = backends
 
     async def ReportMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
+        """T8: a month's figures; for a month the level job settled already, the level is recomputed (X4)."""
         current_principal().require(Role.UPSTREAM)
-        await self.b.read(  # an idempotent upsert
+        recorded = await self.b.read(  # an idempotent upsert (a recompute of the same figures changes nothing)
             self.b.lifecycle.RecordMonthlyMetrics,
             lifecycle_pb2.RecordMonthlyMetricsRequest(
                 store_id=request.store_id,
@@ -67,7 +70,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             ),
             context,
         )
-        return operations_pb2.ReportMonthlyMetricsResponse()
+        return operations_pb2.ReportMonthlyMetricsResponse(
+            level_recomputed=recorded.level_recomputed, level=recorded.level, previous_level=recorded.previous_level
+        )
 
     async def ReportMemberActivity(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.UPSTREAM)
@@ -80,28 +85,46 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         return operations_pb2.ReportMemberActivityResponse()
 
     async def RunJob(self, request, context):  # type: ignore[no-untyped-def]
+        """Ops: a job now, every store tried (also those backing off); the stores that failed are listed (D3).
+
+        The call answers OK when some stores failed: the job did what it could,
+        and the failures say which stores and why (the timer retries them).
+        """
         current_principal().require(Role.OPS)
         fields = Fields()
         fields.enum("job", request.job, operations_pb2.Job)
+        if request.recompute and request.job != operations_pb2.JOB_LEVELS:
+            fields.fail("recompute", "only the level job recomputes a month (T8)")
         fields.done()
         if request.job == operations_pb2.JOB_DAILY_COUNTS:
             counted = await self.b.read(
                 self.b.lifecycle.RecordDailyCounts, lifecycle_pb2.RecordDailyCountsRequest(day=request.period), context
             )
             return operations_pb2.RunJobResponse(
-                ran=not counted.already_recorded, affected=counted.stores, summary=f"{counted.stores} stores counted"
+                ran=not counted.already_recorded,
+                affected=counted.stores,
+                summary=_with_failures(f"{counted.stores} stores counted", counted.failures),
+                failures=counted.failures,
             )
         if request.job == operations_pb2.JOB_LEVELS:
-            levels = await self.b.read(
-                self.b.lifecycle.RunLevelJob, lifecycle_pb2.RunLevelJobRequest(month=request.period), context
+            levels = await self.b.read(  # each store's month settles once; a recompute sets the same levels again
+                self.b.lifecycle.RunLevelJob,
+                lifecycle_pb2.RunLevelJobRequest(month=request.period, recompute=request.recompute),
+                context,
             )
             summary = ", ".join(f"{lv.store_id}: L{lv.level}" for lv in levels.levels)
-            return operations_pb2.RunJobResponse(ran=levels.ran, affected=len(levels.levels), summary=summary)
+            return operations_pb2.RunJobResponse(
+                ran=levels.ran,
+                affected=len(levels.levels),
+                summary=_with_failures(summary, levels.failures),
+                failures=levels.failures,
+            )
         swept = await self.b.read(self.b.lifecycle.RunSleepingJob, lifecycle_pb2.RunSleepingJobRequest(), context)
         return operations_pb2.RunJobResponse(
             ran=True,
             affected=swept.notified + swept.removed,
-            summary=f"{swept.notified} noticed, {swept.removed} removed",
+            summary=_with_failures(f"{swept.notified} noticed, {swept.removed} removed", swept.failures),
+            failures=swept.failures,
         )
 
     async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
@@ -220,6 +243,16 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             newly_qualifying=answer.newly_qualifying,
             known_consumers=answer.known_consumers,
         )
+
+
+def _with_failures(summary: str, failures: Sequence[jobs_pb2.JobFailure]) -> str:
+    """The job's summary, and how many stores failed (each listed in ``failures``)."""
+    if not failures:
+        return summary
+    failed = f"{len(failures)} store{'s' if len(failures) > 1 else ''} failed: " + ", ".join(
+        f.store_id for f in failures
+    )
+    return f"{summary}; {failed}" if summary else failed
 
 
 def _entries(module: discovery.Module) -> list[operations_pb2.ModuleEntry]:
@@ -363,7 +396,8 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
             fields.fail("video_seconds", "must not be negative")
         fields.done()
         found = await self.b.group_set(request.group_set_id, context)
-        staff = request.sender_id == found.owner_account_id or request.sender_id in found.admin_ids
+        # The owner and super admins are exempt from the bar (C2): never hidden, as their join says (C3).
+        staff = is_staff_account(request.sender_id, found)
         member = staff
         hidden = False
         if not staff:

@@ -8,24 +8,40 @@ are merged, so the caller sees every failed rule at once (SPEC X1, C14).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
 import grpc
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.groups.v1 import groups_pb2
 
 from gateway import metrics, translate
-from gateway.access import caller_is_staff, is_owner, is_staff
+from gateway.access import caller_is_staff, is_owner, is_staff, is_staff_account
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
 from gateway.views import GroupSetViews
-from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from qun.groups.v1 import groups_pb2
-from services.common.errors import Failure, PermissionDenied, RuleRefusal, failures_from_status, failures_of, verdict
+from services.common.errors import (
+    Failure,
+    InvalidArgument,
+    PermissionDenied,
+    RuleRefusal,
+    failures_from_status,
+    failures_of,
+    verdict,
+)
 from services.common.validation import Fields
 
 CAPACITY_RULES = frozenset({"T1", "T2", "T4"})
+ALREADY_MEMBER_RULE = "C13"
 SUB_GROUP_PREFIX = "sg_"
 MAX_PASSWORD_CHARS = 64
+MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
+STORE_BLACKLIST_REASON = "on the store's blacklist (C5)"
+BLACKLIST_SWEEPS_AT_ONCE = 16  # stores × consumers of one fact batch removed concurrently
 # A join re-checks once when the threshold changed between check and add (SPEC C11).
 JOIN_ATTEMPTS = 2
 
@@ -139,9 +155,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             context,
         )
         return gateway_pb2.ListGroupSetsResponse(
-            group_sets=[
-                translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets
-            ],
+            group_sets=[translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets],
             next_page_token=listed.next_page_token,
         )
 
@@ -182,7 +196,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         password: str,
         context: grpc.aio.ServicerContext,
         asked: tuple[eligibility_pb2.CheckJoinRequest, eligibility_pb2.CheckJoinResponse] | None = None,
-    ) -> tuple[groups_pb2.GroupSet, eligibility_pb2.CheckJoinResponse, list[Failure]]:
+    ) -> tuple[groups_pb2.GroupSet, eligibility_pb2.CheckJoinRequest, eligibility_pb2.CheckJoinResponse, list[Failure]]:
         """Both sides' verdicts on one join: groups state first, as it names the threshold.
 
         ``asked`` is an eligibility verdict already given over a kept copy of the
@@ -195,14 +209,22 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             context,
         )
         self.views.put(state.group_set)
-        question = self._eligibility_request(consumer_id, state.group_set, password, state.is_staff)
+        exempt = is_staff_account(consumer_id, state.group_set)
+        question = self._eligibility_request(consumer_id, state.group_set, password, exempt)
         if asked is not None and asked[0] == question:
             eligible = asked[1]
         else:
             eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
-        return state.group_set, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
+        return state.group_set, question, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
 
     async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+        """C1–C14: every failed rule at once; a consumer already in the set gets the membership they have.
+
+        Joining is idempotent: asking again for a set one is in answers OK with
+        that membership, flagged ``already_member``, whatever the rules would say
+        of a new join now (members stay, C11, C3). C13 is what keeps it one
+        sub-group per set: nothing is written.
+        """
         self._validate_join(request.group_set_id, request.password, request.request_id)
         consumer = self._joiner()
         for attempt in range(JOIN_ATTEMPTS):
@@ -211,22 +233,24 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             asked = None
             if view is not None:
                 # Eligibility alone over the kept copy; groups' own rules are checked by AddMember.
-                # The same test the groups service makes for CheckJoin's is_staff (C2 exemption).
-                is_staff = consumer.subject == view.owner_account_id or consumer.subject in view.admin_ids
-                question = self._eligibility_request(consumer.subject, view, request.password, is_staff)
+                question = self._eligibility_request(
+                    consumer.subject, view, request.password, is_staff_account(consumer.subject, view)
+                )
                 eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
                 if not eligible.verdict.allowed:
                     view, asked = None, (question, eligible)  # a refusal names every failed rule (C14)
             if view is None:
-                view, eligible, failures = await self._join_verdict(
+                view, question, eligible, failures = await self._join_verdict(
                     consumer.subject, request.group_set_id, request.password, context, asked
                 )
-            # A retried request finds its own membership: let groups replay it.
-            replay = bool(request.request_id) and [f.rule_id for f in failures] == ["C13"]
-            if failures and not replay:
+            # Already a member (C13): AddMember answers with the membership (or replays a request id).
+            member = any(f.rule_id == ALREADY_MEMBER_RULE for f in failures)
+            if failures and not member:
                 for failure in failures:
                     metrics.joins.labels("refused", failure.rule_id).inc()
                 raise refusal(failures)
+            # C3: hidden below the bar, except the owner and super admins, who are exempt from it (C2).
+            hidden = eligible.below_score_bar and not question.exempt_from_score
             try:
                 added = await self.b.call(
                     self.b.groups.AddMember,
@@ -235,7 +259,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                         group_set_id=request.group_set_id,
                         consumer_id=consumer.subject,
                         threshold_version=view.threshold_version,
-                        messages_hidden=eligible.below_score_bar,
+                        messages_hidden=hidden,
                     ),
                     context,
                     safe=bool(request.request_id),
@@ -247,18 +271,22 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 for failure in failures_from_status(error.status):
                     metrics.joins.labels("refused", failure.rule_id).inc()
                 raise
-            metrics.joins.labels("joined", "").inc()
+            metrics.joins.labels("already_member" if added.already_member else "joined", "").inc()
             return gateway_pb2.JoinGroupSetResponse(
                 membership=translate.membership(added.membership),
                 newcomer_reply=added.newcomer_reply,
-                messages_hidden=eligible.below_score_bar,
+                messages_hidden=hidden,
+                already_member=added.already_member,
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def ExplainJoin(self, request, context):  # type: ignore[no-untyped-def]
+        """X1: what JoinGroupSet would answer; for a member, allowed (their membership) and ``already_member``."""
         self._validate_join(request.group_set_id, request.password)
         consumer = self._joiner()
-        _, _, failures = await self._join_verdict(consumer.subject, request.group_set_id, request.password, context)
+        _, _, _, failures = await self._join_verdict(consumer.subject, request.group_set_id, request.password, context)
+        if any(f.rule_id == ALREADY_MEMBER_RULE for f in failures):
+            return gateway_pb2.ExplainJoinResponse(verdict=verdict([]), already_member=True)
         return gateway_pb2.ExplainJoinResponse(verdict=verdict(failures))
 
     async def LeaveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
@@ -291,6 +319,87 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             memberships=[translate.membership(m) for m in listed.memberships],
             next_page_token=listed.next_page_token,
         )
+
+    async def ListMyRemovals(self, request, context):  # type: ignore[no-untyped-def]
+        """R5: the removed member reads why: which group, who decided (owner, admin, store, plan), the reason."""
+        fields = Fields()
+        fields.page_size("page_size", request.page_size)
+        fields.done()
+        consumer = current_principal()
+        consumer.require(Role.CONSUMER)
+        listed = await self.b.read(
+            self.b.groups.ListRemovals,
+            groups_pb2.ListRemovalsRequest(
+                consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
+            ),
+            context,
+        )
+        return gateway_pb2.ListMyRemovalsResponse(
+            removals=[translate.removal(r) for r in listed.removals], next_page_token=listed.next_page_token
+        )
+
+    # -- removing (R5) --------------------------------------------------------
+
+    async def RemoveMember(self, request, context):  # type: ignore[no-untyped-def]
+        """R5: the owner or a super admin removes a member; with ``bar``, the store blacklists them too.
+
+        Groups removes the member under the set's lock, where it also refuses an
+        admin's removal of the owner or another admin. A bar is then reported to
+        eligibility as the store's blacklist fact (C5 refuses a re-join, and it
+        counts toward C6 like any merchant blacklist), and the consumer is
+        removed from the store's other groups, as any store blacklisting does —
+        which also catches a re-join between the two calls. Each step is
+        idempotent, so a retry with the same ``request_id`` finishes the rest.
+        """
+        fields = Fields()
+        fields.identifier("request_id", request.request_id, required=False)
+        fields.identifier("group_set_id", request.group_set_id)
+        fields.identifier("consumer_id", request.consumer_id)
+        fields.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
+        fields.done()
+        principal = current_principal()
+        found = await self.b.group_set(request.group_set_id, context)
+        if is_owner(principal, found):
+            cause = common_pb2.REMOVAL_CAUSE_OWNER
+        elif is_staff(principal, found):
+            cause = common_pb2.REMOVAL_CAUSE_ADMIN
+        else:
+            raise PermissionDenied("only the owner and super admins remove members", rule_id="R5")
+        if request.bar and not found.store_id:
+            raise InvalidArgument.one("bar", "a bar is a store's blacklist (C5); this live group has no store")
+        expelled = await self.b.call(
+            self.b.groups.ExpelMember,
+            groups_pb2.ExpelMemberRequest(
+                request_id=request.request_id,
+                group_set_id=request.group_set_id,
+                consumer_id=request.consumer_id,
+                cause=cause,
+                reason=request.reason,
+                barred=request.bar,
+            ),
+            context,
+            safe=bool(request.request_id),
+        )
+        removals = [expelled.removal]
+        if request.bar:
+            await self.b.read(  # an idempotent upsert
+                self.b.eligibility.IngestFacts,
+                eligibility_pb2.IngestFactsRequest(facts=[merchant_blacklisting(found.store_id, request.consumer_id)]),
+                context,
+            )
+            swept = await self.b.read(  # idempotent: a consumer in none of the store's groups is no change
+                self.b.groups.RemoveFromStore,
+                groups_pb2.RemoveFromStoreRequest(
+                    store_id=found.store_id,
+                    consumer_id=request.consumer_id,
+                    cause=common_pb2.REMOVAL_CAUSE_STORE_BLACKLIST,
+                    reason=request.reason,
+                    barred=True,
+                ),
+                context,
+            )
+            removals.extend(swept.removals)
+        return gateway_pb2.RemoveMemberResponse(removals=[translate.removal(r) for r in removals])
 
     # -- managing -------------------------------------------------------------
 
@@ -388,12 +497,35 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         return gateway_pb2.SetGroupLevelResponse()
 
 
+def merchant_blacklisting(store_id: str, consumer_id: str) -> facts_pb2.Fact:
+    """The store's blacklist entry a bar adds (C5), as an upstream system would report it."""
+    return facts_pb2.Fact(
+        blacklist=facts_pb2.BlacklistFact(
+            scope=facts_pb2.BLACKLIST_SCOPE_MERCHANT, store_id=store_id, consumer_id=consumer_id, listed=True
+        )
+    )
+
+
+# Something to do once a batch of facts is applied: called with the facts and the caller's context.
+FactObserver = Callable[[Sequence[facts_pb2.Fact], grpc.aio.ServicerContext], Awaitable[None]]
+
+
 class FactService(gateway_pb2_grpc.FactServiceServicer):
-    """Upstream systems report facts; the eligibility service validates and keeps them."""
+    """Upstream systems report facts; the eligibility service validates and keeps them.
+
+    Flows that follow from facts (a store's blacklisting removes the consumer
+    from its groups, R5) are observers, called in turn once the batch is
+    applied; an observer's failure fails the call, and the caller's retry
+    (every fact is an idempotent upsert) runs it again.
+    """
 
     def __init__(self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream) -> None:
         self.eligibility = eligibility
         self.downstream = downstream
+        self.observers: list[FactObserver] = []
+
+    def add_observer(self, observer: FactObserver) -> None:
+        self.observers.append(observer)
 
     async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.UPSTREAM)
@@ -403,4 +535,48 @@ class FactService(gateway_pb2_grpc.FactServiceServicer):
             safe=True,  # every fact is an idempotent upsert
             caller_remaining=context.time_remaining(),
         )
+        for observer in self.observers:
+            await observer(request.facts, context)
         return gateway_pb2.ReportFactsResponse(applied=ingested.applied)
+
+
+class StoreBlacklistRemovals:
+    """R5: a store blacklisting a consumer (a merchant ``BlacklistFact``, listed) removes them from its groups.
+
+    A platform blacklisting (C4, C6, C7) removes nobody: SPEC speaks of the
+    store's own blacklist; such a consumer cannot join any group again.
+    """
+
+    def __init__(self, backends: Backends) -> None:
+        self.b = backends
+
+    async def __call__(self, facts: Sequence[facts_pb2.Fact], context: grpc.aio.ServicerContext) -> None:
+        listed = {
+            (f.blacklist.store_id, f.blacklist.consumer_id)
+            for f in facts
+            if f.WhichOneof("fact") == "blacklist"
+            and f.blacklist.listed
+            and f.blacklist.scope == facts_pb2.BLACKLIST_SCOPE_MERCHANT
+            and f.blacklist.store_id
+        }
+        pairs = sorted(listed)
+        for start in range(0, len(pairs), BLACKLIST_SWEEPS_AT_ONCE):
+            await asyncio.gather(
+                *(
+                    self._sweep(store, consumer, context)
+                    for store, consumer in pairs[start : start + BLACKLIST_SWEEPS_AT_ONCE]
+                )
+            )
+
+    async def _sweep(self, store_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> None:
+        await self.b.read(  # idempotent: a consumer in none of the store's groups is no change
+            self.b.groups.RemoveFromStore,
+            groups_pb2.RemoveFromStoreRequest(
+                store_id=store_id,
+                consumer_id=consumer_id,
+                cause=common_pb2.REMOVAL_CAUSE_STORE_BLACKLIST,
+                reason=STORE_BLACKLIST_REASON,
+                barred=True,
+            ),
+            context,
+        )

@@ -56,3 +56,18 @@ def membership(msg: groups_pb2.Membership) -> gateway_pb2.Membership:
         out.notified_at.CopyFrom(msg.notified_at)
         out.removal_after.CopyFrom(msg.removal_after)
     return out
+
+
+def removal(msg: groups_pb2.Removal) -> gateway_pb2.Removal:
+    """A removal as the member reads it: the group, the cause, the reason; not the remover's account (R5)."""
+    out = gateway_pb2.Removal(
+        group_set_id=msg.group_set_id,
+        group_set_name=msg.group_set_name,
+        store_id=msg.store_id,
+        cause=msg.cause,
+        reason=msg.reason,
+        barred=msg.barred,
+    )
+    if msg.HasField("removed_at"):
+        out.removed_at.CopyFrom(msg.removed_at)
+    return out

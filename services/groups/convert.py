@@ -13,16 +13,16 @@ import json
 from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2
+
 from services.common.clock import parse_instant
 from services.common.errors import InvalidArgument
 from services.common.rules import Rules
 from services.common.validation import Fields
 from services.groups import rules as domain
-from services.groups.repository import GroupSetRecord, MembershipRecord
-from services.groups.rules import FanLevel, GroupKind, Threshold, ThresholdKind
+from services.groups.repository import GroupSetRecord, MembershipRecord, RemovalRecord
+from services.groups.rules import FanLevel, GroupKind, RemovalCause, Threshold, ThresholdKind
 
 MAX_PASSWORD_CHARS = 32
 
@@ -40,6 +40,13 @@ FAN_LEVEL_FROM_PROTO: dict[int, FanLevel] = {
     common_groups_pb2.FAN_LEVEL_BELOVED: FanLevel.BELOVED,
 }
 FAN_LEVEL_TO_PROTO = {level: value for value, level in FAN_LEVEL_FROM_PROTO.items()}
+CAUSE_FROM_PROTO: dict[int, RemovalCause] = {
+    common_groups_pb2.REMOVAL_CAUSE_OWNER: RemovalCause.OWNER,
+    common_groups_pb2.REMOVAL_CAUSE_ADMIN: RemovalCause.ADMIN,
+    common_groups_pb2.REMOVAL_CAUSE_STORE_BLACKLIST: RemovalCause.STORE_BLACKLIST,
+    common_groups_pb2.REMOVAL_CAUSE_SLEEPING: RemovalCause.SLEEPING,
+}
+CAUSE_TO_PROTO = {cause: value for value, cause in CAUSE_FROM_PROTO.items()}
 
 
 def threshold_from_proto(
@@ -143,6 +150,20 @@ def membership_to_proto(record: MembershipRecord, notice_days: int = 0) -> group
         out.notified_at.CopyFrom(timestamp(record.notified_at))
         out.removal_after.CopyFrom(timestamp(record.notified_at + timedelta(days=notice_days)))
     return out
+
+
+def removal_to_proto(record: RemovalRecord) -> groups_pb2.Removal:
+    return groups_pb2.Removal(
+        group_set_id=record.group_set_id,
+        group_set_name=record.group_set_name,
+        store_id=record.store_id,
+        consumer_id=record.consumer_id,
+        cause=CAUSE_TO_PROTO[record.cause],
+        reason=record.reason,
+        barred=record.barred,
+        actor_id=record.actor_id,
+        removed_at=timestamp(record.removed_at),
+    )
 
 
 def encode_page_token(*parts: str) -> str:

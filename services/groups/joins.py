@@ -32,10 +32,11 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
-from services.common.rules import Rules
 from services.groups import rules as domain
+from services.groups.memberships import MEMBERSHIP as _MEMBERSHIP_OF
 from services.groups.models import (
     Admin,
     CapacityOwner,
@@ -105,37 +106,83 @@ _EARLIER_JOIN = select(join_requests).where(
 NOW = bindparam("now", type_=UtcDateTime())
 # The writes of a join, every value a bound parameter of ``JoinWrite``'s names.
 _NEW_SUB_GROUP = insert(sub_groups).values(
-    id=bindparam("sub_id"), group_set_id=SET_ID, seq=bindparam("sub_seq"), name=bindparam("sub_name"),
-    member_count=1, created_at=NOW,
+    id=bindparam("sub_id"),
+    group_set_id=SET_ID,
+    seq=bindparam("sub_seq"),
+    name=bindparam("sub_name"),
+    member_count=1,
+    created_at=NOW,
 )
-_COUNT_SUB_GROUP = update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(
-    member_count=sub_groups.c.member_count + 1
+_COUNT_SUB_GROUP = (
+    update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(member_count=sub_groups.c.member_count + 1)
 )
-_COUNT_SET = update(sets).where(sets.c.id == SET_ID).values(
-    member_count=sets.c.member_count + 1,
-    sub_group_count=sets.c.sub_group_count + bindparam("new_sub_groups"),
+_COUNT_SET = (
+    update(sets)
+    .where(sets.c.id == SET_ID)
+    .values(
+        member_count=sets.c.member_count + 1,
+        sub_group_count=sets.c.sub_group_count + bindparam("new_sub_groups"),
+    )
 )
-_COUNT_OWNER = update(owners).where(owners.c.owner_key == bindparam("owner")).values(
-    member_count=owners.c.member_count + 1
+_COUNT_OWNER = (
+    update(owners).where(owners.c.owner_key == bindparam("owner")).values(member_count=owners.c.member_count + 1)
 )
 _FIRST_JOIN = insert(first_joins).values(group_set_id=SET_ID, consumer_id=CONSUMER, first_joined_at=NOW)
 _MEMBERSHIP = insert(memberships).values(
-    group_set_id=SET_ID, consumer_id=CONSUMER, sub_group_id=bindparam("sub_id"), request_id=bindparam("member_request"),
-    newcomer_reply=bindparam("reply"), messages_hidden=bindparam("hidden"), joined_at=NOW,
-    last_active_at=None, notified_at=None,
+    group_set_id=SET_ID,
+    consumer_id=CONSUMER,
+    sub_group_id=bindparam("sub_id"),
+    request_id=bindparam("member_request"),
+    newcomer_reply=bindparam("reply"),
+    messages_hidden=bindparam("hidden"),
+    joined_at=NOW,
+    last_active_at=None,
+    notified_at=None,
 )
 _JOIN_REQUEST = insert(join_requests).values(
-    group_set_id=SET_ID, consumer_id=CONSUMER, request_id=bindparam("request"), sub_group_id=bindparam("sub_id"),
-    sub_group_name=bindparam("sub_name"), newcomer_reply=bindparam("reply"), joined_at=NOW,
+    group_set_id=SET_ID,
+    consumer_id=CONSUMER,
+    request_id=bindparam("request"),
+    sub_group_id=bindparam("sub_id"),
+    sub_group_name=bindparam("sub_name"),
+    newcomer_reply=bindparam("reply"),
+    joined_at=NOW,
 )
 # On SQLite each runs on the driver, compiled once (``sqlite_driver``).
 (
-    _OWNER_OF_SET, _LOCK_OWNER_OF_SET, _SET_FOR_CHECK, _SET_FOR_JOIN, _SUB_GROUPS, _ADMINS, _EARLIER_JOIN,
-    _NEW_SUB_GROUP, _COUNT_SUB_GROUP, _COUNT_SET, _COUNT_OWNER, _FIRST_JOIN, _MEMBERSHIP, _JOIN_REQUEST,
-) = map(on_driver, (
-    _OWNER_OF_SET, _LOCK_OWNER_OF_SET, _SET_FOR_CHECK, _SET_FOR_JOIN, _SUB_GROUPS, _ADMINS, _EARLIER_JOIN,
-    _NEW_SUB_GROUP, _COUNT_SUB_GROUP, _COUNT_SET, _COUNT_OWNER, _FIRST_JOIN, _MEMBERSHIP, _JOIN_REQUEST,
-))
+    _OWNER_OF_SET,
+    _LOCK_OWNER_OF_SET,
+    _SET_FOR_CHECK,
+    _SET_FOR_JOIN,
+    _SUB_GROUPS,
+    _ADMINS,
+    _EARLIER_JOIN,
+    _NEW_SUB_GROUP,
+    _COUNT_SUB_GROUP,
+    _COUNT_SET,
+    _COUNT_OWNER,
+    _FIRST_JOIN,
+    _MEMBERSHIP,
+    _JOIN_REQUEST,
+) = map(
+    on_driver,
+    (
+        _OWNER_OF_SET,
+        _LOCK_OWNER_OF_SET,
+        _SET_FOR_CHECK,
+        _SET_FOR_JOIN,
+        _SUB_GROUPS,
+        _ADMINS,
+        _EARLIER_JOIN,
+        _NEW_SUB_GROUP,
+        _COUNT_SUB_GROUP,
+        _COUNT_SET,
+        _COUNT_OWNER,
+        _FIRST_JOIN,
+        _MEMBERSHIP,
+        _JOIN_REQUEST,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -226,7 +273,12 @@ class JoinRepository:
         threshold_version: int,
         messages_hidden: bool,
     ) -> JoinResult | JoinRefusal:
-        """One join under the owner's and the set's row locks (T6), placed by T5."""
+        """One join under the owner's and the set's row locks (T6), placed by T5.
+
+        A consumer already in the set gets their membership back, flagged
+        ``already_member``, and nothing changes: joining is idempotent, and C13
+        (one sub-group per set) holds because nothing is written.
+        """
         execute = self.connection.execute
         params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
         owner = (await execute(_LOCK_OWNER_OF_SET, params)).first()
@@ -241,9 +293,15 @@ class JoinRepository:
                     row.id, earlier.sub_group_id, earlier.sub_group_name, consumer_id, earlier.joined_at
                 )
                 return JoinResult(kind, membership, earlier.newcomer_reply, new_sub_group=False, replayed=True)
+        if row.is_member:
+            # Joining is idempotent: a member asking again gets the membership they have (C13 keeps it one).
+            existing = (await execute(_MEMBERSHIP_OF, {"set_id": group_set_id, "consumer": consumer_id})).first()
+            if existing is not None:
+                membership = MembershipRecord(*existing)
+                return JoinResult(kind, membership, "", new_sub_group=False, replayed=True, already_member=True)
         if threshold_version != row.threshold_version:
             return JoinRefusal(kind, ("C11",), _threshold_changed(row.threshold_version, threshold_version))
-        if row.is_member:
+        if row.is_member:  # pragma: no cover - read under the set's lock just above
             return join_refusal(kind, domain.membership_failures(True), grpc.StatusCode.FAILED_PRECONDITION)
         subs = (await execute(_SUB_GROUPS, params)).all()
         fill = domain.SetFill(kind, row.member_count, tuple(domain.SubGroupFill(s.seq, s.member_count) for s in subs))
@@ -260,9 +318,18 @@ class JoinRepository:
         # R3: the newcomer reply is shown on the first join ever, not after leave + rejoin.
         reply = "" if row.joined_before else row.newcomer_reply
         write = JoinWrite(
-            set_id=row.id, consumer=consumer_id, owner=owner.owner_key, sub_id=sub_id, sub_seq=placement.seq,
-            sub_name=sub_name, new_sub_groups=int(placement.new_sub_group), reply=reply, hidden=messages_hidden,
-            request=request_id, now=self.now, first_join=not row.joined_before,
+            set_id=row.id,
+            consumer=consumer_id,
+            owner=owner.owner_key,
+            sub_id=sub_id,
+            sub_seq=placement.seq,
+            sub_name=sub_name,
+            new_sub_groups=int(placement.new_sub_group),
+            reply=reply,
+            hidden=messages_hidden,
+            request=request_id,
+            now=self.now,
+            first_join=not row.joined_before,
         )
         try:
             await self._write(write)

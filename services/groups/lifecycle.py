@@ -14,7 +14,11 @@ from datetime import datetime, timedelta
 
 from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
+from services.common.percent import percent_of_bp
 from services.common.rules import GROUP_LEVELS, Rules
+from services.groups.rules import store_member_capacity as domain_capacity
+
+MAX_BASIS_POINTS = 10_000
 
 
 def month_key(when: datetime, market: MarketCalendar) -> str:
@@ -58,6 +62,42 @@ class MonthFigures:
     merchant_messages: int
 
 
+class CorruptFigures(ValueError):
+    """A store's stored figures are outside what any caller could have reported: its settlement fails (D3)."""
+
+
+def checked_figures(rules: Rules, figures: MonthFigures) -> MonthFigures:
+    """The figures as they are, or ``CorruptFigures`` when a stored value is out of its bounds (D2).
+
+    Reports are validated on the way in; a value out of range got into the
+    database some other way, so the job refuses to grade the store on it
+    (that store's settlement fails and is retried; the others go on, D3).
+    """
+    problems = [
+        f"{name} {value}"
+        for name, value in (
+            ("open_rate_bp", figures.open_rate_bp),
+            ("revisit_7d_bp", figures.revisit_7d_bp),
+            ("conversion_bp", figures.conversion_bp),
+        )
+        if not 0 <= value <= MAX_BASIS_POINTS
+    ]
+    if not 0 <= figures.merchant_messages <= rules.bounds.monthly_messages:
+        problems.append(f"merchant_messages {figures.merchant_messages}")
+    if figures.avg_members < 0:
+        problems.append(f"avg_members {figures.avg_members}")
+    if problems:
+        raise CorruptFigures("figures out of bounds: " + ", ".join(problems))
+    return figures
+
+
+def checked_count(store_id: str, members: int) -> int:
+    """A store's member count to record for a day (T7); a negative one is corrupt and is not recorded."""
+    if members < 0:
+        raise CorruptFigures(f"store {store_id} has a negative member count ({members})")
+    return members
+
+
 def level_for(rules: Rules, figures: MonthFigures) -> int:
     """T8: the highest level whose every bar the month's figures reach (L0 always)."""
     bars = rules.group_levels
@@ -93,11 +133,27 @@ def utilisation_bp(rules: Rules, members: int, level: int) -> int:
 
 
 def capacity(rules: Rules, level: int, extra_members: int) -> int:
-    return rules.store_groups.members_allowed(level) + extra_members
+    """T2 + T3: the level's members plus what expansions granted, never past T3's cap by expansions."""
+    return domain_capacity(rules, level, extra_members)
+
+
+def expansion_grant(rules: Rules, level: int, extra_members: int) -> int:
+    """T3: what one granted application adds: 50,000, or what is left under the 500,000 cap.
+
+    The last application is granted in part (475,000 → 500,000 adds 25,000)
+    rather than refused, since the rule caps the capacity, not the number of
+    applications; at the cap nothing is left and the application is refused.
+    """
+    left = rules.expansion.max_members - capacity(rules, level, extra_members)
+    return max(0, min(rules.expansion.grant_members, left))
 
 
 def expansion_failures(rules: Rules, facts: ExpansionFacts) -> list[Failure]:
-    """T3: L3+ in each of the last N calendar months, utilisation ≥ 85%, and room under 500,000."""
+    """T3: L3+ in each of the last N calendar months, utilisation ≥ 85%, and room left under 500,000.
+
+    Utilisation is floored to whole basis points and shown with two decimals,
+    so the comparison reads true ("84.99% < 85.00%").
+    """
     expansion = rules.expansion
     failures: list[Failure] = []
     months = [shift_month(facts.month, -back) for back in range(expansion.consecutive_months, 0, -1)]
@@ -120,7 +176,7 @@ def expansion_failures(rules: Rules, facts: ExpansionFacts) -> list[Failure]:
                 "T3",
                 "UTILISATION_TOO_LOW",
                 f"utilisation {facts.members} ÷ ({allowed} × {rules.store_groups.group_set_capacity}) = "
-                f"{used / 100:.0f}% < {expansion.min_utilisation_bp / 100:.0f}%",
+                f"{percent_of_bp(used)} < {percent_of_bp(expansion.min_utilisation_bp)}",
                 {
                     "members": str(facts.members),
                     "utilisation_bp": str(used),
@@ -128,14 +184,14 @@ def expansion_failures(rules: Rules, facts: ExpansionFacts) -> list[Failure]:
                 },
             )
         )
-    after = capacity(rules, facts.level_now, facts.extra_members) + expansion.grant_members
-    if after > expansion.max_members:
+    now = capacity(rules, facts.level_now, facts.extra_members)
+    if expansion_grant(rules, facts.level_now, facts.extra_members) == 0:
         failures.append(
             Failure(
                 "T3",
                 "EXPANSION_LIMIT_REACHED",
-                f"capacity would be {after}, at most {expansion.max_members}",
-                {"capacity_after": str(after), "max": str(expansion.max_members)},
+                f"capacity is {now}, at most {expansion.max_members}: nothing left to grant",
+                {"capacity": str(now), "max": str(expansion.max_members)},
             )
         )
     return failures

@@ -1,11 +1,14 @@
 """Persistence of groups over time: daily counts, levels, expansion, sleeping members, audit, candidates.
 
-Jobs are safe with several replicas: a job's period is claimed by inserting
-its ``job_runs`` row in the job's own transaction, so a second replica
-running the same period either waits on that key and then finds it taken, or
-finds it already there — a period runs once. The sleeping-customer job is
-state-based (notice, then removal) and takes the same row locks as a leave,
-so running it twice, or beside joins, changes nothing more.
+Jobs settle one store at a time, each store in its own transaction (SPEC
+D3), and are safe with several replicas: a store's day is claimed by its
+``daily_member_counts`` row, a store's month by its ``job_settlements`` row,
+each inserted in the transaction that settles the store, so a second replica
+either waits on that key and then finds it taken, or finds it already there —
+a store's period is settled once, and a store whose settlement failed has no
+row and is tried again. The sleeping-customer job is state-based (notice,
+then removal) and takes the same row locks as a leave, so running it twice,
+or beside joins, changes nothing more.
 """
 
 from __future__ import annotations
@@ -29,15 +32,26 @@ from services.groups.models import (
     DailyMemberCount,
     GroupLevel,
     GroupSet,
-    JobRun,
+    JobSettlement,
     Membership,
     MonthlyMetrics,
     SleepingPlan,
 )
-from services.groups.repository import GroupSetRecord, GroupsRepository, set_fill
-from services.groups.rules import GroupKind
+from services.groups.repository import GroupSetRecord, GroupsRepository, RemovalRecord, set_fill
+from services.groups.rules import GroupKind, RemovalCause
 
 STORE_PREFIX = "store:"
+LEVEL_JOB = "levels"
+
+
+@dataclass(frozen=True)
+class LevelSettlement:
+    """One store's level from one month's figures (T8), and the level it replaced for the next month."""
+
+    store_id: str
+    level: int
+    avg_members: float
+    previous: int | None
 
 
 @dataclass(frozen=True)
@@ -64,33 +78,48 @@ class LifecycleRepository(GroupsRepository):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def claim(self, job: str, period: str) -> bool:
-        """True when this transaction is the one to run ``job`` for ``period``."""
+    async def claim(self, job: str, period: str, store_id: str) -> bool:
+        """True when this transaction is the one to settle ``store_id`` for ``job`` and ``period``."""
         try:
             async with self.session.begin_nested():
-                self.session.add(JobRun(job=job, period=period, ran_at=self.now))
+                self.session.add(JobSettlement(job=job, period=period, store_id=store_id, settled_at=self.now))
                 await self.session.flush()
         except IntegrityError:
             return False
         return True
 
-    async def record_daily_counts(self, day: str) -> int | None:
-        """T7: each store's member count for ``day``; None when that day was recorded already."""
-        if not await self.claim("daily_counts", day):
-            return None
-        owners = list(
-            await self.session.execute(
-                select(CapacityOwner.owner_key, CapacityOwner.member_count).where(
-                    CapacityOwner.owner_key.startswith(STORE_PREFIX)
-                )
-            )
+    async def stores_to_count(self, day: str) -> list[str]:
+        """T7: the stores whose member count for ``day`` is not recorded yet."""
+        counted = select(DailyMemberCount.store_id).where(DailyMemberCount.day == day)
+        keys = await self.session.scalars(
+            select(CapacityOwner.owner_key)
+            .where(CapacityOwner.owner_key.startswith(STORE_PREFIX))
+            .order_by(CapacityOwner.owner_key)
         )
-        for key, members in owners:
-            self.session.add(DailyMemberCount(store_id=key[len(STORE_PREFIX) :], day=day, members=members))
-        await self.session.flush()
-        return len(owners)
+        done = set(await self.session.scalars(counted))
+        return [store for store in (key[len(STORE_PREFIX) :] for key in keys) if store not in done]
 
-    async def record_monthly_metrics(self, store_id: str, month: str, figures: MonthFigures) -> None:
+    async def record_daily_count(self, store_id: str, day: str) -> int | None:
+        """T7: one store's member count for ``day``; None when that day was recorded already."""
+        if await self.session.get(DailyMemberCount, (store_id, day)) is not None:
+            return None
+        owner = await self.session.get(CapacityOwner, domain.owner_key(GroupKind.STORE, store_id, ""))
+        members = lifecycle.checked_count(store_id, owner.member_count if owner is not None else 0)
+        try:
+            async with self.session.begin_nested():
+                self.session.add(DailyMemberCount(store_id=store_id, day=day, members=members))
+                await self.session.flush()
+        except IntegrityError:  # another replica counted it meanwhile
+            return None
+        return members
+
+    async def record_monthly_metrics(self, store_id: str, month: str, figures: MonthFigures) -> LevelSettlement | None:
+        """Upserts the month's figures (T8); when the level job had settled this store's month, recomputes it.
+
+        Late (or corrected) figures are not lost: the level that holds from the
+        next month is recomputed from them at once, audited old → new (X4).
+        Figures for a month not settled yet wait for the job.
+        """
         values = {
             "store_id": store_id,
             "month": month,
@@ -107,38 +136,68 @@ class LifecycleRepository(GroupsRepository):
                 set_={k: stmt.excluded[k] for k in values if k not in ("store_id", "month")},
             )
         )
-
-    async def run_level_job(self, month: str) -> list[tuple[str, int, float]] | None:
-        """T8: levels from ``month``'s figures, holding from the next month; None if already run."""
-        if not await self.claim("levels", month):
+        if await self.session.get(JobSettlement, (LEVEL_JOB, month, store_id)) is None:
             return None
+        return await self.settle_level(store_id, month, recompute=True)
+
+    async def stores_to_level(self, month: str, *, recompute: bool = False) -> list[str]:
+        """T8: the stores with figures for ``month`` (daily counts or reported metrics) not settled yet.
+
+        With ``recompute``, every store with figures, settled or not.
+        """
         days = lifecycle.days_of(month)
-        counts: dict[str, dict[str, int]] = {}
-        for store_id, day, members in await self.session.execute(
-            select(DailyMemberCount.store_id, DailyMemberCount.day, DailyMemberCount.members).where(
-                DailyMemberCount.day.between(days[0], days[-1])
+        counted = set(
+            await self.session.scalars(
+                select(DailyMemberCount.store_id).where(DailyMemberCount.day.between(days[0], days[-1])).distinct()
             )
-        ):
-            counts.setdefault(store_id, {})[day] = members
-        metrics = {
-            m.store_id: m
-            for m in await self.session.scalars(select(MonthlyMetrics).where(MonthlyMetrics.month == month))
+        )
+        reported = set(await self.session.scalars(select(MonthlyMetrics.store_id).where(MonthlyMetrics.month == month)))
+        stores = counted | reported
+        if not recompute:
+            stores -= set(
+                await self.session.scalars(
+                    select(JobSettlement.store_id).where(JobSettlement.job == LEVEL_JOB, JobSettlement.period == month)
+                )
+            )
+        return sorted(stores)
+
+    async def month_figures(self, store_id: str, month: str) -> MonthFigures:
+        """The store's figures for ``month`` (T7's average and the reported metrics), checked against their bounds."""
+        days = lifecycle.days_of(month)
+        counts = {
+            day: members
+            for day, members in await self.session.execute(
+                select(DailyMemberCount.day, DailyMemberCount.members).where(
+                    DailyMemberCount.store_id == store_id, DailyMemberCount.day.between(days[0], days[-1])
+                )
+            )
         }
-        next_month = lifecycle.shift_month(month, 1)
-        results: list[tuple[str, int, float]] = []
-        for store_id in sorted(set(counts) | set(metrics)):
-            reported = metrics.get(store_id)
-            figures = MonthFigures(
-                avg_members=lifecycle.monthly_average(counts.get(store_id, {}), month),
-                open_rate_bp=reported.open_rate_bp if reported else 0,
-                revisit_7d_bp=reported.revisit_7d_bp if reported else 0,
-                conversion_bp=reported.conversion_bp if reported else 0,
-                merchant_messages=reported.merchant_messages if reported else 0,
-            )
-            level = lifecycle.level_for(self.rules, figures)
-            await self.set_group_level(store_id, next_month, level)
-            results.append((store_id, level, figures.avg_members))
-        return results
+        reported = await self.session.get(MonthlyMetrics, (store_id, month), populate_existing=True)
+        figures = MonthFigures(
+            avg_members=lifecycle.monthly_average(counts, month),
+            open_rate_bp=reported.open_rate_bp if reported else 0,
+            revisit_7d_bp=reported.revisit_7d_bp if reported else 0,
+            conversion_bp=reported.conversion_bp if reported else 0,
+            merchant_messages=reported.merchant_messages if reported else 0,
+        )
+        return lifecycle.checked_figures(self.rules, figures)
+
+    async def settle_level(self, store_id: str, month: str, *, recompute: bool = False) -> LevelSettlement | None:
+        """T8: one store's level from ``month``'s figures, holding from the next month.
+
+        None when this store's month was settled already (by another replica or
+        an earlier run), unless ``recompute``: then it is computed again and the
+        change is audited as ``level.recompute`` (X4).
+        """
+        first = await self.claim(LEVEL_JOB, month, store_id)
+        if not first and not recompute:
+            return None
+        figures = await self.month_figures(store_id, month)
+        level = lifecycle.level_for(self.rules, figures)
+        previous = await self.set_group_level(
+            store_id, lifecycle.shift_month(month, 1), level, action="level" if first else "level.recompute"
+        )
+        return LevelSettlement(store_id, level, figures.avg_members, previous)
 
     # -- capacity (T2, T3) -------------------------------------------------------------------
 
@@ -183,8 +242,12 @@ class LifecycleRepository(GroupsRepository):
             history=history,
         )
 
-    async def apply_for_expansion(self, store_id: str) -> CapacityView:
-        """T3, under the store's lock so two applications cannot both pass the 500,000 check."""
+    async def apply_for_expansion(self, store_id: str) -> tuple[CapacityView, int]:
+        """T3, under the store's lock so two applications cannot both pass the 500,000 check.
+
+        Returns the capacity after the grant and the members granted: 50,000, or
+        what was left under the cap for the last application.
+        """
         key = domain.owner_key(GroupKind.STORE, store_id, "")
         await self._ensure_owner(key, GroupKind.STORE)
         owner = await self._lock_owner(key)
@@ -200,7 +263,7 @@ class LifecycleRepository(GroupsRepository):
         failures = lifecycle.expansion_failures(self.rules, facts)
         if failures:
             raise RuleRefusal(failures)
-        grant = self.rules.expansion.grant_members
+        grant = lifecycle.expansion_grant(self.rules, facts.level_now, owner.extra_members)
         seq = (
             await self.session.scalar(select(func.max(CapacityGrant.seq)).where(CapacityGrant.store_id == store_id))
             or 0
@@ -208,9 +271,10 @@ class LifecycleRepository(GroupsRepository):
         self.session.add(CapacityGrant(store_id=store_id, seq=seq, members=grant, granted_at=self.now))
         before = lifecycle.capacity(self.rules, facts.level_now, owner.extra_members)
         owner.extra_members += grant
-        self.audit(key, "capacity.grant", store_id, str(before), str(before + grant))
+        after = lifecycle.capacity(self.rules, facts.level_now, owner.extra_members)
+        self.audit(key, "capacity.grant", store_id, str(before), str(after))
         await self.session.flush()
-        return await self.capacity(store_id)
+        return await self.capacity(store_id), grant
 
     # -- sleeping customers (C15, X5) --------------------------------------------------------
 
@@ -238,34 +302,45 @@ class LifecycleRepository(GroupsRepository):
             member.notified_at = None
         await self.session.flush()
 
-    async def sleeping_candidates(self) -> list[tuple[str, str, int]]:
-        """(group-set, consumer, window) of members past their store's inactivity window, or under notice."""
-        found: list[tuple[str, str, int]] = []
-        for plan in await self.session.scalars(select(SleepingPlan).where(SleepingPlan.enabled.is_(True))):
-            cutoff = self.now - timedelta(days=plan.inactivity_days)
-            rows = await self.session.execute(
-                select(Membership.group_set_id, Membership.consumer_id)
-                .join(GroupSet, GroupSet.id == Membership.group_set_id)
-                .where(
-                    GroupSet.owner_key == domain.owner_key(GroupKind.STORE, plan.store_id, ""),
-                    GroupSet.dissolved_at.is_(None),
-                    or_(
-                        Membership.notified_at.is_not(None),
-                        func.coalesce(Membership.last_active_at, Membership.joined_at) <= cutoff,
-                    ),
-                )
+    async def sleeping_stores(self) -> list[str]:
+        """The stores whose sleeping-customer plan is on (C15)."""
+        return list(
+            await self.session.scalars(
+                select(SleepingPlan.store_id).where(SleepingPlan.enabled.is_(True)).order_by(SleepingPlan.store_id)
             )
-            found.extend((group_set_id, consumer_id, plan.inactivity_days) for group_set_id, consumer_id in rows)
-        return found
+        )
 
-    async def sleep_member(self, group_set_id: str, consumer_id: str, inactivity_days: int) -> SleepingAction:
-        """Applies C15/X5 to one member under the same locks as a leave."""
+    async def sleeping_candidates(self, store_id: str) -> list[tuple[str, str, int]]:
+        """(group-set, consumer, window) of the store's members past its inactivity window, or under notice."""
+        plan = await self.session.get(SleepingPlan, store_id)
+        if plan is None or not plan.enabled:
+            return []
+        cutoff = self.now - timedelta(days=plan.inactivity_days)
+        rows = await self.session.execute(
+            select(Membership.group_set_id, Membership.consumer_id)
+            .join(GroupSet, GroupSet.id == Membership.group_set_id)
+            .where(
+                GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, ""),
+                GroupSet.dissolved_at.is_(None),
+                or_(
+                    Membership.notified_at.is_not(None),
+                    func.coalesce(Membership.last_active_at, Membership.joined_at) <= cutoff,
+                ),
+            )
+            .order_by(Membership.group_set_id, Membership.consumer_id)
+        )
+        return [(group_set_id, consumer_id, plan.inactivity_days) for group_set_id, consumer_id in rows]
+
+    async def sleep_member(
+        self, group_set_id: str, consumer_id: str, inactivity_days: int
+    ) -> tuple[SleepingAction, RemovalRecord | None]:
+        """Applies C15/X5 to one member under the same locks as a leave; a removal is kept for the member (R5)."""
         key = await self._owner_key_of(group_set_id)
         await self._lock_owner(key)
         await self._lock_set(group_set_id)
         member = await self.session.get(Membership, (group_set_id, consumer_id), populate_existing=True)
         if member is None:
-            return SleepingAction.KEEP
+            return SleepingAction.KEEP, None
         action = lifecycle.sleeping_action(
             self.rules,
             last_active_at=member.last_active_at or member.joined_at,
@@ -276,14 +351,21 @@ class LifecycleRepository(GroupsRepository):
         if action is SleepingAction.NOTIFY:
             member.notified_at = self.now
             await self.session.flush()
-        elif action is SleepingAction.REMOVE:
-            await self.remove_member(group_set_id, consumer_id)
-            self.audit(key, "sleeping.remove", group_set_id, consumer_id, "")
-        return action
+            return action, None
+        if action is SleepingAction.REMOVE:
+            reason = (
+                f"inactive for {inactivity_days} days, and still inactive "
+                f"{self.rules.sleeping.notice_days} days after the notice (C15, X5)"
+            )
+            removal, _ = await self.expel(group_set_id, consumer_id, RemovalCause.SLEEPING, reason=reason)
+            return action, removal
+        return action, None
 
     # -- audit (X4) --------------------------------------------------------------------------
 
-    async def audit_entries(self, owner_key: str, after_id: int | None, limit: int) -> tuple[list[AuditEntry], int | None]:
+    async def audit_entries(
+        self, owner_key: str, after_id: int | None, limit: int
+    ) -> tuple[list[AuditEntry], int | None]:
         query = select(AuditEntry).where(AuditEntry.owner_key == owner_key)
         if after_id is not None:
             query = query.where(AuditEntry.id > after_id)
@@ -333,4 +415,3 @@ class LifecycleRepository(GroupsRepository):
         more = len(ids) > limit
         ids = ids[:limit]
         return ids, (ids[-1] if more and ids else None)
-

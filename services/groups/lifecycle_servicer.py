@@ -9,24 +9,24 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import InvalidArgument
 from services.common.interceptors import ACTOR_HEADER, metadata_value
+from services.common.jobs import failure_to_proto
 from services.common.rules import Rules
-from services.common.validation import MAX_INT32, Fields
+from services.common.validation import Fields
 from services.groups import lifecycle
 from services.groups.convert import decode_page_token, encode_page_token, group_set_to_proto, timestamp
 from services.groups.jobs import Jobs
-from services.groups.lifecycle import MonthFigures
+from services.groups.lifecycle import MAX_BASIS_POINTS, MonthFigures
 from services.groups.lifecycle_repository import CapacityView, LifecycleRepository
 from services.groups.rules import GroupKind, owner_key
 
 MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 DAY = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
-MAX_BASIS_POINTS = 10_000
 MAX_INACTIVITY_DAYS = 3650
 
 
@@ -60,14 +60,22 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             f.fail("month", f"must be YYYY-MM, got {request.month!r}")
         for name in ("open_rate_bp", "revisit_7d_bp", "conversion_bp"):
             f.in_range(name, getattr(request, name), 0, MAX_BASIS_POINTS)
-        f.in_range("merchant_messages", request.merchant_messages, 0, MAX_INT32)
+        f.in_range("merchant_messages", request.merchant_messages, 0, self.rules.bounds.monthly_messages)
         f.done()
         figures = MonthFigures(
             0.0, request.open_rate_bp, request.revisit_7d_bp, request.conversion_bp, request.merchant_messages
         )
         async with self.db.transaction() as session:
-            await self._repository(session, context).record_monthly_metrics(request.store_id, request.month, figures)
-        return lifecycle_pb2.RecordMonthlyMetricsResponse()
+            settled = await self._repository(session, context).record_monthly_metrics(
+                request.store_id, request.month, figures
+            )
+        if settled is None:
+            return lifecycle_pb2.RecordMonthlyMetricsResponse()
+        return lifecycle_pb2.RecordMonthlyMetricsResponse(
+            level_recomputed=True,
+            level=settled.level,
+            previous_level=settled.previous if settled.previous is not None else 0,
+        )
 
     async def RecordDailyCounts(self, request, context):  # type: ignore[no-untyped-def]
         f = Fields()
@@ -75,8 +83,13 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             f.fail("day", f"must be YYYY-MM-DD, got {request.day!r}")
         f.done()
         day = request.day or lifecycle.day_key(self.clock.now() - timedelta(days=1), self.rules.calendar.market)
-        stores = await self.jobs.record_daily_counts(day, metadata_value(context, ACTOR_HEADER))
-        return lifecycle_pb2.RecordDailyCountsResponse(stores=stores or 0, already_recorded=stores is None)
+        report = await self.jobs.record_daily_counts(day, metadata_value(context, ACTOR_HEADER), retry_now=True)
+        counted = sum(1 for members in report.settled.values() if members is not None)
+        return lifecycle_pb2.RecordDailyCountsResponse(
+            stores=counted,
+            already_recorded=counted == 0 and not report.failed,
+            failures=[failure_to_proto(f) for f in report.failed],
+        )
 
     async def RunLevelJob(self, request, context):  # type: ignore[no-untyped-def]
         f = Fields()
@@ -88,12 +101,16 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         if month >= current:
             f.fail("month", f"{month} has not ended; the level job runs on finished months (T8)")
             f.done()
-        results = await self.jobs.run_levels(month, metadata_value(context, ACTOR_HEADER))
+        report = await self.jobs.run_levels(
+            month, metadata_value(context, ACTOR_HEADER), retry_now=True, recompute=request.recompute
+        )
+        settled = [s for s in report.settled.values() if s is not None]
         return lifecycle_pb2.RunLevelJobResponse(
-            ran=results is not None,
+            ran=bool(settled),
             levels=[
-                lifecycle_pb2.StoreLevel(store_id=s, level=lv, avg_members=avg) for s, lv, avg in results or ()
+                lifecycle_pb2.StoreLevel(store_id=s.store_id, level=s.level, avg_members=s.avg_members) for s in settled
             ],
+            failures=[failure_to_proto(f) for f in report.failed],
         )
 
     async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
@@ -101,10 +118,8 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f.identifier("store_id", request.store_id)
         f.done()
         async with self.db.transaction() as session:
-            view = await self._repository(session, context).apply_for_expansion(request.store_id)
-        return lifecycle_pb2.ApplyForExpansionResponse(
-            granted_members=self.rules.expansion.grant_members, member_capacity=view.member_capacity
-        )
+            view, granted = await self._repository(session, context).apply_for_expansion(request.store_id)
+        return lifecycle_pb2.ApplyForExpansionResponse(granted_members=granted, member_capacity=view.member_capacity)
 
     async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
         f = Fields()
@@ -138,8 +153,12 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         return lifecycle_pb2.RecordActivityResponse()
 
     async def RunSleepingJob(self, request, context):  # type: ignore[no-untyped-def]
-        notified, removed = await self.jobs.run_sleeping(metadata_value(context, ACTOR_HEADER))
-        return lifecycle_pb2.RunSleepingJobResponse(notified=notified, removed=removed)
+        report = await self.jobs.run_sleeping(metadata_value(context, ACTOR_HEADER), retry_now=True)
+        return lifecycle_pb2.RunSleepingJobResponse(
+            notified=sum(o.notified for o in report.settled.values()),
+            removed=sum(o.removed for o in report.settled.values()),
+            failures=[failure_to_proto(f) for f in report.failed],
+        )
 
     async def ListAuditEntries(self, request, context):  # type: ignore[no-untyped-def]
         f = Fields()
@@ -208,4 +227,3 @@ def _int_cursor(text: str) -> int:
     if not text.isdigit():
         raise InvalidArgument.one("page_token", "not a token returned by this service")
     return int(text)
-

@@ -10,16 +10,17 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from services.common.db import Statements
-from services.common.sqlite_driver import on_driver
 from services.common.errors import NotFound
+from services.common.sqlite_driver import on_driver
 from services.groups.models import Membership, SubGroup
 from services.groups.repository import MembershipRecord
 
 memberships = Membership.__table__
 sub_groups = SubGroup.__table__
 
-# The columns in MembershipRecord's order. On SQLite it runs on the driver (``sqlite_driver``).
-_MEMBERSHIP = on_driver(
+# The columns in MembershipRecord's order, by ``set_id`` and ``consumer``. On SQLite it runs on the
+# driver (``sqlite_driver``); the join path reads a member's place with it too.
+MEMBERSHIP = on_driver(
     select(
         memberships.c.group_set_id,
         memberships.c.sub_group_id,
@@ -35,7 +36,7 @@ _MEMBERSHIP = on_driver(
 
 async def membership(statements: Statements, group_set_id: str, consumer_id: str) -> MembershipRecord:
     """The consumer's place in the group-set; NOT_FOUND when they are in none of its sub-groups."""
-    row = (await statements.execute(_MEMBERSHIP, {"set_id": group_set_id, "consumer": consumer_id})).first()
+    row = (await statements.execute(MEMBERSHIP, {"set_id": group_set_id, "consumer": consumer_id})).first()
     if row is None:
         raise NotFound("membership", f"{group_set_id}/{consumer_id}")
     return MembershipRecord(*row)

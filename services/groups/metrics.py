@@ -2,7 +2,8 @@
 
 Joins by outcome and the rule that refused them show why people do not get
 in (SPEC C13, T1, T2, T4, C11); sub-group and group-set creations and leaves
-show how the topology grows (T5). Counted after the transaction committed.
+show how the topology grows (T5); removals by cause show who takes members
+out (R5, C15). Counted after the transaction committed.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ joins = Counter(
     ("kind", "outcome", "rule"),
 )
 sub_groups_created = Counter(
-    "qun_groups_sub_groups_created_total", "Sub-groups created, the first with its set and the next when full (T5).",
+    "qun_groups_sub_groups_created_total",
+    "Sub-groups created, the first with its set and the next when full (T5).",
     ("kind",),
 )
 group_sets_created = Counter("qun_groups_group_sets_created_total", "Group-sets created.", ("kind",))
 leaves = Counter("qun_groups_leaves_total", "Members who left a group-set.", ("kind",))
+removals = Counter(
+    "qun_groups_removals_total",
+    "Members removed by someone else, by cause: owner, admin, store_blacklist (R5), sleeping (C15).",
+    ("cause",),
+)
 
 
 def joined(kind: str) -> None:
@@ -31,3 +38,7 @@ def joined(kind: str) -> None:
 def refused(kind: str, rule_ids: Iterable[str]) -> None:
     for rule in rule_ids:
         joins.labels(kind, "refused", rule).inc()
+
+
+def removed(cause: str) -> None:
+    removals.labels(cause).inc()

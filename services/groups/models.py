@@ -187,14 +187,20 @@ class CapacityGrant(Base):
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-class JobRun(Base):
-    """A scheduled job done for one period; the key makes one replica run it once."""
+class JobSettlement(Base):
+    """One store settled by a scheduled job for one period (a month's level, SPEC T8, D3).
 
-    __tablename__ = "job_runs"
+    Inserted in the transaction that settles the store, so the key makes one
+    replica settle it once, and a store whose settlement failed has no row and
+    is tried again. Daily counts need none: their own key is the claim (T7).
+    """
+
+    __tablename__ = "job_settlements"
 
     job: Mapped[str] = mapped_column(String(32), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
-    ran_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    settled_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class SleepingPlan(Base):
@@ -221,3 +227,27 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(KEY_CHARS))
     old_value: Mapped[str] = mapped_column(Text, default="")
     new_value: Mapped[str] = mapped_column(Text, default="")
+
+
+class Removal(Base):
+    """A member removed by someone else: the owner, an admin, a store blacklist, the sleeping plan (R5, C15).
+
+    Kept for the removed consumer to read why (keyed by consumer first); the
+    request id makes a retried removal answer as the first did.
+    """
+
+    __tablename__ = "removals"
+    __table_args__ = (
+        Index("ix_removals_consumer", "consumer_id", "id"),
+        UniqueConstraint("group_set_id", "consumer_id", "request_id", name="uq_removals_request"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"))
+    cause: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    barred: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(ID_CHARS))
+    request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    removed_at: Mapped[datetime] = mapped_column(UtcDateTime())

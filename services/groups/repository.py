@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal, ServiceError
+from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal, ServiceError
 from services.common.rules import Rules
 from services.groups import rules as domain
 from services.groups.models import (
@@ -43,9 +43,10 @@ from services.groups.models import (
     GroupLevel,
     GroupSet,
     Membership,
+    Removal,
     SubGroup,
 )
-from services.groups.rules import FanLevel, GroupKind, Threshold, ThresholdKind
+from services.groups.rules import FanLevel, GroupKind, RemovalCause, Threshold, ThresholdKind
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,21 @@ class MembershipRecord:
 
 
 @dataclass(frozen=True)
+class RemovalRecord:
+    """A member removed by someone else, as the member and the remover read it (R5, C15)."""
+
+    group_set_id: str
+    group_set_name: str
+    store_id: str
+    consumer_id: str
+    cause: RemovalCause
+    reason: str
+    barred: bool
+    actor_id: str
+    removed_at: datetime
+
+
+@dataclass(frozen=True)
 class NewGroupSet:
     """A validated CreateGroupSet request."""
 
@@ -117,6 +133,8 @@ class JoinResult:
     newcomer_reply: str
     new_sub_group: bool
     replayed: bool
+    # The consumer was a member already: this is their membership, nothing changed.
+    already_member: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,8 +213,13 @@ class GroupsRepository:
         """X4: one audit entry, written in the transaction that makes the change."""
         self.session.add(
             AuditEntry(
-                owner_key=owner_key, at=self.now, actor=self.actor, action=action, target=target,
-                old_value=old, new_value=new,
+                owner_key=owner_key,
+                at=self.now,
+                actor=self.actor,
+                action=action,
+                target=target,
+                old_value=old,
+                new_value=new,
             )
         )
 
@@ -360,11 +383,16 @@ class GroupsRepository:
         await self.session.flush()
         return (await self._records([row]))[0]
 
-    async def set_group_level(self, store_id: str, month: str, level: int) -> None:
-        old = await self.session.get(GroupLevel, (store_id, month))
+    async def set_group_level(self, store_id: str, month: str, level: int, action: str = "level") -> int | None:
+        """Records the level that holds in ``month`` (T8), audited old → new (X4); returns the old one, if any."""
+        old = await self.session.get(GroupLevel, (store_id, month), populate_existing=True)
+        previous = None if old is None else old.level
         self.audit(
-            domain.owner_key(GroupKind.STORE, store_id, ""), "level", month,
-            "" if old is None else f"L{old.level}", f"L{level}",
+            domain.owner_key(GroupKind.STORE, store_id, ""),
+            action,
+            month,
+            "" if previous is None else f"L{previous}",
+            f"L{level}",
         )
         values = {"store_id": store_id, "month": month, "level": level, "updated_at": self.now}
         dialect = self.session.get_bind().dialect.name
@@ -376,6 +404,7 @@ class GroupsRepository:
                 set_={"level": stmt.excluded.level, "updated_at": stmt.excluded.updated_at},
             )
         )
+        return previous
 
     # -- admins (R2) -------------------------------------------------------------------------
 
@@ -410,9 +439,18 @@ class GroupsRepository:
         key = await self._owner_key_of(group_set_id)
         owner = await self._lock_owner(key)
         row = await self._lock_set(group_set_id)
-        membership = await self.session.get(Membership, (row.id, consumer_id))
-        if membership is None:
+        if not await self._free_seat(owner, row, consumer_id):
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
+        return GroupKind(row.kind)
+
+    async def _free_seat(self, owner: CapacityOwner, row: GroupSet, consumer_id: str) -> bool:
+        """Deletes the membership and frees its seat in the sub-group, the set and the account (both locked).
+
+        False when the consumer is not a member.
+        """
+        membership = await self.session.get(Membership, (row.id, consumer_id), populate_existing=True)
+        if membership is None:
+            return False
         sub = await self.session.get(SubGroup, membership.sub_group_id, populate_existing=True)
         assert sub is not None
         await self.session.delete(membership)
@@ -420,7 +458,98 @@ class GroupsRepository:
         row.member_count -= 1
         owner.member_count -= 1
         await self.session.flush()
-        return GroupKind(row.kind)
+        return True
+
+    # -- removals (R5) -----------------------------------------------------------------------
+
+    async def expel(
+        self,
+        group_set_id: str,
+        consumer_id: str,
+        cause: RemovalCause,
+        *,
+        reason: str = "",
+        barred: bool = False,
+        request_id: str = "",
+        missing_ok: bool = False,
+    ) -> tuple[RemovalRecord | None, bool]:
+        """Removes a member on someone else's decision (R5, C15), audited (X4) and kept for the member to read.
+
+        Under the owner's and the set's locks, like a leave. Returns the removal
+        and whether it is the replay of an earlier call with ``request_id``; a
+        consumer who is not a member is NOT_FOUND, or ``(None, False)`` with
+        ``missing_ok`` (a store blacklist sweeping the store's groups).
+        """
+        key = await self._owner_key_of(group_set_id)
+        owner = await self._lock_owner(key)
+        row = await self._lock_set(group_set_id)
+        if request_id:
+            earlier = await self.session.scalar(
+                select(Removal).where(
+                    Removal.group_set_id == row.id,
+                    Removal.consumer_id == consumer_id,
+                    Removal.request_id == request_id,
+                )
+            )
+            if earlier is not None:
+                return _removal(earlier, row), True
+        is_admin = await self.session.get(Admin, (row.id, consumer_id)) is not None
+        refusal = domain.removal_refusal(
+            cause, target_is_owner=consumer_id == row.owner_account_id, target_is_admin=is_admin
+        )
+        if refusal is not None:
+            raise PermissionDenied(refusal, rule_id="R5", reason="MEMBER_NOT_REMOVABLE")
+        if not await self._free_seat(owner, row, consumer_id):
+            if missing_ok:
+                return None, False
+            raise NotFound("membership", f"{group_set_id}/{consumer_id}")
+        removal = Removal(
+            consumer_id=consumer_id,
+            group_set_id=row.id,
+            cause=str(cause),
+            reason=reason,
+            barred=barred,
+            actor=self.actor,
+            request_id=request_id or None,
+            removed_at=self.now,
+        )
+        self.session.add(removal)
+        action = "sleeping.remove" if cause is RemovalCause.SLEEPING else "member.remove"
+        self.audit(key, action, row.id, consumer_id, domain.describe_removal(cause, reason, barred))
+        await self.session.flush()
+        return _removal(removal, row), False
+
+    async def store_sets_of_member(self, store_id: str, consumer_id: str) -> list[str]:
+        """The store's group-sets (store groups and its live groups) the consumer is in now."""
+        return list(
+            await self.session.scalars(
+                select(Membership.group_set_id)
+                .join(GroupSet, GroupSet.id == Membership.group_set_id)
+                .where(
+                    Membership.consumer_id == consumer_id,
+                    GroupSet.store_id == store_id,
+                    GroupSet.dissolved_at.is_(None),
+                )
+                .order_by(Membership.group_set_id)
+            )
+        )
+
+    async def list_removals(
+        self, consumer_id: str, before: int | None, limit: int
+    ) -> tuple[list[RemovalRecord], int | None]:
+        """The consumer's removals, newest first (R5: the removed member reads why)."""
+        query = (
+            select(Removal, GroupSet)
+            .join(GroupSet, GroupSet.id == Removal.group_set_id)
+            .where(Removal.consumer_id == consumer_id)
+        )
+        if before is not None:
+            query = query.where(Removal.id < before)
+        rows = list(await self.session.execute(query.order_by(Removal.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = rows[-1][0].id if more and rows else None
+        return [_removal(removal, group_set) for removal, group_set in rows], cursor
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -549,6 +678,20 @@ def set_fill(record: GroupSetRecord) -> domain.SetFill:
 
 def _membership(m: Membership, sub_group_name: str) -> MembershipRecord:
     return MembershipRecord(m.group_set_id, m.sub_group_id, sub_group_name, m.consumer_id, m.joined_at, m.notified_at)
+
+
+def _removal(removal: Removal, group_set: GroupSet) -> RemovalRecord:
+    return RemovalRecord(
+        group_set_id=group_set.id,
+        group_set_name=group_set.name,
+        store_id=group_set.store_id or "",
+        consumer_id=removal.consumer_id,
+        cause=RemovalCause(removal.cause),
+        reason=removal.reason,
+        barred=removal.barred,
+        actor_id=removal.actor,
+        removed_at=removal.removed_at,
+    )
 
 
 def join_refusal(kind: GroupKind, failures: list[Failure], code: grpc.StatusCode) -> JoinRefusal:

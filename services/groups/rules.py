@@ -36,6 +36,15 @@ class ThresholdKind(StrEnum):
     FAN_LEVEL = "fan_level"
 
 
+class RemovalCause(StrEnum):
+    """Why a member left without leaving themselves (R5, C15); the metric's and the audit trail's label."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    STORE_BLACKLIST = "store_blacklist"
+    SLEEPING = "sleeping"
+
+
 class FanLevel(StrEnum):
     """The lowest fan level a live fan group admits (C10): iron, diamond or beloved."""
 
@@ -123,6 +132,18 @@ def set_limits(rules: Rules, kind: GroupKind) -> SetLimits:
     return SetLimits(section.sub_group_capacity, section.group_set_capacity, section.sub_groups_per_set)
 
 
+def store_member_capacity(rules: Rules, level: int, extra_members: int) -> int:
+    """T2 + T3: the level's members plus what expansions granted.
+
+    Expansions never lift a store past T3's cap (500,000): a store granted up
+    to the cap at L3 that later reaches L4 stays at the cap, not above it.
+    """
+    base = rules.store_groups.members_allowed(level)
+    if extra_members <= 0:
+        return base
+    return min(base + extra_members, max(base, rules.expansion.max_members))
+
+
 def account_limits(rules: Rules, kind: GroupKind, level: int, extra_members: int = 0) -> AccountLimits:
     """T2: a store's caps depend on its group level, T3: plus what expansions granted
     (a group-set more per group-set capacity granted); T4: a streamer's are fixed."""
@@ -130,7 +151,7 @@ def account_limits(rules: Rules, kind: GroupKind, level: int, extra_members: int
         store = rules.store_groups
         return AccountLimits(
             store.group_sets_allowed(level) + extra_members // store.group_set_capacity,
-            store.members_allowed(level) + extra_members,
+            store_member_capacity(rules, level, extra_members),
         )
     return AccountLimits(rules.live_groups.group_sets_per_streamer, rules.live_groups.members_per_streamer)
 
@@ -266,3 +287,27 @@ def settings_target_failures(sub_group_of: str | None) -> list[Failure]:
             {"group_set_id": sub_group_of},
         )
     ]
+
+
+def removal_refusal(cause: RemovalCause, *, target_is_owner: bool, target_is_admin: bool) -> str | None:
+    """R5: who the owner and the super admins may remove; None when allowed.
+
+    The owner is never removed from their own group-set (R1: the owner of every
+    group is the store's main account; they may leave); a super admin removes
+    members but not another admin (nor themselves: they leave). Removals by a
+    store blacklist or the sleeping plan are the store's and the system's, not
+    a person's, and are not limited here.
+    """
+    if cause not in (RemovalCause.OWNER, RemovalCause.ADMIN):
+        return None
+    if target_is_owner:
+        return "the owner is never removed from their own group-set (R1)"
+    if cause is RemovalCause.ADMIN and target_is_admin:
+        return "a super admin cannot remove a super admin; only the owner can (R5)"
+    return None
+
+
+def describe_removal(cause: RemovalCause, reason: str, barred: bool) -> str:
+    """How a removal reads in the audit trail (X4): the cause, whether barred, and the reason given."""
+    text = str(cause) + (", barred from the store (C5)" if barred else "")
+    return f"{text}: {reason}" if reason else text

@@ -11,34 +11,37 @@ from __future__ import annotations
 import re
 
 import grpc
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qun.common.v1 import groups_pb2 as common_groups_pb2
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, RuleRefusal, verdict
+from services.common.errors import Aborted, InvalidArgument, NotFound, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 from services.groups import memberships, metrics
 from services.groups import rules as domain
 from services.groups.convert import (
+    CAUSE_FROM_PROTO,
     KIND_FROM_PROTO,
     decode_page_token,
     decode_time_cursor,
     encode_page_token,
     group_set_to_proto,
     membership_to_proto,
+    removal_to_proto,
     threshold_from_proto,
 )
 from services.groups.joins import JoinRepository
 from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
-from services.groups.rules import GroupKind
+from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
 CREATE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
 
@@ -69,9 +72,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         elif kind is GroupKind.LIVE:
             f.identifier("streamer_id", request.streamer_id)
             f.identifier("store_id", request.store_id, required=False)
-        threshold, password = threshold_from_proto(
-            f, request.threshold, kind, present=request.HasField("threshold")
-        )
+        threshold, password = threshold_from_proto(f, request.threshold, kind, present=request.HasField("threshold"))
         f.text("announcement", request.announcement)
         f.text("newcomer_reply", request.newcomer_reply)
         admin_ids: list[str] = []
@@ -141,9 +142,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
         )
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_group_sets(
-                key, cursor, limit
-            )
+            records, after = await self._repository(session, context).list_group_sets(key, cursor, limit)
         return groups_pb2.ListGroupSetsResponse(
             group_sets=[group_set_to_proto(r, self.rules) for r in records],
             next_page_token=encode_page_token(after[0].isoformat(), after[1]) if after else "",
@@ -173,9 +172,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             password_digest=passwords.digest(password) if password else "",
         )
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).update_settings(
-                request.group_id, change
-            )
+            record = await self._repository(session, context).update_settings(request.group_id, change)
         return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def DissolveGroupSet(
@@ -198,9 +195,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).set_group_level(
-                request.store_id, request.month, request.level
-            )
+            await self._repository(session, context).set_group_level(request.store_id, request.month, request.level)
         return groups_pb2.SetGroupLevelResponse()
 
     async def GetGroupLevel(
@@ -255,7 +250,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             if outcome.new_sub_group:
                 metrics.sub_groups_created.labels(str(outcome.kind)).inc()
         return groups_pb2.AddMemberResponse(
-            membership=membership_to_proto(outcome.membership), newcomer_reply=outcome.newcomer_reply
+            membership=membership_to_proto(outcome.membership),
+            newcomer_reply=outcome.newcomer_reply,
+            already_member=outcome.already_member,
         )
 
     async def RemoveMember(
@@ -266,11 +263,87 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            kind = await self._repository(session, context).remove_member(
-                request.group_set_id, request.consumer_id
-            )
+            kind = await self._repository(session, context).remove_member(request.group_set_id, request.consumer_id)
         metrics.leaves.labels(str(kind)).inc()
         return groups_pb2.RemoveMemberResponse()
+
+    # -- removals (R5) -----------------------------------------------------------------------
+
+    async def ExpelMember(
+        self, request: groups_pb2.ExpelMemberRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ExpelMemberResponse:
+        f = Fields()
+        request_id = f.identifier("request_id", request.request_id, required=False)
+        f.identifier("group_set_id", request.group_set_id)
+        f.identifier("consumer_id", request.consumer_id)
+        cause = CAUSE_FROM_PROTO.get(request.cause)
+        if cause not in (RemovalCause.OWNER, RemovalCause.ADMIN):
+            f.fail("cause", "the owner's or an admin's removal (R5)")
+        reason = f.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
+        f.done()
+        assert cause is not None
+        async with self.db.transaction() as session:
+            removal, replayed = await self._repository(session, context).expel(
+                request.group_set_id,
+                request.consumer_id,
+                cause,
+                reason=reason,
+                barred=request.barred,
+                request_id=request_id,
+            )
+        assert removal is not None
+        if not replayed:
+            metrics.removed(str(cause))
+        return groups_pb2.ExpelMemberResponse(removal=removal_to_proto(removal), replayed=replayed)
+
+    async def RemoveFromStore(
+        self, request: groups_pb2.RemoveFromStoreRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.RemoveFromStoreResponse:
+        """Every group of the store, each in its own transaction: a retry finishes what an outage left."""
+        f = Fields()
+        f.identifier("store_id", request.store_id)
+        f.identifier("consumer_id", request.consumer_id)
+        cause = CAUSE_FROM_PROTO.get(request.cause)
+        if cause is not RemovalCause.STORE_BLACKLIST:
+            f.fail("cause", "a store's blacklist (R5, C5)")
+        reason = f.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
+        f.done()
+        assert cause is not None
+        async with self.db.transaction() as session:
+            sets = await self._repository(session, context).store_sets_of_member(request.store_id, request.consumer_id)
+        removals = []
+        for group_set_id in sets:
+            try:
+                async with self.db.transaction() as session:
+                    removal, _ = await self._repository(session, context).expel(
+                        group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
+                    )
+            except NotFound:  # dissolved since it was listed: its members are gone already
+                continue
+            if removal is not None:
+                metrics.removed(str(cause))
+                removals.append(removal_to_proto(removal))
+        return groups_pb2.RemoveFromStoreResponse(removals=removals)
+
+    async def ListRemovals(
+        self, request: groups_pb2.ListRemovalsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ListRemovalsResponse:
+        f = Fields()
+        f.identifier("consumer_id", request.consumer_id)
+        limit = f.page_size("page_size", request.page_size)
+        f.done()
+        cursor = decode_page_token(request.page_token, 1)
+        before = None
+        if cursor is not None:
+            if not cursor[0].isdigit():
+                raise InvalidArgument.one("page_token", "not a token returned by this service")
+            before = int(cursor[0])
+        async with self.db.transaction() as session:
+            records, after = await self._repository(session, context).list_removals(request.consumer_id, before, limit)
+        return groups_pb2.ListRemovalsResponse(
+            removals=[removal_to_proto(r) for r in records],
+            next_page_token=encode_page_token(str(after)) if after is not None else "",
+        )
 
     async def ListMemberships(
         self, request: groups_pb2.ListMembershipsRequest, context: grpc.aio.ServicerContext
@@ -310,9 +383,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).add_admin(
-                request.group_set_id, request.account_id
-            )
+            record = await self._repository(session, context).add_admin(request.group_set_id, request.account_id)
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def RemoveAdmin(
@@ -323,7 +394,5 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).remove_admin(
-                request.group_set_id, request.account_id
-            )
+            record = await self._repository(session, context).remove_admin(request.group_set_id, request.account_id)
         return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))

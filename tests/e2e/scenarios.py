@@ -201,7 +201,7 @@ class StoreGroupRun:
     group: gateway_pb2.GroupSet
     consumer: str
     joined: gateway_pb2.JoinGroupSetResponse
-    again: Refusal
+    again: gateway_pb2.JoinGroupSetResponse
     mine: list[str]
     member_count: int
     listed: list[str]
@@ -221,9 +221,8 @@ def store_group_and_join(gw: Gateway) -> StoreGroupRun:
     would = gw.groups.ExplainJoin(gateway_pb2.ExplainJoinRequest(group_set_id=group.group_set_id), **as_consumer)
     assert would.verdict.allowed, would
     joined = gw.groups.JoinGroupSet(gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), **as_consumer)
-    again = refused(
-        gw.groups.JoinGroupSet, gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), **as_consumer
-    )
+    # Joining again is idempotent: the membership the consumer has, flagged (C13 keeps one per set).
+    again = gw.groups.JoinGroupSet(gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), **as_consumer)
     mine = gw.groups.ListMyGroups(gateway_pb2.ListMyGroupsRequest(), **as_consumer)
     fetched = gw.groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), **as_consumer)
     listed = gw.groups.ListGroupSets(gateway_pb2.ListGroupSetsRequest(store_id=store.store_id), **owner(gw, store))

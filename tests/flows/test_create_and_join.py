@@ -10,10 +10,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import gateway_pb2
 
 from gateway.auth import Principal, Role
-from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
@@ -36,14 +37,19 @@ async def new_group(
 ) -> gateway_pb2.GroupSet:
     reply = await gw.groups.CreateGroupSet(
         gateway_pb2.CreateGroupSetRequest(
-            kind=common_pb2.GROUP_KIND_STORE, name="粉丝群", threshold=threshold, **kwargs  # type: ignore[arg-type]
+            kind=common_pb2.GROUP_KIND_STORE,
+            name="粉丝群",
+            threshold=threshold,
+            **kwargs,  # type: ignore[arg-type]
         ),
         metadata=gw.auth(gw.main_account(main_id, store_id)),
     )
     return reply.group_set
 
 
-async def join(gw: GatewayClient, consumer_id: str, group_set_id: str, **kwargs: str) -> gateway_pb2.JoinGroupSetResponse:
+async def join(
+    gw: GatewayClient, consumer_id: str, group_set_id: str, **kwargs: str
+) -> gateway_pb2.JoinGroupSetResponse:
     return await gw.groups.JoinGroupSet(
         gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id, **kwargs),
         metadata=gw.auth(gw.consumer(consumer_id)),
@@ -66,10 +72,18 @@ async def test_quick_start_create_then_join_T5_R3(gw: GatewayClient, platform: R
     mine = await gw.groups.ListMyGroups(gateway_pb2.ListMyGroupsRequest(), metadata=gw.auth(gw.consumer(consumer)))
     assert [m.group_set_id for m in mine.memberships] == [group.group_set_id]
 
-    with pytest.raises(grpc.aio.AioRpcError) as again:
-        await join(gw, consumer, group.group_set_id)
-    assert again.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert rules_of(again.value) == ["C13"]
+    # Joining again is idempotent: OK with the membership she has, flagged; nothing changes (C13: one per set).
+    again = await join(gw, consumer, group.group_set_id)
+    assert again.already_member and not joined.already_member
+    assert again.membership == joined.membership and again.newcomer_reply == ""
+    explained = await gw.groups.ExplainJoin(
+        gateway_pb2.ExplainJoinRequest(group_set_id=group.group_set_id), metadata=gw.auth(gw.consumer(consumer))
+    )
+    assert explained.verdict.allowed and explained.already_member
+    fetched = await gw.groups.GetGroupSet(
+        gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=gw.auth(gw.consumer(consumer))
+    )
+    assert fetched.group_set.member_count == 1
 
     await gw.groups.LeaveGroupSet(
         gateway_pb2.LeaveGroupSetRequest(group_set_id=group.group_set_id), metadata=gw.auth(gw.consumer(consumer))
@@ -156,20 +170,20 @@ async def test_C14_refused_join_names_every_failed_rule(gw: GatewayClient, platf
     assert fetched.group_set.member_count == 0  # nothing changed
 
 
-async def test_C14_a_refusal_names_the_groups_rules_too_when_the_gateway_knows_the_set(
+async def test_C13_a_member_joining_again_is_answered_with_the_membership_whatever_the_rules_say_now(
     gw: GatewayClient, platform: RunningStack
 ) -> None:
-    """The gateway asks eligibility first over its copy of the set; a refusal still asks groups (C13 here)."""
+    """The gateway asks eligibility first over its copy of the set; a member who no longer qualifies
+    (C1, C2 now) is still a member (C11, C3): the repeated join answers with the membership, not a refusal."""
     store_id, main_id = await new_store(gw, platform)
     group = await new_group(gw, store_id, main_id)
     consumer = unique("c")
     await gw.report(facts.consumer(consumer, follows=(store_id,)))
-    await join(gw, consumer, group.group_set_id)  # the gateway now holds a copy of the set
+    joined = await join(gw, consumer, group.group_set_id)  # the gateway now holds a copy of the set
     await gw.report(facts.consumer(consumer, score=350, real_name=False, follows=(store_id,)))
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await join(gw, consumer, group.group_set_id)
-    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert sorted(rules_of(refused.value)) == ["C1", "C13", "C2"]
+    again = await join(gw, consumer, group.group_set_id)
+    assert again.already_member and again.membership == joined.membership
+    assert again.messages_hidden  # C3: below the bar now, so hidden
 
 
 async def test_C9_password_threshold(gw: GatewayClient, platform: RunningStack) -> None:
@@ -194,7 +208,8 @@ async def test_C11_threshold_change_applies_to_later_joins_only(gw: GatewayClien
     await join(gw, member, group.group_set_id)
     await gw.groups.UpdateGroupSetSettings(
         gateway_pb2.UpdateGroupSetSettingsRequest(
-            group_id=group.group_set_id, threshold=common_pb2.Threshold(spend=common_pb2.SpendThreshold(min_spend_fen=10_000))
+            group_id=group.group_set_id,
+            threshold=common_pb2.Threshold(spend=common_pb2.SpendThreshold(min_spend_fen=10_000)),
         ),
         metadata=gw.auth(gw.main_account(main_id, store_id)),
     )
@@ -215,7 +230,9 @@ async def test_C10_live_fan_group_and_E4_sub_account_streamer(gw: GatewayClient,
         gateway_pb2.CreateGroupSetRequest(
             kind=common_pb2.GROUP_KIND_LIVE,
             name="主播铁粉群",
-            threshold=common_pb2.Threshold(fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_DIAMOND)),
+            threshold=common_pb2.Threshold(
+                fan_level=common_pb2.FanLevelThreshold(min_level=common_pb2.FAN_LEVEL_DIAMOND)
+            ),
         ),
         metadata=gw.auth(Principal(streamer, Role.STREAMER)),
     )
@@ -257,7 +274,9 @@ async def test_R2_admins_manage_but_cannot_dissolve(gw: GatewayClient, platform:
             gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=admin
         )
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    await gw.groups.DissolveGroupSet(gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
+    await gw.groups.DissolveGroupSet(
+        gateway_pb2.DissolveGroupSetRequest(group_set_id=group.group_set_id), metadata=owner
+    )
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await gw.groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
     assert gone.value.code() is grpc.StatusCode.NOT_FOUND

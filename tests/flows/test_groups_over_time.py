@@ -3,18 +3,24 @@ C3, C15, R4, X2, X4, X5). Small caps and level bars come from a rules file, as o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
+from sqlalchemy import update
 
 from gateway.auth import Principal, Role
-from qun.common.v1 import facts_pb2, groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
+from services.common.db import Database
 from services.common.errors import failures_from_status, status_from_error
+from services.common.settings import database_url
+from services.groups.models import CapacityOwner, MonthlyMetrics, SleepingPlan
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, running_stack, unique
 
@@ -136,7 +142,9 @@ async def test_T7_T8_month_end_level_job_runs_once(gw: GatewayClient, platform: 
     assert capacity.level == 3 and capacity.history[0].month == "2026-04"
 
 
-async def test_T2_T3_expansion_needs_two_L3_months_and_85_percent(gw: GatewayClient, platform: RunningStack, at) -> None:  # type: ignore[no-untyped-def]
+async def test_T2_T3_expansion_needs_two_L3_months_and_85_percent(
+    gw: GatewayClient, platform: RunningStack, at
+) -> None:  # type: ignore[no-untyped-def]
     store_id, main_id, group = await store_with_group(gw, platform)
     owner = gw.auth(gw.main_account(main_id, store_id))
     ops = ops_stub(gw)
@@ -218,7 +226,8 @@ async def test_V3_item_page_never_on_group_buy(gw: GatewayClient, platform: Runn
     consumer = unique("c")
     await gw.report(facts.consumer(consumer, follows=(store_id,)))
     shown = await discovery_stub(gw).GetItemPageModule(
-        operations_pb2.GetItemPageModuleRequest(store_id=store_id, item_id="i1"), metadata=gw.auth(gw.consumer(consumer))
+        operations_pb2.GetItemPageModuleRequest(store_id=store_id, item_id="i1"),
+        metadata=gw.auth(gw.consumer(consumer)),
     )
     assert any(e.shown for e in shown.entries)
     group_buy = await discovery_stub(gw).GetItemPageModule(
@@ -228,7 +237,9 @@ async def test_V3_item_page_never_on_group_buy(gw: GatewayClient, platform: Runn
     assert not any(e.shown for e in group_buy.entries) and [r.rule_id for r in group_buy.module_reasons] == ["V3"]
 
 
-async def test_V4_V5_recommendation_prefers_spend_and_stops_once_joined(gw: GatewayClient, platform: RunningStack) -> None:
+async def test_V4_V5_recommendation_prefers_spend_and_stops_once_joined(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
     store_id, main_id, follow_group = await store_with_group(gw, platform)
     owner = gw.auth(gw.main_account(main_id, store_id))
     await gw.groups.SetGroupLevel(  # L4: two sets allowed under the test rules
@@ -285,7 +296,8 @@ async def test_V6_post_component(gw: GatewayClient, platform: RunningStack) -> N
     request = operations_pb2.CheckPostComponentRequest(group_set_id=hidden.group_set.group_set_id)
     assert [f.reason for f in (await check(request, metadata=owner)).verdict.failures] == ["GROUP_NOT_PUBLIC"]
     await gw.groups.UpdateGroupSetSettings(
-        gateway_pb2.UpdateGroupSetSettingsRequest(group_id=hidden.group_set.group_set_id, is_public=True), metadata=owner
+        gateway_pb2.UpdateGroupSetSettingsRequest(group_id=hidden.group_set.group_set_id, is_public=True),
+        metadata=owner,
     )
     assert (await check(request, metadata=owner)).verdict.allowed
     by_sub = await check(request, metadata=gw.auth(Principal(sub, Role.STORE_SUB, store_id)))
@@ -299,7 +311,9 @@ async def test_C3_R4_message_policy(gw: GatewayClient, platform: RunningStack) -
     upstream = gw.auth(UPSTREAM)
 
     def message(sender: str, kind: int, **kwargs: int) -> operations_pb2.CheckMessageRequest:
-        return operations_pb2.CheckMessageRequest(group_set_id=group.group_set_id, sender_id=sender, kind=kind, **kwargs)
+        return operations_pb2.CheckMessageRequest(
+            group_set_id=group.group_set_id, sender_id=sender, kind=kind, **kwargs
+        )
 
     text = await check(message(fan, operations_pb2.MESSAGE_KIND_TEXT), metadata=upstream)
     assert text.verdict.allowed and not text.hidden_from_others
@@ -312,7 +326,9 @@ async def test_C3_R4_message_policy(gw: GatewayClient, platform: RunningStack) -
     )
     assert [f.reason for f in share.verdict.failures] == ["FANS_CANNOT_SHARE_ITEMS"]  # R4
     owner_share = await check(
-        message(main_id, operations_pb2.MESSAGE_KIND_ITEM_SHARE, item_interaction=operations_pb2.ITEM_INTERACTION_BROWSED),
+        message(
+            main_id, operations_pb2.MESSAGE_KIND_ITEM_SHARE, item_interaction=operations_pb2.ITEM_INTERACTION_BROWSED
+        ),
         metadata=upstream,
     )
     assert owner_share.verdict.allowed
@@ -347,7 +363,9 @@ async def test_C15_X5_sleeping_members_get_notice_then_leave(gw: GatewayClient, 
     assert swept.summary == "0 noticed, 1 removed"
     mine = await gw.groups.ListMyGroups(gateway_pb2.ListMyGroupsRequest(), metadata=gw.auth(gw.consumer(sleeper)))
     assert list(mine.memberships) == []
-    fetched = await gw.groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner)
+    fetched = await gw.groups.GetGroupSet(
+        gateway_pb2.GetGroupSetRequest(group_set_id=group.group_set_id), metadata=owner
+    )
     assert fetched.group_set.member_count == 1  # the room is free for new customers
     audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=owner)
     assert ("sleeping.remove", sleeper) in [(e.action, e.old_value) for e in audit.entries]
@@ -414,3 +432,255 @@ async def test_X4_audit_trail_records_who_changed_what(gw: GatewayClient, platfo
             operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=gw.auth(gw.consumer("c1"))
         )
     assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_C14_a_refusal_names_the_groups_rules_too_when_the_gateway_knows_the_set(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """The gateway asks eligibility first over its copy of the set; a refusal still asks groups (T1 here)."""
+    store_id, _, group = await store_with_group(gw, platform)
+    await add_members(gw, store_id, group.group_set_id, 4)  # full under the test rules; the gateway kept the set
+    late = unique("c")
+    await gw.report(facts.consumer(late, score=350, real_name=False, follows=(store_id,)))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gw.groups.JoinGroupSet(
+            gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), metadata=gw.auth(gw.consumer(late))
+        )
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert sorted(rules_of(refused.value)) == ["C1", "C2", "T1", "T1", "T2"]  # the set, its sub-groups, the store: full
+
+
+async def test_C3_C2_owner_and_admins_below_the_bar_are_hidden_nowhere(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """One rule, one answer: the owner and super admins are exempt from C2, so neither their join nor the
+    messaging system's CheckMessage hides their messages (C3); a plain member below the bar is hidden on both."""
+    admin = unique("a")
+    store_id, main_id = unique("s"), unique("m")
+    await gw.report(facts.store(store_id, main_id, platform.now, sub_accounts=(admin,)))
+    owner = gw.auth(gw.main_account(main_id, store_id))
+    created = await gw.groups.CreateGroupSet(
+        gateway_pb2.CreateGroupSetRequest(kind=common_pb2.GROUP_KIND_STORE, name="群", threshold=FOLLOW), metadata=owner
+    )
+    group_set_id = created.group_set.group_set_id
+    await gw.groups.AddAdmin(gateway_pb2.AddAdminRequest(group_set_id=group_set_id, account_id=admin), metadata=owner)
+    fan = unique("c")
+    await gw.report(facts.consumer(fan, score=300, follows=(store_id,)))
+    low = [
+        f
+        for account in (main_id, admin)
+        for f in (
+            facts_pb2.Fact(real_name=facts_pb2.RealNameFact(consumer_id=account, verified=True)),
+            facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=account, score=300)),
+            facts_pb2.Fact(follow=facts_pb2.FollowFact(store_id=store_id, consumer_id=account, following=True)),
+        )
+    ]
+    await gw.report(low)  # 300 < the 401 bar; the owner's and the admin's account roles stay as they are
+    answers = {}
+    for account in (main_id, admin):
+        joined = await gw.groups.JoinGroupSet(
+            gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(account))
+        )
+        checked = await discovery_stub(gw).CheckMessage(
+            operations_pb2.CheckMessageRequest(
+                group_set_id=group_set_id, sender_id=account, kind=operations_pb2.MESSAGE_KIND_TEXT
+            ),
+            metadata=gw.auth(UPSTREAM),
+        )
+        answers[account] = (joined.messages_hidden, checked.hidden_from_others)
+    assert answers == {main_id: (False, False), admin: (False, False)}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # a plain consumer below the bar cannot join (C2) …
+        await gw.groups.JoinGroupSet(
+            gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(fan))
+        )
+    assert rules_of(refused.value) == ["C2"]
+    await gw.report([facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=fan, score=500))])
+    await gw.groups.JoinGroupSet(
+        gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(fan))
+    )
+    await gw.report([facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=fan, score=300))])
+    again = await gw.groups.JoinGroupSet(  # … and once inside and fallen below it, is hidden on both paths
+        gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(fan))
+    )
+    checked = await discovery_stub(gw).CheckMessage(
+        operations_pb2.CheckMessageRequest(
+            group_set_id=group_set_id, sender_id=fan, kind=operations_pb2.MESSAGE_KIND_TEXT
+        ),
+        metadata=gw.auth(UPSTREAM),
+    )
+    assert (again.already_member, again.messages_hidden, checked.hidden_from_others) == (True, True, True)
+
+
+async def test_T3_the_last_application_is_granted_up_to_the_cap(gw: GatewayClient, platform: RunningStack, at) -> None:  # type: ignore[no-untyped-def]
+    """At L3 the test rules allow 4 members; each grant adds 8, up to 16: 4 → 12, then 12 → 16 (+4, not
+    refused for want of a whole 8), then refused (SPEC's 475,000 → 500,000 with +25,000)."""
+    store_id, main_id, group = await store_with_group(gw, platform)
+    owner = gw.auth(gw.main_account(main_id, store_id))
+    ops = ops_stub(gw)
+    for month in ("2026-01", "2026-02"):
+        await gw.groups.SetGroupLevel(
+            gateway_pb2.SetGroupLevelRequest(store_id=store_id, month=month, level=3), metadata=gw.auth(OPS)
+        )
+    await add_members(gw, store_id, group.group_set_id, 4)  # 4 ÷ (1 × 4) = 100% (T3)
+    apply = operations_pb2.ApplyForExpansionRequest(store_id=store_id)
+    first = await ops.ApplyForExpansion(apply, metadata=owner)
+    assert (first.granted_members, first.member_capacity) == (8, 12)
+    last = await ops.ApplyForExpansion(apply, metadata=owner)
+    assert (last.granted_members, last.member_capacity) == (4, 16)
+    with pytest.raises(grpc.aio.AioRpcError) as capped:
+        await ops.ApplyForExpansion(apply, metadata=owner)
+    [failure] = failures_from_status(status_from_error(capped.value))
+    assert (failure.reason, failure.figures["capacity"], failure.figures["max"]) == (
+        "EXPANSION_LIMIT_REACHED",
+        "16",
+        "16",
+    )
+    audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=owner)
+    grants = [(e.old_value, e.new_value) for e in audit.entries if e.action == "capacity.grant"]
+    assert grants == [("4", "12"), ("12", "16")]
+
+
+async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """Two identical stores; one reports December's figures before the level job, one after. The late one
+    is not left at L0: its figures recompute its level at once, audited old → new (X4); ops may recompute
+    a month on purpose."""
+    month = "2025-12"
+    (on_time, on_time_main, on_time_group), (late, late_main, late_group) = [
+        await store_with_group(gw, platform) for _ in range(2)
+    ]
+    for store_id, group in ((on_time, on_time_group), (late, late_group)):
+        await add_members(gw, store_id, group.group_set_id, 4)
+    ops = ops_stub(gw)
+    for day in range(1, 9):  # 4 members on 8 of 31 days: an average of 1.03 (T7), L1's bar
+        await ops.RunJob(
+            operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period=f"{month}-{day:02d}"),
+            metadata=gw.auth(OPS),
+        )
+
+    def figures(store_id: str) -> operations_pb2.ReportMonthlyMetricsRequest:
+        return operations_pb2.ReportMonthlyMetricsRequest(
+            store_id=store_id, month=month, open_rate_bp=150, merchant_messages=2
+        )
+
+    early = await ops.ReportMonthlyMetrics(figures(on_time), metadata=gw.auth(UPSTREAM))
+    assert not early.level_recomputed  # the month is not settled yet: the job will read them
+    run = operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period=month)
+    first = await ops.RunJob(run, metadata=gw.auth(OPS))
+    assert first.ran and f"{on_time}: L1" in first.summary and f"{late}: L0" in first.summary
+
+    reported = await ops.ReportMonthlyMetrics(figures(late), metadata=gw.auth(UPSTREAM))
+    assert (reported.level_recomputed, reported.previous_level, reported.level) == (True, 0, 1)
+    levels = {}
+    for store_id, main_id in ((on_time, on_time_main), (late, late_main)):
+        capacity = await ops.GetCapacity(
+            operations_pb2.GetCapacityRequest(store_id=store_id), metadata=gw.auth(gw.main_account(main_id, store_id))
+        )
+        levels[store_id] = {h.month: h.level for h in capacity.history}["2026-01"]
+    assert levels == {on_time: 1, late: 1}  # the identical stores stand at the same level
+    assert not (await ops.RunJob(run, metadata=gw.auth(OPS))).ran  # each store's month settles once
+
+    late_owner = gw.auth(gw.main_account(late_main, late))
+    audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=late), metadata=late_owner)
+    changes = [
+        (e.actor, e.action, e.target, e.old_value, e.new_value) for e in audit.entries if e.action.startswith("level")
+    ]
+    assert changes == [
+        (OPS.subject, "level", "2026-01", "", "L0"),  # the run ops triggered
+        (UPSTREAM.subject, "level.recompute", "2026-01", "L0", "L1"),  # the late figures
+    ]
+
+    recomputed = await ops.RunJob(  # ops recompute the month on purpose: every store, audited again
+        operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period=month, recompute=True), metadata=gw.auth(OPS)
+    )
+    assert recomputed.ran and f"{late}: L1" in recomputed.summary and f"{on_time}: L1" in recomputed.summary
+    audit = await ops.ListAuditEntries(operations_pb2.ListAuditEntriesRequest(store_id=late), metadata=late_owner)
+    assert (OPS.subject, "level.recompute", "L1", "L1") in [
+        (e.actor, e.action, e.old_value, e.new_value) for e in audit.entries
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await ops.RunJob(
+            operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING, recompute=True), metadata=gw.auth(OPS)
+        )
+    assert wrong.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@asynccontextmanager
+async def groups_database(platform: RunningStack) -> AsyncIterator[Database]:
+    """The running groups service's database, for writing rows no API would accept."""
+    db = Database(database_url(platform.stack.env_for("groups"), "groups"), pool_size=1)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def test_D3_the_trigger_settles_every_store_but_a_poisoned_one_and_lists_it(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """One store's rows are corrupt (written straight into the database, past every validation): each job,
+    run by ops, settles the other stores, answers OK and names the store it could not settle and why."""
+    month, day = "2025-10", "2025-10-15"
+    ops = ops_stub(gw)
+    stores = {}
+    for label in ("good", "poisoned"):
+        store_id, main_id, group = await store_with_group(gw, platform)
+        await add_members(gw, store_id, group.group_set_id, 1)
+        await ops.ReportMonthlyMetrics(
+            operations_pb2.ReportMonthlyMetricsRequest(
+                store_id=store_id, month=month, open_rate_bp=150, merchant_messages=2
+            ),
+            metadata=gw.auth(UPSTREAM),
+        )
+        await ops.SetSleepingPlan(
+            operations_pb2.SetSleepingPlanRequest(store_id=store_id, enabled=True, inactivity_days=3000),
+            metadata=gw.auth(gw.main_account(main_id, store_id)),
+        )
+        stores[label] = (store_id, main_id)
+    good, poisoned = stores["good"][0], stores["poisoned"][0]
+    async with groups_database(platform) as db:
+        async with db.transaction() as session:
+            await session.execute(
+                update(CapacityOwner).where(CapacityOwner.owner_key == f"store:{poisoned}").values(member_count=-3)
+            )
+            await session.execute(
+                update(MonthlyMetrics).where(MonthlyMetrics.store_id == poisoned).values(open_rate_bp=-7)
+            )
+            await session.execute(
+                update(SleepingPlan).where(SleepingPlan.store_id == poisoned).values(inactivity_days=2_000_000_000)
+            )
+        try:
+            jobs = {
+                "daily_counts": operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period=day),
+                "levels": operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period=month),
+                "sleeping": operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING),
+            }
+            answers = {name: await ops.RunJob(request, metadata=gw.auth(OPS)) for name, request in jobs.items()}
+            for name, answer in answers.items():  # OK, with the one store it could not settle
+                assert [(f.job, f.store_id) for f in answer.failures] == [(name, poisoned)], name
+                assert f"failed: {poisoned}" in answer.summary
+            assert "negative member count (-3)" in answers["daily_counts"].failures[0].error
+            assert answers["daily_counts"].ran and answers["daily_counts"].affected >= 1  # the good one, on time
+            assert f"{good}: L0" in answers["levels"].summary  # settled on its figures (1 member on 1 day), on time
+            assert "open_rate_bp -7" in answers["levels"].failures[0].error
+            assert answers["sleeping"].failures[0].error.startswith("OverflowError")
+        finally:
+            async with db.transaction() as session:
+                await session.execute(
+                    update(CapacityOwner).where(CapacityOwner.owner_key == f"store:{poisoned}").values(member_count=1)
+                )
+                await session.execute(
+                    update(MonthlyMetrics).where(MonthlyMetrics.store_id == poisoned).values(open_rate_bp=150)
+                )
+                await session.execute(
+                    update(SleepingPlan).where(SleepingPlan.store_id == poisoned).values(inactivity_days=3000)
+                )
+    repaired = {name: await ops.RunJob(request, metadata=gw.auth(OPS)) for name, request in jobs.items()}
+    assert all(list(answer.failures) == [] for answer in repaired.values())
+    assert repaired["daily_counts"].affected == 1 and f"{poisoned}: L0" in repaired["levels"].summary
+    for store_id, main_id in stores.values():  # leave no plan on for the module's other tests
+        await ops.SetSleepingPlan(
+            operations_pb2.SetSleepingPlanRequest(store_id=store_id, enabled=False),
+            metadata=gw.auth(gw.main_account(main_id, store_id)),
+        )

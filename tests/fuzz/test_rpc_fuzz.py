@@ -13,9 +13,10 @@ import os
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
-
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from qun.gateway.v1 import campaigns_pb2, operations_pb2
+
 from tests.fuzz import strategies
 from tests.security.test_authorisation import ALLOWED
 from tests.support.hostile import (
@@ -69,21 +70,43 @@ def regressions(world: World) -> list[tuple[str, object, str, grpc.StatusCode]]:
     """Inputs the fuzzer found once, checked first by name: (rpc, request, caller, expected code)."""
     return [
         # A 5000-character period echoed back overflowed the gateway's trailer limit: INTERNAL.
-        ("RunJob", operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period="x" * 5000), "ops",
-         grpc.StatusCode.INVALID_ARGUMENT),
-        ("RunJob", operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period="群" * 5000), "ops",
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            "RunJob",
+            operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period="x" * 5000),
+            "ops",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            "RunJob",
+            operations_pb2.RunJobRequest(job=operations_pb2.JOB_LEVELS, period="群" * 5000),
+            "ops",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         # A timestamp outside 0001..9999 reached the groups service, whose conversion raised: INTERNAL
         # (now refused by Fields.instant there).
-        ("ReportMemberActivity", operations_pb2.ReportMemberActivityRequest(
-            group_set_id=world.group_set_id, consumer_id=world.member_id,
-            active_at=Timestamp(seconds=936534780444939232, nanos=152)), "upstream",
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            "ReportMemberActivity",
+            operations_pb2.ReportMemberActivityRequest(
+                group_set_id=world.group_set_id,
+                consumer_id=world.member_id,
+                active_at=Timestamp(seconds=936534780444939232, nanos=152),
+            ),
+            "upstream",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         # The same in an activity's window: the gateway's JSON copy into the backend's message raised.
-        ("CreateActivity", campaigns_pb2.CreateActivityRequest(
-            group_set_id=world.group_set_id, title="投票", voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]),
-            starts_at=Timestamp(seconds=2**62), ends_at=Timestamp(seconds=1, nanos=-5)), "store_main",
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            "CreateActivity",
+            campaigns_pb2.CreateActivityRequest(
+                group_set_id=world.group_set_id,
+                title="投票",
+                voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]),
+                starts_at=Timestamp(seconds=2**62),
+                ends_at=Timestamp(seconds=1, nanos=-5),
+            ),
+            "store_main",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ]
 
 
@@ -126,7 +149,8 @@ def test_every_rpc_survives_hostile_requests(world: World) -> None:
         if code is not expected:
             found.append(f"regression {name} as {who}: {code.name}, expected {expected.name}")
     # The calls that remove fixtures (the owner may dissolve the set) go last.
-    for rpc in sorted(PUBLIC_RPCS, key=lambda rpc: rpc.name in ("LeaveGroupSet", "RemoveAdmin", "DissolveGroupSet")):
+    last = ("LeaveGroupSet", "RemoveMember", "RemoveAdmin", "DissolveGroupSet")
+    for rpc in sorted(PUBLIC_RPCS, key=lambda rpc: rpc.name in last):
         outcomes: dict[str, int] = {}
         fuzz_one(world, rpc, found, outcomes)
         print(f"{rpc}: {outcomes}")  # shown with -s: what the examples reached

@@ -24,10 +24,11 @@ from typing import Any
 import grpc
 import jwt
 from google.protobuf import descriptor as pbd
-
-from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
+
+from gateway.auth import Principal, Role, mint_token
+from tests.support import facts
 from tests.support.facts import ts
 from tests.support.hostile import (
     PUBLIC_RPCS,
@@ -62,6 +63,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ExplainJoin": CONSUMER,
     "LeaveGroupSet": CONSUMER,
     "ListMyGroups": CONSUMER,
+    "RemoveMember": OWNER_AND_ADMINS,  # R5: the owner and super admins remove members
+    "ListMyRemovals": CONSUMER,  # R5: the removed member reads why
     "AddAdmin": MAIN,  # R2
     "RemoveAdmin": MAIN,
     "UpdateGroupSetSettings": OWNER_AND_ADMINS,
@@ -122,6 +125,24 @@ ALLOWED: dict[str, frozenset[str]] = {
 LAST = ("EndActivity", "LeaveGroupSet", "RemoveAdmin", "DissolveGroupSet")
 
 
+async def fresh_member(world: World) -> str:
+    """A consumer who has just joined the group-set: each RemoveMember cell removes a real member of its own."""
+    from qun.gateway.v1 import gateway_pb2_grpc
+
+    consumer = unique("c")
+    await gateway_pb2_grpc.FactServiceStub(world.channel()).ReportFacts(
+        gateway_pb2.ReportFactsRequest(facts=facts.consumer(consumer, follows=(world.store_id,))),
+        metadata=world.auth(world.principals()["upstream"]),
+        timeout=10,
+    )
+    await gateway_pb2_grpc.GroupServiceStub(world.channel()).JoinGroupSet(
+        gateway_pb2.JoinGroupSetRequest(group_set_id=world.group_set_id),
+        metadata=world.auth(Principal(consumer, Role.CONSUMER)),
+        timeout=10,
+    )
+    return consumer
+
+
 def requests(world: World, activity_id: str, purchase_id: str) -> dict[str, Callable[[], Any]]:
     """Per-RPC requests where filling fields by name is not enough (see ``generic``)."""
     window = {"starts_at": ts(world.platform.now), "ends_at": ts(world.platform.now + timedelta(hours=1))}
@@ -141,6 +162,9 @@ def requests(world: World, activity_id: str, purchase_id: str) -> dict[str, Call
             group_id=world.group_set_id, announcement="公告"
         ),
         "DissolveGroupSet": lambda: gateway_pb2.DissolveGroupSetRequest(group_set_id=world.spare_group_set_id),
+        "RemoveMember": lambda: gateway_pb2.RemoveMemberRequest(
+            group_set_id=world.group_set_id, consumer_id=world.run(fresh_member(world)), reason="R5"
+        ),
         "SetGroupLevel": lambda: gateway_pb2.SetGroupLevelRequest(store_id=world.store_id, month="2026-02", level=1),
         "RunJob": lambda: operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING),
         "ListAuditEntries": lambda: operations_pb2.ListAuditEntriesRequest(store_id=world.store_id),
@@ -148,7 +172,10 @@ def requests(world: World, activity_id: str, purchase_id: str) -> dict[str, Call
             group_set_id=world.group_set_id, threshold=follow
         ),
         "CreateActivity": lambda: campaigns_pb2.CreateActivityRequest(
-            group_set_id=world.group_set_id, title="投票", voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]), **window
+            group_set_id=world.group_set_id,
+            title="投票",
+            voting=campaigns_pb2.VotingSpec(options=["甲", "乙"]),
+            **window,
         ),
         "GetPurchase": lambda: campaigns_pb2.GetPurchaseRequest(store_id=world.store_id, purchase_id=purchase_id),
         "ReviewPush": lambda: push_pb2.ReviewPushRequest(push_id="p_none", decision=1),
@@ -201,7 +228,9 @@ async def activity_and_purchase(world: World) -> tuple[str, str]:
     )
     bought = await api.Purchase(
         campaigns_pb2.PurchaseRequest(
-            request_id=unique("buy"), store_id=world.store_id, order=campaigns_pb2.Order(item_id=world.item_id, quantity=1)
+            request_id=unique("buy"),
+            store_id=world.store_id,
+            order=campaigns_pb2.Order(item_id=world.item_id, quantity=1),
         ),
         metadata=world.auth(world.principals()["consumer"]),
         timeout=10,
@@ -290,7 +319,15 @@ def impostors(world: World, activity_id: str) -> list[str]:
         )
     }
     wrong = []
-    for name in ("UpdateGroupSetSettings", "WhatIfThreshold", "CreateActivity", "EndActivity", "CreateTrumpet", "AddAdmin"):
+    for name in (
+        "UpdateGroupSetSettings",
+        "WhatIfThreshold",
+        "CreateActivity",
+        "EndActivity",
+        "CreateTrumpet",
+        "AddAdmin",
+        "RemoveMember",
+    ):
         rpc = next(r for r in PUBLIC_RPCS if r.name == name)
         build = special.get(name) or (lambda rpc=rpc: generic(world, rpc, activity_id))
         for label, principal in fakes.items():

@@ -59,9 +59,45 @@ def test_T3_needs_L3_in_each_of_the_last_two_months(rules: Rules) -> None:
 
 
 def test_T3_never_beyond_500000(rules: Rules) -> None:
-    # L4 allows 50,000; nine grants make 500,000; a tenth would pass it.
+    # L4 allows 50,000; nine grants make 500,000; nothing is left for a tenth.
     assert expansion(rules, extra_members=400_000) == []
     assert expansion(rules, extra_members=450_000) == ["EXPANSION_LIMIT_REACHED"]
+
+
+def test_T3_the_last_application_is_granted_up_to_the_cap(rules: Rules) -> None:
+    # L3 allows 25,000; nine grants of 50,000 make 475,000: the tenth adds the 25,000 left, then nothing.
+    assert lifecycle.expansion_grant(rules, 3, extra_members=9 * 50_000) == 25_000
+    assert expansion(rules, level_now=3, members=21_250, extra_members=9 * 50_000) == []
+    assert lifecycle.capacity(rules, 3, 9 * 50_000 + 25_000) == 500_000
+    assert lifecycle.expansion_grant(rules, 3, extra_members=9 * 50_000 + 25_000) == 0
+    assert expansion(rules, level_now=3, members=21_250, extra_members=475_000) == ["EXPANSION_LIMIT_REACHED"]
+    assert lifecycle.expansion_grant(rules, 4, extra_members=0) == 50_000
+
+
+def test_T3_expansions_never_lift_a_store_past_the_cap_when_its_level_rises(rules: Rules) -> None:
+    # Granted up to 500,000 at L3 (extra 475,000), then L4 (50,000 of its own): still 500,000, not 525,000.
+    assert account_limits(rules, GroupKind.STORE, 4, extra_members=475_000).members == 500_000
+    assert account_limits(rules, GroupKind.STORE, 4, extra_members=0).members == 50_000
+
+
+def test_T3_the_refusal_reads_true_84_99_percent_is_below_85_00(rules: Rules) -> None:
+    facts = ExpansionFacts(
+        month="2026-05", levels_by_month={"2026-03": 4, "2026-04": 4}, level_now=4, members=42_495, extra_members=0
+    )
+    [failure] = lifecycle.expansion_failures(rules, facts)
+    assert failure.reason == "UTILISATION_TOO_LOW"
+    assert failure.message == "utilisation 42495 ÷ (10 × 5000) = 84.99% < 85.00%"
+    assert failure.figures["utilisation_bp"] == "8499"
+
+
+def test_D3_corrupt_figures_fail_the_store_they_belong_to(rules: Rules) -> None:
+    fine = MonthFigures(1.5, 100, 0, 10_000, 3)
+    assert lifecycle.checked_figures(rules, fine) == fine
+    with pytest.raises(lifecycle.CorruptFigures, match="open_rate_bp -7, merchant_messages 2147483647"):
+        lifecycle.checked_figures(rules, dataclasses.replace(fine, open_rate_bp=-7, merchant_messages=2**31 - 1))
+    with pytest.raises(lifecycle.CorruptFigures, match="negative member count"):
+        lifecycle.checked_count("s1", -1)
+    assert lifecycle.checked_count("s1", 0) == 0
 
 
 def test_T3_a_grant_raises_the_member_and_group_set_caps(rules: Rules) -> None:

@@ -243,3 +243,28 @@ def test_t5_t6_joins_and_leaves_never_break_a_cap(ops: list[tuple[bool, int]]) -
         assert len(where) <= limits.group_set_capacity
         assert len(subs) <= limits.sub_groups_per_set
         assert all(len(m) <= limits.sub_group_capacity for m in subs.values())
+
+
+# -- R5 ------------------------------------------------------------------------------------------
+
+
+def test_R5_owner_removes_anyone_but_themselves_admins_only_plain_members() -> None:
+    from services.groups.rules import RemovalCause, removal_refusal
+
+    owner, admin = RemovalCause.OWNER, RemovalCause.ADMIN
+    assert removal_refusal(owner, target_is_owner=False, target_is_admin=False) is None
+    assert removal_refusal(owner, target_is_owner=False, target_is_admin=True) is None  # the owner removes an admin
+    assert removal_refusal(admin, target_is_owner=False, target_is_admin=False) is None
+    assert "R5" in (removal_refusal(admin, target_is_owner=False, target_is_admin=True) or "")
+    assert "R1" in (removal_refusal(admin, target_is_owner=True, target_is_admin=False) or "")
+    assert "R1" in (removal_refusal(owner, target_is_owner=True, target_is_admin=False) or "")
+    # A store's blacklist and the sleeping plan are not a person's decision: not limited by R5.
+    for cause in (RemovalCause.STORE_BLACKLIST, RemovalCause.SLEEPING):
+        assert removal_refusal(cause, target_is_owner=True, target_is_admin=True) is None
+
+
+def test_R5_X4_a_removal_reads_as_cause_bar_and_reason() -> None:
+    from services.groups.rules import RemovalCause, describe_removal
+
+    assert describe_removal(RemovalCause.OWNER, "发广告", False) == "owner: 发广告"
+    assert describe_removal(RemovalCause.ADMIN, "", True) == "admin, barred from the store (C5)"
