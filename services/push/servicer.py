@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -496,8 +496,8 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
             raise ValueError(token)
-        return parsed, last_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return parsed.astimezone(UTC), last_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument.one("page_token", "not a token this service issued") from None
 
 
@@ -517,7 +517,8 @@ def decode_queue_token(token: str, kind: int, store_id: str) -> tuple[datetime, 
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
             raise ValueError(token)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        parsed = parsed.astimezone(UTC)  # year 1 at +05:00 is before year 1 in UTC: OverflowError, not INTERNAL
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument.one("page_token", "not a token this service issued") from None
     if token_kind != str(kind) or token_store != store_id:
         raise InvalidArgument.one("page_token", "issued for another kind or store_id; ask again without it")

@@ -8,6 +8,7 @@ two-replica test run it as the background task it is in production.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -263,6 +264,18 @@ async def test_bad_input_names_every_field(service: Service) -> None:
     assert {v.field for v in field_violations(status_from_error(error))} == {"audience_size", "activity"}
     error = await rpc_error(service.stub.ListPushes(p.ListPushesRequest(store_id="s1", page_token="nope")))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    # A forged token whose time is before year 1 in UTC is refused, not an overflow (INTERNAL).
+    early = "0001-01-01T00:00:00+05:00|ps_1"
+    for call in (
+        service.stub.ListPushes(p.ListPushesRequest(store_id="s1", page_token=token(early))),
+        service.stub.ListPendingReviews(p.ListPendingReviewsRequest(page_token=token(f"{early}|0|"))),
+        service.stub.ListPendingReviews(p.ListPendingReviewsRequest(page_token=token("2026-01-01T00:00:00|ps_1|0|"))),
+    ):
+        assert (await rpc_error(call)).code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def token(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 async def test_abandoned_drafts_are_purged(service: Service) -> None:
