@@ -116,23 +116,24 @@ class Dispatcher:
             worked = False
             try:
                 worked = bool((await self.run_once()).batches)
+                await self._periodic()
             except Exception:  # the database, not a store (those are set aside): try again after a pause
                 metrics.errors.inc()
-                log.exception("dispatch pass failed; retrying")
-            try:
-                if time.monotonic() - self._last_queue >= QUEUE_EVERY_SECONDS:
-                    self._last_queue = time.monotonic()
-                    await self.observe_queue()
-                if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
-                    self._last_purge = time.monotonic()
-                    await self.purge()
-            except Exception:
-                log.exception("review queue or draft clean-up failed; retrying")
+                log.exception("dispatcher pass failed; retrying")
             if not worked:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
                 except TimeoutError:
                     pass
+
+    async def _periodic(self) -> None:
+        """The review queue's gauges every QUEUE_EVERY_SECONDS (at once on start), the draft clean-up every minute."""
+        if time.monotonic() - self._last_queue >= QUEUE_EVERY_SECONDS:
+            self._last_queue = time.monotonic()
+            await self.observe_queue()
+        if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
+            self._last_purge = time.monotonic()
+            await self.purge()
 
     async def run_once(self) -> DispatchPass:
         """One batch for each store with a due push, longest waiting first, skipping stores set aside (D3).

@@ -50,7 +50,10 @@ review_window = Gauge(
     "qun_push_review_window_seconds",
     "The review window of the rules file (review_delay_hours): approved later than this, a push is sent late (P6).",
 )
-errors = Counter("qun_push_dispatcher_errors_total", "Dispatcher batches that failed and will be retried.")
+errors = Counter(
+    "qun_push_dispatcher_errors_total",
+    "Dispatcher passes that failed and will be retried: the database, not a store (qun_job_failures_total counts those).",
+)
 
 
 def refused(failures: Iterable[Failure]) -> None:
