@@ -99,6 +99,7 @@ VALUE_LIMITS: dict[str, Limit] = {
     # PushService
     "qun.gateway.v1.ListPushesRequest.page_size": PAGE,
     "qun.gateway.v1.ListPushNoticesRequest.page_size": PAGE,
+    "qun.gateway.v1.ListPendingReviewsRequest.page_size": PAGE,
     "qun.gateway.v1.GrantMassSendRequest.audience_size": Limit("audience"),
     "qun.gateway.v1.StreamDeliveriesRequest.chunk_size": Limit("delivery_chunk"),
 }

@@ -1,4 +1,4 @@
-"""The public PushService: role rules, then the push flows (SPEC P1–P7, X3).
+"""The public PushService: role rules, then the push flows (SPEC P1–P8, X3).
 
 Backends never call each other, so the flow of a submission is here: the
 store's figures from the eligibility service (subscribers, old-customer fans
@@ -18,17 +18,17 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
-
-from gateway.access import STORE_ROLES
-from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from gateway.servicer import FactService
 from qun.common.v1 import facts_pb2
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from qun.gateway.v1 import push_pb2 as public
 from qun.gateway.v1 import push_pb2_grpc as public_grpc
 from qun.push.v1 import push_pb2 as internal
 from qun.push.v1 import push_pb2_grpc as internal_grpc
+
+from gateway.access import STORE_ROLES
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from gateway.servicer import FactService
 from services.common.errors import PermissionDenied
 from services.common.validation import Fields
 
@@ -273,6 +273,33 @@ class PushService(public_grpc.PushServiceServicer):
             safe=False,
         )
         return public.ReviewPushResponse(push=push_message(reply.push))
+
+    async def ListPendingReviews(self, request, context):  # type: ignore[no-untyped-def]
+        """P8: ops' one queue across stores, oldest submission first, each with its window's end."""
+        current_principal().require(Role.OPS, rule_id="P8", why="the review queue is ops'")
+        fields = Fields()
+        fields.identifier("store_id", request.store_id, required=False)
+        if request.kind:
+            fields.enum("kind", request.kind, public.PushKind)
+        fields.done()
+        reply = await self.downstream.within(
+            context,
+            self.push.ListPendingReviews,
+            internal.ListPendingReviewsRequest(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                kind=internal.PushKind.ValueType(request.kind),
+                store_id=request.store_id,
+            ),
+            safe=True,
+        )
+        return public.ListPendingReviewsResponse(
+            reviews=[
+                public.PendingReview(push=push_message(r.push), window_ends_at=r.window_ends_at) for r in reply.reviews
+            ],
+            next_page_token=reply.next_page_token,
+            as_of=reply.as_of,
+        )
 
     # -- reads ------------------------------------------------------------------------------------
 

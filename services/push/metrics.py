@@ -4,6 +4,11 @@ Pushes by kind and the state they entered, quota refusals by rule and
 reason, the dispatcher's lag (how long the oldest due push has waited) and
 the deliveries it writes (``rate()`` of the counter is deliveries per second).
 Counted after the transaction committed.
+
+The review queue's gauges (SPEC P8) are read from the database by every
+replica's dispatcher loop, so each replica exports the same, true value and
+``max by (job)`` is right however many replicas run; the review window is
+exported beside them so the alert follows the rules file.
 """
 
 from __future__ import annotations
@@ -36,7 +41,19 @@ lag = Gauge(
     "qun_push_dispatcher_lag_seconds",
     "How long the oldest due push (approved or sending, send time passed) has waited; 0 when none.",
 )
-errors = Counter("qun_push_dispatcher_errors_total", "Dispatcher batches that failed and will be retried.")
+oldest_pending_review = Gauge(
+    "qun_push_oldest_pending_review_seconds",
+    "Age of the oldest push pending review, across every store (P8); 0 when none. Read from the database.",
+)
+pending_reviews = Gauge("qun_push_pending_reviews", "Pushes pending review across every store (P8).")
+review_window = Gauge(
+    "qun_push_review_window_seconds",
+    "The review window of the rules file (review_delay_hours): approved later than this, a push is sent late (P6).",
+)
+errors = Counter(
+    "qun_push_dispatcher_errors_total",
+    "Dispatcher passes that failed and will be retried: the database, not a store (qun_job_failures_total counts those).",
+)
 
 
 def refused(failures: Iterable[Failure]) -> None:

@@ -49,6 +49,7 @@ NAMING_CONVENTION = {
 }
 DUE_WHERE = "state IN ('approved', 'sending')"
 DRAFT_WHERE = "state IN ('draft', 'discarded')"
+PENDING_WHERE = "state = 'pending_review'"
 
 
 class Base(DeclarativeBase):
@@ -109,6 +110,23 @@ class PushRow(Base):
             "send_at",
             postgresql_where=text(DUE_WHERE),
             sqlite_where=text(DUE_WHERE),
+        ),
+        # Ops' review queue (P8): pending pushes, oldest submission first, across stores or in one. Partial,
+        # so the queue's reads, pages and its oldest entry (the monitored age) touch pending rows only.
+        Index(
+            "ix_pushes_pending",
+            "submitted_at",
+            "push_id",
+            postgresql_where=text(PENDING_WHERE),
+            sqlite_where=text(PENDING_WHERE),
+        ),
+        Index(
+            "ix_pushes_pending_store",
+            "store_id",
+            "submitted_at",
+            "push_id",
+            postgresql_where=text(PENDING_WHERE),
+            sqlite_where=text(PENDING_WHERE),
         ),
         # Drafts abandoned by a gateway that went away, for the clean-up.
         Index(

@@ -7,11 +7,13 @@ push's own row; and the schema refuses what the lock should already
 prevent: one ``recall_slots`` row per (store, year, tier) (P2), a grant used
 by a conditional ``UPDATE … WHERE push_id IS NULL`` (P5).
 
-The dispatcher's batch (P7) takes one due push with ``FOR UPDATE SKIP
-LOCKED``, so replicas work on different pushes or wait their turn, writes
-the next batch of its audience into ``deliveries`` (``INSERT … SELECT … ON
-CONFLICT DO NOTHING``, the key admits one row per recipient), moves the
-push's cursor and appends the batch to the ledger, all in one transaction:
+The dispatcher's batch (P7) takes a store's oldest due push with ``FOR
+UPDATE SKIP LOCKED`` (each store with a due push gets its own batch and
+transaction, SPEC D3), so replicas work on different pushes or wait their
+turn, writes the next batch of its audience into ``deliveries`` (``INSERT …
+SELECT … ON CONFLICT DO NOTHING``, the key admits one row per recipient),
+moves the push's cursor and appends the batch to the ledger, all in one
+transaction:
 a crash anywhere leaves the previous batch's state, and the next batch
 resumes from the cursor. The ledger's sequence number comes from the
 ``ledger_head`` row, locked last, so batches are numbered in commit order
@@ -24,18 +26,18 @@ UPDATE`` is not rendered.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.calendar import MarketCalendar
+from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.rules import PushRules
 from services.push import rules as domain
 from services.push.models import (
@@ -343,20 +345,41 @@ class PushRepository:
             delete(audience).where(audience.c.store_id == store_id, audience.c.push_id == push_id)
         )
 
-    async def purge_drafts(self, older_than: timedelta, limit: int) -> int:
-        """Discards drafts a gateway abandoned and deletes discarded ones; returns how many went."""
+    async def stale_draft_stores(self, older_than: timedelta, excluding: Collection[str], limit: int) -> list[str]:
+        """Stores holding drafts a gateway abandoned (or discarded ones), oldest first; the clean-up settles
+        each in its own transaction (SPEC D3), skipping the stores ``excluding`` names (backing off)."""
+        oldest = func.min(pushes.c.created_at)
+        stmt = (
+            select(pushes.c.store_id)
+            .where(pushes.c.state.in_([PushState.DRAFT.value, PushState.DISCARDED.value]))
+            .where(pushes.c.created_at < self.now - older_than)
+            .group_by(pushes.c.store_id)
+            .order_by(oldest, pushes.c.store_id)
+            .limit(limit)
+        )
+        if excluding:
+            stmt = stmt.where(pushes.c.store_id.not_in(sorted(excluding)))
+        return list(await self.session.scalars(stmt))
+
+    async def purge_drafts(self, store_id: str, older_than: timedelta, limit: int) -> int:
+        """Discards one store's drafts a gateway abandoned and deletes discarded ones; returns how many went."""
         cutoff = self.now - older_than
         stale = (
-            await self.session.execute(
-                select(pushes.c.store_id, pushes.c.push_id)
-                .where(pushes.c.state.in_([PushState.DRAFT.value, PushState.DISCARDED.value]))
-                .where(pushes.c.created_at < cutoff)
-                .order_by(pushes.c.created_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+            (
+                await self.session.execute(
+                    select(pushes.c.push_id)
+                    .where(pushes.c.store_id == store_id)
+                    .where(pushes.c.state.in_([PushState.DRAFT.value, PushState.DISCARDED.value]))
+                    .where(pushes.c.created_at < cutoff)
+                    .order_by(pushes.c.created_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
             )
-        ).all()
-        for store_id, push_id in stale:
+            .scalars()
+            .all()
+        )
+        for push_id in stale:
             await self._drop_audience(store_id, push_id)
             await self.session.execute(delete(pushes).where(pushes.c.store_id == store_id, pushes.c.push_id == push_id))
         return len(stale)
@@ -447,6 +470,42 @@ class PushRepository:
         last = rows[-1] if more and rows else None
         return rows, (last.submitted_at, last.push_id) if last is not None and last.submitted_at else None
 
+    # -- the review queue (P8) -----------------------------------------------------------------
+
+    async def pending_reviews(
+        self, kind: PushKind | None, store_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[PushRow], tuple[datetime, str] | None]:
+        """Pushes pending review, oldest submission first (ties by push id), from ``ix_pushes_pending`` (or
+        ``ix_pushes_pending_store`` for one store). Keyset pages: each resumes after the last (time, id) listed,
+        so reviews taken or submitted between pages never shift or repeat a row."""
+        stmt = select(PushRow).where(PushRow.state == PushState.PENDING_REVIEW.value)
+        if store_id:
+            stmt = stmt.where(PushRow.store_id == store_id)
+        if kind is not None:
+            stmt = stmt.where(PushRow.kind == kind.value)
+        if after is not None:
+            at, last_id = after
+            # A row value comparison, which an index on (submitted_at, push_id) serves as one range.
+            stmt = stmt.where(
+                tuple_(PushRow.submitted_at, PushRow.push_id) > tuple_(literal(at, UtcDateTime()), literal(last_id))
+            )
+        rows = list(await self.session.scalars(stmt.order_by(PushRow.submitted_at, PushRow.push_id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more and rows else None
+        return rows, (last.submitted_at, last.push_id) if last is not None and last.submitted_at else None
+
+    async def review_queue(self) -> tuple[datetime | None, int]:
+        """The oldest pending submission and how many are pending, across every store (P8's gauges)."""
+        oldest, count = (
+            await self.session.execute(
+                select(func.min(pushes.c.submitted_at), func.count()).where(
+                    pushes.c.state == PushState.PENDING_REVIEW.value
+                )
+            )
+        ).one()
+        return oldest, int(count or 0)
+
     # -- notices (P4) ------------------------------------------------------------------------
 
     async def observe(self, store_id: str, facts: AccountFacts) -> list[NoticeRow]:
@@ -520,22 +579,35 @@ class PushRepository:
 
     # -- dispatch (P7) -------------------------------------------------------------------------
 
-    async def oldest_due(self) -> datetime | None:
-        """The send time of the oldest push that is due and not fully written (dispatcher lag)."""
-        value = await self.session.scalar(
-            select(PushRow.send_at)
-            .where(PushRow.state.in_([s.value for s in domain.DUE_STATES]), PushRow.send_at <= self.now)
-            .order_by(PushRow.send_at)
-            .limit(1)
-        )
-        return value
+    async def due_stores(self, excluding: Collection[str], limit: int) -> list[tuple[str, datetime]]:
+        """Stores with a push due and not fully written, with its send time, the longest waiting first.
 
-    async def dispatch_batch(self, batch_size: int) -> BatchResult | None:
-        """Writes the next batch of one due push, or returns None when no push is due (or all are taken)."""
+        The dispatcher writes one batch per store in turn (SPEC D3): a large push, or a store whose batch
+        fails, holds up no other store. ``excluding`` leaves out the stores it has set aside (backing off).
+        """
+        oldest = func.min(pushes.c.send_at)
+        stmt = (
+            select(pushes.c.store_id, oldest)
+            .where(pushes.c.state.in_([s.value for s in domain.DUE_STATES]), pushes.c.send_at <= self.now)
+            .group_by(pushes.c.store_id)
+            .order_by(oldest, pushes.c.store_id)
+            .limit(limit)
+        )
+        if excluding:
+            stmt = stmt.where(pushes.c.store_id.not_in(sorted(excluding)))
+        return [(str(store), at) for store, at in (await self.session.execute(stmt)).all()]
+
+    async def dispatch_batch(self, store_id: str, batch_size: int) -> BatchResult | None:
+        """Writes the next batch of the store's oldest due push, or returns None when it has none due (or another
+        replica holds it)."""
         claimed = (
             await self.session.execute(
                 select(pushes.c.store_id, pushes.c.push_id, pushes.c.kind, pushes.c.dispatch_cursor)
-                .where(pushes.c.state.in_([s.value for s in domain.DUE_STATES]), pushes.c.send_at <= self.now)
+                .where(
+                    pushes.c.store_id == store_id,
+                    pushes.c.state.in_([s.value for s in domain.DUE_STATES]),
+                    pushes.c.send_at <= self.now,
+                )
                 .order_by(pushes.c.send_at, pushes.c.push_id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -544,6 +616,9 @@ class PushRepository:
         if claimed is None:
             return None
         store_id, push_id, kind, cursor = claimed
+        # A kind this version does not know was never checked by its rules: refuse to send it (the store is
+        # set aside and retried, SPEC D3) rather than deliver it.
+        kind = PushKind(kind).value
         after = cursor or ""
         page = (
             select(audience.c.recipient_id)

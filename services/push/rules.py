@@ -1,4 +1,4 @@
-"""The push rules of SPEC (P1, P2, P4, P5, P6, X3) as plain functions.
+"""The push rules of SPEC (P1, P2, P4, P5, P6, P8, X3) as plain functions.
 
 Every function takes plain values and the numbers of ``services.common.rules``
 (never literals) and returns the ``Failure`` of each rule that refuses, so a
@@ -251,7 +251,21 @@ def percent(bp: int) -> str:
 
 
 def p5_grant(grant_id: str, grant: GrantView | None) -> list[Failure]:
-    """P5: only with a grant of this store, each grant for one message."""
+    """P5: only with a grant of this store, each grant for one message.
+
+    A mass-send that names no grant is refused here too, as P5 and not as a
+    malformed request: the request is well formed, the account lacks what P5
+    requires (FAILED_PRECONDITION, like an unknown grant).
+    """
+    if not grant_id:
+        return [
+            Failure(
+                "P5",
+                "NO_MASS_SEND_GRANT",
+                "a mass-send push needs an official activity's grant, named by grant_id; none was named",
+                {"grant_id": ""},
+            )
+        ]
     if grant is None:
         return [
             Failure(
@@ -321,9 +335,14 @@ def empty_audience(kind: PushKind) -> Failure:
 # --- Review and schedule (P6) -----------------------------------------------------------
 
 
+def review_window_end(submitted_at: datetime, rules: PushRules) -> datetime:
+    """P6, P8: the end of a push's review window (24 hours after submission): approved by then, it goes then."""
+    return submitted_at + timedelta(hours=rules.review_delay_hours)
+
+
 def send_at(submitted_at: datetime, approved_at: datetime, rules: PushRules) -> datetime:
     """P6: 24 hours after submission at the earliest; at approval when that is later."""
-    return max(submitted_at + timedelta(hours=rules.review_delay_hours), approved_at)
+    return max(review_window_end(submitted_at, rules), approved_at)
 
 
 def returns_quota(decision: str, rules: PushRules) -> bool:

@@ -12,13 +12,13 @@ import base64
 import binascii
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from qun.push.v1 import push_pb2, push_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 
-from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import Aborted, InvalidArgument, RuleRefusal
@@ -33,12 +33,15 @@ from services.push.rules import AccountFacts, PushKind, PushState
 log = logging.getLogger("qun.push")
 
 MAX_BODY_CHARS = MAX_TEXT_CHARS  # a push message is at most 2,000 characters
+# Not callers' values, so not [bounds] (D2): the size of the gateway's own audience chunks (it sends 5,000),
+# the figures the eligibility service counted from facts it validated (a sanity limit, far above any store),
+# a rate's 100% (fixed by definition; the gateway refuses more in a reported fact), the ledger's read page.
 MAX_APPEND_IDS = 20_000
 MAX_FIGURE = 10**12
 MAX_RATE_BP = 10_000
-DELIVERY_CHUNK = 1000
-MAX_DELIVERY_CHUNK = 10_000
 LEDGER_PAGE = 50
+# StreamDeliveries' default chunk; a caller's chunk_size is bounded by bounds.delivery_chunk (D2).
+DELIVERY_CHUNK = 1000
 FOLLOW_POLL_SECONDS = 0.5
 ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
@@ -86,7 +89,8 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         title = f.text("title", request.title, max_chars=MAX_NAME_CHARS)
         body = f.text("body", request.body, max_chars=MAX_BODY_CHARS, required=True)
         if kind is PushKind.MASS_SEND:
-            f.identifier("grant_id", request.grant_id)
+            # Naming no grant is P5's refusal (NO_MASS_SEND_GRANT, FAILED_PRECONDITION), not a malformed request.
+            f.identifier("grant_id", request.grant_id, required=False)
         elif request.grant_id:
             f.fail("grant_id", "only a mass-send push uses a grant (P5)")
         facts = parse_facts(f, request.facts, request.HasField("facts"))
@@ -204,6 +208,32 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         )
         return push_pb2.ReviewPushResponse(push=push_to_proto(change.push))
 
+    async def ListPendingReviews(
+        self, request: push_pb2.ListPendingReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> push_pb2.ListPendingReviewsResponse:
+        """P8: ops' queue across stores, oldest submission first, each with the end of its review window."""
+        f = Fields()
+        limit = f.page_size("page_size", request.page_size)
+        store_id = f.identifier("store_id", request.store_id, required=False)
+        if request.kind:
+            f.enum("kind", request.kind, push_pb2.PushKind)
+        f.done()
+        kind = KINDS.get(request.kind)
+        after = decode_queue_token(request.page_token, request.kind, store_id)
+        now = self.clock.now()
+        async with self.db.transaction() as session:
+            rows, last = await self._repository(session, now).pending_reviews(kind, store_id, after, limit)
+        reply = push_pb2.ListPendingReviewsResponse(
+            next_page_token=encode_queue_token(last, request.kind, store_id), as_of=timestamp(now)
+        )
+        for row in rows:
+            assert row.submitted_at is not None
+            reply.reviews.add(
+                push=push_to_proto(row),
+                window_ends_at=timestamp(domain.review_window_end(row.submitted_at, self.rules)),
+            )
+        return reply
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def GetPush(
@@ -317,8 +347,8 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         self, request: push_pb2.StreamDeliveriesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[push_pb2.StreamDeliveriesResponse]:
         f = Fields()
-        chunk = request.chunk_size or DELIVERY_CHUNK
-        f.in_range("chunk_size", chunk, 1, MAX_DELIVERY_CHUNK)
+        chunk = request.chunk_size or min(DELIVERY_CHUNK, self.bounds.delivery_chunk)
+        f.in_range("chunk_size", chunk, 1, self.bounds.delivery_chunk)
         seq, after = parse_cursor(f, request.cursor)
         f.done()
         partial = bool(after)  # the cursor stopped inside batch ``seq``
@@ -407,8 +437,10 @@ def push_to_proto(row: PushRow) -> push_pb2.Push:
     out = push_pb2.Push(
         push_id=row.push_id,
         store_id=row.store_id,
-        kind=KIND_PROTOS[PushKind(row.kind)],
-        state=STATE_PROTOS[PushState(row.state)],
+        # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
+        # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
+        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]
+        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]
         title=row.title,
         body=row.body,
         grant_id=row.grant_id or "",
@@ -464,9 +496,33 @@ def decode_page_token(token: str) -> tuple[datetime, str] | None:
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
             raise ValueError(token)
-        return parsed, last_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return parsed.astimezone(UTC), last_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument.one("page_token", "not a token this service issued") from None
+
+
+def encode_queue_token(after: tuple[datetime, str] | None, kind: int, store_id: str) -> str:
+    """The review queue's page token: the last (submission, push id) listed, and the filters it was listed with."""
+    if after is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}|{kind}|{store_id}".encode()).decode()
+
+
+def decode_queue_token(token: str, kind: int, store_id: str) -> tuple[datetime, str] | None:
+    """Where the next page starts; a token is refused with other filters than it was issued for (AIP-158)."""
+    if not token:
+        return None
+    try:
+        at, last_id, token_kind, token_store = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
+            raise ValueError(token)
+        parsed = parsed.astimezone(UTC)  # year 1 at +05:00 is before year 1 in UTC: OverflowError, not INTERNAL
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.one("page_token", "not a token this service issued") from None
+    if token_kind != str(kind) or token_store != store_id:
+        raise InvalidArgument.one("page_token", "issued for another kind or store_id; ask again without it")
+    return parsed, last_id
 
 
 def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:

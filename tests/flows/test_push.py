@@ -1,4 +1,4 @@
-"""Push quotas through the gateway, every process real (SPEC P1–P7, X3).
+"""Push quotas through the gateway, every process real (SPEC P1–P8, X1, X3).
 
 Facts reach the platform as an upstream system reports them; time moves with
 ``platform.set_time`` (every process reads the same clock file), never with
@@ -9,16 +9,17 @@ names the SPEC rules it pins down and fails when one of them breaks.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-
-from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.gateway.v1 import push_pb2 as p
 from qun.gateway.v1 import push_pb2_grpc
-from services.common.errors import failures_from_status, field_violations, status_from_error
+
+from gateway.auth import Principal, Role
+from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 
@@ -30,6 +31,14 @@ REPORT_BATCH = 1000
 
 def reasons(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     return [(f.rule_id, f.reason) for f in failures_from_status(status_from_error(error))]
+
+
+def rules_of(error: grpc.aio.AioRpcError) -> str:
+    """ErrorInfo's ``rules``: each failed rule once (X1), e.g. "P2" for two P2 failures, never "P2,P2"."""
+    status = status_from_error(error)
+    info = error_info(status) if status is not None else None
+    assert info is not None
+    return info.metadata["rules"]
 
 
 def figures_of(error: grpc.aio.AioRpcError, reason: str) -> dict[str, str]:
@@ -248,6 +257,7 @@ async def test_p2_p3_recall_tier_1_conditions_audience_and_once_a_year(
     error = await refused(acct.submit(p.PUSH_KIND_RECALL_TIER_1))
     assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert reasons(error) == [("P2", "NOT_ENOUGH_OLD_CUSTOMER_FANS"), ("P2", "NOT_ENOUGH_BROADCASTS")]
+    assert rules_of(error) == "P2"  # each rule once, however many of its conditions failed
     assert figures_of(error, "NOT_ENOUGH_OLD_CUSTOMER_FANS")["old_customer_fans"] == "49"
     assert figures_of(error, "NOT_ENOUGH_BROADCASTS")["recent_broadcasts"] == "4"
 
@@ -336,10 +346,12 @@ async def test_p5_mass_send_only_with_a_grant_one_message_each(gw: GatewayClient
     acct = await account(gw, platform)
     fans = await acct.old_customer_fans(5)
 
+    # Naming no grant is P5's refusal, like an unknown grant: the request is well formed, the grant is missing.
     missing = await refused(acct.submit(p.PUSH_KIND_MASS_SEND))
-    assert missing.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in field_violations(status_from_error(missing))] == ["grant_id"]
+    assert missing.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert reasons(missing) == [("P5", "NO_MASS_SEND_GRANT")] and rules_of(missing) == "P5"
     unknown = await refused(acct.submit(p.PUSH_KIND_MASS_SEND, grant_id="gr_nothing"))
+    assert unknown.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert reasons(unknown) == [("P5", "NO_MASS_SEND_GRANT")]
     assert (await acct.ledger())[p.PUSH_KIND_MASS_SEND].remaining == 0
 
@@ -535,3 +547,118 @@ async def test_bad_input_and_wrong_roles_change_nothing_P1_P5_P6(gw: GatewayClie
     assert replay.push_id == first.push_id
     listed = await acct.stub.ListPushes(p.ListPushesRequest(), metadata=acct.main)
     assert [x.push_id for x in listed.pushes] == [first.push_id]
+
+
+async def walk(acct: Account, page_size: int, **filters: object) -> list[p.PendingReview]:
+    """Ops read the whole review queue, page after page."""
+    listed: list[p.PendingReview] = []
+    token = ""
+    while True:
+        reply = await acct.stub.ListPendingReviews(
+            p.ListPendingReviewsRequest(page_size=page_size, page_token=token, **filters), metadata=acct.ops
+        )
+        listed += reply.reviews
+        token = reply.next_page_token
+        if not token:
+            return listed
+
+
+def when(stamp: object) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+async def test_p8_ops_review_queue_oldest_first_across_stores_P6_P8(gw: GatewayClient, platform: RunningStack) -> None:
+    first, second = await account(gw, platform), await account(gw, platform)
+    for acct in (first, second):
+        await acct.subscribers(10)
+        await acct.old_customer_fans(50)
+        await acct.broadcasts(5)
+        await acct.old_customers(2)
+    start = platform.now
+    a = await first.submit(p.PUSH_KIND_SUBSCRIPTION, title="上新")
+    platform.set_time(start + timedelta(minutes=1))
+    b = await second.submit(p.PUSH_KIND_RECALL_TIER_1, title="回来看看")
+    platform.set_time(start + timedelta(minutes=2))
+    c = await first.submit(p.PUSH_KIND_RECALL_TIER_1)
+    platform.set_time(start + timedelta(minutes=3))
+    d = await second.submit(p.PUSH_KIND_SUBSCRIPTION)
+    ours = [a.push_id, b.push_id, c.push_id, d.push_id]
+
+    # One queue across every store, oldest submission first, in pages; each with its window's end.
+    platform.set_time(start + timedelta(hours=5))
+    listed = await walk(first, 2)
+    keys = [(when(r.push.submitted_at), r.push.push_id) for r in listed]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert [r.push.push_id for r in listed if r.push.push_id in ours] == ours
+    mine = {r.push.push_id: r for r in listed}
+    for review in (mine[x] for x in ours):
+        assert review.push.state == p.PUSH_STATE_PENDING_REVIEW
+        assert when(review.window_ends_at) == when(review.push.submitted_at) + timedelta(hours=24)
+    head = mine[b.push_id].push  # what a reviewer needs
+    assert (head.store_id, head.kind, head.title, head.body) == (
+        second.store_id,
+        p.PUSH_KIND_RECALL_TIER_1,
+        "回来看看",
+        "新品上架",
+    )
+    assert head.audience_size == 2 and head.figures.old_customer_fans == 50 and head.figures.recent_broadcasts == 5
+
+    # Filters: a store, a kind, both.
+    assert [r.push.push_id for r in await walk(first, 1, store_id=first.store_id)] == [a.push_id, c.push_id]
+    recall = [r.push.push_id for r in await walk(first, 50, kind=p.PUSH_KIND_RECALL_TIER_1)]
+    assert [x for x in recall if x in ours] == [b.push_id, c.push_id]
+    assert [r.push.push_id for r in await walk(first, 0, store_id=second.store_id, kind=p.PUSH_KIND_SUBSCRIPTION)] == [
+        d.push_id
+    ]
+
+    # Stable under concurrent work: between two pages a push is reviewed and another submitted.
+    page = await first.stub.ListPendingReviews(
+        p.ListPendingReviewsRequest(page_size=1, store_id=second.store_id), metadata=first.ops
+    )
+    assert [r.push.push_id for r in page.reviews] == [b.push_id]
+    await second.review(b.push_id, p.REVIEW_DECISION_APPROVE)
+    grant = (
+        await second.stub.GrantMassSend(
+            p.GrantMassSendRequest(store_id=second.store_id, audience_size=2, activity="official"), metadata=second.ops
+        )
+    ).grant
+    e = await second.submit(p.PUSH_KIND_MASS_SEND, grant_id=grant.grant_id)
+    rest: list[str] = []
+    token = page.next_page_token
+    while token:
+        reply = await first.stub.ListPendingReviews(
+            p.ListPendingReviewsRequest(page_size=1, page_token=token, store_id=second.store_id), metadata=first.ops
+        )
+        rest += [r.push.push_id for r in reply.reviews]
+        token = reply.next_page_token
+    assert rest == [d.push_id, e.push_id]
+    other_filter = await refused(
+        first.stub.ListPendingReviews(
+            p.ListPendingReviewsRequest(page_token=page.next_page_token, store_id=first.store_id), metadata=first.ops
+        )
+    )
+    assert [v.field for v in field_violations(status_from_error(other_filter))] == ["page_token"]
+
+    # Reviewed (approved or rejected) and cancelled pushes leave the queue.
+    await first.review(a.push_id, p.REVIEW_DECISION_REJECT)
+    await first.stub.CancelPush(p.CancelPushRequest(push_id=c.push_id), metadata=first.main)
+    left = [r.push.push_id for r in await walk(first, 500)]
+    assert [x for x in left if x in {*ours, e.push_id}] == [d.push_id, e.push_id]
+
+    # Only ops read the queue.
+    for principal in (
+        first.main,
+        gw.auth(Principal(unique("sub"), Role.STORE_SUB, first.store_id)),
+        gw.auth(NOTIFIER),
+        gw.auth(gw.consumer(unique("c"))),
+    ):
+        denied = await refused(
+            first.stub.ListPendingReviews(p.ListPendingReviewsRequest(store_id=first.store_id), metadata=principal)
+        )
+        assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    # The push process exports the queue's gauges (refreshed by its dispatcher loop, from the database).
+    with urllib.request.urlopen(platform.stack.endpoints["push"].metrics_url, timeout=5) as metrics_page:
+        exported = metrics_page.read().decode()
+    assert "qun_push_oldest_pending_review_seconds " in exported
+    assert "qun_push_review_window_seconds 86400.0" in exported

@@ -113,6 +113,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "SubmitPush": MAIN,
     "CancelPush": MAIN,  # P6
     "ReviewPush": OPS,  # P6
+    "ListPendingReviews": OPS,  # P8: ops' review queue across stores
     "GetPush": STAFF,
     "ListPushes": STAFF,
     "GetQuotaLedger": STAFF,

@@ -1,4 +1,4 @@
-"""The push rules as plain functions: edges of every number and every time rule (SPEC P1, P2, P4–P6, X3)."""
+"""The push rules as plain functions: edges of every number and every time rule (SPEC P1, P2, P4–P6, P8, X3)."""
 
 from __future__ import annotations
 
@@ -148,6 +148,14 @@ def test_p5_a_grant_per_message(push: PushRules) -> None:
     assert codes(r.p5_grant("g1", GrantView("g1", 10, push_id="ps_1"))) == [("P5", "GRANT_ALREADY_USED")]
 
 
+def test_p5_a_mass_send_naming_no_grant_is_p5s_refusal_not_a_bad_request(push: PushRules) -> None:
+    """P5, X1: no grant_id is the same rule and reason as an unknown grant, so FAILED_PRECONDITION citing P5."""
+    failures = r.submission_failures(PushKind.MASS_SEND, AccountFacts(), QuotaState(), NOW, push, CST)
+    assert codes(failures) == [("P5", "NO_MASS_SEND_GRANT")]
+    assert failures[0].figures == {"grant_id": ""} and "grant_id" in failures[0].message
+    assert not r.only_quota(failures)  # a condition unmet, not a quota spent
+
+
 def test_a_spent_quota_alone_is_resource_exhausted(push: PushRules) -> None:
     spent = r.submission_failures(
         PushKind.RECALL_TIER_1, TIER1, QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push, CST
@@ -172,6 +180,14 @@ def test_a_spent_quota_alone_is_resource_exhausted(push: PushRules) -> None:
 )
 def test_p6_24_hour_delay_or_late_approval(push: PushRules, approved_after: timedelta, sent_after: timedelta) -> None:
     assert r.send_at(NOW, NOW + approved_after, push) == NOW + sent_after
+
+
+def test_p8_the_review_window_ends_with_the_rules_delay(push: PushRules) -> None:
+    """P6, P8: the window a reviewer has is the delay of the rules file; approval by then keeps the send time."""
+    end = r.review_window_end(NOW, push)
+    assert end == NOW + timedelta(hours=24) == r.send_at(NOW, end, push)
+    assert r.review_window_end(NOW, replace(push, review_delay_hours=48)) == NOW + timedelta(hours=48)
+    assert r.send_at(NOW, end + timedelta(seconds=1), push) == end + timedelta(seconds=1)  # late review, late send
 
 
 def test_p6_returning_the_quota_is_a_rules_file_switch(push: PushRules) -> None:
