@@ -2,7 +2,8 @@
 
 Every field gets random and boundary values: strings empty, huge, unicode,
 with NUL, shaped like ids or not (and the real ids of the fixtures, so calls
-get past "not found"); integers at their type's bounds; enum numbers that do
+get past "not found"); integers at their type's bounds, and at the API's own
+bounds (SPEC D2: the largest valid value and the one just past it); enum numbers that do
 not exist; repeated fields long; nested messages a few levels deep;
 timestamps far outside what a calendar holds.
 """
@@ -15,12 +16,16 @@ from typing import Any
 from google.protobuf import descriptor as pbd, message_factory
 from hypothesis import strategies as st
 
+from gateway.bounds import VALUE_LIMITS
+from services.common.rules import load_rules
+
 FD = pbd.FieldDescriptor
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 UINT32 = (0, 2**32 - 1)
 UINT64 = (0, 2**64 - 1)
 MAX_DEPTH = 3
+BOUNDS = load_rules(env={}).bounds
 # Valid range of google.protobuf.Timestamp seconds: 0001-01-01 .. 9999-12-31.
 TIMESTAMP_SECONDS = (-62135596800, 253402300799)
 
@@ -52,7 +57,23 @@ def _int_strategy(low: int, high: int) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from([b for b in bounds if low <= b <= high]), st.integers(low, high))
 
 
+def _bounded(field: pbd.FieldDescriptor) -> list[int]:
+    """SPEC D2: the field's own bounds (``gateway.bounds``): each end, just inside, and just past the top."""
+    limit = VALUE_LIMITS.get(field.full_name)
+    if limit is None:
+        return []
+    high = limit.ceiling(BOUNDS)
+    return [limit.low, limit.low + 1, high - 1, high, high + 1]
+
+
 def _scalar(field: pbd.FieldDescriptor, ids: Sequence[str]) -> st.SearchStrategy[Any]:
+    edges = _bounded(field)
+    if edges:  # the extremes that are valid, and the value just past them, half the time
+        return st.one_of(st.sampled_from(edges), _type_scalar(field, ids))
+    return _type_scalar(field, ids)
+
+
+def _type_scalar(field: pbd.FieldDescriptor, ids: Sequence[str]) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind == FD.TYPE_STRING:
         pool = [*HOSTILE_STRINGS, *ids]
