@@ -35,9 +35,11 @@ $(BUF): tools/package.json
 	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Undefined names, unused imports, syntax errors: the checks that catch real bugs.
+# Undefined names, unused imports, syntax errors and import order (pyproject.toml), and the format.
+PYTHON_DIRS := services gateway cli bench deploy tests
 lint-python: $(VENV)/.installed
-	$(PY) -m ruff check --select F,E9 services gateway cli bench deploy tests
+	$(PY) -m ruff check $(PYTHON_DIRS)
+	$(PY) -m ruff format --check $(PYTHON_DIRS)
 
 lint-proto: $(BUF)
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code

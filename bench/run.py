@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-
 from bench.echo import HOPS_ENV as ECHO_HOPS_ENV
 from bench.echo import METHOD as ECHO_METHOD
 from bench.echo import TARGET_ENV as ECHO_TARGET_ENV
@@ -36,6 +35,7 @@ from bench.seed import seed_members
 from bench.shared import Row, Seeder, join_call, postgres_database, purchase_call
 from cli.stack import Stack, free_port, wait_serving
 from services.common.interceptors import INTERNAL_TOKEN_HEADER
+
 
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
@@ -50,13 +50,25 @@ class Bench:
     def progress(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
-    def load(self, target: str, calls: list[Call], *, cycle: bool = False, duration: float | None = None) -> dict[str, Any]:
+    def load(
+        self, target: str, calls: list[Call], *, cycle: bool = False, duration: float | None = None
+    ) -> dict[str, Any]:
         path = self.work / f"calls-{uuid.uuid4().hex[:6]}.jsonl"
         write_calls(path, calls)
         command = [
-            sys.executable, "-m", "bench.loadgen", "--target", target, "--calls", str(path),
-            "--concurrency", str(self.args.concurrency),
-            "--duration", str(duration or self.args.duration), "--warmup", str(self.args.warmup),
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--target",
+            target,
+            "--calls",
+            str(path),
+            "--concurrency",
+            str(self.args.concurrency),
+            "--duration",
+            str(duration or self.args.duration),
+            "--warmup",
+            str(self.args.warmup),
         ]
         if cycle:
             command.append("--cycle")
@@ -71,8 +83,13 @@ class Bench:
         limit = self.call_limits.get(calls)
         of_limit = f", {rate / limit:.2f} × E{calls}" if limit else ""
         self.rows.append(
-            Row(name, f"{rate:,.0f}/s = {ratio:.2f} × E{of_limit} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms)",
-                f"≥ {target:.2f} × E", ratio >= target, result)
+            Row(
+                name,
+                f"{rate:,.0f}/s = {ratio:.2f} × E{of_limit} (p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms)",
+                f"≥ {target:.2f} × E",
+                ratio >= target,
+                result,
+            )
         )
 
     # -- rows --------------------------------------------------------------------------------
@@ -101,16 +118,26 @@ class Bench:
         for hops, name in ((1, "E1 one backend call"), (2, "E2 two backend calls")):
             self.call_limits[hops] = rate[hops]
             self.rows.append(
-                Row(name, f"{rate[hops]:,.0f}/s = {rate[hops] / rate[0]:.2f} × E (p50 {p50[hops]:.1f} ms)",
-                    "— (the limit of such a flow)", None, runs[hops])
+                Row(
+                    name,
+                    f"{rate[hops]:,.0f}/s = {rate[hops] / rate[0]:.2f} × E (p50 {p50[hops]:.1f} ms)",
+                    "— (the limit of such a flow)",
+                    None,
+                    runs[hops],
+                )
             )
 
     @contextlib.contextmanager
     def echo_process(self, token: str, *, hops: int = 0, target: str = "") -> Iterator[str]:
         """An echo service (or, with ``hops``, a proxy in front of ``target``); yields its address."""
         port, metrics_port = free_port(), free_port()
-        env = {**os.environ, "QUN_INTERNAL_TOKEN": token, "QUN_GRPC_PORT": str(port),
-               "QUN_METRICS_PORT": str(metrics_port), "QUN_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "QUN_INTERNAL_TOKEN": token,
+            "QUN_GRPC_PORT": str(port),
+            "QUN_METRICS_PORT": str(metrics_port),
+            "QUN_LOG_LEVEL": "WARNING",
+        }
         if hops:
             env |= {ECHO_HOPS_ENV: str(hops), ECHO_TARGET_ENV: target}
         process = subprocess.Popen([sys.executable, "-m", "bench.echo"], env=env, stdout=subprocess.DEVNULL)
@@ -128,8 +155,12 @@ class Bench:
             urls: dict[str, str] = {}
             if self.args.db == "postgres":
                 urls = {name: cleanup.enter_context(postgres_database(name)) for name in ("eligibility", "groups")}
-            stack = Stack(self.work / f"data-{uuid.uuid4().hex[:6]}", database_urls=urls, fixed_ports=False,
-                          extra_env={"QUN_LOG_LEVEL": "WARNING"})
+            stack = Stack(
+                self.work / f"data-{uuid.uuid4().hex[:6]}",
+                database_urls=urls,
+                fixed_ports=False,
+                extra_env={"QUN_LOG_LEVEL": "WARNING"},
+            )
             started = time.perf_counter()
             stack.start()
             self.cold_start = time.perf_counter() - started
@@ -140,8 +171,14 @@ class Bench:
 
     def flows(self) -> None:
         with self.stack() as stack:
-            self.rows.append(Row("7  cold start", f"{self.cold_start:.1f} s to every process SERVING", "≤ 5 s",
-                                 self.cold_start <= 5.0))
+            self.rows.append(
+                Row(
+                    "7  cold start",
+                    f"{self.cold_start:.1f} s to every process SERVING",
+                    "≤ 5 s",
+                    self.cold_start <= 5.0,
+                )
+            )
             secret = stack.secrets["QUN_TOKEN_SECRET"]
             gateway = stack.gateway.address
             seeder = Seeder(gateway, secret)
@@ -154,8 +191,15 @@ class Bench:
             joined = self.load(gateway, calls)
             self.ratio_row("2  join", joined, 0.20, {"OK"}, calls=2)
             p50, p99 = joined["p50_ms"], joined["p99_ms"]
-            self.rows.append(Row("2b join tail", f"p99 {p99} ms = {p99 / p50 if p50 else 0:.1f} × p50", "≤ 4 × p50",
-                                 bool(p50) and p99 <= 4 * p50, {}))
+            self.rows.append(
+                Row(
+                    "2b join tail",
+                    f"p99 {p99} ms = {p99 / p50 if p50 else 0:.1f} × p50",
+                    "≤ 4 × p50",
+                    bool(p50) and p99 <= 4 * p50,
+                    {},
+                )
+            )
 
             refused = seeder.consumers("r", 200, real_name=False, score=300)
             self.progress("refused join: consumers failing C1, C2 and C9")
@@ -178,14 +222,17 @@ class Bench:
             purchase_call(secret, members[i % len(members)], store_id, "hot", sale_id, f"p{i}") for i in range(attempts)
         ]
         result = self.load(stack.gateway.address, calls)
-        self.ratio_row(
-            "4  flash purchase", result, 0.20, {"OK", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}, calls=2
-        )
+        self.ratio_row("4  flash purchase", result, 0.20, {"OK", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}, calls=2)
         left, sold = seeder.stock_and_sold(store_id, "hot")
         oversold = max(0, sold - stock) + max(0, -left)
         self.rows.append(
-            Row("4b oversold", f"{oversold} (sold {sold} of {stock}, stock left {left})", "0", oversold == 0,
-                {"codes": result["codes"]})
+            Row(
+                "4b oversold",
+                f"{oversold} (sold {sold} of {stock}, stock left {left})",
+                "0",
+                oversold == 0,
+                {"codes": result["codes"]},
+            )
         )
 
     def size(self, stack: Stack, seeder: Seeder, secret: str) -> None:
@@ -199,13 +246,25 @@ class Bench:
         for n, label in enumerate(("small", "big", "big", "small")):
             store_id, groups = stores[label]
             people = seeder.consumers(f"z{label}{n}", 1500, follows=store_id)
-            runs[label].append(self.load(stack.gateway.address, [join_call(secret, c, groups[0]) for c in people],
-                                         duration=min(self.args.duration, 5.0) / 2))
+            runs[label].append(
+                self.load(
+                    stack.gateway.address,
+                    [join_call(secret, c, groups[0]) for c in people],
+                    duration=min(self.args.duration, 5.0) / 2,
+                )
+            )
         p50 = mean_of(runs, "p50_ms")
         ratio = p50["big"] / p50["small"] if p50["small"] else 0.0
-        self.rows.append(Row("5  size", f"join p50 {p50['big']:.1f} ms at 500,000 ÷ {p50['small']:.1f} ms in a new store = "
-                             f"{ratio:.2f} (each the mean of two runs: small, big, big, small)", "≤ 1.2",
-                             ratio <= 1.2, runs))
+        self.rows.append(
+            Row(
+                "5  size",
+                f"join p50 {p50['big']:.1f} ms at 500,000 ÷ {p50['small']:.1f} ms in a new store = "
+                f"{ratio:.2f} (each the mean of two runs: small, big, big, small)",
+                "≤ 1.2",
+                ratio <= 1.2,
+                runs,
+            )
+        )
 
     def push(self) -> None:
         self.rows.append(recall_push(self))

@@ -36,31 +36,61 @@ async def _seed(url: str, owner_key: str, group_set_id: str, members: int) -> No
             for set_id in set_ids:
                 session.add(
                     GroupSet(
-                        id=set_id, owner_key=owner_key, kind=template.kind, name=f"{template.name}{set_id[-4:]}",
-                        owner_account_id=template.owner_account_id, store_id=template.store_id, streamer_id=None,
-                        threshold_kind=template.threshold_kind, threshold_params=template.threshold_params,
-                        password_digest="", threshold_version=1, is_public=True, announcement="", newcomer_reply="",
-                        member_count=store.group_set_capacity, sub_group_count=store.sub_groups_per_set,
-                        request_id=None, created_at=now, dissolved_at=None,
+                        id=set_id,
+                        owner_key=owner_key,
+                        kind=template.kind,
+                        name=f"{template.name}{set_id[-4:]}",
+                        owner_account_id=template.owner_account_id,
+                        store_id=template.store_id,
+                        streamer_id=None,
+                        threshold_kind=template.threshold_kind,
+                        threshold_params=template.threshold_params,
+                        password_digest="",
+                        threshold_version=1,
+                        is_public=True,
+                        announcement="",
+                        newcomer_reply="",
+                        member_count=store.group_set_capacity,
+                        sub_group_count=store.sub_groups_per_set,
+                        request_id=None,
+                        created_at=now,
+                        dissolved_at=None,
                     )
                 )
             await session.flush()
             for set_id in set_ids:
                 for seq in range(1, store.sub_groups_per_set + 1):
-                    session.add(SubGroup(id=f"{set_id}s{seq}", group_set_id=set_id, seq=seq, name=f"s{seq}",
-                                         member_count=store.sub_group_capacity, created_at=now))
+                    session.add(
+                        SubGroup(
+                            id=f"{set_id}s{seq}",
+                            group_set_id=set_id,
+                            seq=seq,
+                            name=f"s{seq}",
+                            member_count=store.sub_group_capacity,
+                            created_at=now,
+                        )
+                    )
             # Enough capacity for the seeded members (as expansion grants would give) plus room to join.
             extra = max(0, members + 10_000 - store.members_allowed(0))
             await session.execute(
-                update(CapacityOwner).where(CapacityOwner.owner_key == owner_key).values(
+                update(CapacityOwner)
+                .where(CapacityOwner.owner_key == owner_key)
+                .values(
                     member_count=CapacityOwner.member_count + members,
                     group_set_count=CapacityOwner.group_set_count + len(set_ids),
                     extra_members=extra,
                 )
             )
         rows = (
-            {"group_set_id": set_id, "consumer_id": f"seed{i}-{k}", "sub_group_id": f"{set_id}s{k // store.sub_group_capacity + 1}",
-             "request_id": None, "newcomer_reply": "", "messages_hidden": False, "joined_at": now}
+            {
+                "group_set_id": set_id,
+                "consumer_id": f"seed{i}-{k}",
+                "sub_group_id": f"{set_id}s{k // store.sub_group_capacity + 1}",
+                "request_id": None,
+                "newcomer_reply": "",
+                "messages_hidden": False,
+                "joined_at": now,
+            }
             for i, set_id in enumerate(set_ids)
             for k in range(store.group_set_capacity)
         )

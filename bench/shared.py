@@ -107,8 +107,13 @@ class Seeder:
         upstream = self.auth(Principal("bench", Role.UPSTREAM))
         self.campaigns.ReportItem(
             campaigns_pb2.ReportItemRequest(
-                store_id=store_id, item_id=item_id, platform=facts_pb2.PLATFORM_TAOBAO, sku_count=1,
-                price_min_fen=10_000, price_max_fen=10_000, initial_stock=stock,
+                store_id=store_id,
+                item_id=item_id,
+                platform=facts_pb2.PLATFORM_TAOBAO,
+                sku_count=1,
+                price_min_fen=10_000,
+                price_max_fen=10_000,
+                initial_stock=stock,
             ),
             metadata=upstream,
             timeout=30,
@@ -120,7 +125,10 @@ class Seeder:
         main_id = store_id.replace("flash-", "flash-main-")
         created = self.campaigns.CreateActivity(
             campaigns_pb2.CreateActivityRequest(
-                group_set_id=group_set_id, title="秒杀", starts_at=starts, ends_at=ends,
+                group_set_id=group_set_id,
+                title="秒杀",
+                starts_at=starts,
+                ends_at=ends,
                 flash_sale=campaigns_pb2.FlashSaleSpec(item_id=item_id, flash_price_fen=6_000),
             ),
             metadata=self.auth(Principal(main_id, Role.STORE_MAIN, store_id)),
@@ -130,7 +138,9 @@ class Seeder:
 
     def stock_and_sold(self, store_id: str, item_id: str) -> tuple[int, int]:
         upstream = self.auth(Principal("bench", Role.UPSTREAM))
-        item = self.campaigns.GetItem(campaigns_pb2.GetItemRequest(store_id=store_id, item_id=item_id), metadata=upstream)
+        item = self.campaigns.GetItem(
+            campaigns_pb2.GetItemRequest(store_id=store_id, item_id=item_id), metadata=upstream
+        )
         sold, token = 0, ""
         while True:
             page = self.campaigns.ListSales(
@@ -142,7 +152,9 @@ class Seeder:
             if not token:
                 return int(item.item.stock), sold
 
-    def consumers(self, label: str, count: int, *, follows: str = "", real_name: bool = True, score: int = 600) -> list[str]:
+    def consumers(
+        self, label: str, count: int, *, follows: str = "", real_name: bool = True, score: int = 600
+    ) -> list[str]:
         ids = [f"{label}{self.run}-{i}" for i in range(count)]
         reported = [
             fact
@@ -155,7 +167,9 @@ class Seeder:
 
 @contextlib.contextmanager
 def postgres_database(label: str) -> Iterator[str]:
-    server = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")).set(drivername="postgresql")
+    server = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")).set(
+        drivername="postgresql"
+    )
     name = f"qun_bench_{label}_{uuid.uuid4().hex[:8]}"
 
     async def execute(sql: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from qun.common.v1 import facts_pb2
 
 
@@ -50,7 +51,8 @@ def store(
         for sub in sub_accounts
     ]
     facts += [
-        order(f"{store_id}-o{i}", store_id, f"{store_id}-buyer{i}", 1000, now - timedelta(days=1)) for i in range(orders)
+        order(f"{store_id}-o{i}", store_id, f"{store_id}-buyer{i}", 1000, now - timedelta(days=1))
+        for i in range(orders)
     ]
     if level is not None:
         facts.append(
@@ -87,7 +89,8 @@ def consumer(
         facts_pb2.Fact(taoqi_score=facts_pb2.TaoqiScoreFact(consumer_id=consumer_id, score=score)),
     ]
     facts += [
-        facts_pb2.Fact(follow=facts_pb2.FollowFact(store_id=s, consumer_id=consumer_id, following=True)) for s in follows
+        facts_pb2.Fact(follow=facts_pb2.FollowFact(store_id=s, consumer_id=consumer_id, following=True))
+        for s in follows
     ]
     return facts
 
@@ -106,4 +109,6 @@ def streamer(streamer_id: str, *, store_id: str = "", broadcast: bool = True) ->
 
 
 def fan_level(streamer_id: str, consumer_id: str, level: int) -> facts_pb2.Fact:
-    return facts_pb2.Fact(fan_level=facts_pb2.FanLevelFact(streamer_id=streamer_id, consumer_id=consumer_id, level=level))
+    return facts_pb2.Fact(
+        fan_level=facts_pb2.FanLevelFact(streamer_id=streamer_id, consumer_id=consumer_id, level=level)
+    )

@@ -25,13 +25,13 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from qun.common.v1 import facts_pb2
-from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from cli import facts
 from cli.stack import Stack, load_or_create_secrets
 from gateway.auth import Principal, Role, mint_token
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -147,7 +147,9 @@ def cmd_report_store(args: argparse.Namespace, client: Client) -> int:
 def cmd_report_consumer(args: argparse.Namespace, client: Client) -> int:
     show(
         client.report(
-            facts.consumer(args.id, score=args.score, real_name=not args.no_real_name, follows=tuple(args.follows or ()))
+            facts.consumer(
+                args.id, score=args.score, real_name=not args.no_real_name, follows=tuple(args.follows or ())
+            )
         )
     )
     return 0
@@ -247,7 +249,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--store", help="the main account's store (store groups)")
     create.add_argument("--kind", choices=list(KINDS), default="store")
     create.add_argument("--name", required=True)
-    create.add_argument("--threshold", required=True, help="follow | spend:<yuan> | password:<p> | crowd:<id> | fan:<level>")
+    create.add_argument(
+        "--threshold", required=True, help="follow | spend:<yuan> | password:<p> | crowd:<id> | fan:<level>"
+    )
     create.add_argument("--private", action="store_true")
     create.add_argument("--announcement")
     create.add_argument("--welcome", help="newcomer auto-reply")

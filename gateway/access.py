@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 
 from gateway.auth import Principal, Role, current_principal, principal_var
 from gateway.downstream import Downstream, Relayed
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from services.common.errors import PermissionDenied
 from services.common.interceptors import Interceptor, abort_with
 

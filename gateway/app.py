@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+
+from gateway.access import MainAccounts, StoreAccountGuard
+from gateway.auth import BearerAuthInterceptor
+from gateway.backends import Backends
+from gateway.bounds import BoundsInterceptor
+from gateway.campaigns import CampaignService
+from gateway.downstream import Downstream
+from gateway.operations import Discovery, GroupOperations
+from gateway.push import ObservingFactService, PushService
+from gateway.ratelimit import RateLimiter, RateLimitInterceptor
+from gateway.servicer import GroupService, StoreBlacklistRemovals
+from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2_grpc
 from qun.gateway.v1 import (
@@ -19,18 +31,6 @@ from qun.gateway.v1 import push_pb2 as public_push_pb2
 from qun.gateway.v1 import push_pb2_grpc as public_push_pb2_grpc
 from qun.groups.v1 import groups_pb2_grpc, lifecycle_pb2_grpc
 from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
-
-from gateway.access import MainAccounts, StoreAccountGuard
-from gateway.auth import BearerAuthInterceptor
-from gateway.backends import Backends
-from gateway.bounds import BoundsInterceptor
-from gateway.campaigns import CampaignService
-from gateway.downstream import Downstream
-from gateway.operations import Discovery, GroupOperations
-from gateway.push import ObservingFactService, PushService
-from gateway.ratelimit import RateLimiter, RateLimitInterceptor
-from gateway.servicer import GroupService, StoreBlacklistRemovals
-from gateway.settings import GatewaySettings, load_gateway_settings
 from services.common.client import internal_channel
 from services.common.clock import Clock
 from services.common.interceptors import Interceptor

@@ -13,6 +13,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import jwt
 
 from gateway.views import Kept
@@ -57,7 +58,9 @@ def current_principal() -> Principal:
     return principal_var.get()
 
 
-def mint_token(secret: str, principal: Principal, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None) -> str:
+def mint_token(
+    secret: str, principal: Principal, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
+) -> str:
     issued = int(now if now is not None else time.time())
     claims = {
         "iss": ISSUER,

@@ -34,18 +34,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from qun.campaigns.v1 import campaigns_pb2 as internal
-from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
-from qun.common.v1 import groups_pb2 as common_groups_pb2
-from qun.gateway.v1 import campaigns_pb2 as public
-from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 
 from gateway.access import STORE_ROLES, is_owner, is_staff, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.downstream import Downstream, Relayed
 from gateway.messages import convert
 from gateway.views import GroupSetViews, Kept
+from qun.campaigns.v1 import campaigns_pb2 as internal
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.gateway.v1 import campaigns_pb2 as public
+from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
 

@@ -12,18 +12,18 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc
-from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
-from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_grpc
-from qun.common.v1 import jobs_pb2
-from qun.eligibility.v1 import eligibility_pb2
-from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
-from qun.groups.v1 import groups_pb2, lifecycle_pb2
 
 from gateway import discovery
 from gateway.access import is_staff, is_staff_account, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Relayed
+from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
+from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_grpc
+from qun.common.v1 import jobs_pb2
+from qun.eligibility.v1 import eligibility_pb2
+from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
+from qun.groups.v1 import groups_pb2, lifecycle_pb2
 from services.common.clock import Clock
 from services.common.errors import NotFound, PermissionDenied, failures_of, verdict
 from services.common.rules import Rules

@@ -18,17 +18,17 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
+
+from gateway.access import STORE_ROLES
+from gateway.auth import Principal, Role, current_principal
+from gateway.downstream import Downstream, Relayed
+from gateway.servicer import FactService
 from qun.common.v1 import facts_pb2
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from qun.gateway.v1 import push_pb2 as public
 from qun.gateway.v1 import push_pb2_grpc as public_grpc
 from qun.push.v1 import push_pb2 as internal
 from qun.push.v1 import push_pb2_grpc as internal_grpc
-
-from gateway.access import STORE_ROLES
-from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from gateway.servicer import FactService
 from services.common.errors import PermissionDenied
 from services.common.validation import Fields
 

@@ -107,4 +107,3 @@ class RateLimitInterceptor(Interceptor):
         await self._admit(context)
         async for item in call(request, context):
             yield item
-

@@ -12,11 +12,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-from qun.common.v1 import facts_pb2
-from qun.common.v1 import groups_pb2 as common_pb2
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from qun.groups.v1 import groups_pb2
 
 from gateway import metrics, translate
 from gateway.access import caller_is_staff, is_owner, is_staff, is_staff_account
@@ -24,6 +19,11 @@ from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends
 from gateway.downstream import Downstream, Relayed
 from gateway.views import GroupSetViews
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.groups.v1 import groups_pb2
 from services.common.errors import (
     Failure,
     InvalidArgument,

@@ -103,8 +103,10 @@ async def soak(seconds: float, warmup: float, database: str, workers: int, tmp: 
     if unexpected:
         failures.append(f"unexpected codes {unexpected}")
     counts = load.counts()
-    print(f"requests: sent {counts['sent']} (logical {counts['requests']}), acknowledged {counts['acknowledged']}, "
-          f"approvals {counts['reviews_acknowledged']}")
+    print(
+        f"requests: sent {counts['sent']} (logical {counts['requests']}), acknowledged {counts['acknowledged']}, "
+        f"approvals {counts['reviews_acknowledged']}"
+    )
 
     after_warmup = [s for s in samples if s[0] >= warmup] or samples
     first, last = after_warmup[0][1], samples[-1][1]
@@ -113,7 +115,9 @@ async def soak(seconds: float, warmup: float, database: str, workers: int, tmp: 
         start_kb, end_kb = first[name], last.get(name, 0)
         growth = (end_kb - start_kb) / start_kb if start_kb else 0.0
         flat = end_kb <= start_kb * (1 + RSS_ALLOWANCE_FRACTION) + RSS_ALLOWANCE_KB
-        print(f"{name:<12} {start_kb / 1024:>13.1f} {end_kb / 1024:>11.1f} {growth:>+8.1%}{'' if flat else '  GROWING'}")
+        print(
+            f"{name:<12} {start_kb / 1024:>13.1f} {end_kb / 1024:>11.1f} {growth:>+8.1%}{'' if flat else '  GROWING'}"
+        )
         if not flat:
             failures.append(f"{name} RSS {start_kb / 1024:.1f} -> {end_kb / 1024:.1f} MB")
     if len(p99s) >= 2:

@@ -85,7 +85,11 @@ def _order_statement(*, flash: bool, buying: bool) -> Select[Any]:
     for update, counts this purchase or sees it refused.
     """
     columns: list[Any] = [
-        items.c.platform, items.c.sku_count, items.c.price_min_fen, items.c.price_max_fen, items.c.stock
+        items.c.platform,
+        items.c.sku_count,
+        items.c.price_min_fen,
+        items.c.price_max_fen,
+        items.c.stock,
     ]
     source: Any = items
     if flash:

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
+from sqlalchemy.exc import IntegrityError
+
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.common.v1 import facts_pb2
-from sqlalchemy.exc import IntegrityError
-
 from services.campaigns import metrics
 from services.campaigns import rules as domain
 from services.campaigns.convert import (

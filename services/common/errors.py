@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from qun.common.v1 import verdict_pb2
 
 DOMAIN = "qun"
@@ -301,4 +302,3 @@ def field_violations(status: status_pb2.Status | None) -> list[FieldViolation]:
 
 def rule_ids(failures: Iterable[Failure]) -> list[str]:
     return [f.rule_id for f in failures]
-

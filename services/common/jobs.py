@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
-from qun.common.v1 import jobs_pb2
 
+from qun.common.v1 import jobs_pb2
 from services.common.db import is_unavailable
 from services.common.errors import clip
 

@@ -16,7 +16,6 @@ INTERNAL_TOKEN_ENV = "QUN_INTERNAL_TOKEN"
 MIN_SECRET_CHARS = 16
 
 
-
 class SettingsError(ValueError):
     """The environment is misconfigured; the process must not start."""
 

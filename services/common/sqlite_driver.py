@@ -38,6 +38,7 @@ def on_driver(statement: Statement) -> Statement:
     """Marks a prebuilt statement to run on the sqlite3 driver on SQLite (no effect elsewhere)."""
     return statement.execution_options(**ON_DRIVER)  # type: ignore[return-value]
 
+
 Processor = Callable[[Any], Any] | None
 
 

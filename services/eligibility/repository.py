@@ -70,9 +70,9 @@ from services.eligibility.domain import (
     Role,
     Scope,
     SpendThreshold,
-    Threshold,
     Store,
     TaoqiScore,
+    Threshold,
 )
 from services.eligibility.models import (
     AccountRow,
@@ -355,9 +355,9 @@ class EligibilityRepository:
                     push_subscriptions.c.store_id == store_id, push_subscriptions.c.subscribed == true()
                 )
             ).label("subscribers"),
-            _scalar(
-                select(func.count()).select_from(old).where(self._is_fan(store_id, old.c.consumer_id))
-            ).label("old_customer_fans"),
+            _scalar(select(func.count()).select_from(old).where(self._is_fan(store_id, old.c.consumer_id))).label(
+                "old_customer_fans"
+            ),
             _scalar(
                 select(func.count()).where(
                     broadcasts.c.store_id == store_id,

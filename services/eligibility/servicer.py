@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from qun.common.v1 import facts_pb2, groups_pb2
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 
+from qun.common.v1 import facts_pb2, groups_pb2
+from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from services.common import errors
 from services.common.clock import Clock
 from services.common.db import Database
@@ -240,7 +240,6 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
             newly_qualifying=outcome.newly_qualifying,
             known_consumers=outcome.known_consumers,
         )
-
 
     async def GetPushFacts(
         self, request: eligibility_pb2.GetPushFactsRequest, context: grpc.aio.ServicerContext

@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Sequence
 
 import grpc
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.server import DatabaseApp
 from services.groups.jobs import Jobs
 from services.groups.lifecycle_servicer import GroupLifecycleServicer

@@ -13,9 +13,9 @@ import json
 from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2
-
 from services.common.clock import parse_instant
 from services.common.errors import InvalidArgument
 from services.common.rules import Rules

@@ -10,7 +10,6 @@ import re
 from datetime import timedelta
 
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
-
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import InvalidArgument

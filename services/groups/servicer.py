@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 
 import grpc
-from qun.common.v1 import groups_pb2 as common_groups_pb2
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qun.common.v1 import groups_pb2 as common_groups_pb2
+from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database

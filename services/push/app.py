@@ -38,7 +38,8 @@ class PushApp(DatabaseApp):
         push_pb2_grpc.add_PushServiceServicer_to_server(PushServiceServicer(self.db, self.rules, self.clock), server)
         enabled, batch, poll = dispatcher_settings()
         self.dispatcher = Dispatcher(
-            self.db, self.rules.push, self.rules.calendar.market, self.clock, batch_size=batch, poll_seconds=poll)
+            self.db, self.rules.push, self.rules.calendar.market, self.clock, batch_size=batch, poll_seconds=poll
+        )
         if enabled:
             self.dispatcher.start()
         return [push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name]

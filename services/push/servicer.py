@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from qun.push.v1 import push_pb2, push_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 
+from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import Aborted, InvalidArgument, RuleRefusal

@@ -14,10 +14,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
 from tests.e2e.harness import Deployment
 
 FOLLOW = common_pb2.Threshold(follow=common_pb2.FollowThreshold())

@@ -27,11 +27,11 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from sqlalchemy.engine import make_url
+
 from qun.gateway.v1 import campaigns_pb2 as cpb
 from qun.gateway.v1 import gateway_pb2
 from qun.gateway.v1 import push_pb2 as ppb
-from sqlalchemy.engine import make_url
-
 from services.common.processes import BACKENDS
 from tests.support import facts, postgres
 from tests.support.load import CALL_TIMEOUT, INITIAL_STOCK, UPSTREAM, Load
@@ -54,7 +54,9 @@ def pg_ctl(action: str) -> None:
     versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action],
-        check=True, capture_output=True, timeout=POSTGRES_READY_WITHIN,
+        check=True,
+        capture_output=True,
+        timeout=POSTGRES_READY_WITHIN,
     )
     if action == "stop":
         return
@@ -82,18 +84,21 @@ class Probes:
         self.calls = {
             "eligibility": lambda: gw.facts.ReportFacts(
                 gateway_pb2.ReportFactsRequest(facts=facts.consumer(unique("probe"))),
-                metadata=gw.auth(UPSTREAM), timeout=CALL_TIMEOUT,
+                metadata=gw.auth(UPSTREAM),
+                timeout=CALL_TIMEOUT,
             ),
             "groups": lambda: gw.groups.ListMyGroups(
                 gateway_pb2.ListMyGroupsRequest(), metadata=gw.auth(gw.consumer(unique("probe"))), timeout=CALL_TIMEOUT
             ),
             "campaigns": lambda: load.campaigns.GetItem(
                 cpb.GetItemRequest(store_id=self.shop.store_id, item_id=self.shop.item_id),
-                metadata=gw.auth(UPSTREAM), timeout=CALL_TIMEOUT,
+                metadata=gw.auth(UPSTREAM),
+                timeout=CALL_TIMEOUT,
             ),
             "push": lambda: load.push.ListPushNotices(
                 ppb.ListPushNoticesRequest(),
-                metadata=gw.auth(gw.main_account(self.shop.main_id, self.shop.store_id)), timeout=CALL_TIMEOUT,
+                metadata=gw.auth(gw.main_account(self.shop.main_id, self.shop.store_id)),
+                timeout=CALL_TIMEOUT,
             ),
         }
         self.calls["gateway"] = self.calls["groups"]
@@ -126,7 +131,9 @@ async def kill_and_restart(running: RunningStack, probes: Probes, name: str, rep
     await asyncio.to_thread(stack.wait, name)
     serving = time.monotonic() - start
     recovered = await probes.until_up(name)
-    report.append(f"{name}: UNAVAILABLE in {seconds:.2f}s while down; SERVING {serving:.1f}s; recovered +{recovered:.2f}s")
+    report.append(
+        f"{name}: UNAVAILABLE in {seconds:.2f}s while down; SERVING {serving:.1f}s; recovered +{recovered:.2f}s"
+    )
 
 
 async def postgres_outage(probes: Probes, report: list[str]) -> None:
@@ -175,7 +182,10 @@ async def verify(load: Load, urls: dict[str, str]) -> dict[str, int]:
 
     groups = await asyncpg.connect(urls["groups"])
     try:
-        members = {(r["group_set_id"], r["consumer_id"]) for r in await groups.fetch("SELECT group_set_id, consumer_id FROM memberships")}
+        members = {
+            (r["group_set_id"], r["consumer_id"])
+            for r in await groups.fetch("SELECT group_set_id, consumer_id FROM memberships")
+        }
         for op in load.ops:
             if op.kind == "join" and op.acknowledged and op.key not in members:
                 lost += 1
@@ -235,7 +245,9 @@ async def verify(load: Load, urls: dict[str, str]) -> dict[str, int]:
 
     push = await asyncpg.connect(urls["push"])
     try:
-        rows = await push.fetch("SELECT store_id, push_id, request_id, state, audience_size, delivered_count FROM pushes")
+        rows = await push.fetch(
+            "SELECT store_id, push_id, request_id, state, audience_size, delivered_count FROM pushes"
+        )
         by_request = Counter(r["request_id"] for r in rows)
         by_store = Counter(r["store_id"] for r in rows)
         states = {(r["store_id"], r["push_id"]): r["state"].upper() for r in rows}
@@ -253,7 +265,9 @@ async def verify(load: Load, urls: dict[str, str]) -> dict[str, int]:
                 problems.append(f"acknowledged approval not sent: {op} is {states.get(op.key)}")
         deliveries = {
             (r["store_id"], r["push_id"]): r["n"]
-            for r in await push.fetch("SELECT store_id, push_id, count(*) AS n FROM deliveries GROUP BY store_id, push_id")
+            for r in await push.fetch(
+                "SELECT store_id, push_id, count(*) AS n FROM deliveries GROUP BY store_id, push_id"
+            )
         }
         for r in rows:
             got = deliveries.get((r["store_id"], r["push_id"]), 0)
@@ -339,7 +353,9 @@ async def test_after_a_long_outage_the_gateway_reconnects_within_seconds_of_serv
             await asyncio.to_thread(stack.start_process, "groups")
             await asyncio.to_thread(stack.wait, "groups")
             recovered = await probes.until_up("groups")
-            print(f"\nfaults: groups down {LONG_OUTAGE_SECONDS:.0f}s; the gateway recovered {recovered:.2f}s after SERVING")
+            print(
+                f"\nfaults: groups down {LONG_OUTAGE_SECONDS:.0f}s; the gateway recovered {recovered:.2f}s after SERVING"
+            )
             assert recovered < RECOVER_AFTER_LONG_OUTAGE_WITHIN
         finally:
             await gw.close()

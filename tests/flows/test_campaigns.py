@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2 as pb
 from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, operations_pb2, operations_pb2_grpc
-
-from gateway.auth import Principal, Role
 from services.common.errors import failures_from_status, field_violations, status_from_error
 from services.common.rules import MAX_INT64, load_rules
 from tests.flows.test_create_and_join import join, new_group, new_store, rules_of

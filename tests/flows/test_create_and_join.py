@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
+
+from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2
-
-from gateway.auth import Principal, Role
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from qun.common.v1 import facts_pb2
-from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
 from sqlalchemy import update
 
 from gateway.auth import Principal, Role
+from qun.common.v1 import facts_pb2
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
 from services.common.db import Database
 from services.common.errors import failures_from_status, status_from_error
 from services.common.settings import database_url

@@ -13,8 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc
-from qun.gateway.v1 import gateway_pb2
+from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc, gateway_pb2
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 

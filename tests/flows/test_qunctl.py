@@ -30,9 +30,25 @@ def test_readme_quick_start(platform: RunningStack) -> None:
     platform.set_time(datetime.now(UTC))
     try:
         store, main, fan, stranger = unique("s"), unique("m"), unique("c"), unique("c")
-        assert qunctl(platform, "report", "store", "--store", store, "--main", main, "--orders", "30", "--level", "1").returncode == 0
+        assert (
+            qunctl(
+                platform, "report", "store", "--store", store, "--main", main, "--orders", "30", "--level", "1"
+            ).returncode
+            == 0
+        )
         created = qunctl(
-            platform, "create-group", "--as", main, "--store", store, "--name", "粉丝群", "--threshold", "follow", "--welcome", "欢迎!"
+            platform,
+            "create-group",
+            "--as",
+            main,
+            "--store",
+            store,
+            "--name",
+            "粉丝群",
+            "--threshold",
+            "follow",
+            "--welcome",
+            "欢迎!",
         )
         assert created.returncode == 0, created.stderr
         group = json.loads(created.stdout)["groupSet"]
@@ -43,7 +59,9 @@ def test_readme_quick_start(platform: RunningStack) -> None:
         assert joined.returncode == 0, joined.stderr
         assert json.loads(joined.stdout)["newcomerReply"] == "欢迎!"
 
-        assert qunctl(platform, "report", "consumer", "--id", stranger, "--score", "350", "--no-real-name").returncode == 0
+        assert (
+            qunctl(platform, "report", "consumer", "--id", stranger, "--score", "350", "--no-real-name").returncode == 0
+        )
         explained = qunctl(platform, "explain-join", "--as", stranger, "--group", group["groupSetId"])
         assert explained.returncode == 3
         rules = sorted(f["ruleId"] for f in json.loads(explained.stdout)["verdict"]["failures"])

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
-
-from gateway.auth import Principal, Role
 from services.common.errors import error_info, failures_from_status, status_from_error
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, running_stack, unique

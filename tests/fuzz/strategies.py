@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import descriptor as pbd, message_factory
+from google.protobuf import descriptor as pbd
+from google.protobuf import message_factory
 from hypothesis import strategies as st
 
 from gateway.bounds import VALUE_LIMITS

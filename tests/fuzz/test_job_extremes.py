@@ -19,11 +19,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
+
+from gateway.auth import Principal, Role
 from qun.gateway.v1 import campaigns_pb2 as pb
 from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
 from qun.gateway.v1 import push_pb2 as p
-
-from gateway.auth import Principal, Role
 from services.common.rules import load_rules
 from tests.flows.test_campaigns import CASH, OPS, Shop, at, ts
 from tests.flows.test_create_and_join import new_group

@@ -15,8 +15,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from qun.gateway.v1 import campaigns_pb2, operations_pb2
 
+from qun.gateway.v1 import campaigns_pb2, operations_pb2
 from tests.fuzz import strategies
 from tests.security.test_authorisation import ALLOWED
 from tests.support.hostile import (

@@ -24,10 +24,10 @@ from typing import Any
 import grpc
 import jwt
 from google.protobuf import descriptor as pbd
-from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
 
 from gateway.auth import Principal, Role, mint_token
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
 from tests.support import facts
 from tests.support.facts import ts
 from tests.support.hostile import (

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
 
 from gateway.auth import Principal, Role, mint_token
+from qun.common.v1 import groups_pb2 as common_pb2
+from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
 from services.common.interceptors import INTERNAL_TOKEN_HEADER
 from services.common.processes import PROCESSES
 from tests.support import facts, postgres
@@ -159,8 +159,16 @@ class World:
         return [
             value
             for value in (
-                self.store_id, self.main_id, self.admin_id, self.sub_id, self.streamer_id, self.member_id,
-                self.outsider_id, self.group_set_id, self.item_id, self.other_store_id,
+                self.store_id,
+                self.main_id,
+                self.admin_id,
+                self.sub_id,
+                self.streamer_id,
+                self.member_id,
+                self.outsider_id,
+                self.group_set_id,
+                self.item_id,
+                self.other_store_id,
             )
             if value
         ]
@@ -172,7 +180,9 @@ class World:
         serialize, deserialize = rpc.request.SerializeToString, rpc.response.FromString
         try:
             if rpc.streaming:
-                stream = channel.unary_stream(rpc.path, serialize, deserialize)(request, metadata=metadata, timeout=timeout)
+                stream = channel.unary_stream(rpc.path, serialize, deserialize)(
+                    request, metadata=metadata, timeout=timeout
+                )
                 try:
                     await asyncio.wait_for(stream.read(), 1.0)
                 except TimeoutError:
@@ -220,7 +230,9 @@ class World:
         former = facts.store(self.store_id, self.former_main_id, now, orders=0, level=None)
         await facts_api.ReportFacts(gateway_pb2.ReportFactsRequest(facts=former), metadata=upstream, timeout=30)
         reported = [
-            *facts.store(self.store_id, self.main_id, now, sub_accounts=(self.admin_id, self.spare_admin_id, self.sub_id)),
+            *facts.store(
+                self.store_id, self.main_id, now, sub_accounts=(self.admin_id, self.spare_admin_id, self.sub_id)
+            ),
             *facts.store(self.other_store_id, self.other_main_id, now),
             *facts.streamer(self.streamer_id),
             *facts.consumer(self.member_id, follows=(self.store_id,)),
@@ -240,7 +252,9 @@ class World:
         self.group_set_id, self.spare_group_set_id = sets
         for admin in (self.admin_id, self.spare_admin_id):
             await groups.AddAdmin(
-                gateway_pb2.AddAdminRequest(group_set_id=self.group_set_id, account_id=admin), metadata=owner, timeout=10
+                gateway_pb2.AddAdminRequest(group_set_id=self.group_set_id, account_id=admin),
+                metadata=owner,
+                timeout=10,
             )
         member = self.auth(Principal(self.member_id, Role.CONSUMER))
         for group_set_id in sets:
@@ -285,7 +299,9 @@ class World:
 
         return (
             await read(
-                groups.GetGroupSet(gateway_pb2.GetGroupSetRequest(group_set_id=self.group_set_id), metadata=owner, timeout=10)
+                groups.GetGroupSet(
+                    gateway_pb2.GetGroupSetRequest(group_set_id=self.group_set_id), metadata=owner, timeout=10
+                )
             ),
             await read(
                 groups.ListMyGroups(
@@ -346,5 +362,7 @@ def log_problems(platform: RunningStack) -> list[str]:
                 problems.append(f"{path.name}: not JSON: {line[:300]}")
                 continue
             if isinstance(entry, dict) and "exception" in entry:
-                problems.append(f"{path.name}: {entry.get('msg')} {entry.get('method', '')}: {entry['exception'][-600:]}")
+                problems.append(
+                    f"{path.name}: {entry.get('msg')} {entry.get('method', '')}: {entry['exception'][-600:]}"
+                )
     return problems

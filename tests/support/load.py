@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
+
+from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2 as cpb
 from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, push_pb2_grpc
 from qun.gateway.v1 import push_pb2 as ppb
-
-from gateway.auth import Principal, Role
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
 
@@ -135,8 +135,13 @@ class Load:
         item_id = unique("i")
         await self.campaigns.ReportItem(
             cpb.ReportItemRequest(
-                store_id=store_id, item_id=item_id, platform=facts_pb2.PLATFORM_TAOBAO, sku_count=1,
-                price_min_fen=1000, price_max_fen=1000, initial_stock=INITIAL_STOCK,
+                store_id=store_id,
+                item_id=item_id,
+                platform=facts_pb2.PLATFORM_TAOBAO,
+                sku_count=1,
+                price_min_fen=1000,
+                price_max_fen=1000,
+                initial_stock=INITIAL_STOCK,
             ),
             metadata=self.gw.auth(UPSTREAM),
             timeout=CALL_TIMEOUT,
@@ -176,7 +181,9 @@ class Load:
             request_id=op.request_id, store_id=shop.store_id, order=cpb.Order(item_id=shop.item_id, quantity=1)
         )
         meta = self.gw.auth(self.gw.consumer(consumer))
-        await self.until_done("purchase", lambda: self.campaigns.Purchase(request, metadata=meta, timeout=CALL_TIMEOUT), op)
+        await self.until_done(
+            "purchase", lambda: self.campaigns.Purchase(request, metadata=meta, timeout=CALL_TIMEOUT), op
+        )
 
     async def push_one(self) -> None:
         """A fresh content account with ten subscribers submits a push; ops approve it."""
@@ -222,7 +229,9 @@ class Load:
                 lambda: self.push.GetPush(ppb.GetPushRequest(push_id=push_id), metadata=main, timeout=CALL_TIMEOUT),
             )
             if code is grpc.StatusCode.OK and got.push.state in (  # type: ignore[union-attr]
-                ppb.PUSH_STATE_APPROVED, ppb.PUSH_STATE_SENDING, ppb.PUSH_STATE_SENT
+                ppb.PUSH_STATE_APPROVED,
+                ppb.PUSH_STATE_SENDING,
+                ppb.PUSH_STATE_SENT,
             ):
                 review.code = grpc.StatusCode.OK
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-from qun.common.v1 import facts_pb2
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from cli.stack import Stack
 from gateway.auth import Principal, Role, mint_token
+from qun.common.v1 import facts_pb2
+from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.clock import FileClock
 from services.common.processes import BACKENDS
 from tests.support import postgres
@@ -38,7 +38,9 @@ class RunningStack:
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, database: str = "sqlite", extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+def running_stack(
+    tmp: Path, database: str = "sqlite", extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """Starts every process (on SQLite files, or fresh PostgreSQL databases) and stops them after."""
     clock_file = tmp / "clock"
     FileClock.write(clock_file, START)

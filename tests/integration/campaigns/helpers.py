@@ -83,7 +83,9 @@ def activity(
     )
 
 
-async def flash_sale(stub: Stub, store: str, group: str, item_id: str, now: datetime, price: int = 6_000, **kw: object) -> pb.Activity:
+async def flash_sale(
+    stub: Stub, store: str, group: str, item_id: str, now: datetime, price: int = 6_000, **kw: object
+) -> pb.Activity:
     reply = await stub.CreateActivity(
         activity(store, group, now, flash_sale=pb.FlashSaleSpec(item_id=item_id, flash_price_fen=price), **kw)
     )
@@ -101,7 +103,9 @@ async def fountain(stub: Stub, store: str, group: str, now: datetime, *pools: pb
     return reply.activity
 
 
-async def claim(stub: Stub, store: str, fountain_id: str, consumer: str, request_id: str, pool_id: str = "") -> pb.Claim:
+async def claim(
+    stub: Stub, store: str, fountain_id: str, consumer: str, request_id: str, pool_id: str = ""
+) -> pb.Claim:
     reply = await stub.ClaimPrize(
         pb.ClaimPrizeRequest(
             request_id=request_id,

@@ -172,7 +172,9 @@ async def stock_is_sold_exactly_once(stubs: list[Stub], conn: asyncpg.Connection
 
     fresh = [reply for code, reply in results if code is grpc.StatusCode.OK and not reply.replayed]  # type: ignore[union-attr]
     sold = sum(r.purchase.quantity for r in fresh)  # type: ignore[union-attr]
-    rows = await conn.fetch("SELECT purchase_id, request_id, quantity, flash_sale_id FROM purchases WHERE store_id = $1", store)
+    rows = await conn.fetch(
+        "SELECT purchase_id, request_id, quantity, flash_sale_id FROM purchases WHERE store_id = $1", store
+    )
     left = await conn.fetchval("SELECT stock FROM items WHERE store_id = $1 AND item_id = 'hot'", store)
     assert left == 0 and sold == STOCK
     assert sum(r["quantity"] for r in rows) == STOCK
@@ -180,7 +182,9 @@ async def stock_is_sold_exactly_once(stubs: list[Stub], conn: asyncpg.Connection
     assert len({r["request_id"] for r in rows}) == len(rows)
     flash_rows = [r for r in rows if r["flash_sale_id"]]
     assert 0 < len(flash_rows) < len(rows)  # both kinds of sale drew on the one stock
-    print(f"\nM2: {len(everything)} purchase attempts in {took:.2f}s: {len(rows)} purchases, {sold} units, stock {left}")
+    print(
+        f"\nM2: {len(everything)} purchase attempts in {took:.2f}s: {len(rows)} purchases, {sold} units, stock {left}"
+    )
 
 
 # -- M11 ---------------------------------------------------------------------------------------
@@ -199,7 +203,9 @@ async def ten_activities_at_once(stubs: list[Stub], conn: asyncpg.Connection) ->
         if code is not grpc.StatusCode.OK:
             assert "M11" in reply.details()  # type: ignore[union-attr]
     counts = dict(
-        await conn.fetch("SELECT group_set_id, count(*) FROM activities WHERE store_id = $1 GROUP BY group_set_id", store)
+        await conn.fetch(
+            "SELECT group_set_id, count(*) FROM activities WHERE store_id = $1 GROUP BY group_set_id", store
+        )
     )
     assert counts == {"gs_busy": 10, "gs_quiet": 4}
 
@@ -212,15 +218,22 @@ async def claims_stop_at_the_wallet_and_the_limit(stubs: list[Stub], conn: async
     # Store A: plenty of cash, per-user limits above the wallet: the wallet (3) binds; the 10 coupons are scarce.
     wallet_store = (
         await stubs[0].CreateActivity(
-            activity("s-wallet", "gs_w", T0, red_packet_fountain=pb.FountainSpec(
-                pools=[pool(CASH, 100, 1000, 3, expires), pool(COUPON, 500, 10, 1, expires)]
-            ))
+            activity(
+                "s-wallet",
+                "gs_w",
+                T0,
+                red_packet_fountain=pb.FountainSpec(
+                    pools=[pool(CASH, 100, 1000, 3, expires), pool(COUPON, 500, 10, 1, expires)]
+                ),
+            )
         )
     ).activity
     # Store B: the per-user limit (2) binds before the wallet.
     limit_store = (
         await stubs[1].CreateActivity(
-            activity("s-limit", "gs_l", T0, red_packet_fountain=pb.FountainSpec(pools=[pool(CASH, 100, 1000, 2, expires)]))
+            activity(
+                "s-limit", "gs_l", T0, red_packet_fountain=pb.FountainSpec(pools=[pool(CASH, 100, 1000, 2, expires)])
+            )
         )
     ).activity
     consumers = [f"u{i}" for i in range(20)]
@@ -245,7 +258,9 @@ async def claims_stop_at_the_wallet_and_the_limit(stubs: list[Stub], conn: async
     )
     codes = Counter(code for code, _ in results)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}, codes
-    rows = await conn.fetch("SELECT store_id, consumer_id, pool_id, kind FROM claims WHERE store_id IN ('s-wallet', 's-limit')")
+    rows = await conn.fetch(
+        "SELECT store_id, consumer_id, pool_id, kind FROM claims WHERE store_id IN ('s-wallet', 's-limit')"
+    )
     per_consumer = Counter((r["store_id"], r["consumer_id"]) for r in rows)
     assert all(per_consumer[("s-wallet", c)] == WALLET for c in consumers), per_consumer
     assert all(per_consumer[("s-limit", c)] == 2 for c in consumers), per_consumer
@@ -279,9 +294,13 @@ async def expiry_refunds_each_packet_once(stubs: list[Stub], conn: asyncpg.Conne
     await item(stubs[0], store, "gift", stock=100, price=1_000)
     fountain = (
         await stubs[0].CreateActivity(
-            activity(store, "gs_e", T0, minutes=60, red_packet_fountain=pb.FountainSpec(
-                pools=[pool(CASH, 88, 400, 3, expires)]
-            ))
+            activity(
+                store,
+                "gs_e",
+                T0,
+                minutes=60,
+                red_packet_fountain=pb.FountainSpec(pools=[pool(CASH, 88, 400, 3, expires)]),
+            )
         )
     ).activity
     consumers = [f"e{i}" for i in range(60)]
@@ -289,7 +308,11 @@ async def expiry_refunds_each_packet_once(stubs: list[Stub], conn: asyncpg.Conne
         *(
             stubs[n % 2].ClaimPrize(
                 pb.ClaimPrizeRequest(
-                    request_id=f"e-{c}-{n}", store_id=store, activity_id=fountain.activity_id, consumer_id=c, group_member=True
+                    request_id=f"e-{c}-{n}",
+                    store_id=store,
+                    activity_id=fountain.activity_id,
+                    consumer_id=c,
+                    group_member=True,
                 )
             )
             for c in consumers

@@ -19,9 +19,9 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from qun.campaigns.v1 import campaigns_pb2 as pb
 from sqlalchemy import update
 
+from qun.campaigns.v1 import campaigns_pb2 as pb
 from services.campaigns import expiry
 from services.campaigns.app import CampaignsApp
 from services.campaigns.expiry import ExpiryJob

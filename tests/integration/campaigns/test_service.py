@@ -158,7 +158,9 @@ async def test_M3_each_flash_sale_sale_records_the_lowest_price_records_it_count
         pb.LOWEST_PRICE_RECORD_TAOQIANGGOU: True,
     }
     assert list(by_sale[""].price_records) == []
-    one = await stub.GetPurchase(pb.GetPurchaseRequest(store_id=S, purchase_id=by_sale[tm_sale.activity_id].purchase_id))
+    one = await stub.GetPurchase(
+        pb.GetPurchaseRequest(store_id=S, purchase_id=by_sale[tm_sale.activity_id].purchase_id)
+    )
     assert records(one.purchase) == records(by_sale[tm_sale.activity_id])
 
 
@@ -172,7 +174,12 @@ async def test_M4_the_flash_price_stacks_with_cash_red_packets_store_red_packets
     await item(stub, S, "i1", stock=5)
     sale = await flash_sale(stub, S, G, "i1", now)
     prizes = await fountain(
-        stub, S, G, now, pool(CASH, 100, 20, 20, now + timedelta(days=3)), pool(COUPON, 500, 4, 4, now + timedelta(days=3))
+        stub,
+        S,
+        G,
+        now,
+        pool(CASH, 100, 20, 20, now + timedelta(days=3)),
+        pool(COUPON, 500, 4, 4, now + timedelta(days=3)),
     )
     cash_pool, coupon_pool = prizes.pools
     cash = [await claim(stub, S, prizes.activity_id, "c1", f"cash-{i}", cash_pool.pool_id) for i in range(2)]
@@ -204,12 +211,20 @@ async def test_M8_an_order_with_eleven_cash_red_packets_or_two_coupons_is_refuse
         now = clock.now()
         await item(stub, S, "i1", stock=5)
         prizes = await fountain(
-            stub, S, G, now, pool(CASH, 100, 11, 11, now + timedelta(days=3)), pool(COUPON, 500, 2, 2, now + timedelta(days=3))
+            stub,
+            S,
+            G,
+            now,
+            pool(CASH, 100, 11, 11, now + timedelta(days=3)),
+            pool(COUPON, 500, 2, 2, now + timedelta(days=3)),
         )
         cash_pool, coupon_pool = prizes.pools
-        cash = [(await claim(stub, S, prizes.activity_id, "c1", f"cash-{i}", cash_pool.pool_id)).claim_id for i in range(11)]
+        cash = [
+            (await claim(stub, S, prizes.activity_id, "c1", f"cash-{i}", cash_pool.pool_id)).claim_id for i in range(11)
+        ]
         coupons = [
-            (await claim(stub, S, prizes.activity_id, "c1", f"coupon-{i}", coupon_pool.pool_id)).claim_id for i in range(2)
+            (await claim(stub, S, prizes.activity_id, "c1", f"coupon-{i}", coupon_pool.pool_id)).claim_id
+            for i in range(2)
         ]
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await buy(stub, S, "i1", "c1", "r1", cash=tuple(cash), coupons=tuple(coupons))
@@ -262,7 +277,10 @@ async def test_M6_a_flash_sale_posts_one_end_card_with_the_units_sold_when_it_en
     second = await stub.RunExpiry(pb.RunExpiryRequest())
     assert (first.end_cards_posted, second.end_cards_posted) == (1, 0)
     cards = (await stub.ListEndCards(pb.ListEndCardsRequest(store_id=S))).end_cards
-    assert [(c.title, c.units_sold, c.purchases, c.seq) for c in cards] == [("提前结束", 1, 1, 1), ("限时抢购", 5, 2, 2)]
+    assert [(c.title, c.units_sold, c.purchases, c.seq) for c in cards] == [
+        ("提前结束", 1, 1, 1),
+        ("限时抢购", 5, 2, 2),
+    ]
     later = await stub.ListEndCards(pb.ListEndCardsRequest(store_id=S, after_seq=1))
     assert [c.seq for c in later.end_cards] == [2] and later.last_seq == 2
     results = await stub.GetFlashSaleResults(pb.GetFlashSaleResultsRequest(store_id=S, activity_id=timed.activity_id))
@@ -276,7 +294,12 @@ async def test_M6_a_flash_sale_posts_one_end_card_with_the_units_sold_when_it_en
 async def test_M10_claims_stop_at_the_per_user_limit_and_the_wallet_size(stub: Stub, clock: ManualClock) -> None:
     now = clock.now()
     prizes = await fountain(
-        stub, S, G, now, pool(CASH, 100, 10, 2, now + timedelta(days=1)), pool(COUPON, 500, 10, 1, now + timedelta(days=1))
+        stub,
+        S,
+        G,
+        now,
+        pool(CASH, 100, 10, 2, now + timedelta(days=1)),
+        pool(COUPON, 500, 10, 1, now + timedelta(days=1)),
     )
     cash_pool, coupon_pool = prizes.pools
     first = await claim(stub, S, prizes.activity_id, "c1", "a1", cash_pool.pool_id)
@@ -335,7 +358,9 @@ async def test_M9_unused_cash_goes_back_to_the_merchant_once(stub: Stub, clock: 
             (pb.REFUND_SOURCE_EXPIRED_RED_PACKET, kept.claim_id, 100),
         ]
     )
-    states = {c.claim_id: c.state for c in (await stub.ListWallet(pb.ListWalletRequest(store_id=S, consumer_id="c1"))).claims}
+    states = {
+        c.claim_id: c.state for c in (await stub.ListWallet(pb.ListWalletRequest(store_id=S, consumer_id="c1"))).claims
+    }
     assert states[used.claim_id] == pb.CLAIM_STATE_USED and states[kept.claim_id] == pb.CLAIM_STATE_REFUNDED
     with pytest.raises(grpc.aio.AioRpcError) as expired:
         await buy(stub, S, "i1", "c1", "r2", cash=(kept.claim_id,))
@@ -391,11 +416,17 @@ async def test_M13_retired_tools_are_refused_with_that_reason(stub: Stub, clock:
 
 async def test_M13_voting_and_check_in_are_member_activities(stub: Stub, clock: ManualClock) -> None:
     now = clock.now()
-    vote = (await stub.CreateActivity(activity(S, G, now, minutes=3 * 24 * 60, voting=pb.VotingSpec(options=["A", "B", "C"])))).activity
+    vote = (
+        await stub.CreateActivity(
+            activity(S, G, now, minutes=3 * 24 * 60, voting=pb.VotingSpec(options=["A", "B", "C"]))
+        )
+    ).activity
     daily = (await stub.CreateActivity(activity(S, G, now, minutes=3 * 24 * 60, check_in=pb.CheckInSpec()))).activity
     for consumer, option in (("c1", 1), ("c2", 1), ("c3", 2)):
         tally = await stub.Vote(
-            pb.VoteRequest(store_id=S, activity_id=vote.activity_id, consumer_id=consumer, option_index=option, group_member=True)
+            pb.VoteRequest(
+                store_id=S, activity_id=vote.activity_id, consumer_id=consumer, option_index=option, group_member=True
+            )
         )
     assert list(tally.tally) == [0, 2, 1]
     again = await stub.Vote(
@@ -404,7 +435,9 @@ async def test_M13_voting_and_check_in_are_member_activities(stub: Stub, clock: 
     assert list(again.tally) == [0, 2, 1]
     with pytest.raises(grpc.aio.AioRpcError) as changed:
         await stub.Vote(
-            pb.VoteRequest(store_id=S, activity_id=vote.activity_id, consumer_id="c1", option_index=0, group_member=True)
+            pb.VoteRequest(
+                store_id=S, activity_id=vote.activity_id, consumer_id="c1", option_index=0, group_member=True
+            )
         )
     assert reasons_of(changed.value) == ["ALREADY_VOTED"]
     with pytest.raises(grpc.aio.AioRpcError) as outsider:
@@ -487,7 +520,10 @@ async def test_bad_input_is_refused_with_the_field_and_changes_nothing(stub: Stu
         (pb.Order(item_id="i1", quantity=-3), "order.quantity"),
         (pb.Order(item_id="", quantity=1), "order.item_id"),
         (pb.Order(item_id="i1", quantity=1, cash_red_packet_ids=["x", "x"]), "order.cash_red_packet_ids[1]"),
-        (pb.Order(item_id="i1", quantity=1, cash_red_packet_ids=[f"c{i}" for i in range(101)]), "order.cash_red_packet_ids"),
+        (
+            pb.Order(item_id="i1", quantity=1, cash_red_packet_ids=[f"c{i}" for i in range(101)]),
+            "order.cash_red_packet_ids",
+        ),
         (pb.Order(item_id="i1", quantity=1, store_red_packet_fen=[100]), "order.store_red_packet_fen"),
     ]
     for order, field in bad_orders:
@@ -500,13 +536,21 @@ async def test_bad_input_is_refused_with_the_field_and_changes_nothing(stub: Stu
     assert "request_id" in fields_of(no_request_id.value)
 
     bad_creates = [
-        (activity(S, G, now, flash_sale=pb.FlashSaleSpec(item_id="i1", flash_price_fen=0)), "flash_sale.flash_price_fen"),
-        (activity(S, G, now, flash_sale=pb.FlashSaleSpec(item_id="i1", flash_price_fen=-1)), "flash_sale.flash_price_fen"),
+        (
+            activity(S, G, now, flash_sale=pb.FlashSaleSpec(item_id="i1", flash_price_fen=0)),
+            "flash_sale.flash_price_fen",
+        ),
+        (
+            activity(S, G, now, flash_sale=pb.FlashSaleSpec(item_id="i1", flash_price_fen=-1)),
+            "flash_sale.flash_price_fen",
+        ),
         (activity(S, G, now, minutes=-5, check_in=pb.CheckInSpec()), "ends_at"),
         (activity(S, G, now), "spec"),
         (activity(S, G, now, voting=pb.VotingSpec(options=["only one"])), "voting.options"),
         (
-            activity(S, G, now, red_packet_fountain=pb.FountainSpec(pools=[pool(CASH, 0, 5, 1, now + timedelta(days=1))])),
+            activity(
+                S, G, now, red_packet_fountain=pb.FountainSpec(pools=[pool(CASH, 0, 5, 1, now + timedelta(days=1))])
+            ),
             "red_packet_fountain.pools[0].value_fen",
         ),
     ]
@@ -520,7 +564,9 @@ async def test_bad_input_is_refused_with_the_field_and_changes_nothing(stub: Stu
     assert "price_min_fen" in fields_of(bad_price.value)
 
     for call in (
-        stub.Purchase(pb.PurchaseRequest(request_id="r", store_id=S, consumer_id="c1", order=pb.Order(item_id="nope", quantity=1))),
+        stub.Purchase(
+            pb.PurchaseRequest(request_id="r", store_id=S, consumer_id="c1", order=pb.Order(item_id="nope", quantity=1))
+        ),
         stub.GetActivity(pb.GetActivityRequest(store_id=S, activity_id="act_missing")),
         stub.CreateActivity(activity(S, G, now, flash_sale=pb.FlashSaleSpec(item_id="nope", flash_price_fen=1))),
         stub.Restock(pb.RestockRequest(request_id="x", store_id=S, item_id="nope", quantity=1)),
@@ -600,10 +646,15 @@ async def test_metrics_count_purchases_sold_out_and_claims_by_outcome(stub: Stub
     assert metric("qun_campaigns_flash_sale_stock_left", store_id=S, activity_id=sale.activity_id) == 0
     with pytest.raises(grpc.aio.AioRpcError):
         await buy(stub, S, "i1", "c2", "r2", flash_sale_id=sale.activity_id)
-    assert metric("qun_campaigns_purchases_total", sale="flash", outcome="purchased", rule="") == before["purchased"] + 1
+    assert (
+        metric("qun_campaigns_purchases_total", sale="flash", outcome="purchased", rule="") == before["purchased"] + 1
+    )
     assert metric("qun_campaigns_purchases_total", sale="flash", outcome="refused", rule="M2") == before["refused"] + 1
     assert metric("qun_campaigns_sold_out_total", sale="flash") == before["sold_out"] + 1
     await stub.EndActivity(pb.EndActivityRequest(store_id=S, activity_id=sale.activity_id))
-    assert REGISTRY.get_sample_value(
-        "qun_campaigns_flash_sale_stock_left", {"store_id": S, "activity_id": sale.activity_id}
-    ) is None
+    assert (
+        REGISTRY.get_sample_value(
+            "qun_campaigns_flash_sale_stock_left", {"store_id": S, "activity_id": sale.activity_id}
+        )
+        is None
+    )

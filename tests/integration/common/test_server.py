@@ -34,7 +34,8 @@ class ProbeApp(ServiceApp):
 
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
         handlers = {
-            name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in (("Ok", ok), ("Refuse", refuse), ("Crash", crash))
+            name: grpc.unary_unary_rpc_method_handler(fn)
+            for name, fn in (("Ok", ok), ("Refuse", refuse), ("Crash", crash))
         }
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         return [SERVICE]

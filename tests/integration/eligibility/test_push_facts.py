@@ -102,7 +102,9 @@ async def test_P3_P1_P2_push_facts_counted_as_the_rules_define_them(
     await stub.IngestFacts(F.ingest(*facts))
 
     found = await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))
-    expected = sum(domain_rules.is_old_customer(times, NOW, rules.push, rules.calendar.market) for times in BUYERS.values())
+    expected = sum(
+        domain_rules.is_old_customer(times, NOW, rules.push, rules.calendar.market) for times in BUYERS.values()
+    )
     assert expected == 4  # two-days, across-local-midnight, window-edge, three-days
     assert found.old_customer_fans == expected
     assert found.main_account_id == "m1"

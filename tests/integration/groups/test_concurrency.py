@@ -21,9 +21,9 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
-
 from services.common.client import internal_channel
 from tests.support.inprocess import INTERNAL_TOKEN
 from tests.support.replicas import Replica, replicas

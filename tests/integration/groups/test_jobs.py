@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
-from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from sqlalchemy import select, update
 
+from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import ManualClock
 from services.common.db import Database

@@ -18,11 +18,11 @@ from sqlalchemy import event
 
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from services.common.client import internal_channel
 from services.common.clock import ManualClock
 from services.common.rules import Rules
 from services.common.server import Server
 from services.groups.app import GroupsApp
-from services.common.client import internal_channel
 from tests.support.inprocess import INTERNAL_TOKEN, migrate, settings_for
 
 pytestmark = pytest.mark.postgres
@@ -80,7 +80,9 @@ async def served(pg_url: str, rules: Rules) -> AsyncIterator[Served]:
     channel = internal_channel(f"127.0.0.1:{port}", INTERNAL_TOKEN)
     try:
         yield Served(
-            groups_pb2_grpc.GroupsServiceStub(channel), lifecycle_pb2_grpc.GroupLifecycleServiceStub(channel), statements
+            groups_pb2_grpc.GroupsServiceStub(channel),
+            lifecycle_pb2_grpc.GroupLifecycleServiceStub(channel),
+            statements,
         )
     finally:
         await channel.close()
@@ -89,14 +91,18 @@ async def served(pg_url: str, rules: Rules) -> AsyncIterator[Served]:
 
 async def join_and_recommend(served: Served, store_id: str, group_set_id: str, consumer: str) -> list[tuple[str, Any]]:
     served.statements.clear()
-    checked = await served.groups.CheckJoin(groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer))
+    checked = await served.groups.CheckJoin(
+        groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer)
+    )
     assert checked.verdict.allowed, checked.verdict
     await served.groups.AddMember(
         groups_pb2.AddMemberRequest(
             group_set_id=group_set_id, consumer_id=consumer, threshold_version=checked.group_set.threshold_version
         )
     )
-    await served.lifecycle.ListCandidates(lifecycle_pb2.ListCandidatesRequest(store_id=store_id, consumer_id=consumer + "x"))
+    await served.lifecycle.ListCandidates(
+        lifecycle_pb2.ListCandidatesRequest(store_id=store_id, consumer_id=consumer + "x")
+    )
     return list(served.statements)
 
 
@@ -126,7 +132,10 @@ async def test_a_500000_member_store_joins_like_a_50_member_store(served: Served
 
     conn = await asyncpg.connect(pg_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM memberships WHERE group_set_id LIKE 'gs_big%'") == BIG_SETS * SET_CAPACITY - 10 + 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM memberships WHERE group_set_id LIKE 'gs_big%'")
+            == BIG_SETS * SET_CAPACITY - 10 + 1
+        )
         for statement, parameters in big_statements:
             if "memberships" not in statement or not statement.lstrip().upper().startswith("SELECT"):
                 continue

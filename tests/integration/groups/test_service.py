@@ -16,9 +16,9 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 from prometheus_client import REGISTRY
+
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
-
 from services.common import passwords
 from services.common.clock import ManualClock
 from services.common.errors import Failure, failures_from_status, field_violations, status_from_error

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from prometheus_client import REGISTRY
-from qun.push.v1 import push_pb2 as p
-from qun.push.v1 import push_pb2_grpc
 from sqlalchemy import exc, text
 
+from qun.push.v1 import push_pb2 as p
+from qun.push.v1 import push_pb2_grpc
 from services.common.clock import ManualClock
 from services.common.db import Database
 from services.common.errors import (

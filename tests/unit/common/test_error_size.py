@@ -47,7 +47,9 @@ def test_huge_and_many_violations_stay_small() -> None:
 
 
 def test_a_dozen_ordinary_violations_are_all_listed() -> None:
-    error = InvalidArgument([FieldViolation(f"facts[{i}].paid_order.amount_fen", "must be positive, got 0") for i in range(20)])
+    error = InvalidArgument(
+        [FieldViolation(f"facts[{i}].paid_order.amount_fen", "must be positive, got 0") for i in range(20)]
+    )
     assert len(error.details()[0].field_violations) == 20  # type: ignore[attr-defined]
 
 

@@ -14,7 +14,9 @@ NOW = datetime(2026, 8, 31, 12, 0, tzinfo=UTC)  # 20:00 China Standard Time
 
 def test_p3_half_year_window_is_six_calendar_months(rules: Rules) -> None:
     market = rules.calendar.market
-    assert r.old_customer_window_start(NOW, rules.push, market) == datetime(2026, 2, 28, 12, 0, tzinfo=UTC)  # Aug 31 → Feb 28
+    assert r.old_customer_window_start(NOW, rules.push, market) == datetime(
+        2026, 2, 28, 12, 0, tzinfo=UTC
+    )  # Aug 31 → Feb 28
     # Counted on the marketplace's calendar (D1): 23:00 UTC on Aug 30 is Aug 31 07:00 in China.
     assert r.old_customer_window_start(datetime(2026, 8, 30, 23, 0, tzinfo=UTC), rules.push, market) == datetime(
         2026, 2, 27, 23, 0, tzinfo=UTC

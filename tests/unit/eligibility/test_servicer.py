@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from qun.common.v1 import facts_pb2 as f
-from qun.eligibility.v1 import eligibility_pb2 as e
 from sqlalchemy.exc import DBAPIError
 
+from qun.common.v1 import facts_pb2 as f
+from qun.eligibility.v1 import eligibility_pb2 as e
 from services.common.clock import ManualClock
 from services.common.errors import InvalidArgument
 from services.common.rules import Rules, load_rules

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.bounds import COUNT_LIMITS, INTEGER_TYPES, VALUE_LIMITS, BoundsCheck, bounded_fields, reference
 from qun.common.v1 import facts_pb2
 from qun.gateway.v1 import campaigns_pb2, gateway_pb2
-
-from gateway.bounds import COUNT_LIMITS, INTEGER_TYPES, VALUE_LIMITS, BoundsCheck, bounded_fields, reference
 from services.common.rules import load_rules
 from tests.support.hostile import PUBLIC_RPCS
 

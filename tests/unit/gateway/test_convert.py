@@ -25,11 +25,16 @@ from tests.fuzz import strategies
 PAIRS = [
     (source, target)
     for name in sorted(set(public.DESCRIPTOR.message_types_by_name) & set(internal.DESCRIPTOR.message_types_by_name))
-    for source, target in ((getattr(public, name), getattr(internal, name)), (getattr(internal, name), getattr(public, name)))
+    for source, target in (
+        (getattr(public, name), getattr(internal, name)),
+        (getattr(internal, name), getattr(public, name)),
+    )
 ]
 
 
-@pytest.mark.parametrize("stamp", [Timestamp(seconds=2**62), Timestamp(seconds=-(2**62)), Timestamp(seconds=1, nanos=-5)])
+@pytest.mark.parametrize(
+    "stamp", [Timestamp(seconds=2**62), Timestamp(seconds=-(2**62)), Timestamp(seconds=1, nanos=-5)]
+)
 def test_a_timestamp_outside_the_calendar_is_invalid_argument(stamp: Timestamp) -> None:
     request = public.CreateActivityRequest(group_set_id="gs_1", title="t", starts_at=stamp)
     with pytest.raises(InvalidArgument, match="cannot be read"):
@@ -47,7 +52,9 @@ def test_fields_the_target_lacks_and_fields_unknown_to_the_schema_are_dropped() 
     out = convert(reply, public.PurchaseResponse)
     assert out == public.PurchaseResponse(stock_left=3, purchase=public.PurchaseRecord(purchase_id="p1"))
     unknown_field_99 = b"\x98\x06\x01"  # varint field 99 = 1, which no version of the schema has
-    request = public.PurchaseRequest.FromString(public.PurchaseRequest(store_id="s1").SerializeToString() + unknown_field_99)
+    request = public.PurchaseRequest.FromString(
+        public.PurchaseRequest(store_id="s1").SerializeToString() + unknown_field_99
+    )
     assert convert(request, internal.PurchaseRequest).SerializeToString() == b"\x12\x02s1"
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from gateway.access import caller_is_staff, is_owner, is_staff, require_store_scope
 from gateway.auth import Principal, Role, principal_var
-from services.common.errors import PermissionDenied
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.groups.v1 import groups_pb2
+from services.common.errors import PermissionDenied
 
 STORE_SET = groups_pb2.GroupSet(
     kind=common_pb2.GROUP_KIND_STORE, store_id="s1", owner_account_id="m1", admin_ids=["a1", "st1"]

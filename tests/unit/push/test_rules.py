@@ -162,7 +162,12 @@ def test_a_spent_quota_alone_is_resource_exhausted(push: PushRules) -> None:
     )
     assert r.only_quota(spent)
     unmet_and_spent = r.submission_failures(
-        PushKind.RECALL_TIER_1, AccountFacts(), QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})), NOW, push, CST
+        PushKind.RECALL_TIER_1,
+        AccountFacts(),
+        QuotaState(recall_used=frozenset({PushKind.RECALL_TIER_1})),
+        NOW,
+        push,
+        CST,
     )
     assert codes(unmet_and_spent)[-1] == ("P2", "RECALL_TIER_USED") and not r.only_quota(unmet_and_spent)
 

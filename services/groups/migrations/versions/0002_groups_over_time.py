@@ -78,7 +78,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_audit_owner", "audit_entries")
-    for table in ("audit_entries", "sleeping_plans", "job_runs", "capacity_grants", "monthly_metrics", "daily_member_counts"):
+    for table in (
+        "audit_entries",
+        "sleeping_plans",
+        "job_runs",
+        "capacity_grants",
+        "monthly_metrics",
+        "daily_member_counts",
+    ):
         op.drop_table(table)
     with op.batch_alter_table("memberships") as batch:
         batch.drop_column("notified_at")
