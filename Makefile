@@ -110,11 +110,11 @@ e2e: proto deploy-tools
 	$(PY) -m pytest tests/e2e
 
 # The same suite against the real compose deployment, built from deploy/Dockerfile and torn down
-# afterwards: `docker compose` where a Docker engine runs, else podman (deploy/compose-e2e/run.py).
+# afterwards: `docker compose` where a Docker engine runs, else podman (tests/containers).
 # Not part of `make test`; .ci/run runs it after. E2E_COMPOSE_ARGS go to pytest.
 .PHONY: e2e-compose
 e2e-compose: proto deploy-tools
-	$(PY) deploy/compose-e2e/run.py $(E2E_COMPOSE_ARGS)
+	$(PY) -m tests.containers.compose_e2e $(E2E_COMPOSE_ARGS)
 
 # Throughput, latency and size as ratios to the machine's own gRPC limit (results/).
 # BENCH_ARGS="--db postgres" measures on PostgreSQL (TEST_DATABASE_URL).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs Debian packages for a tool the tests need, without starting their services:
 #   apt-install.sh "<what, for messages>" "<systemd units to keep off>" <package>...
-# Used by install-prometheus.sh and compose-e2e/install-tools.sh once they found their commands
+# Used by install-prometheus.sh and tests/containers/install-tools.sh once they found their commands
 # missing. The packages' services are not started during the install (a policy-rc.d denies them
 # unless one is in place) and, under systemd, are disabled afterwards: qun runs its own.
 set -euo pipefail
