@@ -324,8 +324,11 @@ def deployment(process: Process, all_processes: list[Process]) -> dict[str, Any]
         env.append(database_env(process))
     if not process.backend:
         env.append(secret_env(TOKEN_SECRET_ENV, "token-secret"))
+        # The headless Service names every ready pod: the gateway's channel spreads calls over them all
+        # (round_robin, services.common.client) instead of riding one connection to one pod.
         for backend in (p for p in all_processes if p.backend):
-            env.append({"name": backend.addr_env, "value": f"{backend.k8s_name}:{backend.grpc_port}"})
+            target = f"dns:///{backend.k8s_name}-pods:{backend.grpc_port}"
+            env.append({"name": backend.addr_env, "value": target})
     grpc_probe = {"grpc": {"port": process.grpc_port}}
     container: dict[str, Any] = {
         "name": process.name,

@@ -27,13 +27,9 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
     env = dict(os.environ) if env is None else env
 
     def backend(name: str) -> str:
-        """Where a backend listens: its ``QUN_<NAME>_ADDR``, or its default loopback port."""
+        """Where a backend listens: its ``QUN_<NAME>_ADDR``, or its default loopback port (``backend_target``)."""
         process = spec(name)
-        value = env.get(process.addr_env, process.default_addr)
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit():
-            raise SettingsError(f"{process.addr_env} must be host:port, got {value!r}")
-        return value
+        return backend_target(process.addr_env, env.get(process.addr_env, process.default_addr))
 
     timeout = float_setting(env, "QUN_DOWNSTREAM_TIMEOUT_SECONDS", 2.0)
     if timeout <= 0:
@@ -48,6 +44,27 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
     )
+
+
+def backend_target(variable: str, value: str) -> str:
+    """A gRPC target naming one backend's replicas: ``host:port``, ``dns:///host:port`` (every address
+    the name resolves to, e.g. a headless Service) or ``ipv4:host:port,host:port`` (a list).
+
+    The channel spreads calls over all of them (``services.common.client``).
+    """
+    if value.startswith("dns:///"):
+        addresses = [value.removeprefix("dns:///")]
+    elif value.startswith("ipv4:"):
+        addresses = value.removeprefix("ipv4:").split(",")
+    else:
+        addresses = [value]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"{variable} must be host:port, dns:///host:port or ipv4:host:port,host:port, got {value!r}"
+            )
+    return value
 
 
 def gateway_settings_from_env() -> GatewaySettings:

@@ -1,12 +1,21 @@
-"""Channels to backend services, carrying the internal credential.
+"""Channels to backend services, carrying the internal credential, spread over every replica.
 
 Used by the gateway and by tests that talk to a backend directly. Client-side
 ``grpc_client_*`` metrics and the request id travel with every call.
+
+A target may name several replicas: ``dns:///qun-groups-pods:50053`` (a
+headless Service: every pod's address), or ``ipv4:127.0.0.1:50053,127.0.0.1:50063``
+locally. The channel balances calls over all of them (``round_robin``): one
+sub-channel per address, each call to the next ready one, so a replica that
+dies is skipped as soon as its connection drops and one that comes back is
+used again. With one address it behaves as a plain channel. DNS is asked
+again whenever a connection breaks; pods added to a Service are found then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -25,6 +34,8 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Every address the target resolves to, in turn (SPEC: replicas share the load).
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
 ]
 
 

@@ -106,8 +106,10 @@ def test_deployments_agree_with_the_settings_they_feed(
         if gateway is not None:
             for backend in backends.values():
                 address = getattr(gateway, f"{backend.name}_addr", None) or env[backend.addr_env]
-                host, _, port = address.rpartition(":")
+                host, _, port = address.removeprefix("dns:///").rpartition(":")
                 service = objects[("Service", host)]
+                # Every replica: the headless Service, whose name resolves to each ready pod.
+                assert address.startswith("dns:///") and service["spec"]["clusterIP"] == "None", address
                 assert {"name": "grpc", "port": int(port)}.items() <= next(
                     p for p in service["spec"]["ports"] if p["name"] == "grpc"
                 ).items(), f"gateway → {backend.name}"
