@@ -30,12 +30,13 @@ from typing import Any, Protocol
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection, Dialect, Engine, Result, ScalarResult, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
 
 from services.common import sqlite_inline
 from services.common.errors import ServiceError, Unavailable
+from services.common.pg_driver import PgDriver
 from services.common.sqlite_driver import DriverRows, PreparedStatements
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -118,7 +119,10 @@ def _engines(url: str, pool_size: int) -> tuple[AsyncEngine, Engine | None]:
         _sqlite_immediate_transactions(engine.sync_engine)
         _sqlite_immediate_transactions(plain)
         return engine, plain
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30)
+    # The hot paths' statements have a pool of their own (``pg_driver``, ``pool_size``); the ORM's
+    # units of work, fewer, share half as many, so a process holds as many connections as before.
+    share = max(1, pool_size // 2)
+    engine = create_async_engine(url, pool_size=share, max_overflow=share, pool_timeout=30)
     _broken_connections_are_disconnects(engine)
     _ping_on_checkout(engine)
     return engine, None
@@ -201,21 +205,6 @@ class Statements(Protocol):
     ) -> ScalarResult[Any] | DriverRows: ...
 
 
-class AsyncStatements:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-        self.dialect = connection.dialect
-
-    async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Result[Any]:
-        return await self._connection.execute(statement, parameters)
-
-    async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:
-        return await self._connection.scalar(statement, parameters)
-
-    async def scalars(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> ScalarResult[Any]:
-        return await self._connection.scalars(statement, parameters)
-
-
 class PlainStatements:
     """SQLite's: run at once on the loop's thread, with none of the asyncio layer's hand-offs.
 
@@ -259,6 +248,8 @@ class Database:
         self._turn = None if self.is_postgres else asyncio.Lock()
         self._prepared = PreparedStatements(self._plain.dialect) if self._plain is not None else None
         self._plain_connection: Connection | None = None  # SQLite: kept open, used in turn
+        # PostgreSQL: the hot paths' statements on asyncpg's own pool (``pg_driver``).
+        self._pg = PgDriver(url, pool_size) if self.is_postgres else None
 
     @property
     def is_postgres(self) -> bool:
@@ -304,13 +295,9 @@ class Database:
             with plain.begin():
                 yield PlainStatements(plain, self._prepared)
             return
-        async with self.engine.connect() as conn:
-            if read_only:
-                # The pool restores the isolation level when the connection goes back.
-                yield AsyncStatements(await conn.execution_options(isolation_level="AUTOCOMMIT"))
-                return
-            async with conn.begin():
-                yield AsyncStatements(conn)
+        assert self._pg is not None
+        async with self._pg.statements(read_only=read_only) as statements:
+            yield statements
 
     @asynccontextmanager
     async def _connection_turn(self) -> AsyncIterator[None]:
@@ -333,6 +320,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
         if self._plain_connection is not None:
             self._plain_connection.close()
         await self.engine.dispose()

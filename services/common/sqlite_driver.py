@@ -20,13 +20,14 @@ Driver errors are raised as SQLAlchemy's (an ``IntegrityError`` is an
 from __future__ import annotations
 
 import sqlite3
-from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import Executable
+
+from services.common.driver_rows import DriverRows, Unsupported, row_type
 
 ON_DRIVER_OPTION = "qun_on_driver"
 ON_DRIVER = {ON_DRIVER_OPTION: True}
@@ -40,41 +41,6 @@ def on_driver(statement: Statement) -> Statement:
 
 
 Processor = Callable[[Any], Any] | None
-
-
-class Unsupported(Exception):
-    """The statement needs SQLAlchemy's execution (see the module docstring)."""
-
-
-class DriverRows:
-    """The rows of one statement, with the part of SQLAlchemy's ``Result`` the hot paths use."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def one(self) -> Any:
-        if not self._rows:
-            raise exc.NoResultFound("No row was found when one was required")
-        if len(self._rows) > 1:
-            raise exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
-        return self._rows[0]
-
-    def all(self) -> list[Any]:
-        return list(self._rows)
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalars(self) -> DriverRows:
-        return DriverRows([row[0] for row in self._rows])
 
 
 class Prepared:
@@ -103,7 +69,7 @@ class Prepared:
         else:
             columns = list(compiled.effective_returning or ())
             keys = [column.key for column in columns]
-        self.row: Any = _row_type(keys) if keys else None
+        self.row: Any = row_type(keys) if keys else None
         self.results: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
@@ -136,15 +102,6 @@ class Prepared:
         return DriverRows(
             [make([value if p is None else p(value) for p, value in zip(results, row, strict=True)]) for row in fetched]
         )
-
-
-def _row_type(keys: list[str]) -> type:
-    """A named tuple of the columns, with ``_mapping`` as SQLAlchemy's rows have it."""
-    try:
-        base = namedtuple("Row", keys)  # type: ignore[misc]
-    except ValueError as error:  # a key that is no attribute name
-        raise Unsupported(str(error)) from None
-    return type("Row", (base,), {"__slots__": (), "_mapping": property(lambda row: row._asdict())})
 
 
 class PreparedStatements:
