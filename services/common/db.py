@@ -277,6 +277,16 @@ class Database:
             yield statements
 
     @asynccontextmanager
+    async def single(self) -> AsyncIterator[Statements]:
+        """One statement that is its own transaction (PostgreSQL: autocommit, no BEGIN/COMMIT round trips).
+
+        For a write done by one statement alone, such as a server-side function
+        that locks, checks and writes (the join's ``qun_join``).
+        """
+        async with self._connection_turn(), self._statements(read_only=True) as statements:
+            yield statements
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[Statements]:
         """A transaction for Core statements, for the hot write paths (the join)."""
         async with self._connection_turn(), self._statements(read_only=False) as statements:

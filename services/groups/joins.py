@@ -27,7 +27,7 @@ from functools import cache
 from typing import Any
 
 import grpc
-from sqlalchemy import Executable, Row, Select, bindparam, exists, insert, literal_column, select, update
+from sqlalchemy import Executable, Row, Select, bindparam, exists, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
@@ -239,6 +239,31 @@ def _writes_in_one(new_sub_group: bool, first_join: bool, with_request: bool) ->
     return select(parts[-1].c.written).add_cte(*parts[:-1])
 
 
+# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0004).
+_JOIN_IN_ONE = text(
+    "SELECT status, kind, sub_group_id, sub_group_name, new_sub_group, newcomer_reply FROM qun_join("
+    ":set_id, :consumer, :version, :request, :hidden, :now, :month, :new_sub_id, "
+    ":store_sub_cap, :store_set_cap, :store_max_subs, :live_sub_cap, :live_set_cap, :live_max_subs, "
+    ":store_members, :max_members, :live_members)"
+)
+
+
+def join_caps(rules: Rules) -> dict[str, Any]:
+    """The caps ``qun_join`` checks, from the rules file (T1, T2, T3, T4)."""
+    store, live = rules.store_groups, rules.live_groups
+    return {
+        "store_sub_cap": store.sub_group_capacity,
+        "store_set_cap": store.group_set_capacity,
+        "store_max_subs": store.sub_groups_per_set,
+        "live_sub_cap": live.sub_group_capacity,
+        "live_set_cap": live.group_set_capacity,
+        "live_max_subs": live.sub_groups_per_set,
+        "store_members": list(store.members_by_level),
+        "max_members": rules.expansion.max_members,
+        "live_members": live.members_per_streamer,
+    }
+
+
 class JoinRepository:
     """The join path over one connection in the caller's transaction."""
 
@@ -339,6 +364,34 @@ class JoinRepository:
             raise RuleRefusal(domain.membership_failures(True)) from None
         membership = MembershipRecord(row.id, sub_id, sub_name, consumer_id, self.now)
         return JoinResult(kind, membership, reply, new_sub_group=placement.new_sub_group, replayed=False)
+
+    async def add_in_one(
+        self, group_set_id: str, consumer_id: str, *, request_id: str, threshold_version: int, messages_hidden: bool
+    ) -> JoinResult | None:
+        """PostgreSQL: a plain join in one statement, its own transaction; None for anything else.
+
+        ``qun_join`` joins only where ``add`` would, and answers ``fallback`` for
+        every other case (a replay, a member, a changed threshold, a cap), which
+        ``add`` then answers, refusals and all.
+        """
+        params = {
+            "set_id": group_set_id,
+            "consumer": consumer_id,
+            "version": threshold_version,
+            "request": request_id,
+            "hidden": messages_hidden,
+            "now": self.now,
+            "month": month_of(self.now),
+            "new_sub_id": new_id("sg"),
+            **join_caps(self.rules),
+        }
+        row = (await self.connection.execute(_JOIN_IN_ONE, params)).one()
+        if row.status != "joined":
+            return None
+        membership = MembershipRecord(group_set_id, row.sub_group_id, row.sub_group_name, consumer_id, self.now)
+        return JoinResult(
+            GroupKind(row.kind), membership, row.newcomer_reply, new_sub_group=row.new_sub_group, replayed=False
+        )
 
     async def _write(self, write: JoinWrite) -> None:
         params = write.params()

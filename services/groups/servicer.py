@@ -37,7 +37,7 @@ from services.groups.convert import (
     threshold_from_proto,
 )
 from services.groups.joins import JoinRepository
-from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
+from services.groups.repository import GroupsRepository, JoinRefusal, JoinResult, NewGroupSet, SettingsChange
 from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
@@ -234,14 +234,23 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.positive("threshold_version", request.threshold_version)
         f.done()
-        async with self.db.write() as connection:
-            outcome = await JoinRepository(connection, self.rules, self.clock.now()).add(
-                request.group_set_id,
-                request.consumer_id,
-                request_id=request_id,
-                threshold_version=request.threshold_version,
-                messages_hidden=request.messages_hidden,
-            )
+        join = {
+            "request_id": request_id,
+            "threshold_version": request.threshold_version,
+            "messages_hidden": request.messages_hidden,
+        }
+        now = self.clock.now()
+        outcome: JoinResult | JoinRefusal | None = None
+        if self.db.is_postgres:  # a plain join in one statement (joins.JoinRepository.add_in_one)
+            async with self.db.single() as connection:
+                outcome = await JoinRepository(connection, self.rules, now).add_in_one(
+                    request.group_set_id, request.consumer_id, **join
+                )
+        if outcome is None:
+            async with self.db.write() as connection:
+                outcome = await JoinRepository(connection, self.rules, now).add(
+                    request.group_set_id, request.consumer_id, **join
+                )
         if isinstance(outcome, JoinRefusal):
             metrics.refused(str(outcome.kind), outcome.rule_ids)
             raise outcome.error
