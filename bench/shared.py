@@ -70,6 +70,7 @@ class Seeder:
         self.campaigns = campaigns_pb2_grpc.CampaignServiceStub(self.channel)
         self.secret = secret
         self.run = uuid.uuid4().hex[:6]
+        self.mains: dict[str, str] = {}  # each store's main account, who runs its activities
 
     def auth(self, principal: Principal) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {mint_token(self.secret, principal)}"),)
@@ -84,6 +85,7 @@ class Seeder:
 
     def store_with_groups(self, label: str, sets: int) -> tuple[str, list[str]]:
         store_id, main_id = f"{label}-{self.run}", f"{label}-main-{self.run}"
+        self.mains[store_id] = main_id
         self.report(facts.store(store_id, main_id, datetime.now(UTC)))
         owner = self.auth(Principal(main_id, Role.STORE_MAIN, store_id))
         ids = [
@@ -122,7 +124,7 @@ class Seeder:
         starts, ends = Timestamp(), Timestamp()
         starts.FromDatetime(now - timedelta(minutes=1))
         ends.FromDatetime(now + timedelta(hours=1))
-        main_id = store_id.replace("flash-", "flash-main-")
+        main_id = self.mains[store_id]
         created = self.campaigns.CreateActivity(
             campaigns_pb2.CreateActivityRequest(
                 group_set_id=group_set_id,
