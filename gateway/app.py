@@ -55,7 +55,7 @@ class GatewayApp(ServiceApp):
         self.account_guard = StoreAccountGuard()
 
     def auth_interceptor(self) -> Interceptor:
-        return BearerAuthInterceptor(self.config.token_secret)
+        return BearerAuthInterceptor(self.config.token_keys)
 
     def guard_interceptors(self) -> Sequence[Interceptor]:
         """The rate limit (when enabled), the bounds of every value (D2), then the store account check."""

@@ -1,9 +1,12 @@
-"""Who is calling: signed bearer tokens (JWT, HS256) naming a principal.
+"""Who is calling: signed bearer tokens (JWT) naming a principal.
 
 The gateway verifies every call's token and binds the principal for the
-servicer; the CLI and tests mint tokens with the same secret. Only HS256 is
-accepted, so an ``alg: none`` token or one signed with another key is
-UNAUTHENTICATED, as is an expired one.
+servicer. The keys it checks with (``gateway.keys``) are public keys in
+production (ES256/RS256 from a JWKS, chosen by ``kid``), or the local stack's
+shared secret (HS256), with which the CLI and tests mint tokens. Only the
+algorithms of the configured keys are accepted, so an ``alg: none`` token,
+an HS256 token where public keys are configured, one signed with another key
+and an expired one are UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
+from gateway.keys import SharedSecret, TokenKeys
 from gateway.views import Kept
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.interceptors import Interceptor, abort_with, metadata_value
@@ -61,8 +66,13 @@ def current_principal() -> Principal:
 def mint_token(
     secret: str, principal: Principal, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None
 ) -> str:
+    """A local-stack token (HS256 with the shared secret), as the CLI and tests mint them."""
+    return jwt.encode(claims_of(principal, ttl_seconds, now), secret, algorithm=ALGORITHM)
+
+
+def claims_of(principal: Principal, ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None) -> dict[str, Any]:
     issued = int(now if now is not None else time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": ISSUER,
         "sub": principal.subject,
         "role": principal.role.value,
@@ -71,20 +81,27 @@ def mint_token(
     }
     if principal.store_id:
         claims["store"] = principal.store_id
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return claims
 
 
 def verify_token(secret: str, token: str) -> Principal:
-    return _verify(secret, token)[0]
+    return _verify(SharedSecret(secret), token)[0]
 
 
-def _verify(secret: str, token: str) -> tuple[Principal, float]:
+def _verify(keys: TokenKeys, token: str) -> tuple[Principal, float]:
     """The token's principal and its expiry (``exp``, seconds since the epoch)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as error:
+        raise Unauthenticated(f"invalid token: {error}") from None
+    algorithm = header.get("alg")
+    if algorithm not in keys.algorithms:
+        raise Unauthenticated(f"invalid token: {algorithm} is not accepted here ({', '.join(keys.algorithms)})")
     try:
         claims = jwt.decode(
             token,
-            secret,
-            algorithms=[ALGORITHM],
+            keys.key_for(header),
+            algorithms=[algorithm],
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss"]},
         )
@@ -115,8 +132,8 @@ class VerifiedTokens:
     verification would (valid while now < exp).
     """
 
-    def __init__(self, secret: str, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
-        self._secret = secret
+    def __init__(self, keys: TokenKeys, size: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self._keys = keys
         self._clock = clock
         self._kept: Kept[str, tuple[Principal, float]] = Kept(size)
 
@@ -126,7 +143,7 @@ class VerifiedTokens:
             if self._clock() < kept[1]:
                 return kept[0]
             self._kept.drop(token)
-        principal, expires = _verify(self._secret, token)
+        principal, expires = _verify(self._keys, token)
         self._kept.put(token, (principal, expires))
         return principal
 
@@ -140,9 +157,9 @@ class VerifiedTokens:
 class BearerAuthInterceptor(Interceptor):
     """UNAUTHENTICATED without a valid token; binds the principal otherwise."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, keys: TokenKeys) -> None:
         super().__init__()
-        self._tokens = VerifiedTokens(secret)
+        self._tokens = VerifiedTokens(keys)
 
     async def _authenticate(self, context) -> Principal:  # type: ignore[no-untyped-def]
         header = metadata_value(context, AUTHORIZATION_HEADER)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from gateway.keys import PublicKeys, SharedSecret, TokenKeys
 from services.common.processes import spec
 from services.common.settings import Settings, SettingsError, float_setting, int_setting, load_settings, require_secret
 
 TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
 
 
+JWKS_FILE_ENV = "QUN_JWKS_FILE"
+JWKS_URL_ENV = "QUN_JWKS_URL"
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     base: Settings
-    token_secret: str
+    token_keys: TokenKeys  # public keys (a JWKS) in production, the local stack's shared secret otherwise
     eligibility_addr: str
     groups_addr: str
     campaigns_addr: str
@@ -36,7 +42,7 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         raise SettingsError("QUN_DOWNSTREAM_TIMEOUT_SECONDS must be positive")
     return GatewaySettings(
         base=base,
-        token_secret=require_secret(env, TOKEN_SECRET_ENV),
+        token_keys=token_keys(env),
         eligibility_addr=backend("eligibility"),
         groups_addr=backend("groups"),
         campaigns_addr=backend("campaigns"),
@@ -44,6 +50,25 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
     )
+
+
+def token_keys(env: dict[str, str]) -> TokenKeys:
+    """Public keys when a JWKS is configured (and then HS256 is refused), else the shared secret."""
+    path, url = env.get(JWKS_FILE_ENV, ""), env.get(JWKS_URL_ENV, "")
+    if path and url:
+        raise SettingsError(f"set {JWKS_FILE_ENV} or {JWKS_URL_ENV}, not both")
+    try:
+        if path:
+            return PublicKeys.from_file(Path(path))
+        if url:
+            if not url.startswith("https://") and not url.startswith("http://127.0.0.1"):
+                raise SettingsError(f"{JWKS_URL_ENV} must be an https:// URL, got {url!r}")
+            return PublicKeys.from_url(url)
+    except SettingsError:
+        raise
+    except Exception as error:  # unreadable, not JSON, no usable key: the gateway must not start
+        raise SettingsError(f"cannot read the JWKS from {path or url}: {error}") from error
+    return SharedSecret(require_secret(env, TOKEN_SECRET_ENV))
 
 
 def backend_target(variable: str, value: str) -> str:

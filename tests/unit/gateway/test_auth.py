@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from gateway.auth import Principal, Role, VerifiedTokens, mint_token, verify_token
+from gateway.keys import SharedSecret
 from services.common.errors import PermissionDenied, Unauthenticated
 
 SECRET = "s" * 40
@@ -59,7 +60,7 @@ def test_require_refuses_other_roles_citing_the_rule() -> None:
 
 
 def test_a_kept_token_still_expires_when_its_exp_passes() -> None:
-    tokens = VerifiedTokens(SECRET)
+    tokens = VerifiedTokens(SharedSecret(SECRET))
     token = mint_token(SECRET, Principal("c1", Role.CONSUMER), ttl_seconds=1)
     assert tokens.principal(token) == Principal("c1", Role.CONSUMER)
     expires = jwt.decode(token, options={"verify_signature": False})["exp"]
@@ -69,7 +70,7 @@ def test_a_kept_token_still_expires_when_its_exp_passes() -> None:
 
 
 def test_only_the_token_that_passed_is_kept_not_its_claims() -> None:
-    tokens = VerifiedTokens(SECRET)
+    tokens = VerifiedTokens(SharedSecret(SECRET))
     good = mint_token(SECRET, Principal("c1", Role.CONSUMER))
     tokens.principal(good)
     header, claims, signature = good.split(".")
@@ -80,7 +81,7 @@ def test_only_the_token_that_passed_is_kept_not_its_claims() -> None:
 
 def test_the_kept_tokens_are_bounded() -> None:
     now = [time.time()]
-    tokens = VerifiedTokens(SECRET, size=3, clock=lambda: now[0])
+    tokens = VerifiedTokens(SharedSecret(SECRET), size=3, clock=lambda: now[0])
     minted = [mint_token(SECRET, Principal(f"c{i}", Role.CONSUMER)) for i in range(5)]
     for token in minted:
         tokens.principal(token)
