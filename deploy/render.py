@@ -487,6 +487,41 @@ def disruption_budget(process: Process) -> dict[str, Any]:
     }
 
 
+# Who may reach the metrics ports: pods with this label, in any namespace (a cluster's Prometheus
+# usually runs in a monitoring namespace of its own). Label the Prometheus pods with it.
+PROMETHEUS_SELECTOR = {"app.kubernetes.io/name": "prometheus"}
+
+
+def network_policy(process: Process, gateway: Process) -> dict[str, Any]:
+    """Who may open a connection to the process's pods: the gateway's gRPC port is public; a
+    backend's only from the gateway's pods (nothing reaches a backend around the gateway); every
+    metrics port only from Prometheus. Egress is not limited (the databases are outside)."""
+    grpc_from: list[dict[str, Any]] = (
+        [] if not process.backend else [{"podSelector": {"matchLabels": selector(gateway)}}]
+    )
+    grpc_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": "grpc"}]}
+    if grpc_from:
+        grpc_rule["from"] = grpc_from
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": process.k8s_name, "labels": labels(process)},
+        "spec": {
+            "podSelector": {"matchLabels": selector(process)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                grpc_rule,
+                {
+                    "from": [
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": PROMETHEUS_SELECTOR}},
+                    ],
+                    "ports": [{"protocol": "TCP", "port": "metrics"}],
+                },
+            ],
+        },
+    }
+
+
 def migration_job(process: Process) -> dict[str, Any]:
     job_labels = labels(process, "migration")
     return {
@@ -552,6 +587,7 @@ def k8s_manifests() -> dict[str, list[dict[str, Any]]]:
             }
         ],
     }
+    gateway = next(p for p in procs if not p.backend)
     for process in procs:
         docs = [
             deployment(process, procs),
@@ -559,6 +595,7 @@ def k8s_manifests() -> dict[str, list[dict[str, Any]]]:
             pod_service(process),
             autoscaler(process),
             disruption_budget(process),
+            network_policy(process, gateway),
         ]
         if process.database:
             docs.append(migration_job(process))

@@ -201,3 +201,24 @@ def test_kubernetes_scrape_config_has_a_job_per_process(procs: list[Process]) ->
     for process in procs:
         (sd,) = jobs[process.name]["dns_sd_configs"]
         assert sd["names"] == [f"{process.k8s_name}-pods.qun.svc"] and sd["port"] == process.metrics_port
+
+
+def test_only_the_gateway_reaches_a_backend_and_only_prometheus_the_metrics(
+    objects: dict[tuple[str, str], dict[str, Any]], procs: list[Process]
+) -> None:
+    gateway = next(p for p in procs if not p.backend)
+    gateway_labels = objects[("Deployment", gateway.k8s_name)]["spec"]["template"]["metadata"]["labels"]
+    for process in procs:
+        policy = objects[("NetworkPolicy", process.k8s_name)]["spec"]
+        pod_labels = objects[("Deployment", process.k8s_name)]["spec"]["template"]["metadata"]["labels"]
+        assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert policy["policyTypes"] == ["Ingress"]
+        by_port = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["ingress"]}
+        assert set(by_port) == {"grpc", "metrics"}
+        if process.backend:
+            [peer] = by_port["grpc"]
+            assert peer["podSelector"]["matchLabels"].items() <= gateway_labels.items(), process.name
+        else:
+            assert by_port["grpc"] is None, "the gateway's API is public"
+        [scraper] = by_port["metrics"]
+        assert scraper["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
