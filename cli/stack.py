@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.processes import BACKENDS, DEFAULT_PORTS, MODULES, PROCESSES, spec
 from services.common.settings import database_url
+from services.common.tls import TlsFiles, tls_from_env
 
 SECRETS_FILE = "secrets.env"
 START_TIMEOUT_SECONDS = 30.0
@@ -64,10 +65,16 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
     return values
 
 
-def wait_serving(address: str, timeout: float) -> None:
+def wait_serving(address: str, timeout: float, tls: TlsFiles | None = None) -> None:
+    """Until the process at ``address`` reports SERVING (asked over TLS with ``tls``: a backend serving so)."""
     deadline = time.monotonic() + timeout
     last_error = "not started"
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.insecure_channel(address)
+        if tls is None
+        else grpc.secure_channel(address, tls.channel_credentials(), options=tls.channel_options())
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -111,6 +118,8 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
+        # Gateway ↔ backend over TLS when the extra environment names the files (services.common.tls).
+        self.tls = tls_from_env(self.extra_env)
         self.secrets = load_or_create_secrets(self.data_dir)
         self.endpoints = self._pick_endpoints()
 
@@ -220,7 +229,8 @@ class Stack:
                 failure = PortTaken if self._port_was_taken(name) else RuntimeError
                 raise failure(f"{name} exited with {process.returncode} while starting; see {self.log_hint(name)}")
             try:
-                wait_serving(self.endpoints[name].address, min(1.0, max(0.1, deadline - time.monotonic())))
+                tls = self.tls if name in BACKENDS else None  # the gateway's own port stays plaintext
+                wait_serving(self.endpoints[name].address, min(1.0, max(0.1, deadline - time.monotonic())), tls)
                 return
             except TimeoutError:
                 if time.monotonic() >= deadline:

@@ -14,11 +14,26 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import tls_from_env
+
 TIMEOUT_SECONDS = 2.0
 
 
 def check(address: str, timeout: float = TIMEOUT_SECONDS) -> tuple[bool, str]:
-    with grpc.insecure_channel(address) as channel:
+    """Asks over TLS with the process's own client certificate when TLS is configured (a backend serves
+    that way), else, or when that finds no TLS port (the gateway's public one), in plaintext."""
+    tls = tls_from_env(dict(os.environ))
+    if tls is not None:
+        healthy, message = _ask(
+            grpc.secure_channel(address, tls.channel_credentials(), options=tls.channel_options()), address, timeout
+        )
+        if healthy or "UNAVAILABLE" not in message:
+            return healthy, message
+    return _ask(grpc.insecure_channel(address), address, timeout)
+
+
+def _ask(channel: grpc.Channel, address: str, timeout: float) -> tuple[bool, str]:
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout

@@ -37,6 +37,7 @@ from services.common.interceptors import Interceptor
 from services.common.rules import Rules
 from services.common.server import ServiceApp
 from services.common.settings import Settings
+from services.common.tls import TlsFiles
 
 
 class GatewayApp(ServiceApp):
@@ -54,6 +55,11 @@ class GatewayApp(ServiceApp):
         self.channels: list[grpc.aio.Channel] = []
         self.account_guard = StoreAccountGuard()
 
+    def tls(self) -> TlsFiles | None:
+        """The gateway's own port is the public API: plaintext here (TLS ends at the ingress); its
+        certificate is the client certificate it presents to the backends."""
+        return None
+
     def auth_interceptor(self) -> Interceptor:
         return BearerAuthInterceptor(self.config.token_keys)
 
@@ -65,7 +71,7 @@ class GatewayApp(ServiceApp):
         return (*guards, BoundsInterceptor(self.rules.bounds), self.account_guard)
 
     def _channel(self, target: str) -> grpc.aio.Channel:
-        channel = internal_channel(target, self.settings.internal_token, record_metrics=True)
+        channel = internal_channel(target, self.settings.internal_token, record_metrics=True, tls=self.settings.tls)
         self.channels.append(channel)
         return channel
 

@@ -24,6 +24,7 @@ import grpc
 from services.common import metrics
 from services.common.interceptors import ACTOR_HEADER, INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER, MethodInfo
 from services.common.logs import actor_var, request_id_var
+from services.common.tls import TlsFiles
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -122,6 +123,14 @@ class CredentialedChannel:
         return getattr(self._channel, name)
 
 
-def internal_channel(target: str, token: str, *, record_metrics: bool = False) -> CredentialedChannel:
-    """An insecure loopback/cluster channel that presents the internal credential."""
-    return CredentialedChannel(grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS), token, record_metrics)
+def internal_channel(
+    target: str, token: str, *, record_metrics: bool = False, tls: TlsFiles | None = None
+) -> CredentialedChannel:
+    """A loopback/cluster channel that presents the internal credential, over TLS with this process's
+    client certificate when ``tls`` is given (``services.common.tls``)."""
+    if tls is None:
+        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    else:
+        options = CHANNEL_OPTIONS + tls.channel_options()
+        channel = grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+    return CredentialedChannel(channel, token, record_metrics)

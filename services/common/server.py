@@ -29,6 +29,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import serve_metrics
 from services.common.rules import Rules, load_rules
 from services.common.settings import Settings
+from services.common.tls import TlsFiles
 
 log = logging.getLogger("qun.server")
 
@@ -52,6 +53,10 @@ class ServiceApp:
 
     def auth_interceptor(self) -> Interceptor:
         return InternalAuthInterceptor(self.settings.internal_token)
+
+    def tls(self) -> TlsFiles | None:
+        """A backend's port is served over TLS with client certificates when the files are configured."""
+        return self.settings.tls
 
     def guard_interceptors(self) -> Sequence[Interceptor]:
         """Run after authentication, before the error interceptor (the gateway's rate limit)."""
@@ -115,7 +120,11 @@ class Server:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        tls = self.app.tls()
+        if tls is None:
+            self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        else:
+            self.port = self.server.add_secure_port(self.settings.grpc_addr, tls.server_credentials())
         if self.serve_metrics_http:
             self.metrics_port = serve_metrics(self.settings.metrics_addr, self.settings.metrics_port)
         await self.server.start()

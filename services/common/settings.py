@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.processes import DEFAULT_PORTS
+from services.common.tls import TlsError, TlsFiles, tls_from_env
 
 INTERNAL_TOKEN_ENV = "QUN_INTERNAL_TOKEN"
 MIN_SECRET_CHARS = 16
@@ -33,6 +34,8 @@ class Settings:
     clock_file: str
     # How often a service's scheduled jobs look for due work (levels, expiry, dispatch …).
     job_interval_seconds: float = 60.0
+    # Gateway ↔ backend over TLS with client certificates (``services.common.tls``); None: plaintext.
+    tls: TlsFiles | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -116,4 +119,12 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         log_level=level,
         clock_file=env.get("QUN_CLOCK_FILE", ""),
         job_interval_seconds=float_setting(env, "QUN_JOB_INTERVAL_SECONDS", 60.0),
+        tls=tls_settings(env),
     )
+
+
+def tls_settings(env: dict[str, str]) -> TlsFiles | None:
+    try:
+        return tls_from_env(env)
+    except TlsError as error:
+        raise SettingsError(str(error)) from None

@@ -132,6 +132,20 @@ def host_network_override(model: dict[str, Any], port_map: dict[int, int], image
     return {"services": services}
 
 
+TLS_MOUNT = "/etc/qun/tls"
+
+
+def with_tls(override: dict[str, Any], model: dict[str, Any], certs: Path, variables: dict[str, str]) -> None:
+    """Gateway ↔ backend over TLS with client certificates: every qun container gets the files
+    (mounted read-only) and the ``QUN_TLS_*`` variables naming them (``services.common.tls``)."""
+    inside = {name: f"{TLS_MOUNT}/{Path(path).name}" for name, path in variables.items()}
+    for name, service in model["services"].items():
+        if str(service.get("image", "")).startswith("${QUN_IMAGE:-"):
+            entry = override["services"].setdefault(name, {})
+            entry.setdefault("environment", {}).update(inside)
+            entry["volumes"] = [f"{certs}:{TLS_MOUNT}:ro"]
+
+
 def container_ports(model: dict[str, Any]) -> list[int]:
     ports = {5432}
     for name, service in model["services"].items():

@@ -15,7 +15,8 @@ compose's own ``build:`` is not used (it wants BuildKit), the Docker Compose v2 
 virtualenv drives ``podman system service`` through ``DOCKER_HOST`` with an override for host
 networking (``tests.containers.compose``), and the health checks podman does not run are run
 here until the stack is healthy (``tests.containers.health``). Prometheus and Grafana are not
-started: the suite runs its own Prometheus against the processes' ``/metrics``.
+started: the suite runs its own Prometheus against the processes' ``/metrics``. On podman
+the gateway reaches every backend over TLS with client certificates made for the run.
 
     python -m tests.containers.compose_e2e [pytest arguments]
 
@@ -46,12 +47,14 @@ from tests.containers.compose import (
     deployment_env,
     host_network_override,
     listening_ports,
+    with_tls,
 )
 from tests.containers.health import HealthChecks, wait_healthy
 from tests.containers.images import ROOT, base_image, build_images
 from tests.containers.podman import Podman, install_tools
 from tests.containers.shell import Interrupted, free_ports, log, run, unwind_on_signals
 from tests.containers.suite import run_suite
+from tests.support.certificates import write_certificates
 
 UP_TIMEOUT = float(os.environ.get("QUN_E2E_UP_TIMEOUT", "300"))
 
@@ -113,6 +116,9 @@ def with_podman(project: str, pytest_args: list[str]) -> int:
         override = host_network_override(
             model, port_map, {"QUN_IMAGE": qun_image, "QUN_POSTGRES_IMAGE": postgres_image}
         )
+        # The gateway reaches every backend over TLS with client certificates, as a production cluster may.
+        certs = workdir / "certs"
+        with_tls(override, model, certs, write_certificates(certs))
         override_file = workdir / "podman-host-network.yml"
         override_file.write_text(yaml.safe_dump(override, sort_keys=False))
 
