@@ -329,6 +329,9 @@ def deployment(process: Process, all_processes: list[Process]) -> dict[str, Any]
         for backend in (p for p in all_processes if p.backend):
             target = f"dns:///{backend.k8s_name}-pods:{backend.grpc_port}"
             env.append({"name": backend.addr_env, "value": target})
+        # Each replica takes its share of the rules file's rate limits; with the autoscaler's most
+        # replicas, the platform never admits more than the configured rate (fewer replicas, less).
+        env.append({"name": "QUN_GATEWAY_REPLICAS", "value": str(process.max_replicas)})
     grpc_probe = {"grpc": {"port": process.grpc_port}}
     container: dict[str, Any] = {
         "name": process.name,

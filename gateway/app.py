@@ -67,7 +67,7 @@ class GatewayApp(ServiceApp):
         """The rate limit (when enabled), the bounds of every value (D2), then the store account check."""
         guards: list[Interceptor] = []
         if self.rules.abuse.enabled:
-            guards.append(RateLimitInterceptor(RateLimiter(self.rules.abuse)))
+            guards.append(RateLimitInterceptor(RateLimiter(self.rules.abuse, replicas=self.config.replicas)))
         return (*guards, BoundsInterceptor(self.rules.bounds), self.account_guard)
 
     def _channel(self, target: str) -> grpc.aio.Channel:

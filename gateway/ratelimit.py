@@ -1,8 +1,12 @@
 """Per-principal rate limits: a token bucket per caller, rates from ``[abuse]`` in the rules file.
 
 Runs after authentication, so the bucket is the principal's (role, subject and
-store), not an address's. Buckets live in the gateway process: with N gateway
-replicas a principal gets up to N times the configured rate. Over the limit a
+store), not an address's. The configured rates are the platform's: buckets
+live in each gateway process, so each of ``QUN_GATEWAY_REPLICAS`` replicas
+(from the deployment's configuration) takes its share, the rate and burst
+divided by that count, and a principal whose calls are spread over the
+replicas (round_robin, or a load balancer) gets the configured rate in all.
+No call pays a shared store's round trip for it. Over the limit a
 call is RESOURCE_EXHAUSTED with ``google.rpc.RetryInfo`` (when a token will be
 there again) and ``ErrorInfo`` reason ``RATE_LIMITED``, counted in
 ``qun_gateway_rate_limited_total{role}``.
@@ -55,14 +59,20 @@ class Bucket:
 class RateLimiter:
     """Token buckets keyed by principal; ``now`` is injectable for tests."""
 
-    def __init__(self, rules: AbuseRules, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rules: AbuseRules, now: Callable[[], float] = time.monotonic, *, replicas: int = 1) -> None:
         self.rules = rules
         self.now = now
+        self.replicas = replicas
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
+
+    def limit(self, role: str) -> tuple[float, float]:
+        """This replica's share of the role's rate (a second) and burst (at least one call)."""
+        rate, burst = self.rules.limit(role)
+        return rate / self.replicas, max(1.0, burst / self.replicas)
 
     def take(self, principal: Principal) -> float:
         """Takes one token; returns 0 when admitted, else the seconds until one is there."""
-        rate, burst = self.rules.limit(principal.role.value)
+        rate, burst = self.limit(principal.role.value)
         now = self.now()
         key = (principal.role.value, principal.subject, principal.store_id)
         bucket = self.buckets.get(key)
@@ -80,7 +90,7 @@ class RateLimiter:
 
     def _prune(self, now: float) -> None:
         for key, bucket in list(self.buckets.items()):
-            rate, burst = self.rules.limit(key[0])
+            rate, burst = self.limit(key[0])
             if bucket.tokens + (now - bucket.updated) * rate >= burst:
                 del self.buckets[key]
 

@@ -13,6 +13,7 @@ from services.common.settings import Settings, SettingsError, float_setting, int
 TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
 
 
+REPLICAS_ENV = "QUN_GATEWAY_REPLICAS"
 JWKS_FILE_ENV = "QUN_JWKS_FILE"
 JWKS_URL_ENV = "QUN_JWKS_URL"
 
@@ -27,6 +28,8 @@ class GatewaySettings:
     push_addr: str
     downstream_timeout: float
     downstream_attempts: int
+    # How many gateway replicas share the rate limits of the rules file (each takes its share).
+    replicas: int = 1
 
 
 def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> GatewaySettings:
@@ -49,6 +52,7 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         push_addr=backend("push"),
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
+        replicas=int_setting(env, REPLICAS_ENV, 1, 1, 1000),
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cli.stack import free_port, wait_serving
@@ -145,3 +146,37 @@ async def spread_and_failover(
     survivor_before = groups[0].served("GetGroupSet")
     await asyncio.gather(*(client.groups.GetGroupSet(read_set, metadata=reader, timeout=10) for _ in range(CALLS)))
     assert groups[0].served("GetGroupSet") - survivor_before == CALLS
+
+
+async def test_a_rate_limit_is_the_platforms_across_gateway_replicas(platform: RunningStack, tmp_path: Path) -> None:
+    """Two gateway replicas, each told there are two: one caller spread over both gets the configured
+    burst and rate in all, not twice them."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[abuse]\nconsumer_rate = 20\nconsumer_burst = 20\n")
+    limits = {"QUN_RULES_FILE": str(rules), "QUN_GATEWAY_REPLICAS": "2"}
+    with contextlib.ExitStack() as started:
+        gateways = [
+            started.enter_context(extra_process(platform, "gateway", "gateway", tmp_path / f"gw-{n}.log", **limits))
+            for n in range(2)
+        ]
+        clients = [GatewayClient(g.address, platform.stack.secrets["QUN_TOKEN_SECRET"]) for g in gateways]
+        try:
+            caller = clients[0].auth(clients[0].consumer(unique("c")))
+            request = gateway_pb2.ListMyGroupsRequest()
+            loop = asyncio.get_running_loop()
+            started_at = loop.time()
+            codes: list[grpc.StatusCode] = []
+            for n in range(120):
+                try:
+                    await clients[n % 2].groups.ListMyGroups(request, metadata=caller, timeout=10)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+            elapsed = loop.time() - started_at
+        finally:
+            for client in clients:
+                await client.close()
+    admitted = codes.count(grpc.StatusCode.OK)
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    # The configured burst, plus what the configured rate refilled meanwhile: never two replicas' worth.
+    assert 20 <= admitted <= 20 + 20 * elapsed + 2, (admitted, elapsed)
