@@ -117,6 +117,6 @@ e2e-compose: proto deploy-tools
 	$(PY) -m tests.containers.compose_e2e $(E2E_COMPOSE_ARGS)
 
 # Throughput, latency and size as ratios to the machine's own gRPC limit (results/).
-# BENCH_ARGS="--db postgres" measures on PostgreSQL (TEST_DATABASE_URL).
+# SQLite, then PostgreSQL when TEST_DATABASE_URL answers; BENCH_ARGS="--db postgres" (or sqlite) for one.
 bench: proto
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -179,11 +179,11 @@ def seed_old_customers(env: dict[str, str], store_id: str, count: int, now: date
         for i in range(count)
         for day, paid_at in enumerate(days)
     )
-    seed = _copy_orders if make_url(url).get_backend_name() == "postgresql" else _insert_orders
+    seed = copy_orders if make_url(url).get_backend_name() == "postgresql" else insert_orders
     asyncio.run(seed(url, orders))
 
 
-async def _copy_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
+async def copy_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
     """PostgreSQL: one COPY, then ANALYZE.
 
     The planner reads table statistics, which autovacuum refreshes only some
@@ -200,7 +200,7 @@ async def _copy_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
         await conn.close()
 
 
-async def _insert_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
+async def insert_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
     """SQLite: inserts in chunks, through the model's column types (SQLite keeps times as naive UTC).
 
     No ANALYZE here: the services never analyse their SQLite files, and the

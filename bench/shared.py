@@ -27,6 +27,7 @@ from gateway.auth import Principal, Role, mint_token
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from services.common.rules import load_rules
 
 JOIN_METHOD = "/qun.gateway.v1.GroupService/JoinGroupSet"
 PURCHASE_METHOD = "/qun.gateway.v1.CampaignService/Purchase"
@@ -84,19 +85,36 @@ class Seeder:
             )
 
     def store_with_groups(self, label: str, sets: int) -> tuple[str, list[str]]:
+        store_id, main_id = self.new_store(label)
+        return store_id, self.group_sets(store_id, main_id, sets)
+
+    def new_store(self, label: str, *, orders: int = 30) -> tuple[str, str]:
+        """A store that may create groups (E2), and its main account."""
         store_id, main_id = f"{label}-{self.run}", f"{label}-main-{self.run}"
         self.mains[store_id] = main_id
-        self.report(facts.store(store_id, main_id, datetime.now(UTC)))
+        self.report(facts.store(store_id, main_id, datetime.now(UTC), orders=orders))
+        return store_id, main_id
+
+    def set_level(self, store_id: str, level: int) -> None:
+        """The store's group level this month, as ops set it (T2: L4 holds ten sets and 50,000 members)."""
+        self.groups.SetGroupLevel(
+            gateway_pb2.SetGroupLevelRequest(
+                store_id=store_id, month=load_rules().calendar.market.month_key(datetime.now(UTC)), level=level
+            ),
+            metadata=self.auth(Principal("bench-ops", Role.OPS)),
+            timeout=30,
+        )
+
+    def group_sets(self, store_id: str, main_id: str, count: int) -> list[str]:
         owner = self.auth(Principal(main_id, Role.STORE_MAIN, store_id))
-        ids = [
+        return [
             self.groups.CreateGroupSet(
                 gateway_pb2.CreateGroupSetRequest(kind=common_pb2.GROUP_KIND_STORE, name=f"群{i}", threshold=FOLLOW),
                 metadata=owner,
                 timeout=30,
             ).group_set.group_set_id
-            for i in range(sets)
+            for i in range(count)
         ]
-        return store_id, ids
 
     def join(self, consumer_id: str, group_set_id: str) -> None:
         self.groups.JoinGroupSet(
@@ -165,6 +183,23 @@ class Seeder:
         ]
         self.report(reported)
         return ids
+
+
+def postgres_reachable() -> bool:
+    """Whether the server ``TEST_DATABASE_URL`` names answers."""
+    server = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")).set(
+        drivername="postgresql"
+    )
+
+    async def ping() -> None:
+        conn = await asyncpg.connect(server.render_as_string(hide_password=False), timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(ping())
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
