@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
@@ -46,12 +47,17 @@ TITLE_CHARS = 64
 DAY_CHARS = 10  # YYYY-MM-DD
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(NamedConstraints, DeclarativeBase):
+    """The campaigns database. Its primary keys predate the naming convention and keep PostgreSQL's names."""
+
+    unnamed = ("pk",)
 
 
 def at_most_safe(column: str, name: str, *, not_negative: bool = False) -> CheckConstraint:
-    """A CHECK that ``column`` is at most ``SAFE_INTEGER`` (and not negative): no overflowed value is kept."""
+    """A CHECK that ``column`` is at most ``SAFE_INTEGER`` (and not negative): no overflowed value is kept.
+
+    ``name`` is the constraint's suffix: the convention makes it ``ck_<table>_<name>``.
+    """
     low = f"{column} >= 0 AND " if not_negative else ""
     return CheckConstraint(f"{low}{column} <= {SAFE_INTEGER}", name=name)
 
@@ -61,8 +67,8 @@ class Item(Base):
 
     __tablename__ = "items"
     __table_args__ = (
-        CheckConstraint("stock >= 0", name="ck_items_stock_not_negative"),
-        at_most_safe("stock", "ck_items_stock_safe"),
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+        at_most_safe("stock", "stock_safe"),
     )
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
@@ -131,7 +137,7 @@ class Pool(Base):
 
     __tablename__ = "pools"
     __table_args__ = (
-        CheckConstraint("remaining >= 0", name="ck_pools_remaining_not_negative"),
+        CheckConstraint("remaining >= 0", name="remaining_not_negative"),
         Index("ix_pools_activity", "store_id", "activity_id", "seq"),
     )
 
@@ -189,9 +195,9 @@ class Purchase(Base):
     __tablename__ = "purchases"
     __table_args__ = (
         UniqueConstraint("store_id", "request_id", name="uq_purchases_store_request"),
-        at_most_safe("total_fen", "ck_purchases_total_safe", not_negative=True),
-        at_most_safe("cash_red_packet_fen", "ck_purchases_cash_safe", not_negative=True),
-        at_most_safe("store_coupon_fen", "ck_purchases_coupon_safe", not_negative=True),
+        at_most_safe("total_fen", "total_safe", not_negative=True),
+        at_most_safe("cash_red_packet_fen", "cash_safe", not_negative=True),
+        at_most_safe("store_coupon_fen", "coupon_safe", not_negative=True),
         Index("ix_purchases_flash_sale", "store_id", "flash_sale_id"),
         Index("ix_purchases_listing", "store_id", "created_at", "purchase_id"),
     )
@@ -222,7 +228,7 @@ class Refund(Base):
     __tablename__ = "refunds"
     __table_args__ = (
         UniqueConstraint("store_id", "source", "source_id", name="uq_refunds_store_source"),
-        at_most_safe("amount_fen", "ck_refunds_amount_safe", not_negative=True),
+        at_most_safe("amount_fen", "amount_safe", not_negative=True),
         Index("ix_refunds_listing", "store_id", "created_at", "refund_id"),
     )
 
@@ -239,7 +245,7 @@ class StoreStream(Base):
     """A store's end-card sequence; locked while a card is posted, so cards commit in seq order."""
 
     __tablename__ = "store_streams"
-    __table_args__ = (at_most_safe("last_seq", "ck_store_streams_last_seq_safe"),)
+    __table_args__ = (at_most_safe("last_seq", "last_seq_safe"),)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger)
@@ -251,7 +257,7 @@ class EndCard(Base):
     __tablename__ = "end_cards"
     __table_args__ = (
         UniqueConstraint("store_id", "activity_id", name="uq_end_cards_store_activity"),
-        at_most_safe("units_sold", "ck_end_cards_units_safe", not_negative=True),
+        at_most_safe("units_sold", "units_safe", not_negative=True),
         Index("ix_end_cards_group", "store_id", "group_set_id", "seq"),
     )
 

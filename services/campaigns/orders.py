@@ -28,10 +28,11 @@ from sqlalchemy import Row, Select, and_, bindparam, exists, insert, select, upd
 
 from services.campaigns import rules as domain
 from services.campaigns.models import Activity, Claim, Item, Purchase
-from services.campaigns.repository import claim_state, new_id
+from services.campaigns.repository import claim_state
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKind
 from services.common.db import Statements
 from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.ids import new_id
 from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime

@@ -30,14 +30,12 @@ rendered.
 from __future__ import annotations
 
 import random
-import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import rules as domain
@@ -61,14 +59,12 @@ from services.campaigns.models import (
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKind
 from services.common.bounds import MAX_INT32, joined_sum, saturated, split_sum
 from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.ids import new_id
+from services.common.inserts import dialect_insert
 from services.common.rules import Rules
 
 REFUND_EXPIRED_RED_PACKET = "expired_red_packet"
 REFUND_UNCLAIMED_POOL = "unclaimed_pool"
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 # -- inputs and outcomes -----------------------------------------------------------------------
@@ -186,8 +182,7 @@ class CampaignsRepository:
         self.now = now
 
     def _insert(self, table: Any) -> Any:
-        dialect = self.session.get_bind().dialect.name
-        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        return dialect_insert(self.session.get_bind().dialect, table)
 
     # -- items -------------------------------------------------------------------------------
 

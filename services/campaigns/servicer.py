@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from sqlalchemy.exc import IntegrityError
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
@@ -26,14 +25,12 @@ from services.campaigns.convert import (
     PRIZE_FROM_PROTO,
     activity_to_proto,
     claim_to_proto,
-    decode_time_cursor,
     end_card_to_proto,
     item_to_proto,
     pricing_to_proto,
     purchase_to_proto,
     records_to_proto,
     refund_to_proto,
-    time_cursor_token,
     trumpet_to_proto,
 )
 from services.campaigns.expiry import ExpiryJob
@@ -43,14 +40,15 @@ from services.campaigns.rules import ActivityKind
 from services.common.bounds import saturated
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, RuleRefusal
+from services.common.errors import RuleRefusal
 from services.common.jobs import failure_to_proto
+from services.common.page_tokens import decode_keyset, encode_keyset
+from services.common.races import retry_lost_race
 from services.common.rules import GROUP_LEVELS, BoundsRules, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 
 T = TypeVar("T")
 
-WRITE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 MIN_OPTIONS = 2  # a vote chooses between at least two options
 MIN_GROUP_SIZE = 2  # a group buy is bought together by at least two people
 MAX_MESSAGE_CHARS = 200
@@ -131,17 +129,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             return await work(CampaignsRepository(session, self.rules, self.clock.now()))
 
     async def _write(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
-        return await self._retried(lambda: self._run(work))
-
-    async def _retried(self, transaction: Callable[[], Awaitable[T]]) -> T:
-        """One transaction; retried once when a concurrent request with the same id won the unique key."""
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                return await transaction()
-            except IntegrityError:
-                if attempt + 1 == WRITE_ATTEMPTS:
-                    raise Aborted("a concurrent request with the same request_id; retry it") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retry_lost_race(lambda: self._run(work))
 
     # -- items -------------------------------------------------------------------------------
 
@@ -326,13 +314,13 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("group_set_id", request.group_set_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         views, after = await self._run(
             lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListActivitiesResponse(
-            activities=[activity_to_proto(v, now) for v in views], next_page_token=time_cursor_token(after)
+            activities=[activity_to_proto(v, now) for v in views], next_page_token=encode_keyset(after)
         )
 
     async def GetItemGroupBuy(
@@ -428,7 +416,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         flash = bool(order.flash_sale_id)
         sale = metrics.sale_label(flash)
         try:
-            outcome = await self._retried(lambda: self._purchase(request, order))
+            outcome = await retry_lost_race(lambda: self._purchase(request, order))
         except RuleRefusal as refusal:
             metrics.purchase_refused(flash, [x.rule_id for x in refusal.failures])
             raise
@@ -462,7 +450,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         rows, after = await self._run(
             lambda repo: repo.list_sales(
                 request.store_id,
@@ -474,7 +462,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             )
         )
         return pb.ListSalesResponse(
-            purchases=[purchase_to_proto(r) for r in rows], next_page_token=time_cursor_token(after)
+            purchases=[purchase_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
         )
 
     async def CancelPurchase(
@@ -527,14 +515,14 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         rows, after, held = await self._run(
             lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListWalletResponse(
             claims=[claim_to_proto(r, now) for r in rows],
-            next_page_token=time_cursor_token(after),
+            next_page_token=encode_keyset(after),
             held=held,
             wallet_size=self.rules.campaigns.wallet_size,
         )
@@ -611,11 +599,11 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         rows, after, total = await self._run(lambda repo: repo.list_refunds(request.store_id, cursor, limit))
         return pb.ListRefundsResponse(
             refunds=[refund_to_proto(r) for r in rows],
-            next_page_token=time_cursor_token(after),
+            next_page_token=encode_keyset(after),
             total_fen=saturated(total),  # D2: a total over the store's whole ledger, exact until it saturates
         )
 

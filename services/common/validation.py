@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.timestamps import from_timestamp
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 ID_RULE = "1-64 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
@@ -80,7 +81,7 @@ class Fields:
         if not 0 < stamp.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
             self.fail(field, "must be a valid time between 1970 and 9999")
             return None
-        return stamp.ToDatetime(tzinfo=UTC)
+        return from_timestamp(stamp)
 
     def page_size(self, field: str, value: int, default: int = 50) -> int:
         if value < 0:

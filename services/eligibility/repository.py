@@ -32,11 +32,10 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, literal_column, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import Insert
 
 from services.common.db import Statements
+from services.common.inserts import dialect_insert
 from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.eligibility import rules as domain_rules
@@ -157,8 +156,8 @@ class EligibilityRepository:
         """Over a session (a unit of work) or, for the reads, a plain connection (``Database.read``)."""
         self.session = session
         self.rules = rules
-        dialect = session.bind.dialect if isinstance(session, AsyncSession) else session.dialect
-        self.postgres = dialect.name == "postgresql"
+        self.dialect = session.bind.dialect if isinstance(session, AsyncSession) else session.dialect
+        self.postgres = self.dialect.name == "postgresql"
         self._locked: set[str] = set()
 
     # --- reads -------------------------------------------------------------------
@@ -471,9 +470,7 @@ class EligibilityRepository:
             await self.session.execute(stmt)
 
     def _insert(self, table: Any) -> Any:
-        dialect = postgresql if self.postgres else sqlite
-        insert: Insert = dialect.insert(table)
-        return insert
+        return dialect_insert(self.dialect, table)
 
     async def _lock(self, consumer_ids: Iterable[str]) -> None:
         """Creates the consumers' rows if needed and locks them, in sorted order (PostgreSQL)."""

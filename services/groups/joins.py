@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.ids import new_id
 from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
@@ -56,7 +57,6 @@ from services.groups.repository import (
     group_set_record,
     join_refusal,
     month_of,
-    new_id,
     set_fill,
 )
 from services.groups.rules import GroupKind

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import NotFound, RuleRefusal
+from services.common.inserts import dialect_insert
 from services.groups import lifecycle
 from services.groups import rules as domain
 from services.groups.lifecycle import ExpansionFacts, MonthFigures, SleepingAction
@@ -128,8 +128,7 @@ class LifecycleRepository(GroupsRepository):
             "conversion_bp": figures.conversion_bp,
             "merchant_messages": figures.merchant_messages,
         }
-        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(MonthlyMetrics).values(**values)
+        stmt = dialect_insert(self.session.get_bind().dialect, MonthlyMetrics).values(**values)
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[MonthlyMetrics.store_id, MonthlyMetrics.month],

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
@@ -33,8 +34,11 @@ NAME_CHARS = 64
 SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(NamedConstraints, DeclarativeBase):
+    """The groups database. Its primary and foreign keys predate the naming convention and keep PostgreSQL's
+    names."""
+
+    unnamed = ("pk", "fk")
 
 
 class CapacityOwner(Base):

@@ -22,7 +22,6 @@ store's members.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,10 +29,11 @@ from typing import Any
 
 import grpc
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal, ServiceError
+from services.common.ids import new_id
+from services.common.inserts import dialect_insert
 from services.common.rules import Rules
 from services.groups import rules as domain
 from services.groups.models import (
@@ -170,10 +170,6 @@ def describe_threshold(threshold: Threshold) -> str:
     if threshold.kind is ThresholdKind.FAN_LEVEL and threshold.min_fan_level is not None:
         return f"fan_level>={threshold.min_fan_level}"
     return str(threshold.kind)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 def month_of(now: datetime) -> str:
@@ -395,9 +391,7 @@ class GroupsRepository:
             f"L{level}",
         )
         values = {"store_id": store_id, "month": month, "level": level, "updated_at": self.now}
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(GroupLevel).values(**values)
+        stmt = dialect_insert(self.session.get_bind().dialect, GroupLevel).values(**values)
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[GroupLevel.store_id, GroupLevel.month],
@@ -565,10 +559,8 @@ class GroupsRepository:
         return str(found.owner_key)
 
     async def _ensure_owner(self, key: str, kind: GroupKind) -> None:
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         await self.session.execute(
-            insert(CapacityOwner)
+            dialect_insert(self.session.get_bind().dialect, CapacityOwner)
             .values(owner_key=key, kind=str(kind), member_count=0, group_set_count=0)
             .on_conflict_do_nothing(index_elements=[CapacityOwner.owner_key])
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import grpc
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
@@ -19,8 +18,17 @@ from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, InvalidArgument, NotFound, RuleRefusal, verdict
+from services.common.errors import NotFound, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
+from services.common.page_tokens import (
+    decode_keyset,
+    decode_page_token,
+    decode_position,
+    encode_keyset,
+    encode_page_token,
+    encode_position,
+)
+from services.common.races import retry_lost_race
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 from services.groups import memberships, metrics
@@ -28,21 +36,17 @@ from services.groups import rules as domain
 from services.groups.convert import (
     CAUSE_FROM_PROTO,
     KIND_FROM_PROTO,
-    decode_page_token,
-    decode_time_cursor,
-    encode_page_token,
     group_set_to_proto,
     membership_to_proto,
     removal_to_proto,
     threshold_from_proto,
 )
 from services.groups.joins import JoinRepository
-from services.groups.repository import GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
+from services.groups.repository import CreateResult, GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
 from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
-CREATE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
 
 class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
@@ -101,15 +105,12 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             newcomer_reply=request.newcomer_reply,
             request_id=request_id,
         )
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    result = await self._repository(session, context).create_group_set(new)
-                break
-            except IntegrityError:
-                # Only a concurrent create with the same owner and request_id gets here.
-                if attempt + 1 == CREATE_ATTEMPTS:
-                    raise Aborted("a concurrent request with the same request_id; retry it") from None
+
+        async def create() -> CreateResult:
+            async with self.db.transaction() as session:
+                return await self._repository(session, context).create_group_set(new)
+
+        result = await retry_lost_race(create)
         if result.created:
             metrics.group_sets_created.labels(str(kind)).inc()
             metrics.sub_groups_created.labels(str(kind)).inc()
@@ -135,7 +136,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("streamer_id", request.streamer_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         key = (
             domain.owner_key(GroupKind.STORE, request.store_id, "")
             if request.store_id
@@ -145,7 +146,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             records, after = await self._repository(session, context).list_group_sets(key, cursor, limit)
         return groups_pb2.ListGroupSetsResponse(
             group_sets=[group_set_to_proto(r, self.rules) for r in records],
-            next_page_token=encode_page_token(after[0].isoformat(), after[1]) if after else "",
+            next_page_token=encode_keyset(after),
         )
 
     async def UpdateSettings(
@@ -332,17 +333,12 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_page_token(request.page_token, 1)
-        before = None
-        if cursor is not None:
-            if not cursor[0].isdigit():
-                raise InvalidArgument.one("page_token", "not a token returned by this service")
-            before = int(cursor[0])
+        before = decode_position(request.page_token)
         async with self.db.transaction() as session:
             records, after = await self._repository(session, context).list_removals(request.consumer_id, before, limit)
         return groups_pb2.ListRemovalsResponse(
             removals=[removal_to_proto(r) for r in records],
-            next_page_token=encode_page_token(str(after)) if after is not None else "",
+            next_page_token=encode_position(after),
         )
 
     async def ListMemberships(

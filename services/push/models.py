@@ -26,7 +26,6 @@ from sqlalchemy import (
     Boolean,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -34,26 +33,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 STATE = 16
 TITLE = 64
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 DUE_WHERE = "state IN ('approved', 'sending')"
 DRAFT_WHERE = "state IN ('draft', 'discarded')"
 PENDING_WHERE = "state = 'pending_review'"
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+class Base(NamedConstraints, DeclarativeBase):
+    """The push database."""
 
 
 class PushAccountRow(Base):

@@ -25,7 +25,6 @@ UPDATE`` is not rendered.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,11 +32,12 @@ from typing import Any
 
 import grpc
 from sqlalchemy import delete, func, literal, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.calendar import MarketCalendar
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.ids import new_id
+from services.common.inserts import dialect_insert
 from services.common.rules import PushRules
 from services.push import rules as domain
 from services.push.models import (
@@ -65,10 +65,6 @@ batches = DeliveryBatchRow.__table__
 ledger_head = LedgerHeadRow.__table__
 
 MAX_LISTED_GRANTS = 100
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 def facts_to_json(facts: AccountFacts) -> dict[str, Any]:
@@ -147,7 +143,7 @@ class PushRepository:
         self.postgres = session.bind.dialect.name == "postgresql"
 
     def _insert(self, table: Any) -> Any:
-        return (postgresql if self.postgres else sqlite).insert(table)
+        return dialect_insert(self.session.bind.dialect, table)
 
     # -- locks and reads ----------------------------------------------------------------------
 

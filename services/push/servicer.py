@@ -8,26 +8,26 @@ rule with its figures (SPEC X1); metrics are counted after the commit.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import IntegrityError
 
 from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, InvalidArgument, RuleRefusal
+from services.common.errors import Aborted, RuleRefusal
+from services.common.page_tokens import decode_keyset, encode_keyset
+from services.common.races import retry_lost_race
 from services.common.rules import Rules
+from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields
 from services.push import metrics
 from services.push import rules as domain
 from services.push.models import GrantRow, NoticeRow, PushRow
-from services.push.repository import NewDraft, PushRepository, facts_from_json
+from services.push.repository import DraftResult, NewDraft, PushRepository, facts_from_json
 from services.push.rules import AccountFacts, PushKind, PushState
 
 log = logging.getLogger("qun.push")
@@ -43,7 +43,6 @@ LEDGER_PAGE = 50
 # StreamDeliveries' default chunk; a caller's chunk_size is bounded by bounds.delivery_chunk (D2).
 DELIVERY_CHUNK = 1000
 FOLLOW_POLL_SECONDS = 0.5
-ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
 KINDS: dict[int, PushKind] = {
     push_pb2.PUSH_KIND_SUBSCRIPTION: PushKind.SUBSCRIPTION,
@@ -98,17 +97,16 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         assert kind is not None
         new = NewDraft(store_id, account_id, kind, title, body, request.grant_id, request_id, facts)
         now = self.clock.now()
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    result = await self._repository(session, now).create_draft(new)
-                break
-            except RuleRefusal as refusal:
-                metrics.refused(refusal.failures)
-                raise
-            except IntegrityError:
-                if attempt + 1 == ATTEMPTS:
-                    raise Aborted("a concurrent submission with the same request_id; retry it") from None
+
+        async def create() -> DraftResult:
+            async with self.db.transaction() as session:
+                return await self._repository(session, now).create_draft(new)
+
+        try:
+            result = await retry_lost_race(create, what="submission")
+        except RuleRefusal as refusal:
+            metrics.refused(refusal.failures)
+            raise
         await self._observe(store_id, facts, now)
         return push_pb2.CreateDraftResponse(
             push=push_to_proto(result.push), replayed=result.replayed, audience_limit=result.push.audience_limit
@@ -219,18 +217,18 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
             f.enum("kind", request.kind, push_pb2.PushKind)
         f.done()
         kind = KINDS.get(request.kind)
-        after = decode_queue_token(request.page_token, request.kind, store_id)
+        after = decode_keyset(request.page_token, str(request.kind), store_id)
         now = self.clock.now()
         async with self.db.transaction() as session:
             rows, last = await self._repository(session, now).pending_reviews(kind, store_id, after, limit)
         reply = push_pb2.ListPendingReviewsResponse(
-            next_page_token=encode_queue_token(last, request.kind, store_id), as_of=timestamp(now)
+            next_page_token=encode_keyset(last, str(request.kind), store_id), as_of=to_timestamp(now)
         )
         for row in rows:
             assert row.submitted_at is not None
             reply.reviews.add(
                 push=push_to_proto(row),
-                window_ends_at=timestamp(domain.review_window_end(row.submitted_at, self.rules)),
+                window_ends_at=to_timestamp(domain.review_window_end(row.submitted_at, self.rules)),
             )
         return reply
 
@@ -253,11 +251,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        before = decode_page_token(request.page_token)
+        before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
             rows, after = await self._repository(session).list_pushes(request.store_id, before, limit)
         return push_pb2.ListPushesResponse(
-            pushes=[push_to_proto(r) for r in rows], next_page_token=encode_page_token(after)
+            pushes=[push_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
         )
 
     async def GetQuotaLedger(
@@ -271,7 +269,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         async with self.db.transaction() as session:
             quota = await self._repository(session, now).quota_state(store_id)
         await self._observe(store_id, facts, now)
-        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=timestamp(now), facts=facts_to_proto(facts))
+        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=to_timestamp(now), facts=facts_to_proto(facts))
         for entry in domain.ledger(facts, quota, now, self.rules, self.market):
             out = reply.entries.add(
                 kind=KIND_PROTOS[entry.kind],
@@ -280,8 +278,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 unmet=[failure.to_proto() for failure in entry.unmet],
                 audience_size=entry.audience_size,
             )
-            if entry.next_possible_at is not None:
-                out.next_possible_at.CopyFrom(timestamp(entry.next_possible_at))
+            set_timestamp(out, "next_possible_at", entry.next_possible_at)
         return reply
 
     async def ObserveAccount(
@@ -310,11 +307,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        before = decode_page_token(request.page_token)
+        before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
             rows, after = await self._repository(session).list_notices(request.store_id, before, limit)
         return push_pb2.ListNoticesResponse(
-            notices=[notice_to_proto(n) for n in rows], next_page_token=encode_page_token(after)
+            notices=[notice_to_proto(n) for n in rows], next_page_token=encode_keyset(after)
         )
 
     # -- grants (P5) -------------------------------------------------------------------------
@@ -329,16 +326,14 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.text("activity", request.activity, max_chars=MAX_NAME_CHARS, required=True)
         f.identifier("granted_by", request.granted_by)
         f.done()
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    row, _ = await self._repository(session).grant_mass_send(
-                        request.store_id, request.audience_size, request.activity, request.granted_by, request_id
-                    )
-                break
-            except IntegrityError:
-                if attempt + 1 == ATTEMPTS:
-                    raise Aborted("a concurrent grant with the same request_id; retry it") from None
+
+        async def grant() -> tuple[GrantRow, bool]:
+            async with self.db.transaction() as session:
+                return await self._repository(session).grant_mass_send(
+                    request.store_id, request.audience_size, request.activity, request.granted_by, request_id
+                )
+
+        row, _ = await retry_lost_race(grant, what="grant")
         return push_pb2.GrantMassSendResponse(grant=grant_to_proto(row))
 
     # -- the delivery ledger (P7) -------------------------------------------------------------
@@ -391,7 +386,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                         title=push.title,
                         body=push.body,
                         recipient_ids=ids,
-                        written_at=timestamp(batch.written_at),
+                        written_at=to_timestamp(batch.written_at),
                         cursor=f"{batch.ledger_seq}/{ids[-1]}",
                     )
                     start = ids[-1]
@@ -427,12 +422,6 @@ def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
     return out
 
 
-def timestamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
 def push_to_proto(row: PushRow) -> push_pb2.Push:
     out = push_pb2.Push(
         push_id=row.push_id,
@@ -453,9 +442,7 @@ def push_to_proto(row: PushRow) -> push_pb2.Push:
         quota_returned=row.quota_returned,
     )
     for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
-        value = getattr(row, name)
-        if value is not None:
-            getattr(out, name).CopyFrom(timestamp(value))
+        set_timestamp(out, name, getattr(row, name))
     return out
 
 
@@ -466,7 +453,7 @@ def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
         kind=KIND_PROTOS[PushKind(row.kind)],
         year=row.year,
         text=row.text,
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -477,52 +464,9 @@ def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
         audience_size=row.audience_size,
         activity=row.activity,
         granted_by=row.granted_by,
-        granted_at=timestamp(row.granted_at),
+        granted_at=to_timestamp(row.granted_at),
         push_id=row.push_id or "",
     )
-
-
-def encode_page_token(after: tuple[datetime, str] | None) -> str:
-    if after is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}".encode()).decode()
-
-
-def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        at, _, last_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
-            raise ValueError(token)
-        return parsed.astimezone(UTC), last_id
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.one("page_token", "not a token this service issued") from None
-
-
-def encode_queue_token(after: tuple[datetime, str] | None, kind: int, store_id: str) -> str:
-    """The review queue's page token: the last (submission, push id) listed, and the filters it was listed with."""
-    if after is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}|{kind}|{store_id}".encode()).decode()
-
-
-def decode_queue_token(token: str, kind: int, store_id: str) -> tuple[datetime, str] | None:
-    """Where the next page starts; a token is refused with other filters than it was issued for (AIP-158)."""
-    if not token:
-        return None
-    try:
-        at, last_id, token_kind, token_store = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
-            raise ValueError(token)
-        parsed = parsed.astimezone(UTC)  # year 1 at +05:00 is before year 1 in UTC: OverflowError, not INTERNAL
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.one("page_token", "not a token this service issued") from None
-    if token_kind != str(kind) or token_store != store_id:
-        raise InvalidArgument.one("page_token", "issued for another kind or store_id; ask again without it")
-    return parsed, last_id
 
 
 def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
