@@ -12,7 +12,8 @@ from qun.common.v1 import facts_pb2
 from services.campaigns import rules as domain
 from services.campaigns.models import Claim, EndCard, Pool, Purchase, Refund, Trumpet
 from services.campaigns.models import Item as ItemRow
-from services.campaigns.repository import REFUND_EXPIRED_RED_PACKET, ActivityView, claim_state, has_ended
+from services.campaigns.refunds import REFUND_EXPIRED_RED_PACKET
+from services.campaigns.repository import ActivityView, claim_state, has_ended
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PriceRecord, PrizeKind
 from services.common.timestamps import to_timestamp
 

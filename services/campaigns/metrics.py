@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from services.campaigns.repository import SweepCounts
+    from services.campaigns.refunds import SweepCounts
 
 flash_sale_stock_left = Gauge(
     "qun_campaigns_flash_sale_stock_left",

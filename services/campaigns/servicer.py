@@ -19,6 +19,7 @@ from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.common.v1 import facts_pb2
 from services.campaigns import metrics
 from services.campaigns import rules as domain
+from services.campaigns.activities import Activities, NewActivity, NewPool, NewTrumpet
 from services.campaigns.convert import (
     KIND_FROM_SPEC,
     PLATFORM_FROM_PROTO,
@@ -33,9 +34,14 @@ from services.campaigns.convert import (
     refund_to_proto,
     trumpet_to_proto,
 )
+from services.campaigns.end_cards import EndCards
 from services.campaigns.expiry import ExpiryJob
+from services.campaigns.interactions import Interactions
+from services.campaigns.items import Items, ItemUpdate
 from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutcome
-from services.campaigns.repository import CampaignsRepository, ItemUpdate, NewActivity, NewPool, NewTrumpet
+from services.campaigns.prizes import Prizes
+from services.campaigns.refunds import Refunds
+from services.campaigns.repository import UnitOfWork
 from services.campaigns.rules import ActivityKind
 from services.common.bounds import saturated
 from services.common.clock import Clock
@@ -48,6 +54,7 @@ from services.common.rules import GROUP_LEVELS, BoundsRules, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 
 T = TypeVar("T")
+U = TypeVar("U", bound=UnitOfWork)
 
 MIN_OPTIONS = 2  # a vote chooses between at least two options
 MIN_GROUP_SIZE = 2  # a group buy is bought together by at least two people
@@ -124,12 +131,13 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         self.clock = clock
         self.expiry = expiry
 
-    async def _run(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
+    async def _run(self, unit: type[U], work: Callable[[U], Awaitable[T]]) -> T:
+        """``work`` in one transaction, on the unit of work of the aggregate it changes or reads."""
         async with self.db.transaction() as session:
-            return await work(CampaignsRepository(session, self.rules, self.clock.now()))
+            return await work(unit(session, self.rules, self.clock.now()))
 
-    async def _write(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
-        return await retry_lost_race(lambda: self._run(work))
+    async def _write(self, unit: type[U], work: Callable[[U], Awaitable[T]]) -> T:
+        return await retry_lost_race(lambda: self._run(unit, work))
 
     # -- items -------------------------------------------------------------------------------
 
@@ -160,7 +168,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             price_max_fen=request.price_max_fen,
             initial_stock=request.initial_stock,
         )
-        row, created = await self._write(lambda repo: repo.upsert_item(update))
+        row, created = await self._write(Items, lambda repo: repo.upsert_item(update))
         return pb.UpsertItemResponse(item=item_to_proto(row), created=created)
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.GetItemResponse:
@@ -168,7 +176,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
         f.done()
-        row = await self._run(lambda repo: repo.item(request.store_id, request.item_id))
+        row = await self._run(UnitOfWork, lambda repo: repo.item(request.store_id, request.item_id))
         return pb.GetItemResponse(item=item_to_proto(row))
 
     async def Restock(self, request: pb.RestockRequest, context: grpc.aio.ServicerContext) -> pb.RestockResponse:
@@ -179,7 +187,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         _positive(f, "quantity", request.quantity, self.rules.bounds, "quantity")
         f.done()
         row, replayed = await self._write(
-            lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
+            Items, lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
         )
         return pb.RestockResponse(item=item_to_proto(row), replayed=replayed)
 
@@ -284,7 +292,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     ) -> pb.CreateActivityResponse:
         new = self._new_activity(request)
         try:
-            view, at_once, created = await self._write(lambda repo: repo.create_activity(new))
+            view, at_once, created = await self._write(Activities, lambda repo: repo.create_activity(new))
         except RuleRefusal as refusal:
             for failure in refusal.failures:
                 metrics.activities.labels(str(new.kind), "refused", failure.rule_id).inc()
@@ -303,7 +311,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
         f.done()
-        view = await self._run(lambda repo: repo.activity_view(request.store_id, request.activity_id))
+        view = await self._run(UnitOfWork, lambda repo: repo.activity_view(request.store_id, request.activity_id))
         return pb.GetActivityResponse(activity=activity_to_proto(view, self.clock.now()))
 
     async def ListActivities(
@@ -316,7 +324,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.done()
         cursor = decode_keyset(request.page_token)
         views, after = await self._run(
-            lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
+            Activities, lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListActivitiesResponse(
@@ -331,7 +339,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
         f.done()
-        running = await self._run(lambda repo: repo.running_group_buy(request.store_id, request.item_id))
+        running = await self._run(Activities, lambda repo: repo.running_group_buy(request.store_id, request.item_id))
         return pb.GetItemGroupBuyResponse(in_group_buy=running is not None, activity_id=running or "")
 
     async def EndActivity(
@@ -341,7 +349,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
         f.done()
-        view, card, posted = await self._write(lambda repo: repo.end_activity(request.store_id, request.activity_id))
+        view, card, posted = await self._write(
+            Activities, lambda repo: repo.end_activity(request.store_id, request.activity_id)
+        )
         if posted:
             metrics.end_cards.inc()
             metrics.forget_flash_sale(request.activity_id)
@@ -375,7 +385,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             message=request.message,
             created_by=request.created_by,
         )
-        row, _ = await self._write(lambda repo: repo.create_trumpet(new))
+        row, _ = await self._write(Activities, lambda repo: repo.create_trumpet(new))
         return pb.CreateTrumpetResponse(trumpet=trumpet_to_proto(row))
 
     # -- orders ------------------------------------------------------------------------------
@@ -439,7 +449,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("purchase_id", request.purchase_id)
         f.done()
-        row = await self._run(lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
+        row = await self._run(Items, lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
         return pb.GetPurchaseResponse(purchase=purchase_to_proto(row))
 
     async def ListSales(self, request: pb.ListSalesRequest, context: grpc.aio.ServicerContext) -> pb.ListSalesResponse:
@@ -452,6 +462,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.done()
         cursor = decode_keyset(request.page_token)
         rows, after = await self._run(
+            Items,
             lambda repo: repo.list_sales(
                 request.store_id,
                 item_id=request.item_id,
@@ -459,7 +470,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
                 consumer_id=request.consumer_id,
                 after=cursor,
                 limit=limit,
-            )
+            ),
         )
         return pb.ListSalesResponse(
             purchases=[purchase_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
@@ -474,7 +485,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("purchase_id", request.purchase_id)
         f.done()
         row, stock, replayed = await self._write(
-            lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
+            Items, lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
         )
         return pb.CancelPurchaseResponse(purchase=purchase_to_proto(row), stock=stock, replayed=replayed)
 
@@ -492,6 +503,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.done()
         try:
             outcome = await self._write(
+                Prizes,
                 lambda repo: repo.claim(
                     request.request_id,
                     request.store_id,
@@ -499,7 +511,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
                     request.pool_id,
                     request.consumer_id,
                     group_member=request.group_member,
-                )
+                ),
             )
         except RuleRefusal as refusal:
             metrics.claim_refused([x.rule_id for x in refusal.failures])
@@ -517,7 +529,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.done()
         cursor = decode_keyset(request.page_token)
         rows, after, held = await self._run(
-            lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
+            Prizes, lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListWalletResponse(
@@ -535,13 +547,14 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.in_range("option_index", request.option_index, 0, self.rules.bounds.vote_options - 1)
         f.done()
         tally, option = await self._write(
+            Interactions,
             lambda repo: repo.vote(
                 request.store_id,
                 request.activity_id,
                 request.consumer_id,
                 request.option_index,
                 group_member=request.group_member,
-            )
+            ),
         )
         return pb.VoteResponse(tally=tally, option_index=option)
 
@@ -552,9 +565,10 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         day, days, replayed = await self._write(
+            Interactions,
             lambda repo: repo.check_in(
                 request.store_id, request.activity_id, request.consumer_id, group_member=request.group_member
-            )
+            ),
         )
         return pb.CheckInResponse(day=day, days_checked_in=days, replayed=replayed)
 
@@ -568,7 +582,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("activity_id", request.activity_id)
         f.done()
         view, figures, card = await self._run(
-            lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
+            EndCards, lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
         )
         response = pb.GetFlashSaleResultsResponse(activity=activity_to_proto(view, self.clock.now()), **figures)
         if card is not None:
@@ -586,7 +600,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         limit = f.page_size("page_size", request.page_size)
         f.done()
         cards = await self._run(
-            lambda repo: repo.list_end_cards(request.store_id, request.group_set_id, request.after_seq, limit)
+            EndCards, lambda repo: repo.list_end_cards(request.store_id, request.group_set_id, request.after_seq, limit)
         )
         return pb.ListEndCardsResponse(
             end_cards=[end_card_to_proto(c) for c in cards], last_seq=cards[-1].seq if cards else request.after_seq
@@ -600,7 +614,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         limit = f.page_size("page_size", request.page_size)
         f.done()
         cursor = decode_keyset(request.page_token)
-        rows, after, total = await self._run(lambda repo: repo.list_refunds(request.store_id, cursor, limit))
+        rows, after, total = await self._run(Refunds, lambda repo: repo.list_refunds(request.store_id, cursor, limit))
         return pb.ListRefundsResponse(
             refunds=[refund_to_proto(r) for r in rows],
             next_page_token=encode_keyset(after),
