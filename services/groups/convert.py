@@ -15,7 +15,7 @@ from services.common.rules import Rules
 from services.common.timestamps import to_timestamp
 from services.common.validation import Fields
 from services.groups import rules as domain
-from services.groups.repository import GroupSetRecord, MembershipRecord, RemovalRecord
+from services.groups.records import GroupSetRecord, MembershipRecord, RemovalRecord
 from services.groups.rules import FanLevel, GroupKind, RemovalCause, Threshold, ThresholdKind
 
 MAX_PASSWORD_CHARS = 32

@@ -48,7 +48,7 @@ from services.groups.models import (
     Membership,
     SubGroup,
 )
-from services.groups.repository import (
+from services.groups.records import (
     GroupSetRecord,
     JoinRefusal,
     JoinResult,

@@ -23,6 +23,7 @@ from services.groups.convert import group_set_to_proto
 from services.groups.jobs import Jobs
 from services.groups.lifecycle import MAX_BASIS_POINTS, MonthFigures
 from services.groups.lifecycle_repository import CapacityView, LifecycleRepository
+from services.groups.reads import Reads
 from services.groups.rules import GroupKind, owner_key
 
 MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
@@ -172,7 +173,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         kind = GroupKind.STORE if request.store_id else GroupKind.LIVE
         key = owner_key(kind, request.store_id, request.streamer_id)
         async with self.db.transaction() as session:
-            rows, last = await self._repository(session, context).audit_entries(key, after, limit)
+            rows, last = await Reads(session, self.rules, self.clock.now()).audit_entries(key, after, limit)
         return lifecycle_pb2.ListAuditEntriesResponse(
             entries=[
                 lifecycle_pb2.AuditEntry(
@@ -195,7 +196,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            found = await self._repository(session, context).candidates(request.store_id, request.consumer_id)
+            found = await Reads(session, self.rules, self.clock.now()).candidates(request.store_id, request.consumer_id)
         reply = lifecycle_pb2.ListCandidatesResponse(
             candidates=[
                 lifecycle_pb2.Candidate(group_set=group_set_to_proto(record, self.rules), full=full)
@@ -213,7 +214,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f.done()
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
-            ids, last = await self._repository(session, context).member_ids(
+            ids, last = await Reads(session, self.rules, self.clock.now()).member_ids(
                 request.group_set_id, cursor[0] if cursor else None, limit
             )
         return lifecycle_pb2.ListMemberIdsResponse(

@@ -13,7 +13,7 @@ from services.common.db import Statements
 from services.common.errors import NotFound
 from services.common.sqlite_driver import on_driver
 from services.groups.models import Membership, SubGroup
-from services.groups.repository import MembershipRecord
+from services.groups.records import MembershipRecord
 
 memberships = Membership.__table__
 sub_groups = SubGroup.__table__

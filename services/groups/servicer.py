@@ -9,6 +9,7 @@ rich statuses. Domain metrics are counted after the transaction committed.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,11 +42,15 @@ from services.groups.convert import (
     removal_to_proto,
     threshold_from_proto,
 )
+from services.groups.group_sets import GroupSets
 from services.groups.joins import JoinRepository
-from services.groups.repository import CreateResult, GroupsRepository, JoinRefusal, NewGroupSet, SettingsChange
+from services.groups.members import Members
+from services.groups.records import CreateResult, JoinRefusal, NewGroupSet, SettingsChange
+from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+U = TypeVar("U", bound=GroupsUnit)
 MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
 
 
@@ -55,9 +60,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         self.rules = rules
         self.clock = clock
 
-    def _repository(self, session: AsyncSession, context: grpc.aio.ServicerContext) -> GroupsRepository:
+    def _unit(self, unit: type[U], session: AsyncSession, context: grpc.aio.ServicerContext) -> U:
         """One unit of work, acting for the caller the gateway named (the audit trail's actor)."""
-        return GroupsRepository(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
+        return unit(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
 
     # -- group-sets --------------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
 
         async def create() -> CreateResult:
             async with self.db.transaction() as session:
-                return await self._repository(session, context).create_group_set(new)
+                return await self._unit(GroupSets, session, context).create_group_set(new)
 
         result = await retry_lost_race(create)
         if result.created:
@@ -123,7 +128,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).group_set(request.group_set_id)
+            record = await self._unit(GroupSets, session, context).group_set(request.group_set_id)
         return groups_pb2.GetGroupSetResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def ListGroupSets(
@@ -143,7 +148,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
         )
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_group_sets(key, cursor, limit)
+            records, after = await self._unit(GroupSets, session, context).list_group_sets(key, cursor, limit)
         return groups_pb2.ListGroupSetsResponse(
             group_sets=[group_set_to_proto(r, self.rules) for r in records],
             next_page_token=encode_keyset(after),
@@ -173,7 +178,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             password_digest=passwords.digest(password) if password else "",
         )
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).update_settings(request.group_id, change)
+            record = await self._unit(GroupSets, session, context).update_settings(request.group_id, change)
         return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def DissolveGroupSet(
@@ -183,7 +188,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).dissolve(request.group_set_id)
+            await self._unit(GroupSets, session, context).dissolve(request.group_set_id)
         return groups_pb2.DissolveGroupSetResponse()
 
     async def SetGroupLevel(
@@ -196,7 +201,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).set_group_level(request.store_id, request.month, request.level)
+            await self._unit(GroupsUnit, session, context).set_group_level(
+                request.store_id, request.month, request.level
+            )
         return groups_pb2.SetGroupLevelResponse()
 
     async def GetGroupLevel(
@@ -206,7 +213,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.done()
         async with self.db.transaction() as session:
-            level = await self._repository(session, context).store_level(request.store_id)
+            level = await self._unit(GroupsUnit, session, context).store_level(request.store_id)
         return groups_pb2.GetGroupLevelResponse(level=level)
 
     # -- joins -------------------------------------------------------------------------------
@@ -264,7 +271,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            kind = await self._repository(session, context).remove_member(request.group_set_id, request.consumer_id)
+            kind = await self._unit(Members, session, context).remove_member(request.group_set_id, request.consumer_id)
         metrics.leaves.labels(str(kind)).inc()
         return groups_pb2.RemoveMemberResponse()
 
@@ -284,7 +291,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         assert cause is not None
         async with self.db.transaction() as session:
-            removal, replayed = await self._repository(session, context).expel(
+            removal, replayed = await self._unit(Members, session, context).expel(
                 request.group_set_id,
                 request.consumer_id,
                 cause,
@@ -311,12 +318,14 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         assert cause is not None
         async with self.db.transaction() as session:
-            sets = await self._repository(session, context).store_sets_of_member(request.store_id, request.consumer_id)
+            sets = await self._unit(Members, session, context).store_sets_of_member(
+                request.store_id, request.consumer_id
+            )
         removals = []
         for group_set_id in sets:
             try:
                 async with self.db.transaction() as session:
-                    removal, _ = await self._repository(session, context).expel(
+                    removal, _ = await self._unit(Members, session, context).expel(
                         group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
                     )
             except NotFound:  # dissolved since it was listed: its members are gone already
@@ -335,7 +344,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         before = decode_position(request.page_token)
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_removals(request.consumer_id, before, limit)
+            records, after = await self._unit(Members, session, context).list_removals(
+                request.consumer_id, before, limit
+            )
         return groups_pb2.ListRemovalsResponse(
             removals=[removal_to_proto(r) for r in records],
             next_page_token=encode_position(after),
@@ -350,7 +361,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_memberships(
+            records, after = await self._unit(Members, session, context).list_memberships(
                 request.consumer_id, cursor[0] if cursor else None, limit
             )
         return groups_pb2.ListMembershipsResponse(
@@ -379,7 +390,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).add_admin(request.group_set_id, request.account_id)
+            record = await self._unit(GroupSets, session, context).add_admin(request.group_set_id, request.account_id)
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def RemoveAdmin(
@@ -390,5 +401,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).remove_admin(request.group_set_id, request.account_id)
+            record = await self._unit(GroupSets, session, context).remove_admin(
+                request.group_set_id, request.account_id
+            )
         return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))
