@@ -11,9 +11,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
@@ -26,41 +28,35 @@ from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields
 from services.push import metrics
 from services.push import rules as domain
+from services.push.convert import (
+    KIND_PROTOS,
+    KINDS,
+    facts_to_proto,
+    grant_to_proto,
+    notice_to_proto,
+    parse_cursor,
+    parse_facts,
+    push_to_proto,
+)
+from services.push.deliveries import Deliveries
+from services.push.drafts import DraftResult, Drafts, NewDraft
 from services.push.models import GrantRow, NoticeRow, PushRow
-from services.push.repository import DraftResult, NewDraft, PushRepository, facts_from_json
+from services.push.quotas import Quotas
+from services.push.repository import PushUnit
+from services.push.reviews import Reviews
 from services.push.rules import AccountFacts, PushKind, PushState
 
 log = logging.getLogger("qun.push")
+U = TypeVar("U", bound=PushUnit)
 
 MAX_BODY_CHARS = MAX_TEXT_CHARS  # a push message is at most 2,000 characters
 # Not callers' values, so not [bounds] (D2): the size of the gateway's own audience chunks (it sends 5,000),
-# the figures the eligibility service counted from facts it validated (a sanity limit, far above any store),
-# a rate's 100% (fixed by definition; the gateway refuses more in a reported fact), the ledger's read page.
+# the ledger's read page (and the figures' limits in ``convert``).
 MAX_APPEND_IDS = 20_000
-MAX_FIGURE = 10**12
-MAX_RATE_BP = 10_000
 LEDGER_PAGE = 50
 # StreamDeliveries' default chunk; a caller's chunk_size is bounded by bounds.delivery_chunk (D2).
 DELIVERY_CHUNK = 1000
 FOLLOW_POLL_SECONDS = 0.5
-
-KINDS: dict[int, PushKind] = {
-    push_pb2.PUSH_KIND_SUBSCRIPTION: PushKind.SUBSCRIPTION,
-    push_pb2.PUSH_KIND_RECALL_TIER_1: PushKind.RECALL_TIER_1,
-    push_pb2.PUSH_KIND_RECALL_TIER_2: PushKind.RECALL_TIER_2,
-    push_pb2.PUSH_KIND_MASS_SEND: PushKind.MASS_SEND,
-}
-KIND_PROTOS = {kind: push_pb2.PushKind.ValueType(value) for value, kind in KINDS.items()}
-STATE_PROTOS: dict[PushState, push_pb2.PushState.ValueType] = {
-    PushState.DRAFT: push_pb2.PUSH_STATE_DRAFT,
-    PushState.DISCARDED: push_pb2.PUSH_STATE_UNSPECIFIED,
-    PushState.PENDING_REVIEW: push_pb2.PUSH_STATE_PENDING_REVIEW,
-    PushState.APPROVED: push_pb2.PUSH_STATE_APPROVED,
-    PushState.SENDING: push_pb2.PUSH_STATE_SENDING,
-    PushState.SENT: push_pb2.PUSH_STATE_SENT,
-    PushState.REJECTED: push_pb2.PUSH_STATE_REJECTED,
-    PushState.CANCELLED: push_pb2.PUSH_STATE_CANCELLED,
-}
 
 
 class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
@@ -71,8 +67,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         self.market = rules.calendar.market
         self.clock = clock
 
-    def _repository(self, session, now: datetime | None = None) -> PushRepository:  # type: ignore[no-untyped-def]
-        return PushRepository(session, self.rules, now or self.clock.now(), self.market)
+    def _unit(self, unit: type[U], session: AsyncSession, now: datetime | None = None) -> U:
+        """The unit of work of the aggregate a call reads or changes, in ``session``'s transaction."""
+        return unit(session, self.rules, now or self.clock.now(), self.market)
 
     # -- submission ----------------------------------------------------------------------------
 
@@ -100,7 +97,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
 
         async def create() -> DraftResult:
             async with self.db.transaction() as session:
-                return await self._repository(session, now).create_draft(new)
+                return await self._unit(Drafts, session, now).create_draft(new)
 
         try:
             result = await retry_lost_race(create, what="submission")
@@ -129,7 +126,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 f.identifier(f"recipient_ids[{bad}]", ids[bad])
         f.done()
         async with self.db.transaction() as session:
-            size = await self._repository(session).append_audience(request.store_id, request.push_id, ids)
+            size = await self._unit(Drafts, session).append_audience(request.store_id, request.push_id, ids)
         return push_pb2.AppendAudienceResponse(audience_size=size)
 
     async def SubmitDraft(
@@ -141,7 +138,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         try:
             async with self.db.transaction() as session:
-                row = await self._repository(session).submit_draft(request.store_id, request.push_id)
+                row = await self._unit(Drafts, session).submit_draft(request.store_id, request.push_id)
         except RuleRefusal as refusal:
             metrics.refused(refusal.failures)
             raise
@@ -163,7 +160,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("push_id", request.push_id)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session).discard_draft(request.store_id, request.push_id)
+            await self._unit(Drafts, session).discard_draft(request.store_id, request.push_id)
         return push_pb2.DiscardDraftResponse()
 
     # -- review, cancellation -----------------------------------------------------------------
@@ -177,7 +174,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            change = await self._repository(session).cancel(request.push_id, request.store_id)
+            change = await self._unit(Reviews, session).cancel(request.push_id, request.store_id)
         metrics.pushes.labels(change.push.kind, PushState.CANCELLED.value).inc()
         if change.quota_returned:
             metrics.quota_returns.labels(change.push.kind, "cancel").inc()
@@ -194,7 +191,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         approve = request.decision == push_pb2.REVIEW_DECISION_APPROVE
         async with self.db.transaction() as session:
-            change = await self._repository(session).review(request.push_id, approve, request.reviewer_id, request.note)
+            change = await self._unit(Reviews, session).review(
+                request.push_id, approve, request.reviewer_id, request.note
+            )
         metrics.pushes.labels(change.push.kind, change.push.state).inc()
         if change.quota_returned:
             metrics.quota_returns.labels(change.push.kind, "reject").inc()
@@ -220,7 +219,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         after = decode_keyset(request.page_token, str(request.kind), store_id)
         now = self.clock.now()
         async with self.db.transaction() as session:
-            rows, last = await self._repository(session, now).pending_reviews(kind, store_id, after, limit)
+            rows, last = await self._unit(Reviews, session, now).pending_reviews(kind, store_id, after, limit)
         reply = push_pb2.ListPendingReviewsResponse(
             next_page_token=encode_keyset(last, str(request.kind), store_id), as_of=to_timestamp(now)
         )
@@ -241,7 +240,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("push_id", request.push_id)
         f.done()
         async with self.db.transaction() as session:
-            row = await self._repository(session).submitted(request.push_id)
+            row = await self._unit(PushUnit, session).submitted(request.push_id)
         return push_pb2.GetPushResponse(push=push_to_proto(row))
 
     async def ListPushes(
@@ -253,7 +252,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
-            rows, after = await self._repository(session).list_pushes(request.store_id, before, limit)
+            rows, after = await self._unit(Reviews, session).list_pushes(request.store_id, before, limit)
         return push_pb2.ListPushesResponse(
             pushes=[push_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
         )
@@ -267,7 +266,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         now = self.clock.now()
         async with self.db.transaction() as session:
-            quota = await self._repository(session, now).quota_state(store_id)
+            quota = await self._unit(PushUnit, session, now).quota_state(store_id)
         await self._observe(store_id, facts, now)
         reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=to_timestamp(now), facts=facts_to_proto(facts))
         for entry in domain.ledger(facts, quota, now, self.rules, self.market):
@@ -294,7 +293,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def _observe(self, store_id: str, facts: AccountFacts, now: datetime) -> list[NoticeRow]:
         """P4: a notice for each recall tier newly earned; the unique key makes it once."""
         async with self.db.transaction() as session:
-            recorded = await self._repository(session, now).observe(store_id, facts)
+            recorded = await self._unit(Quotas, session, now).observe(store_id, facts)
         for notice in recorded:
             metrics.notices.labels(notice.kind).inc()
             log.info("recall chance earned", extra={"fields": {"store_id": store_id, "kind": notice.kind}})
@@ -309,7 +308,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
-            rows, after = await self._repository(session).list_notices(request.store_id, before, limit)
+            rows, after = await self._unit(Quotas, session).list_notices(request.store_id, before, limit)
         return push_pb2.ListNoticesResponse(
             notices=[notice_to_proto(n) for n in rows], next_page_token=encode_keyset(after)
         )
@@ -329,7 +328,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
 
         async def grant() -> tuple[GrantRow, bool]:
             async with self.db.transaction() as session:
-                return await self._repository(session).grant_mass_send(
+                return await self._unit(Quotas, session).grant_mass_send(
                     request.store_id, request.audience_size, request.activity, request.granted_by, request_id
                 )
 
@@ -350,7 +349,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         pushes: dict[str, PushRow] = {}
         while True:
             async with self.db.transaction() as session:
-                repository = self._repository(session)
+                repository = self._unit(Deliveries, session)
                 if partial:
                     one = await repository.ledger_batch(seq)
                     found = [one] if one is not None else []
@@ -368,11 +367,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 start = after if partial else ""
                 while True:
                     async with self.db.transaction() as session:
-                        repository = self._repository(session)
+                        repository = self._unit(Deliveries, session)
                         ids = await repository.batch_recipients(batch, start, chunk)
                         push = pushes.get(batch.push_id)
                         if push is None and ids:
-                            push = await repository._push(batch.store_id, batch.push_id)
+                            push = await repository.push(batch.store_id, batch.push_id)
                             if len(pushes) > 256:
                                 pushes.clear()
                             pushes[batch.push_id] = push  # type: ignore[assignment]
@@ -393,88 +392,3 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                     if len(ids) < chunk:
                         break
                 seq, after, partial = batch.ledger_seq, "", False
-
-
-# --- proto ↔ domain ----------------------------------------------------------------------------
-
-
-def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> AccountFacts:
-    if not present:
-        f.fail("facts", "required: the account's figures from the eligibility service")
-        return AccountFacts()
-    f.in_range("facts.subscribers", int(msg.subscribers), 0, MAX_FIGURE)
-    f.in_range("facts.old_customer_fans", int(msg.old_customer_fans), 0, MAX_FIGURE)
-    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, 2**31 - 1)
-    rate = msg.revisit_rate_bp if msg.HasField("revisit_rate_bp") else None
-    if rate is not None:
-        f.in_range("facts.revisit_rate_bp", rate, 0, MAX_RATE_BP)
-    return AccountFacts(int(msg.subscribers), int(msg.old_customer_fans), msg.recent_broadcasts, rate)
-
-
-def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
-    out = push_pb2.AccountFacts(
-        subscribers=facts.subscribers,
-        old_customer_fans=facts.old_customer_fans,
-        recent_broadcasts=facts.recent_broadcasts,
-    )
-    if facts.revisit_rate_bp is not None:
-        out.revisit_rate_bp = facts.revisit_rate_bp
-    return out
-
-
-def push_to_proto(row: PushRow) -> push_pb2.Push:
-    out = push_pb2.Push(
-        push_id=row.push_id,
-        store_id=row.store_id,
-        # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
-        # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
-        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]
-        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]
-        title=row.title,
-        body=row.body,
-        grant_id=row.grant_id or "",
-        audience_size=row.audience_size,
-        submitted_by=row.account_id,
-        reviewed_by=row.reviewed_by or "",
-        review_note=row.review_note,
-        delivered_count=row.delivered_count,
-        facts=facts_to_proto(facts_from_json(row.facts)),
-        quota_returned=row.quota_returned,
-    )
-    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
-        set_timestamp(out, name, getattr(row, name))
-    return out
-
-
-def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
-    return push_pb2.Notice(
-        notice_id=row.notice_id,
-        store_id=row.store_id,
-        kind=KIND_PROTOS[PushKind(row.kind)],
-        year=row.year,
-        text=row.text,
-        created_at=to_timestamp(row.created_at),
-    )
-
-
-def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
-    return push_pb2.Grant(
-        grant_id=row.grant_id,
-        store_id=row.store_id,
-        audience_size=row.audience_size,
-        activity=row.activity,
-        granted_by=row.granted_by,
-        granted_at=to_timestamp(row.granted_at),
-        push_id=row.push_id or "",
-    )
-
-
-def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
-    """``<ledger seq>/<last recipient read>``; empty for the beginning of the ledger."""
-    if not cursor:
-        return 0, ""
-    seq, _, recipient = cursor.partition("/")
-    if not seq.isdigit() or len(seq) > 18 or (recipient and not ID_PATTERN.match(recipient)):
-        f.fail("cursor", "not a cursor this service issued")
-        return 0, ""
-    return int(seq), recipient

@@ -32,8 +32,9 @@ from services.common.errors import (
 from services.common.rules import Rules
 from services.common.settings import async_url
 from services.push.app import PushApp
+from services.push.deliveries import Deliveries
 from services.push.dispatcher import DRAFT_TTL, Dispatcher
-from services.push.repository import PushRepository
+from services.push.drafts import Drafts
 from tests.support.inprocess import serve
 
 NOW = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
@@ -412,21 +413,21 @@ async def test_D3_draft_cleanup_goes_on_past_a_failing_store(service: Service, m
     for store in ("s-a", "s-broken", "s-b"):
         await service.draft(store=store)
     service.clock.advance(DRAFT_TTL + timedelta(seconds=1))
-    purge = PushRepository.purge_drafts
+    purge = Drafts.purge_drafts
     failures = sample("qun_job_failures_total", task="draft_cleanup")
 
-    async def failing(self: PushRepository, store_id: str, older_than: timedelta, limit: int) -> int:
+    async def failing(self: Drafts, store_id: str, older_than: timedelta, limit: int) -> int:
         if store_id == "s-broken":
             raise RuntimeError("a row this version cannot drop")
         return await purge(self, store_id, older_than, limit)
 
-    monkeypatch.setattr(PushRepository, "purge_drafts", failing)
+    monkeypatch.setattr(Drafts, "purge_drafts", failing)
     report = await service.dispatcher.purge()
     assert report.settled == {"s-a": 1, "s-b": 1}
     assert [f.store_id for f in report.failed] == ["s-broken"]
     assert sample("qun_job_failures_total", task="draft_cleanup") - failures == 1
     assert (await service.dispatcher.purge()).settled == {}  # backing off: not tried again at once
-    monkeypatch.setattr(PushRepository, "purge_drafts", purge)
+    monkeypatch.setattr(Drafts, "purge_drafts", purge)
     service.ticks.now += 30
     assert (await service.dispatcher.purge()).settled == {"s-broken": 1}
 
@@ -437,11 +438,11 @@ async def test_D3_a_database_outage_is_no_stores_fault(service: Service, monkeyp
     await service.review(push.push_id)
     service.clock.advance(timedelta(hours=24))
 
-    async def unreachable(self: PushRepository, store_id: str, batch_size: int) -> None:
+    async def unreachable(self: Deliveries, store_id: str, batch_size: int) -> None:
         refused = ConnectionRefusedError("connection refused")
         raise exc.OperationalError("SELECT 1", {}, refused) from refused  # as SQLAlchemy raises it
 
-    monkeypatch.setattr(PushRepository, "dispatch_batch", unreachable)
+    monkeypatch.setattr(Deliveries, "dispatch_batch", unreachable)
     with pytest.raises(Unavailable):
         await service.dispatcher.run_once()
     assert service.dispatcher.dispatch_backoff.waiting() == frozenset()
