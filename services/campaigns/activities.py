@@ -6,6 +6,7 @@ counts the overlapping activities under it, so M11 holds across replicas.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +18,9 @@ from services.campaigns.end_cards import EndCards
 from services.campaigns.models import Activity, EndCard, GroupSlot, Pool, Trumpet
 from services.campaigns.repository import ActivityView, UnitOfWork, has_ended, item_facts, window_of
 from services.campaigns.rules import ActivityKind, PrizeKind
-from services.common.errors import AlreadyExists, Failure, NotFound, RuleRefusal
+from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,22 @@ class NewTrumpet:
     display_starts_at: datetime
     message: str
     created_by: str
+
+
+def activity_fingerprint(new: NewActivity) -> str:
+    """What makes two CreateActivity requests the same: every field but the id."""
+    return request_fingerprint(activity=dataclasses.replace(new, request_id=""))
+
+
+def trumpet_fingerprint(new: NewTrumpet) -> str:
+    """What makes two CreateTrumpet requests the same: what the caller chose (the level is read at each call)."""
+    return request_fingerprint(
+        activity_id=new.activity_id,
+        sub_group_id=new.sub_group_id,
+        display_starts_at=new.display_starts_at,
+        message=new.message,
+        created_by=new.created_by,
+    )
 
 
 class Activities(UnitOfWork):
@@ -169,6 +187,7 @@ class Activities(UnitOfWork):
             created_by=new.created_by,
             created_at=self.now,
             request_id=new.request_id or None,
+            request_fingerprint=activity_fingerprint(new) if new.request_id else None,
             item_id=new.item_id or None,
             price_fen=new.price_fen or None,
             group_size=new.group_size or None,
@@ -197,8 +216,7 @@ class Activities(UnitOfWork):
         return ActivityView(row, tuple(pools)), at_once, True
 
     async def _replayed_activity(self, earlier: Activity, new: NewActivity) -> ActivityView:
-        if (earlier.group_set_id, earlier.kind) != (new.group_set_id, str(new.kind)):
-            raise AlreadyExists(f"request_id {new.request_id!r} was used for another activity")
+        check_same_request(new.request_id, earlier.request_fingerprint, activity_fingerprint(new), "activity")
         return ActivityView(earlier, tuple(await self.pools(earlier.store_id, earlier.activity_id)))
 
     async def end_activity(self, store_id: str, activity_id: str) -> tuple[ActivityView, EndCard | None, bool]:
@@ -225,8 +243,7 @@ class Activities(UnitOfWork):
                 select(Trumpet).where(Trumpet.store_id == new.store_id, Trumpet.request_id == new.request_id)
             )
             if earlier is not None:
-                if earlier.activity_id != new.activity_id:
-                    raise AlreadyExists(f"request_id {new.request_id!r} was used for another trumpet")
+                check_same_request(new.request_id, earlier.request_fingerprint, trumpet_fingerprint(new), "trumpet")
                 return earlier, True
         activity = await self.activity(new.store_id, new.activity_id)
         failures = domain.trumpet_failures(
@@ -249,6 +266,7 @@ class Activities(UnitOfWork):
             display_starts_at=new.display_starts_at,
             created_by=new.created_by,
             request_id=new.request_id or None,
+            request_fingerprint=trumpet_fingerprint(new) if new.request_id else None,
             created_at=self.now,
         )
         self.session.add(row)

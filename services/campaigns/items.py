@@ -16,7 +16,8 @@ from services.campaigns import rules as domain
 from services.campaigns.models import STOCK_CEILING, Claim, Item, Purchase, Restock
 from services.campaigns.repository import UnitOfWork
 from services.campaigns.rules import ClaimState, Platform
-from services.common.errors import AlreadyExists, NotFound, RuleRefusal
+from services.common.errors import NotFound, RuleRefusal
+from services.common.request_ids import check_same_request, request_fingerprint
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,24 @@ class Items(UnitOfWork):
         and the transaction rolls back, the restock row with it, so a retry with
         the same request id is judged afresh and nothing was written.
         """
+        fingerprint = request_fingerprint(item_id=item_id, quantity=quantity)
         recorded = await self.session.scalar(
             self._insert(Restock)
-            .values(store_id=store_id, request_id=request_id, item_id=item_id, quantity=quantity, created_at=self.now)
+            .values(
+                store_id=store_id,
+                request_id=request_id,
+                request_fingerprint=fingerprint,
+                item_id=item_id,
+                quantity=quantity,
+                created_at=self.now,
+            )
             .on_conflict_do_nothing(index_elements=[Restock.store_id, Restock.request_id])
             .returning(Restock.request_id)
         )
         if recorded is None:
             earlier = await self.session.get(Restock, (store_id, request_id), populate_existing=True)
             assert earlier is not None
-            if (earlier.item_id, earlier.quantity) != (item_id, quantity):
-                raise AlreadyExists(f"request_id {request_id!r} was used for another restock")
+            check_same_request(request_id, earlier.request_fingerprint, fingerprint, "restock")
             return await self.item(store_id, item_id), True
         most = self.rules.bounds.stock
         stock = await self.session.scalar(
@@ -136,7 +144,11 @@ class Items(UnitOfWork):
         return rows, ((rows[-1].created_at, rows[-1].purchase_id) if more and rows else None)
 
     async def cancel_purchase(self, request_id: str, store_id: str, purchase_id: str) -> tuple[Purchase, int, bool]:
-        """The quantity goes back to stock and the prizes to the wallet, once."""
+        """The quantity goes back to stock and the prizes to the wallet, once.
+
+        The request id's scope is the purchase, which is the whole of what the
+        request asks: any later cancellation of it answers as the first did.
+        """
         row = await self.session.scalar(
             select(Purchase)
             .where(Purchase.store_id == store_id, Purchase.purchase_id == purchase_id)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.request_ids import FINGERPRINT_CHARS
 from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
@@ -89,6 +90,8 @@ class Restock(Base):
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     item_id: Mapped[str] = mapped_column(String(ID_CHARS))
     quantity: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -125,6 +128,8 @@ class Activity(Base):
     created_by: Mapped[str] = mapped_column(String(ID_CHARS))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     item_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
     price_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     group_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -177,6 +182,8 @@ class Claim(Base):
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     claim_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     activity_id: Mapped[str] = mapped_column(String(ID_CHARS))
     pool_id: Mapped[str] = mapped_column(String(ID_CHARS))
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
@@ -205,6 +212,8 @@ class Purchase(Base):
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     purchase_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
     item_id: Mapped[str] = mapped_column(String(ID_CHARS))
     quantity: Mapped[int] = mapped_column(BigInteger)
@@ -288,6 +297,8 @@ class Trumpet(Base):
     display_starts_at: Mapped[datetime] = mapped_column(UtcDateTime())
     created_by: Mapped[str] = mapped_column(String(ID_CHARS))
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 

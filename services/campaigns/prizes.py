@@ -17,8 +17,9 @@ from services.campaigns import rules as domain
 from services.campaigns.models import Claim, Pool, Wallet
 from services.campaigns.repository import UnitOfWork, window_of
 from services.campaigns.rules import ActivityKind, ClaimState
-from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,10 @@ class Prizes(UnitOfWork):
         group_member: bool,
     ) -> ClaimOutcome:
         """M10 under the consumer's wallet lock; the prize from a pool with a conditional decrement."""
+        fingerprint = request_fingerprint(consumer_id=consumer_id, activity_id=activity_id, pool_id=pool_id)
         earlier = await self._claim_by_request(store_id, request_id)
         if earlier is not None:
-            return self._replayed_claim(earlier, consumer_id, activity_id)
+            return self._replayed_claim(earlier, fingerprint)
         activity = await self.activity(store_id, activity_id)
         kind = ActivityKind(activity.kind)
         if kind not in domain.PRIZE_ACTIVITIES:
@@ -69,7 +71,7 @@ class Prizes(UnitOfWork):
         )
         earlier = await self._claim_by_request(store_id, request_id)  # a racing retry committed while we waited
         if earlier is not None:
-            return self._replayed_claim(earlier, consumer_id, activity_id)
+            return self._replayed_claim(earlier, fingerprint)
         held = await self._held(store_id, consumer_id)
         taken = dict(
             (
@@ -111,6 +113,7 @@ class Prizes(UnitOfWork):
                     store_id=store_id,
                     claim_id=new_id("clm"),
                     request_id=request_id,
+                    request_fingerprint=fingerprint,
                     activity_id=activity_id,
                     pool_id=pool.pool_id,
                     consumer_id=consumer_id,
@@ -135,9 +138,8 @@ class Prizes(UnitOfWork):
         )
 
     @staticmethod
-    def _replayed_claim(earlier: Claim, consumer_id: str, activity_id: str) -> ClaimOutcome:
-        if (earlier.consumer_id, earlier.activity_id) != (consumer_id, activity_id):
-            raise AlreadyExists(f"request_id {earlier.request_id!r} was used for another claim")
+    def _replayed_claim(earlier: Claim, fingerprint: str) -> ClaimOutcome:
+        check_same_request(earlier.request_id, earlier.request_fingerprint, fingerprint, "claim")
         return ClaimOutcome(earlier, replayed=True)
 
     async def _held(self, store_id: str, consumer_id: str) -> int:

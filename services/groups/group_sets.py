@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import grpc
@@ -9,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 
 from services.common.errors import InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
 from services.groups.models import Admin, GroupSet, Membership, SubGroup
 from services.groups.records import (
@@ -22,6 +24,15 @@ from services.groups.records import (
 )
 from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind
+
+
+def create_fingerprint(new: NewGroupSet) -> str:
+    """What makes two CreateGroupSet requests the same: every field but the id and the password.
+
+    The password's digest is salted anew on every call, and the password itself is never kept, not
+    even inside a digest of the request.
+    """
+    return request_fingerprint(group_set=dataclasses.replace(new, request_id="", password_digest=""))
 
 
 class GroupSets(GroupsUnit):
@@ -49,16 +60,20 @@ class GroupSets(GroupsUnit):
         return await self._records(rows), cursor
 
     async def create_group_set(self, new: NewGroupSet) -> CreateResult:
-        """T2/T4 group-set cap under the owner's lock; the first sub-group "<name>1" (T5)."""
+        """T2/T4 group-set cap under the owner's lock; the first sub-group "<name>1" (T5).
+
+        A request id is the owner's: the same request answers the set it created (``created`` false).
+        """
+        fingerprint = create_fingerprint(new)
         if new.request_id:
-            earlier = await self._created_by_request(new.owner_account_id, new.request_id)
+            earlier = await self._created_by_request(new, fingerprint)
             if earlier is not None:
                 return CreateResult(earlier, created=False)
         key = domain.owner_key(new.kind, new.store_id, new.streamer_id)
         await self._ensure_owner(key, new.kind)
         owner = await self._lock_owner(key)
         if new.request_id:  # a concurrent replay may have committed while we waited for the lock
-            earlier = await self._created_by_request(new.owner_account_id, new.request_id)
+            earlier = await self._created_by_request(new, fingerprint)
             if earlier is not None:
                 return CreateResult(earlier, created=False)
         account = await self._account_fill(new.kind, owner, new.store_id)
@@ -83,6 +98,7 @@ class GroupSets(GroupsUnit):
             member_count=0,
             sub_group_count=1,
             request_id=new.request_id or None,
+            request_fingerprint=fingerprint if new.request_id else None,
             created_at=self.now,
             dissolved_at=None,
         )
@@ -97,11 +113,17 @@ class GroupSets(GroupsUnit):
         await self.session.flush()
         return CreateResult((await self._records([row]))[0], created=True)
 
-    async def _created_by_request(self, owner_account_id: str, request_id: str) -> GroupSetRecord | None:
+    async def _created_by_request(self, new: NewGroupSet, fingerprint: str) -> GroupSetRecord | None:
+        """The set an earlier call with this request id created; RequestIdReused when it asked for another."""
         row = await self.session.scalar(
-            select(GroupSet).where(GroupSet.owner_account_id == owner_account_id, GroupSet.request_id == request_id)
+            select(GroupSet).where(
+                GroupSet.owner_account_id == new.owner_account_id, GroupSet.request_id == new.request_id
+            )
         )
-        return None if row is None else (await self._records([row]))[0]
+        if row is None:
+            return None
+        check_same_request(new.request_id, row.request_fingerprint, fingerprint, "group-set")
+        return (await self._records([row]))[0]
 
     async def dissolve(self, group_set_id: str) -> GroupKind | None:
         """Marks the set dissolved, removes its memberships and frees the account's counts.

@@ -278,6 +278,12 @@ class JoinRepository:
         A consumer already in the set gets their membership back, flagged
         ``already_member``, and nothing changes: joining is idempotent, and C13
         (one sub-group per set) holds because nothing is written.
+
+        A request id's scope is the group-set and the consumer, which are the
+        whole of what a join asks (the threshold version and the message flag are
+        the gateway's reading of the moment, not the caller's choice): a repeated
+        id is always the same request, answered as the first time, even after the
+        member left (``services.common.request_ids``).
         """
         execute = self.connection.execute
         params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from services.common.errors import NotFound, PermissionDenied
+from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
 from services.groups.models import Admin, GroupSet, Membership, Removal, SubGroup
 from services.groups.records import MembershipRecord, RemovalRecord, membership_record, removal_record
@@ -54,13 +55,15 @@ class Members(GroupsUnit):
         """Removes a member on someone else's decision (R5, C15), audited (X4) and kept for the member to read.
 
         Under the owner's and the set's locks, like a leave. Returns the removal
-        and whether it is the replay of an earlier call with ``request_id``; a
+        and whether it is the replay of an earlier call with ``request_id`` (whose
+        scope is the group-set and the consumer); a
         consumer who is not a member is NOT_FOUND, or ``(None, False)`` with
         ``missing_ok`` (a store blacklist sweeping the store's groups).
         """
         key = await self._owner_key_of(group_set_id)
         owner = await self._lock_owner(key)
         row = await self._lock_set(group_set_id)
+        fingerprint = request_fingerprint(cause=cause, reason=reason, barred=barred)
         if request_id:
             earlier = await self.session.scalar(
                 select(Removal).where(
@@ -70,6 +73,7 @@ class Members(GroupsUnit):
                 )
             )
             if earlier is not None:
+                check_same_request(request_id, earlier.request_fingerprint, fingerprint, "removal")
                 return removal_record(earlier, row), True
         is_admin = await self.session.get(Admin, (row.id, consumer_id)) is not None
         refusal = domain.removal_refusal(
@@ -89,11 +93,12 @@ class Members(GroupsUnit):
             barred=barred,
             actor=self.actor,
             request_id=request_id or None,
+            request_fingerprint=fingerprint if request_id else None,
             removed_at=self.now,
         )
         self.session.add(removal)
         action = "sleeping.remove" if cause is RemovalCause.SLEEPING else "member.remove"
-        self.audit(key, action, row.id, consumer_id, domain.describeremoval_record(cause, reason, barred))
+        self.audit(key, action, row.id, consumer_id, domain.describe_removal(cause, reason, barred))
         await self.session.flush()
         return removal_record(removal, row), False
 

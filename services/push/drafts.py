@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, update
 
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 from services.push import rules as domain
 from services.push.models import (
     PushRow,
@@ -50,6 +51,13 @@ class DraftResult:
     replayed: bool
 
 
+def draft_fingerprint(new: NewDraft) -> str:
+    """What makes two submissions the same: what the account asks (the figures are read anew at each call)."""
+    return request_fingerprint(
+        account_id=new.account_id, kind=new.kind, title=new.title, body=new.body, grant_id=new.grant_id
+    )
+
+
 class Drafts(PushUnit):
     """Drafts of one store: opened, filled, sealed, discarded."""
 
@@ -61,13 +69,13 @@ class Drafts(PushUnit):
 
     async def create_draft(self, new: NewDraft) -> DraftResult:
         """Checks every rule for this kind now (refusing with all of them) and opens a draft."""
+        fingerprint = draft_fingerprint(new)
         if new.request_id:
             earlier = await self.session.scalar(
                 select(PushRow).where(PushRow.store_id == new.store_id, PushRow.request_id == new.request_id)
             )
             if earlier is not None:
-                if earlier.kind != new.kind.value:
-                    raise InvalidArgument.one("request_id", f"already used for a {earlier.kind} push")
+                check_same_request(new.request_id, earlier.request_fingerprint, fingerprint, "push")
                 return DraftResult(earlier, replayed=earlier.state != PushState.DRAFT)
         quota = await self.quota_state(new.store_id)
         grant = await self.grant(new.store_id, new.grant_id) if new.kind is PushKind.MASS_SEND else None
@@ -86,6 +94,7 @@ class Drafts(PushUnit):
             account_id=new.account_id,
             grant_id=new.grant_id or None,
             request_id=new.request_id or None,
+            request_fingerprint=fingerprint if new.request_id else None,
             facts=facts_to_json(new.facts),
             audience_limit=domain.audience_limit(new.kind, self.rules, grant),
             audience_size=0,
@@ -167,6 +176,7 @@ class Drafts(PushUnit):
         await self._drop_audience(store_id, push_id)
         row.state = PushState.DISCARDED.value
         row.request_id = None
+        row.request_fingerprint = None
         await self.session.flush()
         return True
 

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.request_ids import FINGERPRINT_CHARS
 from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
@@ -72,6 +73,8 @@ class PushRow(Base):
     account_id: Mapped[str] = mapped_column(String(ID))
     grant_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     # The figures the rules read at submission (kept for audit).
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
     audience_limit: Mapped[int] = mapped_column(BigInteger)
@@ -165,6 +168,8 @@ class GrantRow(Base):
     granted_by: Mapped[str] = mapped_column(String(ID))
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     request_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     push_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
 
     __table_args__ = (UniqueConstraint("store_id", "request_id", name="uq_grants_store_request"),)

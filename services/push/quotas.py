@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 from services.push import rules as domain
 from services.push.models import (
     GrantRow,
@@ -69,11 +70,13 @@ class Quotas(PushUnit):
     async def grant_mass_send(
         self, store_id: str, audience_size: int, activity: str, granted_by: str, request_id: str
     ) -> tuple[GrantRow, bool]:
+        fingerprint = request_fingerprint(audience_size=audience_size, activity=activity, granted_by=granted_by)
         if request_id:
             earlier = await self.session.scalar(
                 select(GrantRow).where(GrantRow.store_id == store_id, GrantRow.request_id == request_id)
             )
             if earlier is not None:
+                check_same_request(request_id, earlier.request_fingerprint, fingerprint, "grant")
                 return earlier, False
         row = GrantRow(
             store_id=store_id,
@@ -83,6 +86,7 @@ class Quotas(PushUnit):
             granted_by=granted_by,
             granted_at=self.now,
             request_id=request_id or None,
+            request_fingerprint=fingerprint if request_id else None,
             push_id=None,
         )
         self.session.add(row)

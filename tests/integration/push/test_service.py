@@ -36,6 +36,7 @@ from services.push.deliveries import Deliveries
 from services.push.dispatcher import DRAFT_TTL, Dispatcher
 from services.push.drafts import Drafts
 from tests.support.inprocess import serve
+from tests.support.request_ids import refused_as_reused
 
 NOW = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
 FACTS = p.AccountFacts(subscribers=50, old_customer_fans=2000, recent_broadcasts=7, revisit_rate_bp=600)
@@ -208,10 +209,25 @@ async def test_P1_P2_P5_drafts_check_every_rule_and_seal_the_quota(service: Serv
     )
     assert over.code() is grpc.StatusCode.INVALID_ARGUMENT
 
-    # A request_id answers its first push again, without a new draft.
+    # A request_id answers its first push again, without a new draft; another push with it is refused.
     first = await service.submitted(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1")
     again = await service.draft(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1")
     assert again.replayed and again.push.push_id == first.push_id
+    await refused_as_reused(service.draft(p.PUSH_KIND_RECALL_TIER_2, request_id="r-1"), "r-1")
+    await refused_as_reused(service.draft(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1", body="another"), "r-1")
+
+
+async def test_a_grants_request_id_replays_the_grant_or_is_refused_for_another(service: Service) -> None:
+    def grant(size: int) -> object:
+        return service.stub.GrantMassSend(
+            p.GrantMassSendRequest(
+                request_id="g-1", store_id="s1", audience_size=size, activity="official", granted_by="ops"
+            )
+        )
+
+    first = (await grant(2)).grant  # type: ignore[attr-defined]
+    assert (await grant(2)).grant == first  # type: ignore[attr-defined]
+    await refused_as_reused(grant(3), "g-1")  # type: ignore[arg-type]
 
 
 async def test_P6_rejection_returns_the_quota_unless_the_rules_file_says_not(
