@@ -15,21 +15,13 @@ from sqlalchemy import and_, or_, select
 
 from services.campaigns import rules as domain
 from services.campaigns.end_cards import EndCards
+from services.campaigns.kinds import NewPool, declaration
 from services.campaigns.models import Activity, EndCard, GroupSlot, Pool, Trumpet
 from services.campaigns.repository import ActivityView, UnitOfWork, has_ended, item_facts, window_of
-from services.campaigns.rules import ActivityKind, PrizeKind
+from services.campaigns.rules import ActivityKind
 from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.ids import new_id
 from services.common.request_ids import check_same_request, request_fingerprint
-
-
-@dataclass(frozen=True)
-class NewPool:
-    kind: PrizeKind
-    value_fen: int
-    count: int
-    per_user_limit: int
-    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -141,9 +133,10 @@ class Activities(UnitOfWork):
             if earlier is not None:
                 return await self._replayed_activity(earlier, new), 0, False
         failures: list[Failure] = []
-        if new.kind in (ActivityKind.FLASH_SALE, ActivityKind.GROUP_BUY):
+        declared = declaration(new.kind)
+        if declared.sells_item:
             item = await self.item(new.store_id, new.item_id)
-            if new.kind is ActivityKind.FLASH_SALE:
+            if declared.one_price_item:
                 failures += domain.flash_sale_item_failures(item_facts(item))
         await self.session.execute(
             self._insert(GroupSlot)
@@ -232,7 +225,7 @@ class Activities(UnitOfWork):
         if row.ended_at is None and self.now < row.ends_at:
             row.ended_at = self.now
         card, posted = None, False
-        if row.kind == ActivityKind.FLASH_SALE:
+        if declaration(row.kind).end_card:
             card, posted = await self.along(EndCards).post(row)
         await self.session.flush()
         return ActivityView(row, tuple(await self.pools(store_id, activity_id))), card, posted

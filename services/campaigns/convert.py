@@ -10,6 +10,7 @@ from sqlalchemy import Row
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.common.v1 import facts_pb2
 from services.campaigns import rules as domain
+from services.campaigns.kinds import DECLARATIONS, PRIZE_FROM_PROTO, declaration
 from services.campaigns.models import Claim, EndCard, Pool, Purchase, Refund, Trumpet
 from services.campaigns.models import Item as ItemRow
 from services.campaigns.refunds import REFUND_EXPIRED_RED_PACKET
@@ -19,31 +20,8 @@ from services.common.timestamps import to_timestamp
 
 PLATFORM_FROM_PROTO = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}
 PLATFORM_TO_PROTO = {v: k for k, v in PLATFORM_FROM_PROTO.items()}
-KIND_TO_PROTO = {
-    ActivityKind.FLASH_SALE: pb.ACTIVITY_KIND_FLASH_SALE,
-    ActivityKind.RED_PACKET_FOUNTAIN: pb.ACTIVITY_KIND_RED_PACKET_FOUNTAIN,
-    ActivityKind.GROUP_BUY: pb.ACTIVITY_KIND_GROUP_BUY,
-    ActivityKind.VOTING: pb.ACTIVITY_KIND_VOTING,
-    ActivityKind.CHECK_IN: pb.ACTIVITY_KIND_CHECK_IN,
-    ActivityKind.LUCKY_RED_PACKET: pb.ACTIVITY_KIND_LUCKY_RED_PACKET,
-    ActivityKind.STORE_RED_PACKET: pb.ACTIVITY_KIND_STORE_RED_PACKET,
-    ActivityKind.TASK_REWARD: pb.ACTIVITY_KIND_TASK_REWARD,
-}
-# The CreateActivityRequest ``spec`` oneof field of each kind.
-KIND_FROM_SPEC = {
-    "flash_sale": ActivityKind.FLASH_SALE,
-    "red_packet_fountain": ActivityKind.RED_PACKET_FOUNTAIN,
-    "group_buy": ActivityKind.GROUP_BUY,
-    "voting": ActivityKind.VOTING,
-    "check_in": ActivityKind.CHECK_IN,
-    "lucky_red_packet": ActivityKind.LUCKY_RED_PACKET,
-    "store_red_packet": ActivityKind.STORE_RED_PACKET,
-    "task_reward": ActivityKind.TASK_REWARD,
-}
-PRIZE_FROM_PROTO = {
-    pb.PRIZE_KIND_CASH_RED_PACKET: PrizeKind.CASH_RED_PACKET,
-    pb.PRIZE_KIND_STORE_COUPON: PrizeKind.STORE_COUPON,
-}
+# Each declared kind by its value in the contract (``kinds``: ``ACTIVITY_KIND_<NAME>``).
+KIND_TO_PROTO = {d.kind: pb.ActivityKind.Value(d.proto_name) for d in DECLARATIONS}
 PRIZE_TO_PROTO = {v: k for k, v in PRIZE_FROM_PROTO.items()}
 CLAIM_STATE_TO_PROTO = {
     ClaimState.HELD: pb.CLAIM_STATE_HELD,
@@ -104,7 +82,7 @@ def activity_to_proto(view: ActivityView, now: datetime) -> pb.Activity:
         options=list(row.options or []),
         pools=[pool_to_proto(p) for p in view.pools],
         running=row.starts_at <= now and not has_ended(row, now),
-        members_only=kind is ActivityKind.FLASH_SALE,
+        members_only=declaration(kind).members_only,
     )
     if row.ended_at is not None:
         msg.ended_at.CopyFrom(to_timestamp(row.ended_at))

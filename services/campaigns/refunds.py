@@ -16,14 +16,18 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 
 from services.campaigns.end_cards import EndCards
+from services.campaigns.kinds import kinds_where
 from services.campaigns.models import Activity, Claim, Pool, Refund
 from services.campaigns.repository import UnitOfWork
-from services.campaigns.rules import ActivityKind, ClaimState, PrizeKind
+from services.campaigns.rules import ClaimState, PrizeKind
 from services.common.bounds import joined_sum, split_sum
 from services.common.ids import new_id
 
 REFUND_EXPIRED_RED_PACKET = "expired_red_packet"
 REFUND_UNCLAIMED_POOL = "unclaimed_pool"
+
+# M6: the kinds whose end card the job posts when they end.
+END_CARD_KINDS = sorted(kinds_where(lambda d: d.end_card))
 
 
 @dataclass
@@ -174,7 +178,7 @@ class Refunds(UnitOfWork):
 
     def _end_cards_due(self) -> Any:
         return and_(
-            Activity.kind == str(ActivityKind.FLASH_SALE),
+            Activity.kind.in_([str(kind) for kind in END_CARD_KINDS]),
             Activity.end_card_posted.is_(False),
             or_(Activity.ended_at.is_not(None), Activity.ends_at <= self.now),
         )

@@ -9,7 +9,6 @@ rich statuses. Domain metrics are counted after the transaction committed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -17,13 +16,11 @@ import grpc
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.common.v1 import facts_pb2
-from services.campaigns import metrics
+from services.campaigns import kinds, metrics
 from services.campaigns import rules as domain
-from services.campaigns.activities import Activities, NewActivity, NewPool, NewTrumpet
+from services.campaigns.activities import Activities, NewActivity, NewTrumpet
 from services.campaigns.convert import (
-    KIND_FROM_SPEC,
     PLATFORM_FROM_PROTO,
-    PRIZE_FROM_PROTO,
     activity_to_proto,
     claim_to_proto,
     end_card_to_proto,
@@ -42,7 +39,6 @@ from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutco
 from services.campaigns.prizes import Prizes
 from services.campaigns.refunds import Refunds
 from services.campaigns.repository import UnitOfWork
-from services.campaigns.rules import ActivityKind
 from services.common.bounds import saturated
 from services.common.clock import Clock
 from services.common.db import Database
@@ -56,27 +52,10 @@ from services.common.validation import MAX_NAME_CHARS, Fields
 T = TypeVar("T")
 U = TypeVar("U", bound=UnitOfWork)
 
-MIN_OPTIONS = 2  # a vote chooses between at least two options
-MIN_GROUP_SIZE = 2  # a group buy is bought together by at least two people
 MAX_MESSAGE_CHARS = 200
 # Every other upper bound is the rules file's ``[bounds]`` (SPEC D2): the same numbers the gateway checks,
 # chosen so the sums and products below fit a signed 64-bit integer (``OVERFLOW_GUARDS``). A list longer
 # than ``bounds.order_entries`` is malformed input, not a rule's business (M8 refuses anything past 10).
-
-
-def _positive(f: Fields, name: str, value: int, bounds: BoundsRules, bound: str) -> None:
-    """D2: a count or amount from 1 up to its ``[bounds]`` value, the bound named in the refusal."""
-    high = int(getattr(bounds, bound))
-    if value <= 0:
-        f.fail(name, f"must be positive, got {value}")
-    elif value > high:
-        f.fail(name, f"at most {high:,} (bounds.{bound}), got {value:,}")
-
-
-def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | None:
-    """A required timestamp field as an aware UTC datetime."""
-    present = holder.HasField(name)  # type: ignore[attr-defined]
-    return f.instant(prefix + name, getattr(holder, name) if present else None)
 
 
 def _ids(f: Fields, name: str, values: object, most: int) -> tuple[str, ...]:
@@ -100,7 +79,7 @@ def _order(f: Fields, msg: pb.Order, present: bool, bounds: BoundsRules, *, purc
         f.fail("order", "required")
         return OrderInput("", 0)
     f.identifier("order.item_id", msg.item_id)
-    _positive(f, "order.quantity", msg.quantity, bounds, "quantity")
+    f.within_bound("order.quantity", msg.quantity, bounds, "quantity")
     f.identifier("order.flash_sale_id", msg.flash_sale_id, required=False)
     cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids, bounds.order_entries)
     coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids, bounds.order_entries)
@@ -113,7 +92,7 @@ def _order(f: Fields, msg: pb.Order, present: bool, bounds: BoundsRules, *, purc
         f.fail("order.store_red_packet_fen", f"at most {bounds.order_entries} entries (bounds.order_entries)")
         store_red_packets = []
     for i, value in enumerate(store_red_packets):
-        _positive(f, f"order.store_red_packet_fen[{i}]", value, bounds, "prize_fen")
+        f.within_bound(f"order.store_red_packet_fen[{i}]", value, bounds, "prize_fen")
     return OrderInput(
         item_id=msg.item_id,
         quantity=msg.quantity,
@@ -149,9 +128,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("item_id", request.item_id)
         platform = f.enum("platform", request.platform, facts_pb2.Platform, allowed=tuple(PLATFORM_FROM_PROTO))
         bounds = self.rules.bounds
-        _positive(f, "sku_count", request.sku_count, bounds, "skus_per_item")
-        _positive(f, "price_min_fen", request.price_min_fen, bounds, "money_fen")
-        _positive(f, "price_max_fen", request.price_max_fen, bounds, "money_fen")
+        f.within_bound("sku_count", request.sku_count, bounds, "skus_per_item")
+        f.within_bound("price_min_fen", request.price_min_fen, bounds, "money_fen")
+        f.within_bound("price_max_fen", request.price_max_fen, bounds, "money_fen")
         if 0 < request.price_max_fen < request.price_min_fen:
             f.fail("price_max_fen", f"must be at least price_min_fen ({request.price_min_fen})")
         if not 0 <= request.initial_stock <= bounds.stock:
@@ -184,7 +163,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
-        _positive(f, "quantity", request.quantity, self.rules.bounds, "quantity")
+        f.within_bound("quantity", request.quantity, self.rules.bounds, "quantity")
         f.done()
         row, replayed = await self._write(
             Items, lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
@@ -200,23 +179,27 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.identifier("created_by", request.created_by)
         f.text("title", request.title, max_chars=MAX_NAME_CHARS, required=True)
-        starts_at, ends_at = _when(f, "starts_at", request), _when(f, "ends_at", request)
+        starts_at, ends_at = f.instant_field(request, "starts_at"), f.instant_field(request, "ends_at")
         if starts_at and ends_at:
             if ends_at <= starts_at:
                 f.fail("ends_at", "must be after starts_at")
             elif ends_at <= self.clock.now():
                 f.fail("ends_at", "must be in the future")
-        spec = request.WhichOneof("spec")
-        kind = KIND_FROM_SPEC.get(spec or "")
-        if kind is None:
-            f.fail("spec", "required: one of " + ", ".join(KIND_FROM_SPEC))
+        declared = kinds.of_spec(request.WhichOneof("spec"))
+        if declared is None:
+            f.fail("spec", "required: one of " + ", ".join(d.spec for d in kinds.DECLARATIONS))
         f.done()
-        assert kind is not None and starts_at is not None and ends_at is not None
+        assert declared is not None and starts_at is not None and ends_at is not None
+        kind = declared.kind
         retired = domain.retired_tool_failures(kind)
         if retired:
-            metrics.activities.labels(str(kind), "refused", "M13").inc()
+            for failure in retired:
+                metrics.activities.labels(str(kind), "refused", failure.rule_id).inc()
             raise RuleRefusal(retired)
-        base = dict(
+        f = Fields()  # the kind's own spec, checked once the fields every kind has are sound
+        spec = declared.validate(f, getattr(request, declared.spec), self.rules.bounds, starts_at)
+        f.done()
+        return NewActivity(
             request_id=request.request_id,
             store_id=request.store_id,
             group_set_id=request.group_set_id,
@@ -224,68 +207,12 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
             kind=kind,
             title=request.title,
             window=domain.Window(starts_at, ends_at),
+            item_id=spec.item_id,
+            price_fen=spec.price_fen,
+            group_size=spec.group_size,
+            options=spec.options,
+            pools=spec.pools,
         )
-        f = Fields()
-        bounds = self.rules.bounds
-        if kind is ActivityKind.FLASH_SALE:
-            msg = request.flash_sale
-            f.identifier("flash_sale.item_id", msg.item_id)
-            _positive(f, "flash_sale.flash_price_fen", msg.flash_price_fen, bounds, "money_fen")
-            f.done()
-            return NewActivity(**base, item_id=msg.item_id, price_fen=msg.flash_price_fen)  # type: ignore[arg-type]
-        if kind is ActivityKind.GROUP_BUY:
-            gb = request.group_buy
-            f.identifier("group_buy.item_id", gb.item_id)
-            _positive(f, "group_buy.group_price_fen", gb.group_price_fen, bounds, "money_fen")
-            if not MIN_GROUP_SIZE <= gb.group_size <= bounds.group_buy_size:
-                f.fail(
-                    "group_buy.group_size",
-                    f"between {MIN_GROUP_SIZE} and {bounds.group_buy_size} (bounds.group_buy_size), got {gb.group_size}",
-                )
-            f.done()
-            return NewActivity(  # type: ignore[arg-type]
-                **base, item_id=gb.item_id, price_fen=gb.group_price_fen, group_size=gb.group_size
-            )
-        if kind is ActivityKind.VOTING:
-            options = list(request.voting.options)
-            if not MIN_OPTIONS <= len(options) <= bounds.vote_options:
-                f.fail("voting.options", f"between {MIN_OPTIONS} and {bounds.vote_options} options, got {len(options)}")
-            for i, option in enumerate(options):
-                f.text(f"voting.options[{i}]", option, max_chars=MAX_NAME_CHARS, required=True)
-            f.done()
-            return NewActivity(**base, options=tuple(options))  # type: ignore[arg-type]
-        if kind is ActivityKind.CHECK_IN:
-            return NewActivity(**base)  # type: ignore[arg-type]
-        if kind is ActivityKind.LUCKY_RED_PACKET:
-            lucky = request.lucky_red_packet
-            _positive(f, "lucky_red_packet.value_fen", lucky.value_fen, bounds, "prize_fen")
-            _positive(f, "lucky_red_packet.count", lucky.count, bounds, "pool_prizes")
-            expires = _when(f, "expires_at", lucky, "lucky_red_packet.")
-            if expires is not None and expires <= starts_at:
-                f.fail("lucky_red_packet.expires_at", "must be after starts_at")
-            f.done()
-            assert expires is not None
-            pool = NewPool(domain.PrizeKind.CASH_RED_PACKET, lucky.value_fen, lucky.count, 1, expires)
-            return NewActivity(**base, pools=(pool,))  # type: ignore[arg-type]
-        # A pool's value (prize × prizes) and the fountain's (× pools) fit 64 bits: OVERFLOW_GUARDS.
-        pools: list[NewPool] = []
-        specs = list(request.red_packet_fountain.pools)
-        if not 1 <= len(specs) <= bounds.pools_per_activity:
-            f.fail("red_packet_fountain.pools", f"between 1 and {bounds.pools_per_activity} pools, got {len(specs)}")
-            specs = []
-        for i, p in enumerate(specs):
-            where = f"red_packet_fountain.pools[{i}]"
-            prize = f.enum(f"{where}.kind", p.kind, pb.PrizeKind, allowed=tuple(PRIZE_FROM_PROTO))
-            _positive(f, f"{where}.value_fen", p.value_fen, bounds, "prize_fen")
-            _positive(f, f"{where}.count", p.count, bounds, "pool_prizes")
-            _positive(f, f"{where}.per_user_limit", p.per_user_limit, bounds, "pool_prizes")
-            expires = _when(f, "expires_at", p, f"{where}.")
-            if expires is not None and expires <= starts_at:
-                f.fail(f"{where}.expires_at", "must be after starts_at")
-            if prize in PRIZE_FROM_PROTO and expires is not None:
-                pools.append(NewPool(PRIZE_FROM_PROTO[prize], p.value_fen, p.count, p.per_user_limit, expires))
-        f.done()
-        return NewActivity(**base, pools=tuple(pools))  # type: ignore[arg-type]
 
     async def CreateActivity(
         self, request: pb.CreateActivityRequest, context: grpc.aio.ServicerContext
@@ -371,7 +298,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("created_by", request.created_by)
         f.in_range("group_level", request.group_level, 0, GROUP_LEVELS - 1)
         f.text("message", request.message, max_chars=MAX_MESSAGE_CHARS, required=True)
-        display = _when(f, "display_starts_at", request)
+        display = f.instant_field(request, "display_starts_at")
         f.done()
         assert display is not None
         new = NewTrumpet(

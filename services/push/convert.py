@@ -5,6 +5,7 @@ from __future__ import annotations
 from qun.push.v1 import push_pb2
 from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import ID_PATTERN, Fields
+from services.push.kinds import DECLARATIONS
 from services.push.models import GrantRow, NoticeRow, PushRow
 from services.push.repository import facts_from_json
 from services.push.rules import AccountFacts, PushKind, PushState
@@ -15,12 +16,8 @@ from services.push.rules import AccountFacts, PushKind, PushState
 MAX_FIGURE = 10**12
 MAX_RATE_BP = 10_000
 
-KINDS: dict[int, PushKind] = {
-    push_pb2.PUSH_KIND_SUBSCRIPTION: PushKind.SUBSCRIPTION,
-    push_pb2.PUSH_KIND_RECALL_TIER_1: PushKind.RECALL_TIER_1,
-    push_pb2.PUSH_KIND_RECALL_TIER_2: PushKind.RECALL_TIER_2,
-    push_pb2.PUSH_KIND_MASS_SEND: PushKind.MASS_SEND,
-}
+# Each declared kind by its value in the contract (``kinds``: ``PUSH_KIND_<NAME>``).
+KINDS: dict[int, PushKind] = {push_pb2.PushKind.Value(d.proto_name): d.kind for d in DECLARATIONS}
 KIND_PROTOS = {kind: push_pb2.PushKind.ValueType(value) for value, kind in KINDS.items()}
 STATE_PROTOS: dict[PushState, push_pb2.PushState.ValueType] = {
     PushState.DRAFT: push_pb2.PUSH_STATE_DRAFT,

@@ -16,6 +16,7 @@ from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefus
 from services.common.ids import new_id
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.push import rules as domain
+from services.push.kinds import Quota, declaration
 from services.push.models import (
     PushRow,
 )
@@ -78,7 +79,7 @@ class Drafts(PushUnit):
                 check_same_request(new.request_id, earlier.request_fingerprint, fingerprint, "push")
                 return DraftResult(earlier, replayed=earlier.state != PushState.DRAFT)
         quota = await self.quota_state(new.store_id)
-        grant = await self.grant(new.store_id, new.grant_id) if new.kind is PushKind.MASS_SEND else None
+        grant = await self.grant(new.store_id, new.grant_id) if declaration(new.kind).takes_grant else None
         failures = domain.submission_failures(
             new.kind, new.facts, quota, self.now, self.rules, self.market, grant_id=new.grant_id, grant=grant
         )
@@ -138,9 +139,10 @@ class Drafts(PushUnit):
             raise RuleRefusal([domain.empty_audience(kind)])
         quota = await self.quota_state(store_id)
         year = domain.year_of(self.now, self.market)
-        if kind is PushKind.SUBSCRIPTION:
+        spends = declaration(kind).quota
+        if spends is Quota.INTERVAL:
             failures = domain.p1_interval(quota.last_subscription_at, self.now, self.rules)
-        elif kind is PushKind.MASS_SEND:
+        elif spends is Quota.GRANT:
             failures = await self._use_grant(store_id, row.grant_id or "", push_id)
         else:
             failures = domain.recall_quota(kind, quota.recall_used, self.now, self.rules, self.market)

@@ -32,6 +32,7 @@ from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.inserts import dialect_insert
 from services.common.rules import PushRules
 from services.push import rules as domain
+from services.push.kinds import Quota, kinds_with
 from services.push.models import (
     AudienceRow,
     DeliveryBatchRow,
@@ -135,7 +136,7 @@ class PushUnit:
         last = await self.session.scalar(
             select(func.max(pushes.c.submitted_at)).where(
                 pushes.c.store_id == store_id,
-                pushes.c.kind == PushKind.SUBSCRIPTION.value,
+                pushes.c.kind.in_([kind.value for kind in kinds_with(Quota.INTERVAL)]),
                 pushes.c.submitted_at.is_not(None),
                 pushes.c.quota_returned.is_(False),
             )

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, literal, select, tuple_, update
 
 from services.common.errors import NotFound, RuleRefusal
 from services.push import rules as domain
+from services.push.kinds import Quota, declaration
 from services.push.models import (
     PushRow,
     UtcDateTime,
@@ -34,14 +35,14 @@ class Reviews(PushUnit):
     """Decisions on submitted pushes, and their listings."""
 
     async def _return_quota(self, row: PushRow) -> None:
-        kind = PushKind(row.kind)
-        if kind in domain.RECALL_KINDS:
+        spent = declaration(PushKind(row.kind)).quota
+        if spent is Quota.YEARLY_SLOT:
             await self.session.execute(
                 delete(recall_slots).where(
                     recall_slots.c.store_id == row.store_id, recall_slots.c.push_id == row.push_id
                 )
             )
-        elif kind is PushKind.MASS_SEND:
+        elif spent is Quota.GRANT:
             await self.session.execute(
                 update(grants)
                 .where(grants.c.store_id == row.store_id, grants.c.push_id == row.push_id)

@@ -40,6 +40,7 @@ from services.push.convert import (
 )
 from services.push.deliveries import Deliveries
 from services.push.drafts import DraftResult, Drafts, NewDraft
+from services.push.kinds import grant_misuse
 from services.push.models import GrantRow, NoticeRow, PushRow
 from services.push.quotas import Quotas
 from services.push.repository import PushUnit
@@ -84,11 +85,12 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         kind = KINDS.get(request.kind)
         title = f.text("title", request.title, max_chars=MAX_NAME_CHARS)
         body = f.text("body", request.body, max_chars=MAX_BODY_CHARS, required=True)
-        if kind is PushKind.MASS_SEND:
-            # Naming no grant is P5's refusal (NO_MASS_SEND_GRANT, FAILED_PRECONDITION), not a malformed request.
-            f.identifier("grant_id", request.grant_id, required=False)
-        elif request.grant_id:
-            f.fail("grant_id", "only a mass-send push uses a grant (P5)")
+        if kind is not None:
+            misuse = grant_misuse(kind, request.grant_id)
+            if misuse:
+                f.fail("grant_id", misuse)
+            else:  # naming no grant is the kind's rule refusing (P5, FAILED_PRECONDITION), not malformed input
+                f.identifier("grant_id", request.grant_id, required=False)
         facts = parse_facts(f, request.facts, request.HasField("facts"))
         f.done()
         assert kind is not None
