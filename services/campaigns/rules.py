@@ -9,6 +9,9 @@ alone.
 
 Every number comes from ``services.common.rules.Rules``; a refusal is a list
 of every failed rule with the figures it compared (SPEC X1).
+
+Over 400 lines on purpose: one plain function per SPEC rule of M1–M13, scored as one module by the mutation
+tests (``tests/mutation``); the kinds' declarations are in ``kinds``.
 """
 
 from __future__ import annotations

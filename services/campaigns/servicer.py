@@ -1,9 +1,12 @@
-"""The CampaignsService RPCs: validate the whole request, run one transaction, answer.
+"""The CampaignsService RPCs: the request validated whole (``requests``), one transaction, the answer.
 
-Input is checked field by field before anything touches the database (one
-INVALID_ARGUMENT naming every bad field); rule refusals are raised as
-``services.common.errors`` exceptions, which the error interceptor turns into
-rich statuses. Domain metrics are counted after the transaction committed.
+Each RPC runs on the unit of work of the aggregate it reads or changes; rule
+refusals are raised as ``services.common.errors`` exceptions, which the error
+interceptor turns into rich statuses. Domain metrics are counted after the
+transaction committed.
+
+Over 400 lines on purpose: one class is the CampaignsService contract, 21 RPCs of a few lines each (ids, one
+unit of work, metrics, the answer); validation is in ``requests`` and persistence in the aggregates' modules.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ import grpc
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
-from qun.common.v1 import facts_pb2
-from services.campaigns import kinds, metrics
+from services.campaigns import metrics
 from services.campaigns import rules as domain
-from services.campaigns.activities import Activities, NewActivity, NewTrumpet
+from services.campaigns.activities import Activities
 from services.campaigns.convert import (
-    PLATFORM_FROM_PROTO,
     activity_to_proto,
     claim_to_proto,
     end_card_to_proto,
@@ -34,11 +35,12 @@ from services.campaigns.convert import (
 from services.campaigns.end_cards import EndCards
 from services.campaigns.expiry import ExpiryJob
 from services.campaigns.interactions import Interactions
-from services.campaigns.items import Items, ItemUpdate
+from services.campaigns.items import Items
 from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutcome
 from services.campaigns.prizes import Prizes
 from services.campaigns.refunds import Refunds
 from services.campaigns.repository import UnitOfWork
+from services.campaigns.requests import item_update, new_activity, new_trumpet, order_input
 from services.common.bounds import saturated
 from services.common.clock import Clock
 from services.common.db import Database
@@ -46,61 +48,11 @@ from services.common.errors import RuleRefusal
 from services.common.jobs import failure_to_proto
 from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
-from services.common.rules import GROUP_LEVELS, BoundsRules, Rules
-from services.common.validation import MAX_NAME_CHARS, Fields
+from services.common.rules import Rules
+from services.common.validation import Fields
 
 T = TypeVar("T")
 U = TypeVar("U", bound=UnitOfWork)
-
-MAX_MESSAGE_CHARS = 200
-# Every other upper bound is the rules file's ``[bounds]`` (SPEC D2): the same numbers the gateway checks,
-# chosen so the sums and products below fit a signed 64-bit integer (``OVERFLOW_GUARDS``). A list longer
-# than ``bounds.order_entries`` is malformed input, not a rule's business (M8 refuses anything past 10).
-
-
-def _ids(f: Fields, name: str, values: object, most: int) -> tuple[str, ...]:
-    out: list[str] = []
-    items = list(values)  # type: ignore[call-overload]
-    if len(items) > most:
-        f.fail(name, f"at most {most} entries (bounds.order_entries), got {len(items)}")
-        return ()
-    for i, value in enumerate(items):
-        f.identifier(f"{name}[{i}]", value)
-        if value in out:
-            f.fail(f"{name}[{i}]", f"{value} is listed twice")
-        out.append(value)
-    return tuple(out)
-
-
-def _order(f: Fields, msg: pb.Order, present: bool, bounds: BoundsRules, *, purchase: bool) -> OrderInput:
-    """The order as validated: the quantity, every listed prize and red packet within ``[bounds]`` (D2), so
-    its price (``domain.Pricing``) fits 64 bits."""
-    if not present:
-        f.fail("order", "required")
-        return OrderInput("", 0)
-    f.identifier("order.item_id", msg.item_id)
-    f.within_bound("order.quantity", msg.quantity, bounds, "quantity")
-    f.identifier("order.flash_sale_id", msg.flash_sale_id, required=False)
-    cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids, bounds.order_entries)
-    coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids, bounds.order_entries)
-    for dup in set(cash) & set(coupons):
-        f.fail("order.store_coupon_ids", f"{dup} is also listed as a cash red packet")
-    store_red_packets = list(msg.store_red_packet_fen)
-    if purchase and store_red_packets:
-        f.fail("order.store_red_packet_fen", "store red packets issued elsewhere are priced by PriceOrder only")
-    if len(store_red_packets) > bounds.order_entries:
-        f.fail("order.store_red_packet_fen", f"at most {bounds.order_entries} entries (bounds.order_entries)")
-        store_red_packets = []
-    for i, value in enumerate(store_red_packets):
-        f.within_bound(f"order.store_red_packet_fen[{i}]", value, bounds, "prize_fen")
-    return OrderInput(
-        item_id=msg.item_id,
-        quantity=msg.quantity,
-        flash_sale_id=msg.flash_sale_id,
-        cash_red_packet_ids=cash,
-        store_coupon_ids=coupons,
-        store_red_packet_fen=tuple(store_red_packets),
-    )
 
 
 class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
@@ -123,30 +75,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def UpsertItem(
         self, request: pb.UpsertItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertItemResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("item_id", request.item_id)
-        platform = f.enum("platform", request.platform, facts_pb2.Platform, allowed=tuple(PLATFORM_FROM_PROTO))
-        bounds = self.rules.bounds
-        f.within_bound("sku_count", request.sku_count, bounds, "skus_per_item")
-        f.within_bound("price_min_fen", request.price_min_fen, bounds, "money_fen")
-        f.within_bound("price_max_fen", request.price_max_fen, bounds, "money_fen")
-        if 0 < request.price_max_fen < request.price_min_fen:
-            f.fail("price_max_fen", f"must be at least price_min_fen ({request.price_min_fen})")
-        if not 0 <= request.initial_stock <= bounds.stock:
-            f.fail(
-                "initial_stock", f"must be between 0 and {bounds.stock:,} (bounds.stock), got {request.initial_stock:,}"
-            )
-        f.done()
-        update = ItemUpdate(
-            store_id=request.store_id,
-            item_id=request.item_id,
-            platform=PLATFORM_FROM_PROTO[platform],
-            sku_count=request.sku_count,
-            price_min_fen=request.price_min_fen,
-            price_max_fen=request.price_max_fen,
-            initial_stock=request.initial_stock,
-        )
+        update = item_update(request, self.rules.bounds)
         row, created = await self._write(Items, lambda repo: repo.upsert_item(update))
         return pb.UpsertItemResponse(item=item_to_proto(row), created=created)
 
@@ -172,52 +101,15 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
 
     # -- activities --------------------------------------------------------------------------
 
-    def _new_activity(self, request: pb.CreateActivityRequest) -> NewActivity:
-        f = Fields()
-        f.identifier("request_id", request.request_id, required=False)
-        f.identifier("store_id", request.store_id)
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("created_by", request.created_by)
-        f.text("title", request.title, max_chars=MAX_NAME_CHARS, required=True)
-        starts_at, ends_at = f.instant_field(request, "starts_at"), f.instant_field(request, "ends_at")
-        if starts_at and ends_at:
-            if ends_at <= starts_at:
-                f.fail("ends_at", "must be after starts_at")
-            elif ends_at <= self.clock.now():
-                f.fail("ends_at", "must be in the future")
-        declared = kinds.of_spec(request.WhichOneof("spec"))
-        if declared is None:
-            f.fail("spec", "required: one of " + ", ".join(d.spec for d in kinds.DECLARATIONS))
-        f.done()
-        assert declared is not None and starts_at is not None and ends_at is not None
-        kind = declared.kind
-        retired = domain.retired_tool_failures(kind)
-        if retired:
-            for failure in retired:
-                metrics.activities.labels(str(kind), "refused", failure.rule_id).inc()
-            raise RuleRefusal(retired)
-        f = Fields()  # the kind's own spec, checked once the fields every kind has are sound
-        spec = declared.validate(f, getattr(request, declared.spec), self.rules.bounds, starts_at)
-        f.done()
-        return NewActivity(
-            request_id=request.request_id,
-            store_id=request.store_id,
-            group_set_id=request.group_set_id,
-            created_by=request.created_by,
-            kind=kind,
-            title=request.title,
-            window=domain.Window(starts_at, ends_at),
-            item_id=spec.item_id,
-            price_fen=spec.price_fen,
-            group_size=spec.group_size,
-            options=spec.options,
-            pools=spec.pools,
-        )
-
     async def CreateActivity(
         self, request: pb.CreateActivityRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateActivityResponse:
-        new = self._new_activity(request)
+        new = new_activity(request, self.rules.bounds, self.clock.now())
+        retired = domain.retired_tool_failures(new.kind)
+        if retired:
+            for failure in retired:
+                metrics.activities.labels(str(new.kind), "refused", failure.rule_id).inc()
+            raise RuleRefusal(retired)
         try:
             view, at_once, created = await self._write(Activities, lambda repo: repo.create_activity(new))
         except RuleRefusal as refusal:
@@ -290,28 +182,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def CreateTrumpet(
         self, request: pb.CreateTrumpetRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTrumpetResponse:
-        f = Fields()
-        f.identifier("request_id", request.request_id, required=False)
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.identifier("sub_group_id", request.sub_group_id)
-        f.identifier("created_by", request.created_by)
-        f.in_range("group_level", request.group_level, 0, GROUP_LEVELS - 1)
-        f.text("message", request.message, max_chars=MAX_MESSAGE_CHARS, required=True)
-        display = f.instant_field(request, "display_starts_at")
-        f.done()
-        assert display is not None
-        new = NewTrumpet(
-            request_id=request.request_id,
-            store_id=request.store_id,
-            activity_id=request.activity_id,
-            sub_group_id=request.sub_group_id,
-            on_sub_group=request.on_sub_group,
-            group_level=request.group_level,
-            display_starts_at=display,
-            message=request.message,
-            created_by=request.created_by,
-        )
+        new = new_trumpet(request)
         row, _ = await self._write(Activities, lambda repo: repo.create_trumpet(new))
         return pb.CreateTrumpetResponse(trumpet=trumpet_to_proto(row))
 
@@ -323,7 +194,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=False)
+        order = order_input(f, request.order, request.HasField("order"), self.rules.bounds, purchase=False)
         f.done()
         async with self.db.read() as connection:
             quote = await OrderRepository(connection, self.rules, self.clock.now()).quote(
@@ -348,7 +219,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=True)
+        order = order_input(f, request.order, request.HasField("order"), self.rules.bounds, purchase=True)
         f.done()
         flash = bool(order.flash_sale_id)
         sale = metrics.sale_label(flash)

@@ -4,6 +4,9 @@ Input is checked field by field before anything touches the database (one
 INVALID_ARGUMENT naming every bad field); rule refusals are raised as
 ``services.common.errors`` exceptions, which the error interceptor turns into
 rich statuses. Domain metrics are counted after the transaction committed.
+
+Over 400 lines on purpose: one class is the GroupsService contract, its RPCs a few lines each (fields, one unit
+of work, metrics, the answer); persistence is in the aggregates' modules.
 """
 
 from __future__ import annotations

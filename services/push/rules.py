@@ -6,6 +6,9 @@ refusal and the quota ledger list every unmet condition with its figures
 (SPEC X1, X3). "Now" is an argument; the servicer reads it from its Clock.
 P3 (who is an old-customer fan) is the eligibility service's, which counts
 them from the orders it holds; these rules read the count.
+
+Over 400 lines on purpose: one plain function per SPEC rule of P1–P8 and X3, scored as one module by the
+mutation tests (``tests/mutation``); the kinds' declarations are in ``kinds``.
 """
 
 from __future__ import annotations
