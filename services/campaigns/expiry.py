@@ -22,7 +22,6 @@ tries every store now and answers with the stores it could not settle.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from services.campaigns.refunds import Refunds, SweepCounts
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.jobs import StoreBackoff, StoreFailure, settle_stores
+from services.common.loops import Loop, every
 from services.common.rules import Rules
 
 log = logging.getLogger("qun.campaigns.expiry")
@@ -127,29 +127,28 @@ class ExpiryJob:
             if (store_id, activity_id) not in running:
                 metrics.forget_flash_sale(activity_id)
 
-    async def run_every(self, seconds: float) -> None:
-        """The replica's timer: a failed sweep (the database unreachable) is logged and the next one tries again;
-        a store that fails is set aside by its step's backoff and the others go on (D3)."""
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                report = await self.run_once()
-                counts = report.counts
-                if counts.anything or report.failures:
-                    log.info(
-                        "expiry sweep",
-                        extra={
-                            "fields": {
-                                "red_packets_refunded": counts.red_packets_refunded,
-                                "pools_refunded": counts.pools_refunded,
-                                "coupons_expired": counts.coupons_expired,
-                                "end_cards_posted": counts.end_cards_posted,
-                                "stores_settled": len(report.stores_settled),
-                                "stores_failed": len(report.failures),
-                            }
-                        },
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("expiry sweep failed")
+    def loop(self, seconds: float) -> Loop:
+        """The replica's timer (the runtime runs it): a sweep every ``seconds``; a failed sweep (the database
+        unreachable) is logged and the next one tries again; a store that fails is set aside by its step's
+        backoff and the others go on (D3)."""
+        return every("expiry", seconds, self.sweep)
+
+    async def sweep(self) -> ExpiryReport:
+        """One timed sweep, logged when it settled or failed anything."""
+        report = await self.run_once()
+        counts = report.counts
+        if counts.anything or report.failures:
+            log.info(
+                "expiry sweep",
+                extra={
+                    "fields": {
+                        "red_packets_refunded": counts.red_packets_refunded,
+                        "pools_refunded": counts.pools_refunded,
+                        "coupons_expired": counts.coupons_expired,
+                        "end_cards_posted": counts.end_cards_posted,
+                        "stores_settled": len(report.stores_settled),
+                        "stores_failed": len(report.failures),
+                    }
+                },
+            )
+        return report

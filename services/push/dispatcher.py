@@ -1,6 +1,7 @@
 """The dispatcher: writes the deliveries of due pushes, exactly once per recipient (SPEC P7), store by store (D3).
 
-An asyncio task in every replica of the push service. Each batch is one
+A loop in every replica of the push service, run by the runtime
+(``services.common.loops``). Each batch is one
 transaction (``Deliveries.dispatch_batch``): claim a store's oldest due
 push with ``FOR UPDATE SKIP LOCKED``, write the next batch of its
 snapshotted audience with a unique (store, push, recipient) key, move the
@@ -38,6 +39,7 @@ from services.common.calendar import MarketCalendar
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.jobs import JobReport, StoreBackoff, settle_stores
+from services.common.loops import Loop, stopped_within
 from services.common.rules import PushRules
 from services.push import metrics
 from services.push.deliveries import BatchResult, Deliveries
@@ -94,8 +96,6 @@ class Dispatcher:
         # Per replica and in memory (services.common.jobs): another replica may try a store sooner, harmlessly.
         self.dispatch_backoff = StoreBackoff(DISPATCH_JOB, clock=monotonic)
         self.cleanup_backoff = StoreBackoff(CLEANUP_JOB, clock=monotonic)
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._last_queue = float("-inf")
         metrics.review_window.set(timedelta(hours=rules.review_delay_hours).total_seconds())
@@ -103,23 +103,13 @@ class Dispatcher:
     def _unit(self, unit: type[U], session: AsyncSession) -> U:
         return unit(session, self.rules, self.clock.now(), self.market)
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="push-dispatcher")
+    def loop(self) -> Loop:
+        """The dispatcher as the runtime runs it (``services.common.loops``), in every replica that dispatches."""
+        return Loop("push-dispatcher", self.run)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Lets the batch in flight commit, then stops."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self._task, timeout)
-        except TimeoutError:
-            self._task.cancel()
-        self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Passes until ``stopping`` is set: at once after a pass that wrote, after ``poll_seconds`` otherwise."""
+        while not stopping.is_set():
             worked = False
             try:
                 worked = bool((await self.run_once()).batches)
@@ -127,11 +117,8 @@ class Dispatcher:
             except Exception:  # the database, not a store (those are set aside): try again after a pause
                 metrics.errors.inc()
                 log.exception("dispatcher pass failed; retrying")
-            if not worked:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
-                except TimeoutError:
-                    pass
+            if not worked and await stopped_within(stopping, self.poll_seconds):
+                return
 
     async def _periodic(self) -> None:
         """The review queue's gauges every QUEUE_EVERY_SECONDS (at once on start), the draft clean-up every minute."""

@@ -29,6 +29,7 @@ from services.common.errors import (
     field_violations,
     status_from_error,
 )
+from services.common.loops import Loops
 from services.common.rules import Rules
 from services.common.settings import async_url
 from services.push.app import PushApp
@@ -412,14 +413,16 @@ async def test_D3_the_dispatcher_task_keeps_delivering_past_a_poisoned_store(ser
     await poison(service, poisoned.push_id)
     service.clock.advance(timedelta(hours=24))
     service.dispatcher.poll_seconds = 0.05
-    service.dispatcher.start()
+    loops = Loops()  # as the runtime runs it
+    loops.start([service.dispatcher.loop()])
     try:
         deadline = asyncio.get_running_loop().time() + 10
         while (await service.get(healthy.push_id)).state != p.PUSH_STATE_SENT:
             assert asyncio.get_running_loop().time() < deadline, "the healthy store's push was not sent"
             await asyncio.sleep(0.05)
     finally:
-        await service.dispatcher.stop()
+        await loops.stop(grace_seconds=10)
+    assert loops.running == []
     assert (await service.get(poisoned.push_id)).state == p.PUSH_STATE_APPROVED
     assert "s-poisoned" in service.dispatcher.dispatch_backoff.waiting()
 
