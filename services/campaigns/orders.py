@@ -1,7 +1,7 @@
 """The order path's persistence: PriceOrder and Purchase, in few prebuilt statements.
 
 A flash sale is the busiest write of the service, so this path skips the ORM
-(its identity map and unit of work cost more than the SQL) and reads what a
+(docs/adr/0006-hot-paths-off-the-orm.md) and reads what a
 decision needs in as few round trips as the rules allow. A purchase is:
 
 * one read: the item, the flash sale (share-locked) and whether the request

@@ -1,7 +1,7 @@
 """The join path's persistence: CheckJoin and AddMember, in few prebuilt statements.
 
-A join is the busiest write there is, so this path skips the ORM (its
-identity map and unit of work cost more than the SQL) and reads what a
+A join is the busiest write there is, so this path skips the ORM
+(docs/adr/0006-hot-paths-off-the-orm.md) and reads what a
 decision needs in as few round trips as the rules allow:
 
 * the capacity owner, locked, found through the set in one statement;
@@ -210,7 +210,7 @@ class JoinWrite:
         return _writes_in_one(bool(self.new_sub_groups), self.first_join, bool(self.request))
 
     def params(self) -> dict[str, Any]:
-        # The fields as they are (``dataclasses.asdict`` deep-copies each value, a good part of a join).
+        # The fields as they are, not ``dataclasses.asdict``'s deep copies (docs/adr/0006-hot-paths-off-the-orm.md).
         return {**vars(self), "member_request": self.request or None}
 
 

@@ -113,9 +113,8 @@ class Drafts(PushUnit):
         """Adds recipients to a draft (a known one is skipped); refuses more than the limit."""
         row = await self._draft(store_id, push_id)
         # One statement with many parameter sets: compiled once (and cached), sent as multi-row
-        # INSERTs within the drivers' bound-parameter limits. A ``values([...])`` statement is
-        # compiled anew every time, bind parameter by bind parameter: about 0.1 s of CPU per 1,000
-        # recipients, against the gateway's deadline for each call. RETURNING counts the rows really
+        # INSERTs within the drivers' bound-parameter limits, never a ``values([...])`` statement compiled
+        # anew for each call (docs/adr/0006-hot-paths-off-the-orm.md). RETURNING counts the rows really
         # inserted (a known recipient is skipped); asyncpg reports no rowcount for such batches.
         inserted = await self.session.execute(
             self._insert(audience).on_conflict_do_nothing().returning(audience.c.recipient_id),
