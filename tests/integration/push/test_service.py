@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -219,16 +219,16 @@ async def test_P1_P2_P5_drafts_check_every_rule_and_seal_the_quota(service: Serv
 
 
 async def test_a_grants_request_id_replays_the_grant_or_is_refused_for_another(service: Service) -> None:
-    def grant(size: int) -> object:
+    def grant(size: int) -> Awaitable[p.GrantMassSendResponse]:
         return service.stub.GrantMassSend(
             p.GrantMassSendRequest(
                 request_id="g-1", store_id="s1", audience_size=size, activity="official", granted_by="ops"
             )
         )
 
-    first = (await grant(2)).grant  # type: ignore[attr-defined]
-    assert (await grant(2)).grant == first  # type: ignore[attr-defined]
-    await refused_as_reused(grant(3), "g-1")  # type: ignore[arg-type]
+    first = (await grant(2)).grant
+    assert (await grant(2)).grant == first
+    await refused_as_reused(grant(3), "g-1")
 
 
 async def test_P6_rejection_returns_the_quota_unless_the_rules_file_says_not(
