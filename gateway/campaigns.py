@@ -46,6 +46,7 @@ from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.gateway.v1 import campaigns_pb2 as public
 from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
 from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from services.campaigns import kinds as campaign_kinds
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
 
@@ -250,11 +251,12 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(group_set_id=request.group_set_id, request_id=request.request_id)
         principal = current_principal()
         found = await self._staff_set(request.group_set_id, principal, context)
-        if request.WhichOneof("spec") == "lucky_red_packet" and found.kind != common_groups_pb2.GROUP_KIND_LIVE:
+        declared = campaign_kinds.of_spec(request.WhichOneof("spec"))
+        if declared is not None and declared.live_groups_only and found.kind != common_groups_pb2.GROUP_KIND_LIVE:
             raise RuleRefusal(
                 [
                     Failure(
-                        "M13",
+                        declared.rule_id,
                         "LIVE_FAN_GROUPS_ONLY",
                         "live lucky red packets go to the iron fans and above of a live fan group",
                         {"group_set_id": found.group_set_id},

@@ -31,6 +31,7 @@ from qun.push.v1 import push_pb2 as internal
 from qun.push.v1 import push_pb2_grpc as internal_grpc
 from services.common.errors import PermissionDenied
 from services.common.validation import Fields
+from services.push import kinds as push_kinds
 
 log = logging.getLogger("qun.gateway.push")
 
@@ -38,17 +39,11 @@ AUDIENCE_CHUNK = 5000  # recipients per message, both from eligibility and into 
 AUDIENCE_TIMEOUT_SECONDS = 300.0  # a whole audience (100,000 recipients) streamed and stored
 OBSERVE_CONCURRENCY = 4
 
-RULE_OF_KIND = {
-    public.PUSH_KIND_SUBSCRIPTION: "P1",
-    public.PUSH_KIND_RECALL_TIER_1: "P2",
-    public.PUSH_KIND_RECALL_TIER_2: "P2",
-    public.PUSH_KIND_MASS_SEND: "P5",
-}
+# Each kind's rule and audience, as the push service declares them (services.push.kinds).
+RULE_OF_KIND = {public.PushKind.Value(d.proto_name): d.rule_id for d in push_kinds.DECLARATIONS}
 AUDIENCE_OF_KIND = {
-    public.PUSH_KIND_SUBSCRIPTION: eligibility_pb2.PUSH_AUDIENCE_SUBSCRIBERS,
-    public.PUSH_KIND_RECALL_TIER_1: eligibility_pb2.PUSH_AUDIENCE_RECALL,
-    public.PUSH_KIND_RECALL_TIER_2: eligibility_pb2.PUSH_AUDIENCE_RECALL,
-    public.PUSH_KIND_MASS_SEND: eligibility_pb2.PUSH_AUDIENCE_FANS,
+    public.PushKind.Value(d.proto_name): eligibility_pb2.PushAudience.Value(f"PUSH_AUDIENCE_{d.audience.name}")
+    for d in push_kinds.DECLARATIONS
 }
 # Public and internal kinds share their numbers; states differ (internal drafts are never shown).
 STATES = {

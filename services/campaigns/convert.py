@@ -1,53 +1,27 @@
-"""Between the wire and the domain: rows to proto messages, proto enums to domain enums, page tokens."""
+"""Between the wire and the domain: rows to proto messages, proto enums to domain enums."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Row
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.common.v1 import facts_pb2
 from services.campaigns import rules as domain
+from services.campaigns.kinds import DECLARATIONS, PRIZE_FROM_PROTO, declaration
 from services.campaigns.models import Claim, EndCard, Pool, Purchase, Refund, Trumpet
 from services.campaigns.models import Item as ItemRow
-from services.campaigns.repository import REFUND_EXPIRED_RED_PACKET, ActivityView, claim_state, has_ended
+from services.campaigns.refunds import REFUND_EXPIRED_RED_PACKET
+from services.campaigns.repository import ActivityView, claim_state, has_ended
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PriceRecord, PrizeKind
-from services.common.clock import parse_instant
-from services.common.errors import InvalidArgument
+from services.common.timestamps import to_timestamp
 
 PLATFORM_FROM_PROTO = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}
 PLATFORM_TO_PROTO = {v: k for k, v in PLATFORM_FROM_PROTO.items()}
-KIND_TO_PROTO = {
-    ActivityKind.FLASH_SALE: pb.ACTIVITY_KIND_FLASH_SALE,
-    ActivityKind.RED_PACKET_FOUNTAIN: pb.ACTIVITY_KIND_RED_PACKET_FOUNTAIN,
-    ActivityKind.GROUP_BUY: pb.ACTIVITY_KIND_GROUP_BUY,
-    ActivityKind.VOTING: pb.ACTIVITY_KIND_VOTING,
-    ActivityKind.CHECK_IN: pb.ACTIVITY_KIND_CHECK_IN,
-    ActivityKind.LUCKY_RED_PACKET: pb.ACTIVITY_KIND_LUCKY_RED_PACKET,
-    ActivityKind.STORE_RED_PACKET: pb.ACTIVITY_KIND_STORE_RED_PACKET,
-    ActivityKind.TASK_REWARD: pb.ACTIVITY_KIND_TASK_REWARD,
-}
-# The CreateActivityRequest ``spec`` oneof field of each kind.
-KIND_FROM_SPEC = {
-    "flash_sale": ActivityKind.FLASH_SALE,
-    "red_packet_fountain": ActivityKind.RED_PACKET_FOUNTAIN,
-    "group_buy": ActivityKind.GROUP_BUY,
-    "voting": ActivityKind.VOTING,
-    "check_in": ActivityKind.CHECK_IN,
-    "lucky_red_packet": ActivityKind.LUCKY_RED_PACKET,
-    "store_red_packet": ActivityKind.STORE_RED_PACKET,
-    "task_reward": ActivityKind.TASK_REWARD,
-}
-PRIZE_FROM_PROTO = {
-    pb.PRIZE_KIND_CASH_RED_PACKET: PrizeKind.CASH_RED_PACKET,
-    pb.PRIZE_KIND_STORE_COUPON: PrizeKind.STORE_COUPON,
-}
+# Each declared kind by its value in the contract (``kinds``: ``ACTIVITY_KIND_<NAME>``).
+KIND_TO_PROTO = {d.kind: pb.ActivityKind.Value(d.proto_name) for d in DECLARATIONS}
 PRIZE_TO_PROTO = {v: k for k, v in PRIZE_FROM_PROTO.items()}
 CLAIM_STATE_TO_PROTO = {
     ClaimState.HELD: pb.CLAIM_STATE_HELD,
@@ -64,12 +38,6 @@ RECORD_TO_PROTO = {
 }
 
 
-def timestamp(when: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def item_to_proto(row: ItemRow) -> pb.Item:
     return pb.Item(
         store_id=row.store_id,
@@ -79,7 +47,7 @@ def item_to_proto(row: ItemRow) -> pb.Item:
         price_min_fen=row.price_min_fen,
         price_max_fen=row.price_max_fen,
         stock=row.stock,
-        updated_at=timestamp(row.updated_at),
+        updated_at=to_timestamp(row.updated_at),
     )
 
 
@@ -91,7 +59,7 @@ def pool_to_proto(row: Pool) -> pb.Pool:
         count=row.count,
         remaining=row.remaining,
         per_user_limit=row.per_user_limit,
-        expires_at=timestamp(row.expires_at),
+        expires_at=to_timestamp(row.expires_at),
     )
 
 
@@ -104,20 +72,20 @@ def activity_to_proto(view: ActivityView, now: datetime) -> pb.Activity:
         group_set_id=row.group_set_id,
         kind=KIND_TO_PROTO[kind],
         title=row.title,
-        starts_at=timestamp(row.starts_at),
-        ends_at=timestamp(row.ends_at),
+        starts_at=to_timestamp(row.starts_at),
+        ends_at=to_timestamp(row.ends_at),
         created_by=row.created_by,
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
         item_id=row.item_id or "",
         price_fen=row.price_fen or 0,
         group_size=row.group_size or 0,
         options=list(row.options or []),
         pools=[pool_to_proto(p) for p in view.pools],
         running=row.starts_at <= now and not has_ended(row, now),
-        members_only=kind is ActivityKind.FLASH_SALE,
+        members_only=declaration(kind).members_only,
     )
     if row.ended_at is not None:
-        msg.ended_at.CopyFrom(timestamp(row.ended_at))
+        msg.ended_at.CopyFrom(to_timestamp(row.ended_at))
     return msg
 
 
@@ -129,9 +97,9 @@ def trumpet_to_proto(row: Trumpet) -> pb.Trumpet:
         group_set_id=row.group_set_id,
         sub_group_id=row.sub_group_id,
         message=row.message,
-        display_starts_at=timestamp(row.display_starts_at),
+        display_starts_at=to_timestamp(row.display_starts_at),
         created_by=row.created_by,
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -175,10 +143,10 @@ def purchase_to_proto(row: Purchase | Row[Any]) -> pb.PurchaseRecord:
         cash_red_packet_ids=list(row.cash_red_packet_ids),
         store_coupon_ids=list(row.store_coupon_ids),
         price_records=records_to_proto(row.price_records),
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
     if row.cancelled_at is not None:
-        msg.cancelled_at.CopyFrom(timestamp(row.cancelled_at))
+        msg.cancelled_at.CopyFrom(to_timestamp(row.cancelled_at))
     return msg
 
 
@@ -192,9 +160,9 @@ def claim_to_proto(row: Claim, now: datetime) -> pb.Claim:
         kind=PRIZE_TO_PROTO[PrizeKind(row.kind)],
         value_fen=row.value_fen,
         state=CLAIM_STATE_TO_PROTO[claim_state(row, now)],
-        expires_at=timestamp(row.expires_at),
+        expires_at=to_timestamp(row.expires_at),
         used_in_purchase_id=row.used_purchase_id or "",
-        claimed_at=timestamp(row.claimed_at),
+        claimed_at=to_timestamp(row.claimed_at),
     )
 
 
@@ -208,8 +176,8 @@ def end_card_to_proto(row: EndCard) -> pb.EndCard:
         item_id=row.item_id,
         units_sold=row.units_sold,
         purchases=row.purchases,
-        ended_at=timestamp(row.ended_at),
-        posted_at=timestamp(row.posted_at),
+        ended_at=to_timestamp(row.ended_at),
+        posted_at=to_timestamp(row.posted_at),
     )
 
 
@@ -223,27 +191,5 @@ def refund_to_proto(row: Refund) -> pb.Refund:
         source_id=row.source_id,
         activity_id=row.activity_id,
         amount_fen=row.amount_fen,
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
-
-
-def encode_page_token(*parts: str) -> str:
-    """An opaque, URL-safe cursor; callers must not parse it."""
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def decode_time_cursor(token: str) -> tuple[datetime, str] | None:
-    """The (time, id) a listing resumes after; None for the first page; malformed is INVALID_ARGUMENT."""
-    if not token:
-        return None
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts):
-            return parse_instant(parts[0]), parts[1]
-    except (binascii.Error, ValueError):
-        pass
-    raise InvalidArgument.one("page_token", "not a token returned by this service")
-
-
-def time_cursor_token(cursor: tuple[datetime, str] | None) -> str:
-    return encode_page_token(cursor[0].isoformat(), cursor[1]) if cursor else ""

@@ -22,17 +22,18 @@ tries every store now and answers with the stores it could not settle.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.campaigns import metrics
-from services.campaigns.repository import CampaignsRepository, SweepCounts
+from services.campaigns.activities import Activities
+from services.campaigns.refunds import Refunds, SweepCounts
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.jobs import StoreBackoff, StoreFailure, settle_stores
+from services.common.loops import Loop, every
 from services.common.rules import Rules
 
 log = logging.getLogger("qun.campaigns.expiry")
@@ -42,13 +43,13 @@ ROWS_PER_STORE = 200
 MAX_PASSES = 50
 
 # (repository, how many stores, the stores to leave out) → stores with due work
-Finder = Callable[[CampaignsRepository, int, Collection[str]], Awaitable[list[str]]]
-Settler = Callable[[CampaignsRepository, str, int], Awaitable[SweepCounts]]
+Finder = Callable[[Refunds, int, Collection[str]], Awaitable[list[str]]]
+Settler = Callable[[Refunds, str, int], Awaitable[SweepCounts]]
 
 STEPS: tuple[tuple[str, Finder, Settler], ...] = (
-    ("expired_prizes", CampaignsRepository.stores_with_expired_prizes, CampaignsRepository.settle_expired_prizes),
-    ("unclaimed_pools", CampaignsRepository.stores_with_unclaimed_pools, CampaignsRepository.refund_unclaimed_pools),
-    ("end_cards", CampaignsRepository.stores_with_end_cards_due, CampaignsRepository.post_due_end_cards),
+    ("expired_prizes", Refunds.stores_with_expired_prizes, Refunds.settle_expired_prizes),
+    ("unclaimed_pools", Refunds.stores_with_unclaimed_pools, Refunds.refund_unclaimed_pools),
+    ("end_cards", Refunds.stores_with_end_cards_due, Refunds.post_due_end_cards),
 )
 
 
@@ -96,11 +97,11 @@ class ExpiryJob:
 
         async def settle_one(store_id: str) -> SweepCounts:
             async with self.db.transaction() as session:  # a failure rolls this store's work back whole
-                return await settle(CampaignsRepository(session, self.rules, now), store_id, ROWS_PER_STORE)
+                return await settle(Refunds(session, self.rules, now), store_id, ROWS_PER_STORE)
 
         for _ in range(MAX_PASSES):
             async with self.db.transaction() as session:
-                repo = CampaignsRepository(session, self.rules, now)
+                repo = Refunds(session, self.rules, now)
                 stores = await find(repo, STORES_PER_PASS, backoff.waiting())
             if not stores:
                 break
@@ -121,34 +122,33 @@ class ExpiryJob:
         if not tracked:
             return
         async with self.db.transaction() as session:
-            running = await CampaignsRepository(session, self.rules, now).activities_still_running(tracked)
+            running = await Activities(session, self.rules, now).activities_still_running(tracked)
         for store_id, activity_id in tracked:
             if (store_id, activity_id) not in running:
                 metrics.forget_flash_sale(activity_id)
 
-    async def run_every(self, seconds: float) -> None:
-        """The replica's timer: a failed sweep (the database unreachable) is logged and the next one tries again;
-        a store that fails is set aside by its step's backoff and the others go on (D3)."""
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                report = await self.run_once()
-                counts = report.counts
-                if counts.anything or report.failures:
-                    log.info(
-                        "expiry sweep",
-                        extra={
-                            "fields": {
-                                "red_packets_refunded": counts.red_packets_refunded,
-                                "pools_refunded": counts.pools_refunded,
-                                "coupons_expired": counts.coupons_expired,
-                                "end_cards_posted": counts.end_cards_posted,
-                                "stores_settled": len(report.stores_settled),
-                                "stores_failed": len(report.failures),
-                            }
-                        },
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("expiry sweep failed")
+    def loop(self, seconds: float) -> Loop:
+        """The replica's timer (the runtime runs it): a sweep every ``seconds``; a failed sweep (the database
+        unreachable) is logged and the next one tries again; a store that fails is set aside by its step's
+        backoff and the others go on (D3)."""
+        return every("expiry", seconds, self.sweep)
+
+    async def sweep(self) -> ExpiryReport:
+        """One timed sweep, logged when it settled or failed anything."""
+        report = await self.run_once()
+        counts = report.counts
+        if counts.anything or report.failures:
+            log.info(
+                "expiry sweep",
+                extra={
+                    "fields": {
+                        "red_packets_refunded": counts.red_packets_refunded,
+                        "pools_refunded": counts.pools_refunded,
+                        "coupons_expired": counts.coupons_expired,
+                        "end_cards_posted": counts.end_cards_posted,
+                        "stores_settled": len(report.stores_settled),
+                        "stores_failed": len(report.failures),
+                    }
+                },
+            )
+        return report

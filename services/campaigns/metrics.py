@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.campaigns.kinds import DECLARATIONS
+
 if TYPE_CHECKING:
-    from services.campaigns.repository import SweepCounts
+    from services.campaigns.refunds import SweepCounts
 
 flash_sale_stock_left = Gauge(
     "qun_campaigns_flash_sale_stock_left",
@@ -86,3 +88,13 @@ def flash_stock(store_id: str, activity_id: str, stock: int) -> None:
 
 def tracked_flash_sales() -> list[tuple[str, str]]:
     return sorted(_stock_labels)
+
+
+def _declared_kinds() -> None:
+    """Every kind in service has its series from the start, so one nobody created yet reads 0, not absent."""
+    for declared in DECLARATIONS:
+        if not declared.retired:
+            activities.labels(declared.kind.value, "created", "")
+
+
+_declared_kinds()

@@ -34,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.request_ids import FINGERPRINT_CHARS
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
@@ -46,12 +48,17 @@ TITLE_CHARS = 64
 DAY_CHARS = 10  # YYYY-MM-DD
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(NamedConstraints, DeclarativeBase):
+    """The campaigns database. Its primary keys predate the naming convention and keep PostgreSQL's names."""
+
+    unnamed = ("pk",)
 
 
 def at_most_safe(column: str, name: str, *, not_negative: bool = False) -> CheckConstraint:
-    """A CHECK that ``column`` is at most ``SAFE_INTEGER`` (and not negative): no overflowed value is kept."""
+    """A CHECK that ``column`` is at most ``SAFE_INTEGER`` (and not negative): no overflowed value is kept.
+
+    ``name`` is the constraint's suffix: the convention makes it ``ck_<table>_<name>``.
+    """
     low = f"{column} >= 0 AND " if not_negative else ""
     return CheckConstraint(f"{low}{column} <= {SAFE_INTEGER}", name=name)
 
@@ -61,8 +68,8 @@ class Item(Base):
 
     __tablename__ = "items"
     __table_args__ = (
-        CheckConstraint("stock >= 0", name="ck_items_stock_not_negative"),
-        at_most_safe("stock", "ck_items_stock_safe"),
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+        at_most_safe("stock", "stock_safe"),
     )
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
@@ -83,6 +90,8 @@ class Restock(Base):
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     item_id: Mapped[str] = mapped_column(String(ID_CHARS))
     quantity: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -119,6 +128,8 @@ class Activity(Base):
     created_by: Mapped[str] = mapped_column(String(ID_CHARS))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     item_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
     price_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     group_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -131,7 +142,7 @@ class Pool(Base):
 
     __tablename__ = "pools"
     __table_args__ = (
-        CheckConstraint("remaining >= 0", name="ck_pools_remaining_not_negative"),
+        CheckConstraint("remaining >= 0", name="remaining_not_negative"),
         Index("ix_pools_activity", "store_id", "activity_id", "seq"),
     )
 
@@ -171,6 +182,8 @@ class Claim(Base):
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     claim_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     activity_id: Mapped[str] = mapped_column(String(ID_CHARS))
     pool_id: Mapped[str] = mapped_column(String(ID_CHARS))
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
@@ -189,9 +202,9 @@ class Purchase(Base):
     __tablename__ = "purchases"
     __table_args__ = (
         UniqueConstraint("store_id", "request_id", name="uq_purchases_store_request"),
-        at_most_safe("total_fen", "ck_purchases_total_safe", not_negative=True),
-        at_most_safe("cash_red_packet_fen", "ck_purchases_cash_safe", not_negative=True),
-        at_most_safe("store_coupon_fen", "ck_purchases_coupon_safe", not_negative=True),
+        at_most_safe("total_fen", "total_safe", not_negative=True),
+        at_most_safe("cash_red_packet_fen", "cash_safe", not_negative=True),
+        at_most_safe("store_coupon_fen", "coupon_safe", not_negative=True),
         Index("ix_purchases_flash_sale", "store_id", "flash_sale_id"),
         Index("ix_purchases_listing", "store_id", "created_at", "purchase_id"),
     )
@@ -199,6 +212,8 @@ class Purchase(Base):
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     purchase_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
     item_id: Mapped[str] = mapped_column(String(ID_CHARS))
     quantity: Mapped[int] = mapped_column(BigInteger)
@@ -222,7 +237,7 @@ class Refund(Base):
     __tablename__ = "refunds"
     __table_args__ = (
         UniqueConstraint("store_id", "source", "source_id", name="uq_refunds_store_source"),
-        at_most_safe("amount_fen", "ck_refunds_amount_safe", not_negative=True),
+        at_most_safe("amount_fen", "amount_safe", not_negative=True),
         Index("ix_refunds_listing", "store_id", "created_at", "refund_id"),
     )
 
@@ -239,7 +254,7 @@ class StoreStream(Base):
     """A store's end-card sequence; locked while a card is posted, so cards commit in seq order."""
 
     __tablename__ = "store_streams"
-    __table_args__ = (at_most_safe("last_seq", "ck_store_streams_last_seq_safe"),)
+    __table_args__ = (at_most_safe("last_seq", "last_seq_safe"),)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger)
@@ -251,7 +266,7 @@ class EndCard(Base):
     __tablename__ = "end_cards"
     __table_args__ = (
         UniqueConstraint("store_id", "activity_id", name="uq_end_cards_store_activity"),
-        at_most_safe("units_sold", "ck_end_cards_units_safe", not_negative=True),
+        at_most_safe("units_sold", "units_safe", not_negative=True),
         Index("ix_end_cards_group", "store_id", "group_set_id", "seq"),
     )
 
@@ -282,6 +297,8 @@ class Trumpet(Base):
     display_starts_at: Mapped[datetime] = mapped_column(UtcDateTime())
     created_by: Mapped[str] = mapped_column(String(ID_CHARS))
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 

@@ -1,7 +1,7 @@
 """The order path's persistence: PriceOrder and Purchase, in few prebuilt statements.
 
 A flash sale is the busiest write of the service, so this path skips the ORM
-(its identity map and unit of work cost more than the SQL) and reads what a
+(docs/adr/0006-hot-paths-off-the-orm.md) and reads what a
 decision needs in as few round trips as the rules allow. A purchase is:
 
 * one read: the item, the flash sale (share-locked) and whether the request
@@ -28,10 +28,12 @@ from sqlalchemy import Row, Select, and_, bindparam, exists, insert, select, upd
 
 from services.campaigns import rules as domain
 from services.campaigns.models import Activity, Claim, Item, Purchase
-from services.campaigns.repository import claim_state, new_id
+from services.campaigns.repository import claim_state
 from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKind
 from services.common.db import Statements
-from services.common.errors import AlreadyExists, Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
+from services.common.ids import new_id
+from services.common.request_ids import check_same_request, request_fingerprint
 from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
@@ -184,11 +186,12 @@ class OrderRepository:
     ) -> PurchaseOutcome:
         """Stock taken, prizes used and the purchase written in this one transaction (M2)."""
         params = self._params(store_id, consumer_id, order, request_id)
+        fingerprint = purchase_fingerprint(consumer_id, order)
         row = await self._order_row(params, buying=True)
         if row is None or row.request_used:
             earlier = await self._earlier(params)
             if earlier is not None:
-                return _replayed(earlier, consumer_id, order)
+                return _replayed(earlier, fingerprint)
         if row is None:
             raise await self._missing(params)
         try:
@@ -201,11 +204,11 @@ class OrderRepository:
             # the read above. The caller gets that purchase, not "sold out" (nothing was written yet).
             earlier = await self._earlier(params)
             if earlier is not None:
-                return _replayed(earlier, consumer_id, order)
+                return _replayed(earlier, fingerprint)
             raise
         purchase_id = new_id("pur")
         await self._use_prizes(params, purchase_id, order)  # a refusal here rolls the stock back
-        recorded = await self._record_purchase(purchase_id, params, order, quote)
+        recorded = await self._record_purchase(purchase_id, params, order, quote, fingerprint)
         return PurchaseOutcome(recorded, stock_left, replayed=False)
 
     async def _order_row(self, params: dict[str, Any], *, buying: bool) -> Row[Any] | None:
@@ -320,13 +323,14 @@ class OrderRepository:
             )
 
     async def _record_purchase(
-        self, purchase_id: str, params: dict[str, Any], order: OrderInput, quote: Quote
+        self, purchase_id: str, params: dict[str, Any], order: OrderInput, quote: Quote, fingerprint: str
     ) -> Row[Any]:
         """The purchase row; a racing retry's unique (store_id, request_id) fails here."""
         values = {
             "store_id": params["store"],
             "purchase_id": purchase_id,
             "request_id": params["request"],
+            "request_fingerprint": fingerprint,
             "consumer_id": params["consumer"],
             "item_id": order.item_id,
             "quantity": order.quantity,
@@ -345,14 +349,12 @@ class OrderRepository:
         return (await self.connection.execute(_RECORD, values)).one()
 
 
-def _replayed(earlier: Row[Any], consumer_id: str, order: OrderInput) -> PurchaseOutcome:
+def purchase_fingerprint(consumer_id: str, order: OrderInput) -> str:
+    """What makes two Purchase requests the same: the buyer and the order (membership is read at each call)."""
+    return request_fingerprint(consumer_id=consumer_id, order=order)
+
+
+def _replayed(earlier: Row[Any], fingerprint: str) -> PurchaseOutcome:
     """The first answer to a repeated request id, with the stock as it is now; another order's id is refused."""
-    same = (earlier.consumer_id, earlier.item_id, earlier.quantity, earlier.flash_sale_id or "") == (
-        consumer_id,
-        order.item_id,
-        order.quantity,
-        order.flash_sale_id,
-    )
-    if not same:
-        raise AlreadyExists(f"request_id {earlier.request_id!r} was used for another purchase")
+    check_same_request(earlier.request_id, earlier.request_fingerprint, fingerprint, "purchase")
     return PurchaseOutcome(earlier, int(earlier.stock_left), replayed=True)

@@ -1,122 +1,58 @@
-"""The CampaignsService RPCs: validate the whole request, run one transaction, answer.
+"""The CampaignsService RPCs: the request validated whole (``requests``), one transaction, the answer.
 
-Input is checked field by field before anything touches the database (one
-INVALID_ARGUMENT naming every bad field); rule refusals are raised as
-``services.common.errors`` exceptions, which the error interceptor turns into
-rich statuses. Domain metrics are counted after the transaction committed.
+Each RPC runs on the unit of work of the aggregate it reads or changes; rule
+refusals are raised as ``services.common.errors`` exceptions, which the error
+interceptor turns into rich statuses. Domain metrics are counted after the
+transaction committed.
+
+Over 400 lines on purpose: one class is the CampaignsService contract, 21 RPCs of a few lines each (ids, one
+unit of work, metrics, the answer); validation is in ``requests`` and persistence in the aggregates' modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from sqlalchemy.exc import IntegrityError
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
-from qun.common.v1 import facts_pb2
 from services.campaigns import metrics
 from services.campaigns import rules as domain
+from services.campaigns.activities import Activities
 from services.campaigns.convert import (
-    KIND_FROM_SPEC,
-    PLATFORM_FROM_PROTO,
-    PRIZE_FROM_PROTO,
     activity_to_proto,
     claim_to_proto,
-    decode_time_cursor,
     end_card_to_proto,
     item_to_proto,
     pricing_to_proto,
     purchase_to_proto,
     records_to_proto,
     refund_to_proto,
-    time_cursor_token,
     trumpet_to_proto,
 )
+from services.campaigns.end_cards import EndCards
 from services.campaigns.expiry import ExpiryJob
+from services.campaigns.interactions import Interactions
+from services.campaigns.items import Items
 from services.campaigns.orders import OrderInput, OrderRepository, PurchaseOutcome
-from services.campaigns.repository import CampaignsRepository, ItemUpdate, NewActivity, NewPool, NewTrumpet
-from services.campaigns.rules import ActivityKind
+from services.campaigns.prizes import Prizes
+from services.campaigns.refunds import Refunds
+from services.campaigns.repository import UnitOfWork
+from services.campaigns.requests import item_update, new_activity, new_trumpet, order_input
 from services.common.bounds import saturated
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, RuleRefusal
+from services.common.errors import RuleRefusal
 from services.common.jobs import failure_to_proto
-from services.common.rules import GROUP_LEVELS, BoundsRules, Rules
-from services.common.validation import MAX_NAME_CHARS, Fields
+from services.common.page_tokens import decode_keyset, encode_keyset
+from services.common.races import retry_lost_race
+from services.common.rules import Rules
+from services.common.validation import Fields
 
 T = TypeVar("T")
-
-WRITE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
-MIN_OPTIONS = 2  # a vote chooses between at least two options
-MIN_GROUP_SIZE = 2  # a group buy is bought together by at least two people
-MAX_MESSAGE_CHARS = 200
-# Every other upper bound is the rules file's ``[bounds]`` (SPEC D2): the same numbers the gateway checks,
-# chosen so the sums and products below fit a signed 64-bit integer (``OVERFLOW_GUARDS``). A list longer
-# than ``bounds.order_entries`` is malformed input, not a rule's business (M8 refuses anything past 10).
-
-
-def _positive(f: Fields, name: str, value: int, bounds: BoundsRules, bound: str) -> None:
-    """D2: a count or amount from 1 up to its ``[bounds]`` value, the bound named in the refusal."""
-    high = int(getattr(bounds, bound))
-    if value <= 0:
-        f.fail(name, f"must be positive, got {value}")
-    elif value > high:
-        f.fail(name, f"at most {high:,} (bounds.{bound}), got {value:,}")
-
-
-def _when(f: Fields, name: str, holder: object, prefix: str = "") -> datetime | None:
-    """A required timestamp field as an aware UTC datetime."""
-    present = holder.HasField(name)  # type: ignore[attr-defined]
-    return f.instant(prefix + name, getattr(holder, name) if present else None)
-
-
-def _ids(f: Fields, name: str, values: object, most: int) -> tuple[str, ...]:
-    out: list[str] = []
-    items = list(values)  # type: ignore[call-overload]
-    if len(items) > most:
-        f.fail(name, f"at most {most} entries (bounds.order_entries), got {len(items)}")
-        return ()
-    for i, value in enumerate(items):
-        f.identifier(f"{name}[{i}]", value)
-        if value in out:
-            f.fail(f"{name}[{i}]", f"{value} is listed twice")
-        out.append(value)
-    return tuple(out)
-
-
-def _order(f: Fields, msg: pb.Order, present: bool, bounds: BoundsRules, *, purchase: bool) -> OrderInput:
-    """The order as validated: the quantity, every listed prize and red packet within ``[bounds]`` (D2), so
-    its price (``domain.Pricing``) fits 64 bits."""
-    if not present:
-        f.fail("order", "required")
-        return OrderInput("", 0)
-    f.identifier("order.item_id", msg.item_id)
-    _positive(f, "order.quantity", msg.quantity, bounds, "quantity")
-    f.identifier("order.flash_sale_id", msg.flash_sale_id, required=False)
-    cash = _ids(f, "order.cash_red_packet_ids", msg.cash_red_packet_ids, bounds.order_entries)
-    coupons = _ids(f, "order.store_coupon_ids", msg.store_coupon_ids, bounds.order_entries)
-    for dup in set(cash) & set(coupons):
-        f.fail("order.store_coupon_ids", f"{dup} is also listed as a cash red packet")
-    store_red_packets = list(msg.store_red_packet_fen)
-    if purchase and store_red_packets:
-        f.fail("order.store_red_packet_fen", "store red packets issued elsewhere are priced by PriceOrder only")
-    if len(store_red_packets) > bounds.order_entries:
-        f.fail("order.store_red_packet_fen", f"at most {bounds.order_entries} entries (bounds.order_entries)")
-        store_red_packets = []
-    for i, value in enumerate(store_red_packets):
-        _positive(f, f"order.store_red_packet_fen[{i}]", value, bounds, "prize_fen")
-    return OrderInput(
-        item_id=msg.item_id,
-        quantity=msg.quantity,
-        flash_sale_id=msg.flash_sale_id,
-        cash_red_packet_ids=cash,
-        store_coupon_ids=coupons,
-        store_red_packet_fen=tuple(store_red_packets),
-    )
+U = TypeVar("U", bound=UnitOfWork)
 
 
 class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
@@ -126,53 +62,21 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         self.clock = clock
         self.expiry = expiry
 
-    async def _run(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
+    async def _run(self, unit: type[U], work: Callable[[U], Awaitable[T]]) -> T:
+        """``work`` in one transaction, on the unit of work of the aggregate it changes or reads."""
         async with self.db.transaction() as session:
-            return await work(CampaignsRepository(session, self.rules, self.clock.now()))
+            return await work(unit(session, self.rules, self.clock.now()))
 
-    async def _write(self, work: Callable[[CampaignsRepository], Awaitable[T]]) -> T:
-        return await self._retried(lambda: self._run(work))
-
-    async def _retried(self, transaction: Callable[[], Awaitable[T]]) -> T:
-        """One transaction; retried once when a concurrent request with the same id won the unique key."""
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                return await transaction()
-            except IntegrityError:
-                if attempt + 1 == WRITE_ATTEMPTS:
-                    raise Aborted("a concurrent request with the same request_id; retry it") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _write(self, unit: type[U], work: Callable[[U], Awaitable[T]]) -> T:
+        return await retry_lost_race(lambda: self._run(unit, work))
 
     # -- items -------------------------------------------------------------------------------
 
     async def UpsertItem(
         self, request: pb.UpsertItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertItemResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("item_id", request.item_id)
-        platform = f.enum("platform", request.platform, facts_pb2.Platform, allowed=tuple(PLATFORM_FROM_PROTO))
-        bounds = self.rules.bounds
-        _positive(f, "sku_count", request.sku_count, bounds, "skus_per_item")
-        _positive(f, "price_min_fen", request.price_min_fen, bounds, "money_fen")
-        _positive(f, "price_max_fen", request.price_max_fen, bounds, "money_fen")
-        if 0 < request.price_max_fen < request.price_min_fen:
-            f.fail("price_max_fen", f"must be at least price_min_fen ({request.price_min_fen})")
-        if not 0 <= request.initial_stock <= bounds.stock:
-            f.fail(
-                "initial_stock", f"must be between 0 and {bounds.stock:,} (bounds.stock), got {request.initial_stock:,}"
-            )
-        f.done()
-        update = ItemUpdate(
-            store_id=request.store_id,
-            item_id=request.item_id,
-            platform=PLATFORM_FROM_PROTO[platform],
-            sku_count=request.sku_count,
-            price_min_fen=request.price_min_fen,
-            price_max_fen=request.price_max_fen,
-            initial_stock=request.initial_stock,
-        )
-        row, created = await self._write(lambda repo: repo.upsert_item(update))
+        update = item_update(request, self.rules.bounds)
+        row, created = await self._write(Items, lambda repo: repo.upsert_item(update))
         return pb.UpsertItemResponse(item=item_to_proto(row), created=created)
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.GetItemResponse:
@@ -180,7 +84,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
         f.done()
-        row = await self._run(lambda repo: repo.item(request.store_id, request.item_id))
+        row = await self._run(UnitOfWork, lambda repo: repo.item(request.store_id, request.item_id))
         return pb.GetItemResponse(item=item_to_proto(row))
 
     async def Restock(self, request: pb.RestockRequest, context: grpc.aio.ServicerContext) -> pb.RestockResponse:
@@ -188,115 +92,26 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
-        _positive(f, "quantity", request.quantity, self.rules.bounds, "quantity")
+        f.within_bound("quantity", request.quantity, self.rules.bounds, "quantity")
         f.done()
         row, replayed = await self._write(
-            lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
+            Items, lambda repo: repo.restock(request.request_id, request.store_id, request.item_id, request.quantity)
         )
         return pb.RestockResponse(item=item_to_proto(row), replayed=replayed)
 
     # -- activities --------------------------------------------------------------------------
 
-    def _new_activity(self, request: pb.CreateActivityRequest) -> NewActivity:
-        f = Fields()
-        f.identifier("request_id", request.request_id, required=False)
-        f.identifier("store_id", request.store_id)
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("created_by", request.created_by)
-        f.text("title", request.title, max_chars=MAX_NAME_CHARS, required=True)
-        starts_at, ends_at = _when(f, "starts_at", request), _when(f, "ends_at", request)
-        if starts_at and ends_at:
-            if ends_at <= starts_at:
-                f.fail("ends_at", "must be after starts_at")
-            elif ends_at <= self.clock.now():
-                f.fail("ends_at", "must be in the future")
-        spec = request.WhichOneof("spec")
-        kind = KIND_FROM_SPEC.get(spec or "")
-        if kind is None:
-            f.fail("spec", "required: one of " + ", ".join(KIND_FROM_SPEC))
-        f.done()
-        assert kind is not None and starts_at is not None and ends_at is not None
-        retired = domain.retired_tool_failures(kind)
-        if retired:
-            metrics.activities.labels(str(kind), "refused", "M13").inc()
-            raise RuleRefusal(retired)
-        base = dict(
-            request_id=request.request_id,
-            store_id=request.store_id,
-            group_set_id=request.group_set_id,
-            created_by=request.created_by,
-            kind=kind,
-            title=request.title,
-            window=domain.Window(starts_at, ends_at),
-        )
-        f = Fields()
-        bounds = self.rules.bounds
-        if kind is ActivityKind.FLASH_SALE:
-            msg = request.flash_sale
-            f.identifier("flash_sale.item_id", msg.item_id)
-            _positive(f, "flash_sale.flash_price_fen", msg.flash_price_fen, bounds, "money_fen")
-            f.done()
-            return NewActivity(**base, item_id=msg.item_id, price_fen=msg.flash_price_fen)  # type: ignore[arg-type]
-        if kind is ActivityKind.GROUP_BUY:
-            gb = request.group_buy
-            f.identifier("group_buy.item_id", gb.item_id)
-            _positive(f, "group_buy.group_price_fen", gb.group_price_fen, bounds, "money_fen")
-            if not MIN_GROUP_SIZE <= gb.group_size <= bounds.group_buy_size:
-                f.fail(
-                    "group_buy.group_size",
-                    f"between {MIN_GROUP_SIZE} and {bounds.group_buy_size} (bounds.group_buy_size), got {gb.group_size}",
-                )
-            f.done()
-            return NewActivity(  # type: ignore[arg-type]
-                **base, item_id=gb.item_id, price_fen=gb.group_price_fen, group_size=gb.group_size
-            )
-        if kind is ActivityKind.VOTING:
-            options = list(request.voting.options)
-            if not MIN_OPTIONS <= len(options) <= bounds.vote_options:
-                f.fail("voting.options", f"between {MIN_OPTIONS} and {bounds.vote_options} options, got {len(options)}")
-            for i, option in enumerate(options):
-                f.text(f"voting.options[{i}]", option, max_chars=MAX_NAME_CHARS, required=True)
-            f.done()
-            return NewActivity(**base, options=tuple(options))  # type: ignore[arg-type]
-        if kind is ActivityKind.CHECK_IN:
-            return NewActivity(**base)  # type: ignore[arg-type]
-        if kind is ActivityKind.LUCKY_RED_PACKET:
-            lucky = request.lucky_red_packet
-            _positive(f, "lucky_red_packet.value_fen", lucky.value_fen, bounds, "prize_fen")
-            _positive(f, "lucky_red_packet.count", lucky.count, bounds, "pool_prizes")
-            expires = _when(f, "expires_at", lucky, "lucky_red_packet.")
-            if expires is not None and expires <= starts_at:
-                f.fail("lucky_red_packet.expires_at", "must be after starts_at")
-            f.done()
-            assert expires is not None
-            pool = NewPool(domain.PrizeKind.CASH_RED_PACKET, lucky.value_fen, lucky.count, 1, expires)
-            return NewActivity(**base, pools=(pool,))  # type: ignore[arg-type]
-        # A pool's value (prize × prizes) and the fountain's (× pools) fit 64 bits: OVERFLOW_GUARDS.
-        pools: list[NewPool] = []
-        specs = list(request.red_packet_fountain.pools)
-        if not 1 <= len(specs) <= bounds.pools_per_activity:
-            f.fail("red_packet_fountain.pools", f"between 1 and {bounds.pools_per_activity} pools, got {len(specs)}")
-            specs = []
-        for i, p in enumerate(specs):
-            where = f"red_packet_fountain.pools[{i}]"
-            prize = f.enum(f"{where}.kind", p.kind, pb.PrizeKind, allowed=tuple(PRIZE_FROM_PROTO))
-            _positive(f, f"{where}.value_fen", p.value_fen, bounds, "prize_fen")
-            _positive(f, f"{where}.count", p.count, bounds, "pool_prizes")
-            _positive(f, f"{where}.per_user_limit", p.per_user_limit, bounds, "pool_prizes")
-            expires = _when(f, "expires_at", p, f"{where}.")
-            if expires is not None and expires <= starts_at:
-                f.fail(f"{where}.expires_at", "must be after starts_at")
-            if prize in PRIZE_FROM_PROTO and expires is not None:
-                pools.append(NewPool(PRIZE_FROM_PROTO[prize], p.value_fen, p.count, p.per_user_limit, expires))
-        f.done()
-        return NewActivity(**base, pools=tuple(pools))  # type: ignore[arg-type]
-
     async def CreateActivity(
         self, request: pb.CreateActivityRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateActivityResponse:
-        new = self._new_activity(request)
+        new = new_activity(request, self.rules.bounds, self.clock.now())
+        retired = domain.retired_tool_failures(new.kind)
+        if retired:
+            for failure in retired:
+                metrics.activities.labels(str(new.kind), "refused", failure.rule_id).inc()
+            raise RuleRefusal(retired)
         try:
-            view, at_once, created = await self._write(lambda repo: repo.create_activity(new))
+            view, at_once, created = await self._write(Activities, lambda repo: repo.create_activity(new))
         except RuleRefusal as refusal:
             for failure in refusal.failures:
                 metrics.activities.labels(str(new.kind), "refused", failure.rule_id).inc()
@@ -315,7 +130,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
         f.done()
-        view = await self._run(lambda repo: repo.activity_view(request.store_id, request.activity_id))
+        view = await self._run(UnitOfWork, lambda repo: repo.activity_view(request.store_id, request.activity_id))
         return pb.GetActivityResponse(activity=activity_to_proto(view, self.clock.now()))
 
     async def ListActivities(
@@ -326,13 +141,13 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("group_set_id", request.group_set_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         views, after = await self._run(
-            lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
+            Activities, lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListActivitiesResponse(
-            activities=[activity_to_proto(v, now) for v in views], next_page_token=time_cursor_token(after)
+            activities=[activity_to_proto(v, now) for v in views], next_page_token=encode_keyset(after)
         )
 
     async def GetItemGroupBuy(
@@ -343,7 +158,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("item_id", request.item_id)
         f.done()
-        running = await self._run(lambda repo: repo.running_group_buy(request.store_id, request.item_id))
+        running = await self._run(Activities, lambda repo: repo.running_group_buy(request.store_id, request.item_id))
         return pb.GetItemGroupBuyResponse(in_group_buy=running is not None, activity_id=running or "")
 
     async def EndActivity(
@@ -353,7 +168,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("activity_id", request.activity_id)
         f.done()
-        view, card, posted = await self._write(lambda repo: repo.end_activity(request.store_id, request.activity_id))
+        view, card, posted = await self._write(
+            Activities, lambda repo: repo.end_activity(request.store_id, request.activity_id)
+        )
         if posted:
             metrics.end_cards.inc()
             metrics.forget_flash_sale(request.activity_id)
@@ -365,29 +182,8 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def CreateTrumpet(
         self, request: pb.CreateTrumpetRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTrumpetResponse:
-        f = Fields()
-        f.identifier("request_id", request.request_id, required=False)
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.identifier("sub_group_id", request.sub_group_id)
-        f.identifier("created_by", request.created_by)
-        f.in_range("group_level", request.group_level, 0, GROUP_LEVELS - 1)
-        f.text("message", request.message, max_chars=MAX_MESSAGE_CHARS, required=True)
-        display = _when(f, "display_starts_at", request)
-        f.done()
-        assert display is not None
-        new = NewTrumpet(
-            request_id=request.request_id,
-            store_id=request.store_id,
-            activity_id=request.activity_id,
-            sub_group_id=request.sub_group_id,
-            on_sub_group=request.on_sub_group,
-            group_level=request.group_level,
-            display_starts_at=display,
-            message=request.message,
-            created_by=request.created_by,
-        )
-        row, _ = await self._write(lambda repo: repo.create_trumpet(new))
+        new = new_trumpet(request)
+        row, _ = await self._write(Activities, lambda repo: repo.create_trumpet(new))
         return pb.CreateTrumpetResponse(trumpet=trumpet_to_proto(row))
 
     # -- orders ------------------------------------------------------------------------------
@@ -398,7 +194,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=False)
+        order = order_input(f, request.order, request.HasField("order"), self.rules.bounds, purchase=False)
         f.done()
         async with self.db.read() as connection:
             quote = await OrderRepository(connection, self.rules, self.clock.now()).quote(
@@ -423,12 +219,12 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("request_id", request.request_id)
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
-        order = _order(f, request.order, request.HasField("order"), self.rules.bounds, purchase=True)
+        order = order_input(f, request.order, request.HasField("order"), self.rules.bounds, purchase=True)
         f.done()
         flash = bool(order.flash_sale_id)
         sale = metrics.sale_label(flash)
         try:
-            outcome = await self._retried(lambda: self._purchase(request, order))
+            outcome = await retry_lost_race(lambda: self._purchase(request, order))
         except RuleRefusal as refusal:
             metrics.purchase_refused(flash, [x.rule_id for x in refusal.failures])
             raise
@@ -451,7 +247,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.identifier("purchase_id", request.purchase_id)
         f.done()
-        row = await self._run(lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
+        row = await self._run(Items, lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
         return pb.GetPurchaseResponse(purchase=purchase_to_proto(row))
 
     async def ListSales(self, request: pb.ListSalesRequest, context: grpc.aio.ServicerContext) -> pb.ListSalesResponse:
@@ -462,8 +258,9 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         rows, after = await self._run(
+            Items,
             lambda repo: repo.list_sales(
                 request.store_id,
                 item_id=request.item_id,
@@ -471,10 +268,10 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
                 consumer_id=request.consumer_id,
                 after=cursor,
                 limit=limit,
-            )
+            ),
         )
         return pb.ListSalesResponse(
-            purchases=[purchase_to_proto(r) for r in rows], next_page_token=time_cursor_token(after)
+            purchases=[purchase_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
         )
 
     async def CancelPurchase(
@@ -486,7 +283,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("purchase_id", request.purchase_id)
         f.done()
         row, stock, replayed = await self._write(
-            lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
+            Items, lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
         )
         return pb.CancelPurchaseResponse(purchase=purchase_to_proto(row), stock=stock, replayed=replayed)
 
@@ -504,6 +301,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.done()
         try:
             outcome = await self._write(
+                Prizes,
                 lambda repo: repo.claim(
                     request.request_id,
                     request.store_id,
@@ -511,7 +309,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
                     request.pool_id,
                     request.consumer_id,
                     group_member=request.group_member,
-                )
+                ),
             )
         except RuleRefusal as refusal:
             metrics.claim_refused([x.rule_id for x in refusal.failures])
@@ -527,14 +325,14 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         rows, after, held = await self._run(
-            lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
+            Prizes, lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
         )
         now = self.clock.now()
         return pb.ListWalletResponse(
             claims=[claim_to_proto(r, now) for r in rows],
-            next_page_token=time_cursor_token(after),
+            next_page_token=encode_keyset(after),
             held=held,
             wallet_size=self.rules.campaigns.wallet_size,
         )
@@ -547,13 +345,14 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.in_range("option_index", request.option_index, 0, self.rules.bounds.vote_options - 1)
         f.done()
         tally, option = await self._write(
+            Interactions,
             lambda repo: repo.vote(
                 request.store_id,
                 request.activity_id,
                 request.consumer_id,
                 request.option_index,
                 group_member=request.group_member,
-            )
+            ),
         )
         return pb.VoteResponse(tally=tally, option_index=option)
 
@@ -564,9 +363,10 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         day, days, replayed = await self._write(
+            Interactions,
             lambda repo: repo.check_in(
                 request.store_id, request.activity_id, request.consumer_id, group_member=request.group_member
-            )
+            ),
         )
         return pb.CheckInResponse(day=day, days_checked_in=days, replayed=replayed)
 
@@ -580,7 +380,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("activity_id", request.activity_id)
         f.done()
         view, figures, card = await self._run(
-            lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
+            EndCards, lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
         )
         response = pb.GetFlashSaleResultsResponse(activity=activity_to_proto(view, self.clock.now()), **figures)
         if card is not None:
@@ -598,7 +398,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         limit = f.page_size("page_size", request.page_size)
         f.done()
         cards = await self._run(
-            lambda repo: repo.list_end_cards(request.store_id, request.group_set_id, request.after_seq, limit)
+            EndCards, lambda repo: repo.list_end_cards(request.store_id, request.group_set_id, request.after_seq, limit)
         )
         return pb.ListEndCardsResponse(
             end_cards=[end_card_to_proto(c) for c in cards], last_seq=cards[-1].seq if cards else request.after_seq
@@ -611,11 +411,11 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
-        rows, after, total = await self._run(lambda repo: repo.list_refunds(request.store_id, cursor, limit))
+        cursor = decode_keyset(request.page_token)
+        rows, after, total = await self._run(Refunds, lambda repo: repo.list_refunds(request.store_id, cursor, limit))
         return pb.ListRefundsResponse(
             refunds=[refund_to_proto(r) for r in rows],
-            next_page_token=time_cursor_token(after),
+            next_page_token=encode_keyset(after),
             total_fen=saturated(total),  # D2: a total over the store's whole ledger, exact until it saturates
         )
 

@@ -266,7 +266,7 @@ class Database:
         """A read-only transaction for Core statements, for the hot read paths.
 
         No ORM session: a statement through Core needs none of its identity map
-        or unit of work, which cost a good part of a short request. On SQLite
+        or unit of work (docs/adr/0006-hot-paths-off-the-orm.md). On SQLite
         the transaction is deferred: it takes no write lock, so it never waits
         for another process's writer. On PostgreSQL the statements run in
         autocommit: at READ COMMITTED each statement takes its own snapshot
@@ -295,9 +295,8 @@ class Database:
     @asynccontextmanager
     async def _statements(self, *, read_only: bool) -> AsyncIterator[Statements]:
         if self._plain is not None:
-            # SQLite: the plain engine on the loop's thread; a local statement takes microseconds. Its
-            # connection stays open between transactions (taken in turn, like the one connection under it):
-            # a checkout and a check-in per transaction cost more than a short read.
+            # SQLite: the plain engine on the loop's thread. Its connection stays open between transactions
+            # (taken in turn, like the one connection under it): docs/adr/0006-hot-paths-off-the-orm.md.
             assert self._prepared is not None
             if self._plain_connection is None or self._plain_connection.closed:
                 self._plain_connection = self._plain.connect()

@@ -1,8 +1,10 @@
 """The grpc.aio server every qun process runs.
 
-A ``ServiceApp`` says what a process serves; ``Server`` gives it the
-interceptor chain, health (NOT_SERVING while starting and draining),
-reflection, /metrics, and SIGTERM → drain → stop with a grace period.
+A ``ServiceApp`` says what a process serves and which background loops it
+runs; ``Server`` gives it the interceptor chain, health (NOT_SERVING while
+starting and draining), reflection, /metrics, its loops (started once
+SERVING), and SIGTERM → drain calls and stop loops → stop, within a grace
+period.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from services.common.interceptors import (
     MetricsInterceptor,
 )
 from services.common.logs import configure_logging
+from services.common.loops import Loop, Loops
 from services.common.metrics import serve_metrics
 from services.common.rules import Rules, load_rules
 from services.common.settings import Settings
@@ -66,11 +69,15 @@ class ServiceApp:
         """Registers servicers; returns their full service names."""
         raise NotImplementedError
 
+    def loops(self) -> Sequence[Loop]:
+        """The background loops to run while serving (after ``open``); the runtime starts and stops them."""
+        return ()
+
     async def check_ready(self) -> None:
         """Raises while a dependency (the database) is unreachable."""
 
     async def close(self) -> None:
-        """Releases what ``open`` acquired, after the server stopped."""
+        """Releases what ``open`` acquired, after the server and the loops stopped."""
 
 
 class DatabaseApp(ServiceApp):
@@ -109,6 +116,7 @@ class Server:
         self.port = 0
         self.metrics_port = 0
         self.service_names: list[str] = []
+        self.loops = Loops()
 
     async def start(self) -> int:
         """Binds, starts, and reports SERVING once the app is ready; returns the port."""
@@ -130,6 +138,7 @@ class Server:
         await self.server.start()
         await self.app.check_ready()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        self.loops.start(self.app.loops())
         log.info(
             "serving",
             extra={
@@ -143,9 +152,10 @@ class Server:
         return self.port
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING first so balancers move away, then stop with grace."""
+        """Drain: NOT_SERVING first so balancers move away; calls and loops then get the grace period together."""
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(self.settings.grace_seconds)
+        grace = self.settings.grace_seconds
+        await asyncio.gather(self.server.stop(grace), self.loops.stop(grace))
         await self.app.close()
         log.info("stopped")
 

@@ -1,14 +1,14 @@
 """SQLite's hot statements run on the driver: each prebuilt Core statement compiled once.
 
-On SQLite a statement is a local call of a few microseconds, and SQLAlchemy's
-execution around it (the execution context, parameter and result processing
-through its generic machinery, the result object) cost several times that: a
-join's eight statements spent most of their time there. A statement marked
+On SQLite a statement is a local call, and SQLAlchemy's execution around it
+(the execution context, parameter and result processing through its generic
+machinery, the result object) costs more than the statement
+(docs/adr/0006-hot-paths-off-the-orm.md). A statement marked
 with ``ON_DRIVER`` (``statement.execution_options(**ON_DRIVER)``) is compiled
 once for SQLite by SQLAlchemy itself, and then run on the sqlite3 cursor with
 the SQL, the parameter order and each column type's own bind and result
 processors that compilation gave. The SQL is still written once, in Core, and
-PostgreSQL runs the same statement through SQLAlchemy as before.
+PostgreSQL runs the same statement through SQLAlchemy.
 
 Only what this path can run exactly as SQLAlchemy would takes it: a statement
 with expanding (``IN``) parameters, or whose columns need defaults computed in

@@ -5,8 +5,8 @@ through the event loop. With one connection (SQLite serialises writers
 anyway) that makes each transaction hold the connection for as many loop
 turns as it has statements, and under load a loop turn is long: every other
 request's work runs between two statements of one transaction. The
-connection's hold time, not the database, then caps throughput (measured:
-about 45 joins/s at 64 calls in flight, the processes mostly idle).
+connection's hold time, not the database, then caps throughput
+(docs/adr/0006-hot-paths-off-the-orm.md has the measurement).
 
 A local SQLite statement takes microseconds, far less than a thread hand-off,
 so here the statements run inline: each ``await`` below completes without

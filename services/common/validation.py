@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.timestamps import from_timestamp
+
+if TYPE_CHECKING:
+    from services.common.rules import BoundsRules
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 ID_RULE = "1-64 characters of letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
@@ -80,7 +86,21 @@ class Fields:
         if not 0 < stamp.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
             self.fail(field, "must be a valid time between 1970 and 9999")
             return None
-        return stamp.ToDatetime(tzinfo=UTC)
+        return from_timestamp(stamp)
+
+    def instant_field(self, holder: Message, name: str, prefix: str = "") -> datetime | None:
+        """The timestamp field ``name`` of ``holder`` (required), reported as ``prefix + name``."""
+        present = holder.HasField(name)
+        return self.instant(prefix + name, getattr(holder, name) if present else None)
+
+    def within_bound(self, field: str, value: int, bounds: BoundsRules, bound: str) -> int:
+        """D2: a count or amount from 1 up to its ``[bounds]`` value, the bound named in the refusal."""
+        high = int(getattr(bounds, bound))
+        if value <= 0:
+            self.fail(field, f"must be positive, got {value}")
+        elif value > high:
+            self.fail(field, f"at most {high:,} (bounds.{bound}), got {value:,}")
+        return value
 
     def page_size(self, field: str, value: int, default: int = 50) -> int:
         if value < 0:

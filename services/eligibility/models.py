@@ -11,24 +11,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, SmallInteger, String
+from sqlalchemy import BigInteger, Boolean, Index, Integer, SmallInteger, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+class Base(NamedConstraints, DeclarativeBase):
+    """The eligibility database."""
 
 
 class AccountRow(Base):

@@ -4,6 +4,9 @@ Every function takes plain facts and the numbers of ``services.common.rules``
 (never literals) and returns the ``Failure`` of each rule that refuses, so a
 caller can report all of them at once (SPEC E6, C14, X1). Time windows take
 "now" as an argument; the servicer reads it from its ``Clock``.
+
+Over 400 lines on purpose: one plain function per SPEC rule of creating (E) and joining (C), scored as one module by the
+mutation tests (``tests/mutation``).
 """
 
 from __future__ import annotations

@@ -7,21 +7,15 @@ reads return it blank, only the digest travels) is easy to find.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime, timedelta
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from datetime import timedelta
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2
-from services.common.clock import parse_instant
-from services.common.errors import InvalidArgument
 from services.common.rules import Rules
+from services.common.timestamps import to_timestamp
 from services.common.validation import Fields
 from services.groups import rules as domain
-from services.groups.repository import GroupSetRecord, MembershipRecord, RemovalRecord
+from services.groups.records import GroupSetRecord, MembershipRecord, RemovalRecord
 from services.groups.rules import FanLevel, GroupKind, RemovalCause, Threshold, ThresholdKind
 
 MAX_PASSWORD_CHARS = 32
@@ -100,12 +94,6 @@ def threshold_to_proto(threshold: Threshold) -> common_groups_pb2.Threshold:
     return msg
 
 
-def timestamp(when: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def group_set_to_proto(record: GroupSetRecord, rules: Rules) -> groups_pb2.GroupSet:
     limits = domain.set_limits(rules, record.kind)
     return groups_pb2.GroupSet(
@@ -134,7 +122,7 @@ def group_set_to_proto(record: GroupSetRecord, rules: Rules) -> groups_pb2.Group
             for s in record.sub_groups
         ],
         admin_ids=list(record.admin_ids),
-        created_at=timestamp(record.created_at),
+        created_at=to_timestamp(record.created_at),
     )
 
 
@@ -144,11 +132,11 @@ def membership_to_proto(record: MembershipRecord, notice_days: int = 0) -> group
         sub_group_id=record.sub_group_id,
         sub_group_name=record.sub_group_name,
         consumer_id=record.consumer_id,
-        joined_at=timestamp(record.joined_at),
+        joined_at=to_timestamp(record.joined_at),
     )
     if record.notified_at is not None:
-        out.notified_at.CopyFrom(timestamp(record.notified_at))
-        out.removal_after.CopyFrom(timestamp(record.notified_at + timedelta(days=notice_days)))
+        out.notified_at.CopyFrom(to_timestamp(record.notified_at))
+        out.removal_after.CopyFrom(to_timestamp(record.notified_at + timedelta(days=notice_days)))
     return out
 
 
@@ -162,34 +150,5 @@ def removal_to_proto(record: RemovalRecord) -> groups_pb2.Removal:
         reason=record.reason,
         barred=record.barred,
         actor_id=record.actor_id,
-        removed_at=timestamp(record.removed_at),
+        removed_at=to_timestamp(record.removed_at),
     )
-
-
-def encode_page_token(*parts: str) -> str:
-    """An opaque, URL-safe cursor; callers must not parse it."""
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, arity: int) -> list[str] | None:
-    """The cursor's parts, None for the first page; a malformed token is INVALID_ARGUMENT."""
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        parts = json.loads(raw)
-    except (binascii.Error, ValueError):
-        parts = None
-    if not isinstance(parts, list) or len(parts) != arity or not all(isinstance(p, str) for p in parts):
-        raise InvalidArgument.one("page_token", "not a token returned by this service")
-    return parts
-
-
-def decode_time_cursor(token: str) -> tuple[datetime, str] | None:
-    parts = decode_page_token(token, 2)
-    if parts is None:
-        return None
-    try:
-        return parse_instant(parts[0]), parts[1]
-    except ValueError:
-        raise InvalidArgument.one("page_token", "not a token returned by this service") from None

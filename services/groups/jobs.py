@@ -25,6 +25,7 @@ from datetime import timedelta
 from services.common.clock import Clock
 from services.common.db import Database, is_unavailable
 from services.common.jobs import JobReport, StoreBackoff, settle_stores
+from services.common.loops import Loop, every
 from services.common.rules import Rules
 from services.groups import lifecycle, metrics
 from services.groups.lifecycle import SleepingAction
@@ -138,7 +139,6 @@ class Jobs:
                 else:
                     log.error("scheduled job failed before settling its stores", exc_info=error, extra=fields)
 
-    async def loop(self, interval: float) -> None:
-        while True:
-            await self.run_due()
-            await asyncio.sleep(interval)
+    def loop(self, interval: float) -> Loop:
+        """The schedule: what is due, at start and then every ``interval`` seconds (the runtime runs it)."""
+        return every("groups-jobs", interval, self.run_due, at_once=True)

@@ -1,7 +1,7 @@
 """The join path's persistence: CheckJoin and AddMember, in few prebuilt statements.
 
-A join is the busiest write there is, so this path skips the ORM (its
-identity map and unit of work cost more than the SQL) and reads what a
+A join is the busiest write there is, so this path skips the ORM
+(docs/adr/0006-hot-paths-off-the-orm.md) and reads what a
 decision needs in as few round trips as the rules allow:
 
 * the capacity owner, locked, found through the set in one statement;
@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
+from services.common.ids import new_id
 from services.common.rules import Rules
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
@@ -47,7 +48,7 @@ from services.groups.models import (
     Membership,
     SubGroup,
 )
-from services.groups.repository import (
+from services.groups.records import (
     GroupSetRecord,
     JoinRefusal,
     JoinResult,
@@ -56,7 +57,6 @@ from services.groups.repository import (
     group_set_record,
     join_refusal,
     month_of,
-    new_id,
     set_fill,
 )
 from services.groups.rules import GroupKind
@@ -210,7 +210,7 @@ class JoinWrite:
         return _writes_in_one(bool(self.new_sub_groups), self.first_join, bool(self.request))
 
     def params(self) -> dict[str, Any]:
-        # The fields as they are (``dataclasses.asdict`` deep-copies each value, a good part of a join).
+        # The fields as they are, not ``dataclasses.asdict``'s deep copies (docs/adr/0006-hot-paths-off-the-orm.md).
         return {**vars(self), "member_request": self.request or None}
 
 
@@ -239,7 +239,7 @@ def _writes_in_one(new_sub_group: bool, first_join: bool, with_request: bool) ->
     return select(parts[-1].c.written).add_cte(*parts[:-1])
 
 
-# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0004).
+# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0005).
 _JOIN_IN_ONE = text(
     "SELECT status, kind, sub_group_id, sub_group_name, new_sub_group, newcomer_reply FROM qun_join("
     ":set_id, :consumer, :version, :request, :hidden, :now, :month, :new_sub_id, "
@@ -303,6 +303,12 @@ class JoinRepository:
         A consumer already in the set gets their membership back, flagged
         ``already_member``, and nothing changes: joining is idempotent, and C13
         (one sub-group per set) holds because nothing is written.
+
+        A request id's scope is the group-set and the consumer, which are the
+        whole of what a join asks (the threshold version and the message flag are
+        the gateway's reading of the moment, not the caller's choice): a repeated
+        id is always the same request, answered as the first time, even after the
+        member left (``services.common.request_ids``).
         """
         execute = self.connection.execute
         params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import NotFound, RuleRefusal
+from services.common.inserts import dialect_insert
 from services.groups import lifecycle
 from services.groups import rules as domain
 from services.groups.lifecycle import ExpansionFacts, MonthFigures, SleepingAction
+from services.groups.members import Members
 from services.groups.models import (
-    AuditEntry,
     CapacityGrant,
     CapacityOwner,
     DailyMemberCount,
@@ -37,7 +37,8 @@ from services.groups.models import (
     MonthlyMetrics,
     SleepingPlan,
 )
-from services.groups.repository import GroupSetRecord, GroupsRepository, RemovalRecord, set_fill
+from services.groups.records import RemovalRecord
+from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind, RemovalCause
 
 STORE_PREFIX = "store:"
@@ -66,14 +67,7 @@ class CapacityView:
     history: tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True)
-class Candidates:
-    sets: tuple[tuple[GroupSetRecord, bool], ...]  # (set, full)
-    consumer_in_store_group: bool
-    first_group_created_at: datetime | None
-
-
-class LifecycleRepository(GroupsRepository):
+class LifecycleRepository(GroupsUnit):
     """The lifecycle units of work, over the same session and locks as joins."""
 
     # -- jobs --------------------------------------------------------------------------------
@@ -128,8 +122,7 @@ class LifecycleRepository(GroupsRepository):
             "conversion_bp": figures.conversion_bp,
             "merchant_messages": figures.merchant_messages,
         }
-        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(MonthlyMetrics).values(**values)
+        stmt = dialect_insert(self.session.get_bind().dialect, MonthlyMetrics).values(**values)
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[MonthlyMetrics.store_id, MonthlyMetrics.month],
@@ -357,61 +350,8 @@ class LifecycleRepository(GroupsRepository):
                 f"inactive for {inactivity_days} days, and still inactive "
                 f"{self.rules.sleeping.notice_days} days after the notice (C15, X5)"
             )
-            removal, _ = await self.expel(group_set_id, consumer_id, RemovalCause.SLEEPING, reason=reason)
+            removal, _ = await self.along(Members).expel(
+                group_set_id, consumer_id, RemovalCause.SLEEPING, reason=reason
+            )
             return action, removal
         return action, None
-
-    # -- audit (X4) --------------------------------------------------------------------------
-
-    async def audit_entries(
-        self, owner_key: str, after_id: int | None, limit: int
-    ) -> tuple[list[AuditEntry], int | None]:
-        query = select(AuditEntry).where(AuditEntry.owner_key == owner_key)
-        if after_id is not None:
-            query = query.where(AuditEntry.id > after_id)
-        rows = list(await self.session.scalars(query.order_by(AuditEntry.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1].id if more and rows else None)
-
-    # -- official modules (V) ----------------------------------------------------------------
-
-    async def candidates(self, store_id: str, consumer_id: str) -> Candidates:
-        sets = list(
-            await self.session.scalars(
-                select(GroupSet)
-                .where(
-                    GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, ""),
-                    GroupSet.dissolved_at.is_(None),
-                    GroupSet.is_public.is_(True),
-                )
-                .order_by(GroupSet.created_at, GroupSet.id)
-            )
-        )
-        records = await self._records(sets)
-        owner = await self.session.get(CapacityOwner, domain.owner_key(GroupKind.STORE, store_id, ""))
-        account = await self._account_fill(GroupKind.STORE, owner, store_id)
-        with_fill = tuple(
-            (record, bool(domain.capacity_failures(self.rules, set_fill(record), account))) for record in records
-        )
-        in_store = await self.session.scalar(
-            select(Membership.group_set_id)
-            .join(GroupSet, GroupSet.id == Membership.group_set_id)
-            .where(Membership.consumer_id == consumer_id, GroupSet.store_id == store_id)
-            .limit(1)
-        )
-        first = await self.session.scalar(
-            select(func.min(GroupSet.created_at)).where(
-                GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, "")
-            )
-        )
-        return Candidates(with_fill, in_store is not None, first)
-
-    async def member_ids(self, group_set_id: str, after: str | None, limit: int) -> tuple[list[str], str | None]:
-        query = select(Membership.consumer_id).where(Membership.group_set_id == group_set_id)
-        if after is not None:
-            query = query.where(Membership.consumer_id > after)
-        ids = list(await self.session.scalars(query.order_by(Membership.consumer_id).limit(limit + 1)))
-        more = len(ids) > limit
-        ids = ids[:limit]
-        return ids, (ids[-1] if more and ids else None)

@@ -12,16 +12,18 @@ from datetime import timedelta
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import InvalidArgument
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.jobs import failure_to_proto
+from services.common.page_tokens import decode_page_token, decode_position, encode_page_token, encode_position
 from services.common.rules import Rules
+from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import Fields
 from services.groups import lifecycle
-from services.groups.convert import decode_page_token, encode_page_token, group_set_to_proto, timestamp
+from services.groups.convert import group_set_to_proto
 from services.groups.jobs import Jobs
 from services.groups.lifecycle import MAX_BASIS_POINTS, MonthFigures
 from services.groups.lifecycle_repository import CapacityView, LifecycleRepository
+from services.groups.reads import Reads
 from services.groups.rules import GroupKind, owner_key
 
 MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
@@ -167,17 +169,16 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             f.fail("store_id", "exactly one of store_id and streamer_id is required")
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_page_token(request.page_token, 1)
-        after = _int_cursor(cursor[0]) if cursor else None
+        after = decode_position(request.page_token)
         kind = GroupKind.STORE if request.store_id else GroupKind.LIVE
         key = owner_key(kind, request.store_id, request.streamer_id)
         async with self.db.transaction() as session:
-            rows, last = await self._repository(session, context).audit_entries(key, after, limit)
+            rows, last = await Reads(session, self.rules, self.clock.now()).audit_entries(key, after, limit)
         return lifecycle_pb2.ListAuditEntriesResponse(
             entries=[
                 lifecycle_pb2.AuditEntry(
                     id=r.id,
-                    at=timestamp(r.at),
+                    at=to_timestamp(r.at),
                     actor=r.actor,
                     action=r.action,
                     target=r.target,
@@ -186,7 +187,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
                 )
                 for r in rows
             ],
-            next_page_token=encode_page_token(str(last)) if last is not None else "",
+            next_page_token=encode_position(last),
         )
 
     async def ListCandidates(self, request, context):  # type: ignore[no-untyped-def]
@@ -195,7 +196,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            found = await self._repository(session, context).candidates(request.store_id, request.consumer_id)
+            found = await Reads(session, self.rules, self.clock.now()).candidates(request.store_id, request.consumer_id)
         reply = lifecycle_pb2.ListCandidatesResponse(
             candidates=[
                 lifecycle_pb2.Candidate(group_set=group_set_to_proto(record, self.rules), full=full)
@@ -203,8 +204,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             ],
             consumer_in_store_group=found.consumer_in_store_group,
         )
-        if found.first_group_created_at is not None:
-            reply.first_group_created_at.CopyFrom(timestamp(found.first_group_created_at))
+        set_timestamp(reply, "first_group_created_at", found.first_group_created_at)
         return reply
 
     async def ListMemberIds(self, request, context):  # type: ignore[no-untyped-def]
@@ -214,15 +214,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         f.done()
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
-            ids, last = await self._repository(session, context).member_ids(
+            ids, last = await Reads(session, self.rules, self.clock.now()).member_ids(
                 request.group_set_id, cursor[0] if cursor else None, limit
             )
         return lifecycle_pb2.ListMemberIdsResponse(
             consumer_ids=ids, next_page_token=encode_page_token(last) if last else ""
         )
-
-
-def _int_cursor(text: str) -> int:
-    if not text.isdigit():
-        raise InvalidArgument.one("page_token", "not a token returned by this service")
-    return int(text)

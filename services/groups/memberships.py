@@ -1,8 +1,7 @@
 """GetMembership's read: one prebuilt statement on a read-only transaction.
 
 The gateway asks it before every flash-sale purchase (M5) and every end-card
-read by a consumer, so it skips the ORM session, whose identity map and
-statement building cost more than the read.
+read by a consumer, so it skips the ORM session (docs/adr/0006-hot-paths-off-the-orm.md).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from services.common.db import Statements
 from services.common.errors import NotFound
 from services.common.sqlite_driver import on_driver
 from services.groups.models import Membership, SubGroup
-from services.groups.repository import MembershipRecord
+from services.groups.records import MembershipRecord
 
 memberships = Membership.__table__
 sub_groups = SubGroup.__table__

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.request_ids import FINGERPRINT_CHARS
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
@@ -33,8 +35,11 @@ NAME_CHARS = 64
 SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(NamedConstraints, DeclarativeBase):
+    """The groups database. Its primary and foreign keys predate the naming convention and keep PostgreSQL's
+    names."""
+
+    unnamed = ("pk", "fk")
 
 
 class CapacityOwner(Base):
@@ -74,6 +79,8 @@ class GroupSet(Base):
     member_count: Mapped[int] = mapped_column(Integer, default=0)
     sub_group_count: Mapped[int] = mapped_column(Integer, default=0)
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     dissolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
@@ -250,4 +257,6 @@ class Removal(Base):
     barred: Mapped[bool] = mapped_column(Boolean, default=False)
     actor: Mapped[str] = mapped_column(String(ID_CHARS))
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     removed_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -4,14 +4,17 @@ Input is checked field by field before anything touches the database (one
 INVALID_ARGUMENT naming every bad field); rule refusals are raised as
 ``services.common.errors`` exceptions, which the error interceptor turns into
 rich statuses. Domain metrics are counted after the transaction committed.
+
+Over 400 lines on purpose: one class is the GroupsService contract, its RPCs a few lines each (fields, one unit
+of work, metrics, the answer); persistence is in the aggregates' modules.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import grpc
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
@@ -19,8 +22,17 @@ from qun.groups.v1 import groups_pb2, groups_pb2_grpc
 from services.common import passwords
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, InvalidArgument, NotFound, RuleRefusal, verdict
+from services.common.errors import NotFound, RuleRefusal, verdict
 from services.common.interceptors import ACTOR_HEADER, metadata_value
+from services.common.page_tokens import (
+    decode_keyset,
+    decode_page_token,
+    decode_position,
+    encode_keyset,
+    encode_page_token,
+    encode_position,
+)
+from services.common.races import retry_lost_race
 from services.common.rules import GROUP_LEVELS, Rules
 from services.common.validation import MAX_NAME_CHARS, Fields
 from services.groups import memberships, metrics
@@ -28,21 +40,21 @@ from services.groups import rules as domain
 from services.groups.convert import (
     CAUSE_FROM_PROTO,
     KIND_FROM_PROTO,
-    decode_page_token,
-    decode_time_cursor,
-    encode_page_token,
     group_set_to_proto,
     membership_to_proto,
     removal_to_proto,
     threshold_from_proto,
 )
+from services.groups.group_sets import GroupSets
 from services.groups.joins import JoinRepository
-from services.groups.repository import GroupsRepository, JoinRefusal, JoinResult, NewGroupSet, SettingsChange
+from services.groups.members import Members
+from services.groups.records import CreateResult, JoinRefusal, JoinResult, NewGroupSet, SettingsChange
+from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind, RemovalCause
 
 MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+U = TypeVar("U", bound=GroupsUnit)
 MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
-CREATE_ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
 
 
 class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
@@ -51,9 +63,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         self.rules = rules
         self.clock = clock
 
-    def _repository(self, session: AsyncSession, context: grpc.aio.ServicerContext) -> GroupsRepository:
+    def _unit(self, unit: type[U], session: AsyncSession, context: grpc.aio.ServicerContext) -> U:
         """One unit of work, acting for the caller the gateway named (the audit trail's actor)."""
-        return GroupsRepository(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
+        return unit(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
 
     # -- group-sets --------------------------------------------------------------------------
 
@@ -101,15 +113,12 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             newcomer_reply=request.newcomer_reply,
             request_id=request_id,
         )
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    result = await self._repository(session, context).create_group_set(new)
-                break
-            except IntegrityError:
-                # Only a concurrent create with the same owner and request_id gets here.
-                if attempt + 1 == CREATE_ATTEMPTS:
-                    raise Aborted("a concurrent request with the same request_id; retry it") from None
+
+        async def create() -> CreateResult:
+            async with self.db.transaction() as session:
+                return await self._unit(GroupSets, session, context).create_group_set(new)
+
+        result = await retry_lost_race(create)
         if result.created:
             metrics.group_sets_created.labels(str(kind)).inc()
             metrics.sub_groups_created.labels(str(kind)).inc()
@@ -122,7 +131,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).group_set(request.group_set_id)
+            record = await self._unit(GroupSets, session, context).group_set(request.group_set_id)
         return groups_pb2.GetGroupSetResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def ListGroupSets(
@@ -135,17 +144,17 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("streamer_id", request.streamer_id, required=False)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_time_cursor(request.page_token)
+        cursor = decode_keyset(request.page_token)
         key = (
             domain.owner_key(GroupKind.STORE, request.store_id, "")
             if request.store_id
             else domain.owner_key(GroupKind.LIVE, "", request.streamer_id)
         )
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_group_sets(key, cursor, limit)
+            records, after = await self._unit(GroupSets, session, context).list_group_sets(key, cursor, limit)
         return groups_pb2.ListGroupSetsResponse(
             group_sets=[group_set_to_proto(r, self.rules) for r in records],
-            next_page_token=encode_page_token(after[0].isoformat(), after[1]) if after else "",
+            next_page_token=encode_keyset(after),
         )
 
     async def UpdateSettings(
@@ -172,7 +181,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
             password_digest=passwords.digest(password) if password else "",
         )
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).update_settings(request.group_id, change)
+            record = await self._unit(GroupSets, session, context).update_settings(request.group_id, change)
         return groups_pb2.UpdateSettingsResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def DissolveGroupSet(
@@ -182,7 +191,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("group_set_id", request.group_set_id)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).dissolve(request.group_set_id)
+            await self._unit(GroupSets, session, context).dissolve(request.group_set_id)
         return groups_pb2.DissolveGroupSetResponse()
 
     async def SetGroupLevel(
@@ -195,7 +204,9 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session, context).set_group_level(request.store_id, request.month, request.level)
+            await self._unit(GroupsUnit, session, context).set_group_level(
+                request.store_id, request.month, request.level
+            )
         return groups_pb2.SetGroupLevelResponse()
 
     async def GetGroupLevel(
@@ -205,7 +216,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("store_id", request.store_id)
         f.done()
         async with self.db.transaction() as session:
-            level = await self._repository(session, context).store_level(request.store_id)
+            level = await self._unit(GroupsUnit, session, context).store_level(request.store_id)
         return groups_pb2.GetGroupLevelResponse(level=level)
 
     # -- joins -------------------------------------------------------------------------------
@@ -272,7 +283,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         f.done()
         async with self.db.transaction() as session:
-            kind = await self._repository(session, context).remove_member(request.group_set_id, request.consumer_id)
+            kind = await self._unit(Members, session, context).remove_member(request.group_set_id, request.consumer_id)
         metrics.leaves.labels(str(kind)).inc()
         return groups_pb2.RemoveMemberResponse()
 
@@ -292,7 +303,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         assert cause is not None
         async with self.db.transaction() as session:
-            removal, replayed = await self._repository(session, context).expel(
+            removal, replayed = await self._unit(Members, session, context).expel(
                 request.group_set_id,
                 request.consumer_id,
                 cause,
@@ -319,12 +330,14 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         assert cause is not None
         async with self.db.transaction() as session:
-            sets = await self._repository(session, context).store_sets_of_member(request.store_id, request.consumer_id)
+            sets = await self._unit(Members, session, context).store_sets_of_member(
+                request.store_id, request.consumer_id
+            )
         removals = []
         for group_set_id in sets:
             try:
                 async with self.db.transaction() as session:
-                    removal, _ = await self._repository(session, context).expel(
+                    removal, _ = await self._unit(Members, session, context).expel(
                         group_set_id, request.consumer_id, cause, reason=reason, barred=request.barred, missing_ok=True
                     )
             except NotFound:  # dissolved since it was listed: its members are gone already
@@ -341,17 +354,14 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("consumer_id", request.consumer_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        cursor = decode_page_token(request.page_token, 1)
-        before = None
-        if cursor is not None:
-            if not cursor[0].isdigit():
-                raise InvalidArgument.one("page_token", "not a token returned by this service")
-            before = int(cursor[0])
+        before = decode_position(request.page_token)
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_removals(request.consumer_id, before, limit)
+            records, after = await self._unit(Members, session, context).list_removals(
+                request.consumer_id, before, limit
+            )
         return groups_pb2.ListRemovalsResponse(
             removals=[removal_to_proto(r) for r in records],
-            next_page_token=encode_page_token(str(after)) if after is not None else "",
+            next_page_token=encode_position(after),
         )
 
     async def ListMemberships(
@@ -363,7 +373,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.done()
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
-            records, after = await self._repository(session, context).list_memberships(
+            records, after = await self._unit(Members, session, context).list_memberships(
                 request.consumer_id, cursor[0] if cursor else None, limit
             )
         return groups_pb2.ListMembershipsResponse(
@@ -392,7 +402,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).add_admin(request.group_set_id, request.account_id)
+            record = await self._unit(GroupSets, session, context).add_admin(request.group_set_id, request.account_id)
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
 
     async def RemoveAdmin(
@@ -403,5 +413,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            record = await self._repository(session, context).remove_admin(request.group_set_id, request.account_id)
+            record = await self._unit(GroupSets, session, context).remove_admin(
+                request.group_set_id, request.account_id
+            )
         return groups_pb2.RemoveAdminResponse(group_set=group_set_to_proto(record, self.rules))

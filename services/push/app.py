@@ -1,4 +1,4 @@
-"""The push process: its servicer on the shared server runtime, and the dispatcher task."""
+"""The push process: its servicer on the shared server runtime, and the dispatcher loop."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from qun.push.v1 import push_pb2, push_pb2_grpc
+from services.common.loops import Loop
 from services.common.server import DatabaseApp
 from services.common.settings import SettingsError, float_setting, int_setting
 from services.push.dispatcher import Dispatcher
@@ -40,10 +41,9 @@ class PushApp(DatabaseApp):
         self.dispatcher = Dispatcher(
             self.db, self.rules.push, self.rules.calendar.market, self.clock, batch_size=batch, poll_seconds=poll
         )
-        if enabled:
-            self.dispatcher.start()
+        self.dispatching = enabled
         return [push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name]
 
-    async def close(self) -> None:
-        await self.dispatcher.stop()
-        await super().close()
+    def loops(self) -> Sequence[Loop]:
+        """The dispatcher, unless this replica was started with QUN_PUSH_DISPATCHER=off."""
+        return [self.dispatcher.loop()] if self.dispatching else []

@@ -1,7 +1,8 @@
 """The dispatcher: writes the deliveries of due pushes, exactly once per recipient (SPEC P7), store by store (D3).
 
-An asyncio task in every replica of the push service. Each batch is one
-transaction (``PushRepository.dispatch_batch``): claim a store's oldest due
+A loop in every replica of the push service, run by the runtime
+(``services.common.loops``). Each batch is one
+transaction (``Deliveries.dispatch_batch``): claim a store's oldest due
 push with ``FOR UPDATE SKIP LOCKED``, write the next batch of its
 snapshotted audience with a unique (store, push, recipient) key, move the
 push's cursor and append the batch to the ledger. Replicas therefore never
@@ -30,16 +31,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.calendar import MarketCalendar
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.jobs import JobReport, StoreBackoff, settle_stores
+from services.common.loops import Loop, stopped_within
 from services.common.rules import PushRules
 from services.push import metrics
-from services.push.repository import BatchResult, PushRepository
+from services.push.deliveries import BatchResult, Deliveries
+from services.push.drafts import Drafts
+from services.push.repository import PushUnit
+from services.push.reviews import Reviews
 
 log = logging.getLogger("qun.push.dispatcher")
+U = TypeVar("U", bound=PushUnit)
 
 DISPATCH_JOB = "dispatch"
 CLEANUP_JOB = "draft_cleanup"
@@ -87,32 +96,20 @@ class Dispatcher:
         # Per replica and in memory (services.common.jobs): another replica may try a store sooner, harmlessly.
         self.dispatch_backoff = StoreBackoff(DISPATCH_JOB, clock=monotonic)
         self.cleanup_backoff = StoreBackoff(CLEANUP_JOB, clock=monotonic)
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._last_queue = float("-inf")
         metrics.review_window.set(timedelta(hours=rules.review_delay_hours).total_seconds())
 
-    def _repository(self, session) -> PushRepository:  # type: ignore[no-untyped-def]
-        return PushRepository(session, self.rules, self.clock.now(), self.market)
+    def _unit(self, unit: type[U], session: AsyncSession) -> U:
+        return unit(session, self.rules, self.clock.now(), self.market)
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="push-dispatcher")
+    def loop(self) -> Loop:
+        """The dispatcher as the runtime runs it (``services.common.loops``), in every replica that dispatches."""
+        return Loop("push-dispatcher", self.run)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Lets the batch in flight commit, then stops."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self._task, timeout)
-        except TimeoutError:
-            self._task.cancel()
-        self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Passes until ``stopping`` is set: at once after a pass that wrote, after ``poll_seconds`` otherwise."""
+        while not stopping.is_set():
             worked = False
             try:
                 worked = bool((await self.run_once()).batches)
@@ -120,11 +117,8 @@ class Dispatcher:
             except Exception:  # the database, not a store (those are set aside): try again after a pause
                 metrics.errors.inc()
                 log.exception("dispatcher pass failed; retrying")
-            if not worked:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
-                except TimeoutError:
-                    pass
+            if not worked and await stopped_within(stopping, self.poll_seconds):
+                return
 
     async def _periodic(self) -> None:
         """The review queue's gauges every QUEUE_EVERY_SECONDS (at once on start), the draft clean-up every minute."""
@@ -143,7 +137,7 @@ class Dispatcher:
         """
         now = self.clock.now()
         async with self.db.transaction() as session:
-            due = await PushRepository(session, self.rules, now, self.market).due_stores(
+            due = await Deliveries(session, self.rules, now, self.market).due_stores(
                 self.dispatch_backoff.waiting(), STORES_PER_PASS
             )
         metrics.lag.set(max(0.0, (now - due[0][1]).total_seconds()) if due else 0.0)
@@ -153,7 +147,7 @@ class Dispatcher:
     async def _batch(self, store_id: str) -> BatchResult | None:
         started = time.perf_counter()
         async with self.db.transaction() as session:
-            result = await self._repository(session).dispatch_batch(store_id, self.batch_size)
+            result = await self._unit(Deliveries, session).dispatch_batch(store_id, self.batch_size)
         if result is None:
             return None
         metrics.batches.observe(time.perf_counter() - started)
@@ -176,20 +170,20 @@ class Dispatcher:
     async def purge(self) -> JobReport[int]:
         """Drops abandoned drafts store by store (D3); ``settled`` says how many went in each store."""
         async with self.db.transaction() as session:
-            stores = await self._repository(session).stale_draft_stores(
+            stores = await self._unit(Drafts, session).stale_draft_stores(
                 DRAFT_TTL, self.cleanup_backoff.waiting(), PURGE_STORES
             )
         return await settle_stores(stores, self._purge_store, self.cleanup_backoff)
 
     async def _purge_store(self, store_id: str) -> int:
         async with self.db.transaction() as session:
-            return await self._repository(session).purge_drafts(store_id, DRAFT_TTL, PURGE_LIMIT)
+            return await self._unit(Drafts, session).purge_drafts(store_id, DRAFT_TTL, PURGE_LIMIT)
 
     async def observe_queue(self) -> tuple[float, int]:
         """P8: the age of the oldest push pending review and how many are pending, read from the database."""
         now = self.clock.now()
         async with self.db.transaction() as session:
-            oldest, count = await self._repository(session).review_queue()
+            oldest, count = await self._unit(Reviews, session).review_queue()
         age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
         metrics.oldest_pending_review.set(age)
         metrics.pending_reviews.set(count)

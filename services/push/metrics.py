@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.errors import Failure
+from services.push.kinds import DECLARATIONS, Quota
+from services.push.rules import PushState
 
 pushes = Counter(
     "qun_push_pushes_total", "Pushes entering a state (pending_review, approved, sent …), by kind.", ("kind", "state")
@@ -59,3 +61,14 @@ errors = Counter(
 def refused(failures: Iterable[Failure]) -> None:
     for failure in failures:
         refusals.labels(failure.rule_id, failure.reason).inc()
+
+
+def _declared_kinds() -> None:
+    """Every declared kind's series from the start, so a kind nobody has pushed yet reads 0, not absent."""
+    for declared in DECLARATIONS:
+        pushes.labels(declared.kind.value, PushState.PENDING_REVIEW.value)
+        if declared.quota is Quota.YEARLY_SLOT:
+            notices.labels(declared.kind.value)
+
+
+_declared_kinds()

@@ -26,7 +26,6 @@ from sqlalchemy import (
     Boolean,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -34,26 +33,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.request_ids import FINGERPRINT_CHARS
+from services.common.schema import NamedConstraints
 from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 STATE = 16
 TITLE = 64
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 DUE_WHERE = "state IN ('approved', 'sending')"
 DRAFT_WHERE = "state IN ('draft', 'discarded')"
 PENDING_WHERE = "state = 'pending_review'"
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+class Base(NamedConstraints, DeclarativeBase):
+    """The push database."""
 
 
 class PushAccountRow(Base):
@@ -79,6 +73,8 @@ class PushRow(Base):
     account_id: Mapped[str] = mapped_column(String(ID))
     grant_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     # The figures the rules read at submission (kept for audit).
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
     audience_limit: Mapped[int] = mapped_column(BigInteger)
@@ -172,6 +168,8 @@ class GrantRow(Base):
     granted_by: Mapped[str] = mapped_column(String(ID))
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     request_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+    # The request's fingerprint (services.common.request_ids): a reused id with another request is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_CHARS), nullable=True)
     push_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
 
     __table_args__ = (UniqueConstraint("store_id", "request_id", name="uq_grants_store_request"),)

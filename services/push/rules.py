@@ -6,6 +6,9 @@ refusal and the quota ledger list every unmet condition with its figures
 (SPEC X1, X3). "Now" is an argument; the servicer reads it from its Clock.
 P3 (who is an old-customer fan) is the eligibility service's, which counts
 them from the orders it holds; these rules read the count.
+
+Over 400 lines on purpose: one plain function per SPEC rule of P1–P8 and X3, scored as one module by the
+mutation tests (``tests/mutation``); the kinds' declarations are in ``kinds``.
 """
 
 from __future__ import annotations
@@ -18,31 +21,12 @@ from enum import StrEnum
 from services.common.calendar import MarketCalendar
 from services.common.errors import Failure
 from services.common.rules import PushRules
+from services.push.kinds import DECLARATIONS, Quota, kinds_with
+from services.push.kinds import PushKind as PushKind  # part of the rules' vocabulary: callers name it from here
 
-
-class PushKind(StrEnum):
-    SUBSCRIPTION = "subscription"  # P1
-    RECALL_TIER_1 = "recall_tier_1"  # P2
-    RECALL_TIER_2 = "recall_tier_2"  # P2
-    MASS_SEND = "mass_send"  # P5
-
-    @property
-    def tier(self) -> int:
-        """1 or 2 for recall pushes, 0 otherwise."""
-        return {PushKind.RECALL_TIER_1: 1, PushKind.RECALL_TIER_2: 2}.get(self, 0)
-
-    @property
-    def rule_id(self) -> str:
-        return RULE_OF_KIND[self]
-
-
-RULE_OF_KIND = {
-    PushKind.SUBSCRIPTION: "P1",
-    PushKind.RECALL_TIER_1: "P2",
-    PushKind.RECALL_TIER_2: "P2",
-    PushKind.MASS_SEND: "P5",
-}
-RECALL_KINDS = (PushKind.RECALL_TIER_1, PushKind.RECALL_TIER_2)
+# Each kind's rule and quota, as ``kinds`` declares them.
+RULE_OF_KIND = {d.kind: d.rule_id for d in DECLARATIONS}
+RECALL_KINDS = kinds_with(Quota.YEARLY_SLOT)
 
 
 class PushState(StrEnum):

@@ -8,60 +8,56 @@ rule with its figures (SPEC X1); metrics are counted after the commit.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
-from services.common.errors import Aborted, InvalidArgument, RuleRefusal
+from services.common.errors import Aborted, RuleRefusal
+from services.common.page_tokens import decode_keyset, encode_keyset
+from services.common.races import retry_lost_race
 from services.common.rules import Rules
+from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields
 from services.push import metrics
 from services.push import rules as domain
+from services.push.convert import (
+    KIND_PROTOS,
+    KINDS,
+    facts_to_proto,
+    grant_to_proto,
+    notice_to_proto,
+    parse_cursor,
+    parse_facts,
+    push_to_proto,
+)
+from services.push.deliveries import Deliveries
+from services.push.drafts import DraftResult, Drafts, NewDraft
+from services.push.kinds import grant_misuse
 from services.push.models import GrantRow, NoticeRow, PushRow
-from services.push.repository import NewDraft, PushRepository, facts_from_json
+from services.push.quotas import Quotas
+from services.push.repository import PushUnit
+from services.push.reviews import Reviews
 from services.push.rules import AccountFacts, PushKind, PushState
 
 log = logging.getLogger("qun.push")
+U = TypeVar("U", bound=PushUnit)
 
 MAX_BODY_CHARS = MAX_TEXT_CHARS  # a push message is at most 2,000 characters
 # Not callers' values, so not [bounds] (D2): the size of the gateway's own audience chunks (it sends 5,000),
-# the figures the eligibility service counted from facts it validated (a sanity limit, far above any store),
-# a rate's 100% (fixed by definition; the gateway refuses more in a reported fact), the ledger's read page.
+# the ledger's read page (and the figures' limits in ``convert``).
 MAX_APPEND_IDS = 20_000
-MAX_FIGURE = 10**12
-MAX_RATE_BP = 10_000
 LEDGER_PAGE = 50
 # StreamDeliveries' default chunk; a caller's chunk_size is bounded by bounds.delivery_chunk (D2).
 DELIVERY_CHUNK = 1000
 FOLLOW_POLL_SECONDS = 0.5
-ATTEMPTS = 2  # a lost request_id race is answered by the replay on the second attempt
-
-KINDS: dict[int, PushKind] = {
-    push_pb2.PUSH_KIND_SUBSCRIPTION: PushKind.SUBSCRIPTION,
-    push_pb2.PUSH_KIND_RECALL_TIER_1: PushKind.RECALL_TIER_1,
-    push_pb2.PUSH_KIND_RECALL_TIER_2: PushKind.RECALL_TIER_2,
-    push_pb2.PUSH_KIND_MASS_SEND: PushKind.MASS_SEND,
-}
-KIND_PROTOS = {kind: push_pb2.PushKind.ValueType(value) for value, kind in KINDS.items()}
-STATE_PROTOS: dict[PushState, push_pb2.PushState.ValueType] = {
-    PushState.DRAFT: push_pb2.PUSH_STATE_DRAFT,
-    PushState.DISCARDED: push_pb2.PUSH_STATE_UNSPECIFIED,
-    PushState.PENDING_REVIEW: push_pb2.PUSH_STATE_PENDING_REVIEW,
-    PushState.APPROVED: push_pb2.PUSH_STATE_APPROVED,
-    PushState.SENDING: push_pb2.PUSH_STATE_SENDING,
-    PushState.SENT: push_pb2.PUSH_STATE_SENT,
-    PushState.REJECTED: push_pb2.PUSH_STATE_REJECTED,
-    PushState.CANCELLED: push_pb2.PUSH_STATE_CANCELLED,
-}
 
 
 class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
@@ -72,8 +68,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         self.market = rules.calendar.market
         self.clock = clock
 
-    def _repository(self, session, now: datetime | None = None) -> PushRepository:  # type: ignore[no-untyped-def]
-        return PushRepository(session, self.rules, now or self.clock.now(), self.market)
+    def _unit(self, unit: type[U], session: AsyncSession, now: datetime | None = None) -> U:
+        """The unit of work of the aggregate a call reads or changes, in ``session``'s transaction."""
+        return unit(session, self.rules, now or self.clock.now(), self.market)
 
     # -- submission ----------------------------------------------------------------------------
 
@@ -88,27 +85,27 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         kind = KINDS.get(request.kind)
         title = f.text("title", request.title, max_chars=MAX_NAME_CHARS)
         body = f.text("body", request.body, max_chars=MAX_BODY_CHARS, required=True)
-        if kind is PushKind.MASS_SEND:
-            # Naming no grant is P5's refusal (NO_MASS_SEND_GRANT, FAILED_PRECONDITION), not a malformed request.
-            f.identifier("grant_id", request.grant_id, required=False)
-        elif request.grant_id:
-            f.fail("grant_id", "only a mass-send push uses a grant (P5)")
+        if kind is not None:
+            misuse = grant_misuse(kind, request.grant_id)
+            if misuse:
+                f.fail("grant_id", misuse)
+            else:  # naming no grant is the kind's rule refusing (P5, FAILED_PRECONDITION), not malformed input
+                f.identifier("grant_id", request.grant_id, required=False)
         facts = parse_facts(f, request.facts, request.HasField("facts"))
         f.done()
         assert kind is not None
         new = NewDraft(store_id, account_id, kind, title, body, request.grant_id, request_id, facts)
         now = self.clock.now()
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    result = await self._repository(session, now).create_draft(new)
-                break
-            except RuleRefusal as refusal:
-                metrics.refused(refusal.failures)
-                raise
-            except IntegrityError:
-                if attempt + 1 == ATTEMPTS:
-                    raise Aborted("a concurrent submission with the same request_id; retry it") from None
+
+        async def create() -> DraftResult:
+            async with self.db.transaction() as session:
+                return await self._unit(Drafts, session, now).create_draft(new)
+
+        try:
+            result = await retry_lost_race(create, what="submission")
+        except RuleRefusal as refusal:
+            metrics.refused(refusal.failures)
+            raise
         await self._observe(store_id, facts, now)
         return push_pb2.CreateDraftResponse(
             push=push_to_proto(result.push), replayed=result.replayed, audience_limit=result.push.audience_limit
@@ -131,7 +128,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 f.identifier(f"recipient_ids[{bad}]", ids[bad])
         f.done()
         async with self.db.transaction() as session:
-            size = await self._repository(session).append_audience(request.store_id, request.push_id, ids)
+            size = await self._unit(Drafts, session).append_audience(request.store_id, request.push_id, ids)
         return push_pb2.AppendAudienceResponse(audience_size=size)
 
     async def SubmitDraft(
@@ -143,7 +140,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         try:
             async with self.db.transaction() as session:
-                row = await self._repository(session).submit_draft(request.store_id, request.push_id)
+                row = await self._unit(Drafts, session).submit_draft(request.store_id, request.push_id)
         except RuleRefusal as refusal:
             metrics.refused(refusal.failures)
             raise
@@ -165,7 +162,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("push_id", request.push_id)
         f.done()
         async with self.db.transaction() as session:
-            await self._repository(session).discard_draft(request.store_id, request.push_id)
+            await self._unit(Drafts, session).discard_draft(request.store_id, request.push_id)
         return push_pb2.DiscardDraftResponse()
 
     # -- review, cancellation -----------------------------------------------------------------
@@ -179,7 +176,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("account_id", request.account_id)
         f.done()
         async with self.db.transaction() as session:
-            change = await self._repository(session).cancel(request.push_id, request.store_id)
+            change = await self._unit(Reviews, session).cancel(request.push_id, request.store_id)
         metrics.pushes.labels(change.push.kind, PushState.CANCELLED.value).inc()
         if change.quota_returned:
             metrics.quota_returns.labels(change.push.kind, "cancel").inc()
@@ -196,7 +193,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         approve = request.decision == push_pb2.REVIEW_DECISION_APPROVE
         async with self.db.transaction() as session:
-            change = await self._repository(session).review(request.push_id, approve, request.reviewer_id, request.note)
+            change = await self._unit(Reviews, session).review(
+                request.push_id, approve, request.reviewer_id, request.note
+            )
         metrics.pushes.labels(change.push.kind, change.push.state).inc()
         if change.quota_returned:
             metrics.quota_returns.labels(change.push.kind, "reject").inc()
@@ -219,18 +218,18 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
             f.enum("kind", request.kind, push_pb2.PushKind)
         f.done()
         kind = KINDS.get(request.kind)
-        after = decode_queue_token(request.page_token, request.kind, store_id)
+        after = decode_keyset(request.page_token, str(request.kind), store_id)
         now = self.clock.now()
         async with self.db.transaction() as session:
-            rows, last = await self._repository(session, now).pending_reviews(kind, store_id, after, limit)
+            rows, last = await self._unit(Reviews, session, now).pending_reviews(kind, store_id, after, limit)
         reply = push_pb2.ListPendingReviewsResponse(
-            next_page_token=encode_queue_token(last, request.kind, store_id), as_of=timestamp(now)
+            next_page_token=encode_keyset(last, str(request.kind), store_id), as_of=to_timestamp(now)
         )
         for row in rows:
             assert row.submitted_at is not None
             reply.reviews.add(
                 push=push_to_proto(row),
-                window_ends_at=timestamp(domain.review_window_end(row.submitted_at, self.rules)),
+                window_ends_at=to_timestamp(domain.review_window_end(row.submitted_at, self.rules)),
             )
         return reply
 
@@ -243,7 +242,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("push_id", request.push_id)
         f.done()
         async with self.db.transaction() as session:
-            row = await self._repository(session).submitted(request.push_id)
+            row = await self._unit(PushUnit, session).submitted(request.push_id)
         return push_pb2.GetPushResponse(push=push_to_proto(row))
 
     async def ListPushes(
@@ -253,11 +252,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        before = decode_page_token(request.page_token)
+        before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
-            rows, after = await self._repository(session).list_pushes(request.store_id, before, limit)
+            rows, after = await self._unit(Reviews, session).list_pushes(request.store_id, before, limit)
         return push_pb2.ListPushesResponse(
-            pushes=[push_to_proto(r) for r in rows], next_page_token=encode_page_token(after)
+            pushes=[push_to_proto(r) for r in rows], next_page_token=encode_keyset(after)
         )
 
     async def GetQuotaLedger(
@@ -269,9 +268,9 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.done()
         now = self.clock.now()
         async with self.db.transaction() as session:
-            quota = await self._repository(session, now).quota_state(store_id)
+            quota = await self._unit(PushUnit, session, now).quota_state(store_id)
         await self._observe(store_id, facts, now)
-        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=timestamp(now), facts=facts_to_proto(facts))
+        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=to_timestamp(now), facts=facts_to_proto(facts))
         for entry in domain.ledger(facts, quota, now, self.rules, self.market):
             out = reply.entries.add(
                 kind=KIND_PROTOS[entry.kind],
@@ -280,8 +279,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 unmet=[failure.to_proto() for failure in entry.unmet],
                 audience_size=entry.audience_size,
             )
-            if entry.next_possible_at is not None:
-                out.next_possible_at.CopyFrom(timestamp(entry.next_possible_at))
+            set_timestamp(out, "next_possible_at", entry.next_possible_at)
         return reply
 
     async def ObserveAccount(
@@ -297,7 +295,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def _observe(self, store_id: str, facts: AccountFacts, now: datetime) -> list[NoticeRow]:
         """P4: a notice for each recall tier newly earned; the unique key makes it once."""
         async with self.db.transaction() as session:
-            recorded = await self._repository(session, now).observe(store_id, facts)
+            recorded = await self._unit(Quotas, session, now).observe(store_id, facts)
         for notice in recorded:
             metrics.notices.labels(notice.kind).inc()
             log.info("recall chance earned", extra={"fields": {"store_id": store_id, "kind": notice.kind}})
@@ -310,11 +308,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.identifier("store_id", request.store_id)
         limit = f.page_size("page_size", request.page_size)
         f.done()
-        before = decode_page_token(request.page_token)
+        before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
-            rows, after = await self._repository(session).list_notices(request.store_id, before, limit)
+            rows, after = await self._unit(Quotas, session).list_notices(request.store_id, before, limit)
         return push_pb2.ListNoticesResponse(
-            notices=[notice_to_proto(n) for n in rows], next_page_token=encode_page_token(after)
+            notices=[notice_to_proto(n) for n in rows], next_page_token=encode_keyset(after)
         )
 
     # -- grants (P5) -------------------------------------------------------------------------
@@ -329,16 +327,14 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         f.text("activity", request.activity, max_chars=MAX_NAME_CHARS, required=True)
         f.identifier("granted_by", request.granted_by)
         f.done()
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self.db.transaction() as session:
-                    row, _ = await self._repository(session).grant_mass_send(
-                        request.store_id, request.audience_size, request.activity, request.granted_by, request_id
-                    )
-                break
-            except IntegrityError:
-                if attempt + 1 == ATTEMPTS:
-                    raise Aborted("a concurrent grant with the same request_id; retry it") from None
+
+        async def grant() -> tuple[GrantRow, bool]:
+            async with self.db.transaction() as session:
+                return await self._unit(Quotas, session).grant_mass_send(
+                    request.store_id, request.audience_size, request.activity, request.granted_by, request_id
+                )
+
+        row, _ = await retry_lost_race(grant, what="grant")
         return push_pb2.GrantMassSendResponse(grant=grant_to_proto(row))
 
     # -- the delivery ledger (P7) -------------------------------------------------------------
@@ -355,7 +351,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         pushes: dict[str, PushRow] = {}
         while True:
             async with self.db.transaction() as session:
-                repository = self._repository(session)
+                repository = self._unit(Deliveries, session)
                 if partial:
                     one = await repository.ledger_batch(seq)
                     found = [one] if one is not None else []
@@ -373,11 +369,11 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                 start = after if partial else ""
                 while True:
                     async with self.db.transaction() as session:
-                        repository = self._repository(session)
+                        repository = self._unit(Deliveries, session)
                         ids = await repository.batch_recipients(batch, start, chunk)
                         push = pushes.get(batch.push_id)
                         if push is None and ids:
-                            push = await repository._push(batch.store_id, batch.push_id)
+                            push = await repository.push(batch.store_id, batch.push_id)
                             if len(pushes) > 256:
                                 pushes.clear()
                             pushes[batch.push_id] = push  # type: ignore[assignment]
@@ -391,146 +387,10 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                         title=push.title,
                         body=push.body,
                         recipient_ids=ids,
-                        written_at=timestamp(batch.written_at),
+                        written_at=to_timestamp(batch.written_at),
                         cursor=f"{batch.ledger_seq}/{ids[-1]}",
                     )
                     start = ids[-1]
                     if len(ids) < chunk:
                         break
                 seq, after, partial = batch.ledger_seq, "", False
-
-
-# --- proto ↔ domain ----------------------------------------------------------------------------
-
-
-def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> AccountFacts:
-    if not present:
-        f.fail("facts", "required: the account's figures from the eligibility service")
-        return AccountFacts()
-    f.in_range("facts.subscribers", int(msg.subscribers), 0, MAX_FIGURE)
-    f.in_range("facts.old_customer_fans", int(msg.old_customer_fans), 0, MAX_FIGURE)
-    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, 2**31 - 1)
-    rate = msg.revisit_rate_bp if msg.HasField("revisit_rate_bp") else None
-    if rate is not None:
-        f.in_range("facts.revisit_rate_bp", rate, 0, MAX_RATE_BP)
-    return AccountFacts(int(msg.subscribers), int(msg.old_customer_fans), msg.recent_broadcasts, rate)
-
-
-def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
-    out = push_pb2.AccountFacts(
-        subscribers=facts.subscribers,
-        old_customer_fans=facts.old_customer_fans,
-        recent_broadcasts=facts.recent_broadcasts,
-    )
-    if facts.revisit_rate_bp is not None:
-        out.revisit_rate_bp = facts.revisit_rate_bp
-    return out
-
-
-def timestamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
-def push_to_proto(row: PushRow) -> push_pb2.Push:
-    out = push_pb2.Push(
-        push_id=row.push_id,
-        store_id=row.store_id,
-        # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
-        # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
-        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]
-        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]
-        title=row.title,
-        body=row.body,
-        grant_id=row.grant_id or "",
-        audience_size=row.audience_size,
-        submitted_by=row.account_id,
-        reviewed_by=row.reviewed_by or "",
-        review_note=row.review_note,
-        delivered_count=row.delivered_count,
-        facts=facts_to_proto(facts_from_json(row.facts)),
-        quota_returned=row.quota_returned,
-    )
-    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
-        value = getattr(row, name)
-        if value is not None:
-            getattr(out, name).CopyFrom(timestamp(value))
-    return out
-
-
-def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
-    return push_pb2.Notice(
-        notice_id=row.notice_id,
-        store_id=row.store_id,
-        kind=KIND_PROTOS[PushKind(row.kind)],
-        year=row.year,
-        text=row.text,
-        created_at=timestamp(row.created_at),
-    )
-
-
-def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
-    return push_pb2.Grant(
-        grant_id=row.grant_id,
-        store_id=row.store_id,
-        audience_size=row.audience_size,
-        activity=row.activity,
-        granted_by=row.granted_by,
-        granted_at=timestamp(row.granted_at),
-        push_id=row.push_id or "",
-    )
-
-
-def encode_page_token(after: tuple[datetime, str] | None) -> str:
-    if after is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}".encode()).decode()
-
-
-def decode_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        at, _, last_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
-            raise ValueError(token)
-        return parsed.astimezone(UTC), last_id
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.one("page_token", "not a token this service issued") from None
-
-
-def encode_queue_token(after: tuple[datetime, str] | None, kind: int, store_id: str) -> str:
-    """The review queue's page token: the last (submission, push id) listed, and the filters it was listed with."""
-    if after is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{after[0].isoformat()}|{after[1]}|{kind}|{store_id}".encode()).decode()
-
-
-def decode_queue_token(token: str, kind: int, store_id: str) -> tuple[datetime, str] | None:
-    """Where the next page starts; a token is refused with other filters than it was issued for (AIP-158)."""
-    if not token:
-        return None
-    try:
-        at, last_id, token_kind, token_store = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not ID_PATTERN.match(last_id):
-            raise ValueError(token)
-        parsed = parsed.astimezone(UTC)  # year 1 at +05:00 is before year 1 in UTC: OverflowError, not INTERNAL
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.one("page_token", "not a token this service issued") from None
-    if token_kind != str(kind) or token_store != store_id:
-        raise InvalidArgument.one("page_token", "issued for another kind or store_id; ask again without it")
-    return parsed, last_id
-
-
-def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
-    """``<ledger seq>/<last recipient read>``; empty for the beginning of the ledger."""
-    if not cursor:
-        return 0, ""
-    seq, _, recipient = cursor.partition("/")
-    if not seq.isdigit() or len(seq) > 18 or (recipient and not ID_PATTERN.match(recipient)):
-        f.fail("cursor", "not a cursor this service issued")
-        return 0, ""
-    return int(seq), recipient

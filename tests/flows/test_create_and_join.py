@@ -17,6 +17,7 @@ from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
 from tests.support import facts
+from tests.support.request_ids import refused_as_reused
 from tests.support.stack import GatewayClient, RunningStack, unique
 
 FOLLOW = common_pb2.Threshold(follow=common_pb2.FollowThreshold())
@@ -332,6 +333,25 @@ async def test_request_id_makes_create_and_join_idempotent(gw: GatewayClient, pl
         gateway_pb2.GetGroupSetRequest(group_set_id=first.group_set_id), metadata=gw.auth(gw.consumer(consumer))
     )
     assert fetched.group_set.member_count == 1
+
+
+async def test_a_reused_request_id_with_another_request_is_already_exists(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """The request_id rule end to end: the backend's one status reaches the caller, and nothing is created."""
+    store_id, main_id = await new_store(gw, platform)
+    first = await new_group(gw, store_id, main_id, request_id="create-2")
+    another = gw.groups.CreateGroupSet(
+        gateway_pb2.CreateGroupSetRequest(
+            kind=common_pb2.GROUP_KIND_STORE, name="另一个群", threshold=FOLLOW, request_id="create-2"
+        ),
+        metadata=gw.auth(gw.main_account(main_id, store_id)),
+    )
+    await refused_as_reused(another, "create-2")
+    listed = await gw.groups.ListGroupSets(
+        gateway_pb2.ListGroupSetsRequest(store_id=store_id), metadata=gw.auth(gw.main_account(main_id, store_id))
+    )
+    assert [g.group_set_id for g in listed.group_sets] == [first.group_set_id]
 
 
 @pytest.mark.parametrize(

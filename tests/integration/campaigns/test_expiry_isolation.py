@@ -28,6 +28,7 @@ from services.campaigns.expiry import ExpiryJob
 from services.campaigns.models import Pool, Purchase, Refund
 from services.common.clock import ManualClock
 from services.common.db import Database
+from services.common.loops import Loops
 from services.common.rules import MAX_INT64, Rules
 from services.common.settings import async_url
 from tests.integration.campaigns.helpers import CASH, Stub, buy, claim, flash_sale, fountain, item, pool
@@ -118,7 +119,8 @@ async def test_D3_a_poisoned_store_never_stops_the_expiry_job_for_the_others(
     clock.advance(timedelta(days=1, minutes=1))
     job = ExpiryJob(db, rules, clock)
     before = failures_counted()
-    timer = asyncio.create_task(job.run_every(0.02))
+    timer = Loops()  # as the runtime runs it
+    timer.start([job.loop(0.02)])
     try:
         for _ in range(500):
             totals = [(await ledger(stub, store)).total_fen for store in HEALTHY]
@@ -127,9 +129,7 @@ async def test_D3_a_poisoned_store_never_stops_the_expiry_job_for_the_others(
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)  # several more ticks
     finally:
-        timer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await timer
+        await timer.stop(grace_seconds=10)
     for store in HEALTHY:
         assert (await ledger(stub, store)).total_fen == 2 * each
         assert await cards(stub, store) == [2, 2]

@@ -40,6 +40,7 @@ from tests.integration.campaigns.helpers import (
     ts,
 )
 from tests.support.inprocess import serve
+from tests.support.request_ids import refused_as_reused
 
 S = "store-1"
 G = "gs_1"
@@ -500,15 +501,58 @@ async def test_a_retried_request_changes_nothing_the_second_time(stub: Stub, clo
     first = await buy(stub, S, "i1", "c1", "same", 2)
     second = await buy(stub, S, "i1", "c1", "same", 2)
     assert second.replayed and second.purchase == first.purchase and second.stock_left == 3
-    with pytest.raises(grpc.aio.AioRpcError) as reused:
-        await buy(stub, S, "i1", "c2", "same", 1)
-    assert reused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    await refused_as_reused(buy(stub, S, "i1", "c2", "same", 1), "same")
+    await refused_as_reused(buy(stub, S, "i1", "c1", "same", 1), "same")  # the same buyer, another quantity
     a = await stub.CreateActivity(activity(S, G, clock.now(), request_id="act-1", check_in=pb.CheckInSpec()))
     b = await stub.CreateActivity(activity(S, G, clock.now(), request_id="act-1", check_in=pb.CheckInSpec()))
     assert a.activity == b.activity
+    await refused_as_reused(
+        stub.CreateActivity(activity(S, G, clock.now(), request_id="act-1", title="另一个", check_in=pb.CheckInSpec())),
+        "act-1",
+    )
     assert len((await stub.ListActivities(pb.ListActivitiesRequest(store_id=S))).activities) == 1
     assert await stock(stub, S, "i1") == 3
     assert len((await stub.ListSales(pb.ListSalesRequest(store_id=S))).purchases) == 1
+
+
+async def test_a_reused_request_id_with_another_request_is_already_exists_everywhere(
+    stub: Stub, clock: ManualClock
+) -> None:
+    """The request_id rule (services.common.request_ids): restocks, claims and trumpets like purchases."""
+    now = clock.now()
+    await item(stub, S, "i1", stock=5)
+    await item(stub, S, "i2", stock=5)
+    restock = pb.RestockRequest(request_id="rs", store_id=S, item_id="i1", quantity=2)
+    assert not (await stub.Restock(restock)).replayed and (await stub.Restock(restock)).replayed
+    await refused_as_reused(
+        stub.Restock(pb.RestockRequest(request_id="rs", store_id=S, item_id="i2", quantity=2)), "rs"
+    )
+    await refused_as_reused(
+        stub.Restock(pb.RestockRequest(request_id="rs", store_id=S, item_id="i1", quantity=3)), "rs"
+    )
+    assert (await stock(stub, S, "i1"), await stock(stub, S, "i2")) == (7, 5)
+
+    packets = await fountain(stub, S, G, now, pool(CASH, 100, 5, 5, now + timedelta(days=1)))
+    first = await claim(stub, S, packets.activity_id, "c1", "cl")
+    assert await claim(stub, S, packets.activity_id, "c1", "cl") == first
+    await refused_as_reused(claim(stub, S, packets.activity_id, "c2", "cl"), "cl")
+
+    def trumpet(message: str) -> pb.CreateTrumpetRequest:
+        return pb.CreateTrumpetRequest(
+            request_id="tr",
+            store_id=S,
+            activity_id=packets.activity_id,
+            sub_group_id="sg_1",
+            on_sub_group=True,
+            group_level=3,
+            display_starts_at=ts(now + timedelta(minutes=5)),
+            message=message,
+            created_by="main-1",
+        )
+
+    made = await stub.CreateTrumpet(trumpet("今晚8点开抢"))
+    assert (await stub.CreateTrumpet(trumpet("今晚8点开抢"))).trumpet == made.trumpet
+    await refused_as_reused(stub.CreateTrumpet(trumpet("明晚8点开抢")), "tr")
 
 
 async def test_bad_input_is_refused_with_the_field_and_changes_nothing(stub: Stub, clock: ManualClock) -> None:

@@ -12,7 +12,14 @@ import importlib
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKeyConstraint,
+    MetaData,
+    PrimaryKeyConstraint,
+    UniqueConstraint,
+    inspect,
+)
 from sqlalchemy.engine import Connection
 
 from services.common.db import create_engine
@@ -40,3 +47,44 @@ async def test_migrations_match_the_models(service: str, db_url: str) -> None:
             assert await connection.run_sync(tables) >= set(metadata.tables)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES_WITH_DATABASES)
+async def test_every_name_the_models_give_is_the_databases(service: str, db_url: str) -> None:
+    """The naming convention names a constraint or index only as the migrations already named it.
+
+    Alembic's comparison above ignores the names of CHECK constraints and primary keys; a name the
+    models gave differently from the database would break the first migration that refers to it.
+    """
+    assert await asyncio.to_thread(migrations_main, [service, "--url", db_url]) == 0
+    metadata: MetaData = importlib.import_module(f"services.{service}.models").Base.metadata
+    kinds = {PrimaryKeyConstraint: "pk", UniqueConstraint: "uq", CheckConstraint: "ck", ForeignKeyConstraint: "fk"}
+    named = {
+        (kinds[type(constraint)], table.name, str(constraint.name))
+        for table in metadata.tables.values()
+        for constraint in table.constraints
+        if type(constraint) in kinds and constraint.name is not None
+    }
+    named |= {("ix", table.name, str(index.name)) for table in metadata.tables.values() for index in table.indexes}
+
+    def database_names(connection: Connection) -> set[tuple[str, str, str]]:
+        found = inspect(connection)
+        names: set[tuple[str, str, str]] = set()
+        for table in found.get_table_names():
+            names.add(("pk", table, str(found.get_pk_constraint(table).get("name"))))
+            names |= {("uq", table, str(u["name"])) for u in found.get_unique_constraints(table)}
+            names |= {("ck", table, str(c["name"])) for c in found.get_check_constraints(table)}
+            names |= {("fk", table, str(f["name"])) for f in found.get_foreign_keys(table)}
+            names |= {("ix", table, str(i["name"])) for i in found.get_indexes(table)}
+        return names
+
+    engine = create_engine(async_url(db_url), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            have = await connection.run_sync(database_names)
+    finally:
+        await engine.dispose()
+    if not db_url.startswith("postgresql"):
+        # SQLite keeps no names of primary keys, and its unique constraints' only in the table's DDL.
+        named = {name for name in named if name[0] not in ("pk",)}
+    assert sorted(named - have) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -11,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from services.common.client import internal_channel
 from services.common.errors import Failure, RuleRefusal, failures_from_status, status_from_error
+from services.common.loops import Loop, every
 from services.common.server import Server, ServiceApp
 from tests.support.inprocess import INTERNAL_TOKEN, settings_for
 
@@ -79,3 +81,33 @@ async def test_server_maps_errors_and_guards_with_the_internal_credential() -> N
     finally:
         await server.stop()
     assert server.health._server_status[""] == health_pb2.HealthCheckResponse.NOT_SERVING  # drained
+
+
+class LoopingApp(ProbeApp):
+    """An app that declares a loop: the runtime starts it once SERVING and stops it on the way down."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.passes = 0
+
+    def loops(self) -> Sequence[Loop]:
+        async def one_pass() -> None:
+            self.passes += 1
+
+        return [every("probe", 0.01, one_pass, at_once=True)]
+
+
+async def test_the_runtime_starts_an_apps_loops_after_serving_and_stops_them_on_the_way_down() -> None:
+    app = LoopingApp(settings_for("groups"))
+    server = Server(app, serve_metrics_http=False)
+    await server.start()
+    try:
+        assert server.loops.running == ["probe"]
+        while app.passes < 3:
+            await asyncio.sleep(0.01)
+    finally:
+        await server.stop()
+    assert server.loops.running == []
+    stopped_at = app.passes
+    await asyncio.sleep(0.05)
+    assert app.passes == stopped_at

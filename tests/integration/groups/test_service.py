@@ -25,6 +25,7 @@ from services.common.errors import Failure, failures_from_status, field_violatio
 from services.common.rules import Rules
 from services.groups.app import GroupsApp
 from tests.support.inprocess import serve
+from tests.support.request_ids import refused_as_reused
 
 STORE = common_groups_pb2.GROUP_KIND_STORE
 LIVE = common_groups_pb2.GROUP_KIND_LIVE
@@ -172,10 +173,41 @@ async def test_t4_streamer_group_set_cap(stub: groups_pb2_grpc.GroupsServiceStub
 
 async def test_create_request_id_replay_returns_the_first_answer(stub: groups_pb2_grpc.GroupsServiceStub) -> None:
     first = await create(stub, store_set(request_id="req-1"))
-    again = await create(stub, store_set(request_id="req-1", name="another name"))
-    assert again == first
+    assert await create(stub, store_set(request_id="req-1")) == first
+    # The same request after the set was renamed: still the set it created (the request is compared, not the set).
+    await stub.UpdateSettings(groups_pb2.UpdateSettingsRequest(group_id=first.group_set_id, name="改名了"))
+    assert (await create(stub, store_set(request_id="req-1"))).group_set_id == first.group_set_id
+    # Another request with the same id is refused, and creates nothing.
+    await refused_as_reused(stub.CreateGroupSet(store_set(request_id="req-1", name="another name")), "req-1")
     listed = await stub.ListGroupSets(groups_pb2.ListGroupSetsRequest(store_id="store-1"))
     assert [g.group_set_id for g in listed.group_sets] == [first.group_set_id]
+    # A password is no part of the comparison (its digest is salted anew each time, the password never kept).
+    secret = common_groups_pb2.Threshold(password=common_groups_pb2.PasswordThreshold(password="芝麻开门"))
+    locked = await create(stub, store_set(name="密码群", threshold=secret, request_id="req-2"))
+    assert (await create(stub, store_set(name="密码群", threshold=secret, request_id="req-2"))) == locked
+
+
+async def test_removal_request_id_replays_the_removal_or_is_refused_for_another(
+    stub: groups_pb2_grpc.GroupsServiceStub,
+) -> None:
+    gs = await create(stub, store_set())
+    await join(stub, gs, "troll")
+
+    def expel(reason: str) -> Any:
+        return stub.ExpelMember(
+            groups_pb2.ExpelMemberRequest(
+                request_id="rm-1",
+                group_set_id=gs.group_set_id,
+                consumer_id="troll",
+                cause=common_groups_pb2.REMOVAL_CAUSE_OWNER,
+                reason=reason,
+            )
+        )
+
+    first = await expel("骂人")
+    again = await expel("骂人")
+    assert again.replayed and again.removal == first.removal and not first.replayed
+    await refused_as_reused(expel("another reason"), "rm-1")
 
 
 # -- joining (T1, T5, C13, T2, T4, C11, R3) ------------------------------------------------------

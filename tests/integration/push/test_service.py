@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -29,12 +29,15 @@ from services.common.errors import (
     field_violations,
     status_from_error,
 )
+from services.common.loops import Loops
 from services.common.rules import Rules
 from services.common.settings import async_url
 from services.push.app import PushApp
+from services.push.deliveries import Deliveries
 from services.push.dispatcher import DRAFT_TTL, Dispatcher
-from services.push.repository import PushRepository
+from services.push.drafts import Drafts
 from tests.support.inprocess import serve
+from tests.support.request_ids import refused_as_reused
 
 NOW = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
 FACTS = p.AccountFacts(subscribers=50, old_customer_fans=2000, recent_broadcasts=7, revisit_rate_bp=600)
@@ -207,10 +210,25 @@ async def test_P1_P2_P5_drafts_check_every_rule_and_seal_the_quota(service: Serv
     )
     assert over.code() is grpc.StatusCode.INVALID_ARGUMENT
 
-    # A request_id answers its first push again, without a new draft.
+    # A request_id answers its first push again, without a new draft; another push with it is refused.
     first = await service.submitted(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1")
     again = await service.draft(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1")
     assert again.replayed and again.push.push_id == first.push_id
+    await refused_as_reused(service.draft(p.PUSH_KIND_RECALL_TIER_2, request_id="r-1"), "r-1")
+    await refused_as_reused(service.draft(p.PUSH_KIND_SUBSCRIPTION, request_id="r-1", body="another"), "r-1")
+
+
+async def test_a_grants_request_id_replays_the_grant_or_is_refused_for_another(service: Service) -> None:
+    def grant(size: int) -> Awaitable[p.GrantMassSendResponse]:
+        return service.stub.GrantMassSend(
+            p.GrantMassSendRequest(
+                request_id="g-1", store_id="s1", audience_size=size, activity="official", granted_by="ops"
+            )
+        )
+
+    first = (await grant(2)).grant
+    assert (await grant(2)).grant == first
+    await refused_as_reused(grant(3), "g-1")
 
 
 async def test_P6_rejection_returns_the_quota_unless_the_rules_file_says_not(
@@ -395,14 +413,16 @@ async def test_D3_the_dispatcher_task_keeps_delivering_past_a_poisoned_store(ser
     await poison(service, poisoned.push_id)
     service.clock.advance(timedelta(hours=24))
     service.dispatcher.poll_seconds = 0.05
-    service.dispatcher.start()
+    loops = Loops()  # as the runtime runs it
+    loops.start([service.dispatcher.loop()])
     try:
         deadline = asyncio.get_running_loop().time() + 10
         while (await service.get(healthy.push_id)).state != p.PUSH_STATE_SENT:
             assert asyncio.get_running_loop().time() < deadline, "the healthy store's push was not sent"
             await asyncio.sleep(0.05)
     finally:
-        await service.dispatcher.stop()
+        await loops.stop(grace_seconds=10)
+    assert loops.running == []
     assert (await service.get(poisoned.push_id)).state == p.PUSH_STATE_APPROVED
     assert "s-poisoned" in service.dispatcher.dispatch_backoff.waiting()
 
@@ -412,21 +432,21 @@ async def test_D3_draft_cleanup_goes_on_past_a_failing_store(service: Service, m
     for store in ("s-a", "s-broken", "s-b"):
         await service.draft(store=store)
     service.clock.advance(DRAFT_TTL + timedelta(seconds=1))
-    purge = PushRepository.purge_drafts
+    purge = Drafts.purge_drafts
     failures = sample("qun_job_failures_total", task="draft_cleanup")
 
-    async def failing(self: PushRepository, store_id: str, older_than: timedelta, limit: int) -> int:
+    async def failing(self: Drafts, store_id: str, older_than: timedelta, limit: int) -> int:
         if store_id == "s-broken":
             raise RuntimeError("a row this version cannot drop")
         return await purge(self, store_id, older_than, limit)
 
-    monkeypatch.setattr(PushRepository, "purge_drafts", failing)
+    monkeypatch.setattr(Drafts, "purge_drafts", failing)
     report = await service.dispatcher.purge()
     assert report.settled == {"s-a": 1, "s-b": 1}
     assert [f.store_id for f in report.failed] == ["s-broken"]
     assert sample("qun_job_failures_total", task="draft_cleanup") - failures == 1
     assert (await service.dispatcher.purge()).settled == {}  # backing off: not tried again at once
-    monkeypatch.setattr(PushRepository, "purge_drafts", purge)
+    monkeypatch.setattr(Drafts, "purge_drafts", purge)
     service.ticks.now += 30
     assert (await service.dispatcher.purge()).settled == {"s-broken": 1}
 
@@ -437,11 +457,11 @@ async def test_D3_a_database_outage_is_no_stores_fault(service: Service, monkeyp
     await service.review(push.push_id)
     service.clock.advance(timedelta(hours=24))
 
-    async def unreachable(self: PushRepository, store_id: str, batch_size: int) -> None:
+    async def unreachable(self: Deliveries, store_id: str, batch_size: int) -> None:
         refused = ConnectionRefusedError("connection refused")
         raise exc.OperationalError("SELECT 1", {}, refused) from refused  # as SQLAlchemy raises it
 
-    monkeypatch.setattr(PushRepository, "dispatch_batch", unreachable)
+    monkeypatch.setattr(Deliveries, "dispatch_batch", unreachable)
     with pytest.raises(Unavailable):
         await service.dispatcher.run_once()
     assert service.dispatcher.dispatch_backoff.waiting() == frozenset()

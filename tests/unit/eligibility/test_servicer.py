@@ -54,7 +54,7 @@ class NoRepository:
 
 @pytest.fixture
 def no_repository(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(servicer_module, "EligibilityRepository", NoRepository)
+    monkeypatch.setattr(servicer_module, "Ingestion", NoRepository)
 
 
 def batch() -> e.IngestFactsRequest:

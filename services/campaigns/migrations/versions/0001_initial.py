@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("stock", sa.BigInteger(), nullable=False),
         _when("created_at"),
         _when("updated_at"),
-        sa.CheckConstraint("stock >= 0", name="ck_items_stock_not_negative"),
+        sa.CheckConstraint("stock >= 0", name=op.f("ck_items_stock_not_negative")),
     )
     op.create_table(
         "restocks",
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("per_user_limit", sa.Integer(), nullable=False),
         _when("expires_at"),
         sa.Column("remainder_refunded", sa.Boolean(), nullable=False),
-        sa.CheckConstraint("remaining >= 0", name="ck_pools_remaining_not_negative"),
+        sa.CheckConstraint("remaining >= 0", name=op.f("ck_pools_remaining_not_negative")),
     )
     op.create_index("ix_pools_activity", "pools", ["store_id", "activity_id", "seq"])
     op.create_table(

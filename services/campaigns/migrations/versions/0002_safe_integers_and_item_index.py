@@ -31,7 +31,8 @@ down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Kept here as a literal: a migration must not change when the models' constant does.
+# Kept here as a literal: a migration must not change when the models' constant does. The names are final
+# (``op.f``): the models' naming convention, which Alembic applies to a migration's names, must not prefix them.
 SAFE_INTEGER = 9_000_000_000_000_000_000
 
 # table → (constraint name, column, whether it must also not be negative)
@@ -61,7 +62,7 @@ def upgrade() -> None:
         # PostgreSQL by ALTER TABLE … ADD CONSTRAINT.
         with op.batch_alter_table(table) as batch:
             for name, column, not_negative in checks:
-                batch.create_check_constraint(name, _condition(column, not_negative))
+                batch.create_check_constraint(op.f(name), _condition(column, not_negative))
     op.create_index("ix_activities_item", "activities", ["store_id", "item_id", "ends_at"])
 
 
@@ -70,4 +71,4 @@ def downgrade() -> None:
     for table, checks in CHECKS.items():
         with op.batch_alter_table(table) as batch:
             for name, _column, _not_negative in checks:
-                batch.drop_constraint(name, type_="check")
+                batch.drop_constraint(op.f(name), type_="check")

@@ -1,0 +1,113 @@
+"""Between the wire and the domain: the account's figures, pushes, notices, grants and ledger cursors."""
+
+from __future__ import annotations
+
+from qun.push.v1 import push_pb2
+from services.common.timestamps import set_timestamp, to_timestamp
+from services.common.validation import ID_PATTERN, Fields
+from services.push.kinds import DECLARATIONS
+from services.push.models import GrantRow, NoticeRow, PushRow
+from services.push.repository import facts_from_json
+from services.push.rules import AccountFacts, PushKind, PushState
+
+# Not callers' values, so not [bounds] (D2): the figures the eligibility service counted from facts it validated
+# (a sanity limit, far above any store) and a rate's 100% (fixed by definition; the gateway refuses more in a
+# reported fact).
+MAX_FIGURE = 10**12
+MAX_RATE_BP = 10_000
+
+# Each declared kind by its value in the contract (``kinds``: ``PUSH_KIND_<NAME>``).
+KINDS: dict[int, PushKind] = {push_pb2.PushKind.Value(d.proto_name): d.kind for d in DECLARATIONS}
+KIND_PROTOS = {kind: push_pb2.PushKind.ValueType(value) for value, kind in KINDS.items()}
+STATE_PROTOS: dict[PushState, push_pb2.PushState.ValueType] = {
+    PushState.DRAFT: push_pb2.PUSH_STATE_DRAFT,
+    PushState.DISCARDED: push_pb2.PUSH_STATE_UNSPECIFIED,
+    PushState.PENDING_REVIEW: push_pb2.PUSH_STATE_PENDING_REVIEW,
+    PushState.APPROVED: push_pb2.PUSH_STATE_APPROVED,
+    PushState.SENDING: push_pb2.PUSH_STATE_SENDING,
+    PushState.SENT: push_pb2.PUSH_STATE_SENT,
+    PushState.REJECTED: push_pb2.PUSH_STATE_REJECTED,
+    PushState.CANCELLED: push_pb2.PUSH_STATE_CANCELLED,
+}
+
+
+def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> AccountFacts:
+    if not present:
+        f.fail("facts", "required: the account's figures from the eligibility service")
+        return AccountFacts()
+    f.in_range("facts.subscribers", int(msg.subscribers), 0, MAX_FIGURE)
+    f.in_range("facts.old_customer_fans", int(msg.old_customer_fans), 0, MAX_FIGURE)
+    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, 2**31 - 1)
+    rate = msg.revisit_rate_bp if msg.HasField("revisit_rate_bp") else None
+    if rate is not None:
+        f.in_range("facts.revisit_rate_bp", rate, 0, MAX_RATE_BP)
+    return AccountFacts(int(msg.subscribers), int(msg.old_customer_fans), msg.recent_broadcasts, rate)
+
+
+def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
+    out = push_pb2.AccountFacts(
+        subscribers=facts.subscribers,
+        old_customer_fans=facts.old_customer_fans,
+        recent_broadcasts=facts.recent_broadcasts,
+    )
+    if facts.revisit_rate_bp is not None:
+        out.revisit_rate_bp = facts.revisit_rate_bp
+    return out
+
+
+def push_to_proto(row: PushRow) -> push_pb2.Push:
+    out = push_pb2.Push(
+        push_id=row.push_id,
+        store_id=row.store_id,
+        # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
+        # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
+        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]
+        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]
+        title=row.title,
+        body=row.body,
+        grant_id=row.grant_id or "",
+        audience_size=row.audience_size,
+        submitted_by=row.account_id,
+        reviewed_by=row.reviewed_by or "",
+        review_note=row.review_note,
+        delivered_count=row.delivered_count,
+        facts=facts_to_proto(facts_from_json(row.facts)),
+        quota_returned=row.quota_returned,
+    )
+    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
+        set_timestamp(out, name, getattr(row, name))
+    return out
+
+
+def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
+    return push_pb2.Notice(
+        notice_id=row.notice_id,
+        store_id=row.store_id,
+        kind=KIND_PROTOS[PushKind(row.kind)],
+        year=row.year,
+        text=row.text,
+        created_at=to_timestamp(row.created_at),
+    )
+
+
+def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
+    return push_pb2.Grant(
+        grant_id=row.grant_id,
+        store_id=row.store_id,
+        audience_size=row.audience_size,
+        activity=row.activity,
+        granted_by=row.granted_by,
+        granted_at=to_timestamp(row.granted_at),
+        push_id=row.push_id or "",
+    )
+
+
+def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
+    """``<ledger seq>/<last recipient read>``; empty for the beginning of the ledger."""
+    if not cursor:
+        return 0, ""
+    seq, _, recipient = cursor.partition("/")
+    if not seq.isdigit() or len(seq) > 18 or (recipient and not ID_PATTERN.match(recipient)):
+        f.fail("cursor", "not a cursor this service issued")
+        return 0, ""
+    return int(seq), recipient
