@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from gateway.app import GatewayApp
 from gateway.auth import Principal, Role, mint_token
+from gateway.keys import SharedSecret
 from gateway.settings import GatewaySettings
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import error_info, field_violations, status_from_error
@@ -34,7 +35,7 @@ GARBAGE = [b"\xff", b"\x0a\xff\xff\xff\xff\xff", b"\x08" + b"\xff" * 11, bytes(r
 async def gateway(rules: Rules) -> AsyncIterator[grpc.aio.Channel]:
     base = settings_for("gateway")
     unreachable = "127.0.0.1:9"
-    config = GatewaySettings(base, SECRET, unreachable, unreachable, unreachable, unreachable, 0.2, 1)
+    config = GatewaySettings(base, SharedSecret(SECRET), unreachable, unreachable, unreachable, unreachable, 0.2, 1)
     server = Server(GatewayApp(base, rules, gateway_settings=config), serve_metrics_http=False)
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -24,7 +24,7 @@ from services.common.rules import Rules
 from services.common.settings import async_url
 from services.groups.app import GroupsApp
 from services.groups.joins import JoinRepository
-from services.groups.repository import JoinRefusal, JoinResult
+from services.groups.records import JoinRefusal, JoinResult
 from tests.support.inprocess import serve
 
 pytestmark = pytest.mark.postgres
