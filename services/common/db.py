@@ -120,9 +120,10 @@ def _engines(url: str, pool_size: int) -> tuple[AsyncEngine, Engine | None]:
         _sqlite_immediate_transactions(plain)
         return engine, plain
     # The hot paths' statements have a pool of their own (``pg_driver``, ``pool_size``); the ORM's
-    # units of work, fewer, share half as many, so a process holds as many connections as before.
-    share = max(1, pool_size // 2)
-    engine = create_async_engine(url, pool_size=share, max_overflow=share, pool_timeout=30)
+    # units of work, fewer and not on the hot paths, share a smaller one (they wait for a connection
+    # rather than open more), so replicas beside each other stay well inside a server's max_connections.
+    share = max(1, pool_size * 3 // 10)
+    engine = create_async_engine(url, pool_size=share, max_overflow=max(1, share - 1), pool_timeout=30)
     _broken_connections_are_disconnects(engine)
     _ping_on_checkout(engine)
     return engine, None
