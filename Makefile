@@ -99,9 +99,16 @@ breaking: $(BUF)
 api-image: $(BUF)
 	cd protos && ../$(BUF) build --exclude-source-info -o $(API_IMAGE)
 
-# All processes on loopback with SQLite under data/; Ctrl-C stops them.
+# All processes on loopback with SQLite under data/; Ctrl-C (or `make down` elsewhere) stops them.
+# Every QUN_* variable of the environment reaches every process (README, Configuration);
+# PORT_BASE=60050 (or QUN_PORT_BASE) moves every port, PROMETHEUS=1 adds a Prometheus.
+# Installs the runtime packages and the code generator only.
 up: proto
-	$(PY) -m cli --data-dir data up
+	$(PY) -m cli --data-dir data $(if $(PORT_BASE),--port-base $(PORT_BASE)) up $(if $(filter 1 yes true,$(PROMETHEUS)),--prometheus)
+
+# Stops the stack `make up` runs from data/, from any terminal.
+down: $(VENV)/.runtime
+	$(PY) -m cli --data-dir data down
 
 test: proto venv lint-proto breaking lint-python deploy-check e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not faults" tests
