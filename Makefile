@@ -160,7 +160,7 @@ deploy-render: $(VENV)/.installed
 # Offline checks of everything under deploy/.
 deploy-check: deploy-tools
 	$(PY) -m deploy.render --check
-	env $(COMPOSE_CHECK_ENV) $(COMPOSE_BIN) -f deploy/docker-compose.yml config -q
+	env $(COMPOSE_CHECK_ENV) $(COMPOSE_BIN) -f deploy/docker-compose.yml --profile observability config -q
 	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_MANIFESTS)
 	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-kubernetes.yml
 	promtool check rules deploy/prometheus/rules.yml
