@@ -552,3 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Refused, ValueError) as error:
         say(f"qunctl: {' '.join(str(error).split())}", stream=sys.stderr)  # one line
         return 2
+    except BrokenPipeError:  # `qunctl call … | head`: the reader had enough
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
