@@ -533,15 +533,15 @@ def port_base_argument(value: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     command = parser()
     args = command.parse_args(argv)
-    if args.command == "call":
-        if args.list:
-            return cmd_list_rpcs(args)
+    if args.command == "call" and not args.list:
         missing = [
             flag for flag, value in (("RPC", args.rpc), ("--as", args.account), ("--role", args.role)) if not value
         ]
         if missing:
             command.error(f"call needs {', '.join(missing)}")
     try:
+        if args.command == "call" and args.list:
+            return cmd_list_rpcs(args)
         if getattr(args, "local", False):
             return int(args.func(args))
         client = Client(gateway_address(args), token_secret(Path(args.data_dir)))
