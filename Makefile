@@ -8,22 +8,58 @@ PROTOS := $(shell find protos -name '*.proto')
 SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')
 PYTEST_WORKERS ?= 2
 
-.PHONY: all venv proto lint-proto up test unit integration flows clean bench
+.PHONY: all venv venv-runtime proto lint-proto up down test unit integration flows clean bench lock lock-upgrade
 
 all: proto
 
-# The virtualenv, with the repository and the generated code on its path.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
-	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > $(VENV)/$(SITE)/qun-dev.pth
+# --- Installs: every package from uv.lock, each checked against the hashes there -------------
+# uv itself comes from PyPI, pinned with its hashes in tools/uv-requirements.txt, into .tools/uv.
+UV_DIR := .tools/uv
+UV := $(UV_DIR)/bin/uv
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(VENV) UV_PYTHON=$(PYTHON)
+
+$(UV): tools/uv-requirements.txt
+	$(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/python -m pip install -q --require-hashes --no-deps --only-binary :all: -r $<
 	touch $@
 
-venv: $(VENV)/.installed
+# `--locked`: uv.lock must match pyproject.toml (else: run `make lock`); uv checks every hash.
+# The locked packages first (hatchling among them), then the project itself, editable: the build
+# backend comes from the lock, not from an isolated build environment (pyproject.toml, [tool.uv]).
+UV_SYNC = $(UV_ENV) $(UV) sync --locked --quiet
+define sync
+	$(UV_SYNC) $(1) --no-install-project
+	$(UV_SYNC) $(1)
+endef
 
-# Python code and type stubs from protos/ into gen/ (build output, not committed).
-gen/.stamp: $(PROTOS) $(VENV)/.installed
+# The runtime and the build group (code generation), nothing else: what `make up` needs. A venv
+# that already has the development tools keeps them (--inexact).
+$(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
+	$(call sync,--no-dev --group build --inexact)
+	touch $@
+
+# Everything: runtime, build and the development tools (tests, linters, deploy checks).
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(call sync,)
+	touch $@ $(VENV)/.runtime
+
+venv: $(VENV)/.installed
+venv-runtime: $(VENV)/.runtime
+
+# Re-resolves uv.lock after a change to the dependencies in pyproject.toml, keeping every other
+# pin; `make lock-upgrade` moves every package to its newest allowed version. Both refresh uv's
+# own pin (tools/uv-requirements.txt, from tools/uv-requirements.in).
+lock: | $(UV)
+	$(UV_ENV) $(UV) lock
+	$(UV) pip compile --quiet --universal --generate-hashes --no-header tools/uv-requirements.in -o tools/uv-requirements.txt
+
+lock-upgrade: | $(UV)
+	$(UV_ENV) $(UV) lock --upgrade
+	$(UV) pip compile --quiet --universal --generate-hashes --no-header --upgrade tools/uv-requirements.in -o tools/uv-requirements.txt
+
+# Python code and type stubs from protos/ into gen/ (build output, not committed), imported as
+# qun.* through the editable install (pyproject.toml, dev-mode-dirs).
+gen/.stamp: $(PROTOS) $(VENV)/.runtime
 	rm -rf gen && mkdir -p gen
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
@@ -44,33 +80,59 @@ lint-python: $(VENV)/.installed
 lint-proto: $(BUF)
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
 
-# All processes on loopback with SQLite under data/; Ctrl-C stops them.
-up: proto
-	$(PY) -m cli --data-dir data up
+# The API stays wire- and source-compatible (`buf breaking`, the FILE rules of protos/buf.yaml),
+# the public qun.gateway.v1 and every internal package alike: rolling deploys run old and new
+# processes side by side. Checked against the main branch's protos (when the clone has one) and
+# against the committed image of the last released API (API_IMAGE, also where there is no
+# history). A deliberate break is a new package version (qun.gateway.v2), as buf expects; once a
+# release is out, `make api-image` records its protos. BUF_AGAINST=<buf input> adds a comparison.
+API_PROTOS ?= protos
+API_IMAGE := $(CURDIR)/protos/api-image.binpb
+MAIN_PROTOS = $(shell git rev-parse -q --verify refs/heads/main >/dev/null && echo '$(CURDIR)/.git\#branch=main,subdir=protos')
+.PHONY: breaking api-image
+breaking: $(BUF)
+	@for against in $(MAIN_PROTOS) $(API_IMAGE) $(BUF_AGAINST); do \
+	  echo "buf breaking $(API_PROTOS) --against $$against"; \
+	  (cd $(API_PROTOS) && $(CURDIR)/$(BUF) breaking --against "$$against") || exit 1; \
+	done
 
-test: proto lint-proto lint-python deploy-check e2e
+api-image: $(BUF)
+	cd protos && ../$(BUF) build --exclude-source-info -o $(API_IMAGE)
+
+# All processes on loopback with SQLite under data/; Ctrl-C (or `make down` elsewhere) stops them.
+# Every QUN_* variable of the environment reaches every process (README, Configuration);
+# PORT_BASE=60050 (or QUN_PORT_BASE) moves every port, PROMETHEUS=1 adds a Prometheus.
+# Installs the runtime packages and the code generator only.
+up: proto
+	$(PY) -m cli --data-dir data $(if $(PORT_BASE),--port-base $(PORT_BASE)) up $(if $(filter 1 yes true,$(PROMETHEUS)),--prometheus)
+
+# Stops the stack `make up` runs from data/, from any terminal.
+down: $(VENV)/.runtime
+	$(PY) -m cli --data-dir data down
+
+test: proto venv lint-proto breaking lint-python deploy-check e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not faults" tests
 	$(MAKE) faults
 
 # Kills each process and restarts the machine's PostgreSQL under load, so it runs alone, after
 # the parallel suite (README, Reliability). REQUIRE_POSTGRES=1 turns a missing server into a failure.
 .PHONY: faults soak
-faults: proto
+faults: proto venv
 	$(PY) -m pytest -m faults tests/faults
 
 # Ten minutes of mixed load on a local stack: RSS, latency percentiles and error codes per minute.
 SOAK_SECONDS ?= 600
-soak: proto
+soak: proto venv
 	$(PY) -m tests.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
-unit: proto
+unit: proto venv
 	$(PY) -m pytest tests/unit
 
 # Mutation testing of the rule modules against their unit tests (tests/mutation; about half an hour on
 # 2 cores). MUTATION_ARGS="services/push/rules.py" for one module, "--changed" for those changed since
 # their last full pass (what .ci/run does).
 .PHONY: mutation
-mutation: proto
+mutation: proto venv
 	$(PY) -m tests.mutation.run $(MUTATION_ARGS)
 
 clean:
@@ -87,7 +149,7 @@ COMPOSE_CHECK_ENV = QUN_POSTGRES_PASSWORD=check QUN_GRAFANA_ADMIN_PASSWORD=check
   QUN_INTERNAL_TOKEN=check-internal-token-0123456789 QUN_TOKEN_SECRET=check-token-secret-0123456789
 
 # promtool and prometheus from Debian's package (skipped when both are on PATH); the docker
-# compose binary and kubernetes-validate come with the venv (requirements-dev.txt).
+# compose binary and kubernetes-validate come with the venv (the dev group of pyproject.toml).
 deploy-tools: $(VENV)/.installed
 	@bash deploy/install-prometheus.sh
 
@@ -98,7 +160,7 @@ deploy-render: $(VENV)/.installed
 # Offline checks of everything under deploy/.
 deploy-check: deploy-tools
 	$(PY) -m deploy.render --check
-	env $(COMPOSE_CHECK_ENV) $(COMPOSE_BIN) -f deploy/docker-compose.yml config -q
+	env $(COMPOSE_CHECK_ENV) $(COMPOSE_BIN) -f deploy/docker-compose.yml --profile observability config -q
 	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) $(K8S_MANIFESTS)
 	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-kubernetes.yml
 	promtool check rules deploy/prometheus/rules.yml
@@ -106,7 +168,7 @@ deploy-check: deploy-tools
 
 # The black-box suite against the gateway: a local stack (PostgreSQL when reachable) and a real
 # Prometheus unless QUN_E2E_GATEWAY names a running deployment (README, Deploy and operate).
-e2e: proto deploy-tools
+e2e: proto venv deploy-tools
 	$(PY) -m pytest tests/e2e
 
 # The same suite against the real compose deployment, built from deploy/Dockerfile and torn down
@@ -118,5 +180,5 @@ e2e-compose: proto deploy-tools
 
 # Throughput, latency and size as ratios to the machine's own gRPC limit (results/).
 # SQLite, then PostgreSQL when TEST_DATABASE_URL answers; BENCH_ARGS="--db postgres" (or sqlite) for one.
-bench: proto
+bench: proto venv
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -3,10 +3,10 @@
 Every ``expr`` here is run against a real Prometheus by the end-to-end suite,
 which fails when one returns no series. A panel with ``service=`` appears
 only while that process is deployed. A panel whose metric needs traffic
-(a purchase, a push) belongs here once the end-to-end scenarios
-(``tests/e2e/scenarios.py``) produce that traffic: the campaigns and push
-panels below wait for that — uncomment the entry, run ``make deploy-render``,
-and ``make e2e`` checks it.
+(a purchase, a claim, a push) is backed by an end-to-end scenario that makes
+it (``tests/e2e/scenarios.py``: ``flash_sale_and_prizes``, ``push_review_queue``).
+Panels query the datasource the dashboard's ``datasource`` variable names, so
+the JSON imports into any Grafana.
 
 ``$__rate_interval`` is Grafana's; the end-to-end suite substitutes a window.
 """
@@ -137,7 +137,65 @@ PANELS: list[Panel] = [
         legend="{{kind}}",
         unit="reqps",
     ),
+    Panel(
+        section="Joins and groups",
+        title="Scheduled job failures by task",
+        expr=f"sum by (task) (rate(qun_job_failures_total[{R}]))",
+        legend="{{task}}",
+        unit="reqps",
+        description="Stores a job could not settle (D3), each retried after a backoff; the other stores went on.",
+    ),
+    # --- campaigns -----------------------------------------------------------------------------
+    Panel(
+        service="campaigns",
+        section="Campaigns",
+        title="Flash-sale stock left",
+        expr="min by (store_id, activity_id) (qun_campaigns_flash_sale_stock_left)",
+        legend="{{store_id}} {{activity_id}}",
+        description="The item's stock at each running flash sale's last purchase (M2); never below 0.",
+    ),
+    Panel(
+        service="campaigns",
+        section="Campaigns",
+        title="Purchases by outcome and reason",
+        expr=f"sum by (sale, outcome, rule) (rate(qun_campaigns_purchases_total[{R}]))",
+        legend="{{sale}} {{outcome}} {{rule}}",
+        unit="reqps",
+        description="A refused purchase counts once per failed SPEC rule.",
+    ),
+    Panel(
+        service="campaigns",
+        section="Campaigns",
+        title="Prize claims by outcome and reason",
+        expr=f"sum by (outcome, rule) (rate(qun_campaigns_claims_total[{R}]))",
+        legend="{{outcome}} {{rule}}",
+        unit="reqps",
+    ),
+    Panel(
+        service="campaigns",
+        section="Campaigns",
+        title="Refund ledger entries per hour by source",
+        expr=f"sum by (source) (rate(qun_campaigns_refunds_total[{R}])) * 3600",
+        legend="{{source}}",
+        description="Unused cash red packets and unclaimed pools going back to merchants (M9).",
+    ),
+    Panel(
+        service="campaigns",
+        section="Campaigns",
+        title="End cards posted per hour",
+        expr=f"sum(rate(qun_campaigns_end_cards_total[{R}])) * 3600",
+        legend="end cards",
+        description="One per flash sale that ended (M6).",
+    ),
     # --- push ----------------------------------------------------------------------------------
+    Panel(
+        service="push",
+        section="Push",
+        title="Pushes by state",
+        expr=f"sum by (kind, state) (rate(qun_push_pushes_total[{R}]))",
+        legend="{{kind}} {{state}}",
+        unit="reqps",
+    ),
     Panel(
         section="Push",
         title="Dispatcher lag",
@@ -147,37 +205,37 @@ PANELS: list[Panel] = [
         description="How long the oldest due push has waited, per push replica (0 when none).",
         service="push",
     ),
-    # --- campaigns: uncomment once the end-to-end scenarios run a flash sale with a purchase -------
-    # Panel(
-    #     service="campaigns",
-    #     section="Campaigns",
-    #     title="Flash-sale stock left",
-    #     expr="min by (store_id, activity_id) (qun_campaigns_flash_sale_stock_left)",
-    #     legend="{{store_id}} {{activity_id}}",
-    # ),
-    # Panel(
-    #     service="campaigns",
-    #     section="Campaigns",
-    #     title="Purchases by outcome and reason",
-    #     expr=f"sum by (sale, outcome, rule) (rate(qun_campaigns_purchases_total[{R}]))",
-    #     legend="{{sale}} {{outcome}} {{rule}}",
-    #     unit="reqps",
-    # ),
-    # --- push: uncomment once the end-to-end scenarios submit a push and have one refused ----------
-    # Panel(
-    #     service="push",
-    #     section="Push",
-    #     title="Pushes by state",
-    #     expr=f"sum by (kind, state) (rate(qun_push_pushes_total[{R}]))",
-    #     legend="{{kind}} {{state}}",
-    #     unit="reqps",
-    # ),
-    # Panel(
-    #     service="push",
-    #     section="Push",
-    #     title="Quota refusals by rule",
-    #     expr=f"sum by (rule, reason) (rate(qun_push_quota_refusals_total[{R}]))",
-    #     legend="{{rule}} {{reason}}",
-    #     unit="reqps",
-    # ),
+    Panel(
+        service="push",
+        section="Push",
+        title="Deliveries written per second",
+        expr=f"sum(rate(qun_push_deliveries_written_total[{R}]))",
+        legend="deliveries",
+        unit="reqps",
+    ),
+    Panel(
+        service="push",
+        section="Push",
+        title="Review queue: oldest pending push",
+        expr="max(qun_push_oldest_pending_review_seconds)",
+        legend="oldest pending review",
+        unit="s",
+        description="Every replica reads it from the database (P8); QunPushReviewWindowEnding pages 4 h before "
+        "the 24-hour window ends.",
+    ),
+    Panel(
+        service="push",
+        section="Push",
+        title="Review queue: pushes pending review",
+        expr="max(qun_push_pending_reviews)",
+        legend="pending reviews",
+    ),
+    Panel(
+        service="push",
+        section="Push",
+        title="Quota refusals by rule",
+        expr=f"sum by (rule, reason) (rate(qun_push_quota_refusals_total[{R}]))",
+        legend="{{rule}} {{reason}}",
+        unit="reqps",
+    ),
 ]

@@ -119,6 +119,12 @@ def qun_image() -> dict[str, Any]:
 HARDENED = {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
 
 
+# Published ports listen on loopback unless QUN_PUBLISH_ADDRESS says otherwise (0.0.0.0: every interface).
+PUBLISH_HOST = "${QUN_PUBLISH_ADDRESS:-127.0.0.1}"
+# Prometheus and Grafana start with `docker compose --profile observability up`.
+OBSERVABILITY_PROFILE = "observability"
+
+
 def compose_process(process: Process, all_processes: list[Process]) -> dict[str, Any]:
     env: dict[str, str] = {
         "QUN_HOST": LISTEN_HOST,
@@ -144,7 +150,7 @@ def compose_process(process: Process, all_processes: list[Process]) -> dict[str,
         "expose": [str(process.grpc_port), str(process.metrics_port)],
     }
     if not process.backend:
-        service["ports"] = [f"${{QUN_GATEWAY_PORT:-{process.grpc_port}}}:{process.grpc_port}"]
+        service["ports"] = [f"{PUBLISH_HOST}:${{QUN_GATEWAY_PORT:-{process.grpc_port}}}:{process.grpc_port}"]
     service.update(
         {
             "healthcheck": {
@@ -218,15 +224,16 @@ def compose() -> dict[str, Any]:
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
             "--storage.tsdb.retention.time=15d",
-            "--web.enable-lifecycle",
+            # No --web.enable-lifecycle: nobody who reaches the port may shut Prometheus down or reload it.
         ],
         "volumes": [
             "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
             "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro",
             "prometheus-data:/prometheus",
         ],
-        "ports": ["${QUN_PROMETHEUS_PORT:-9090}:9090"],
+        "ports": [f"{PUBLISH_HOST}:${{QUN_PROMETHEUS_PORT:-9090}}:9090"],
         "restart": "unless-stopped",
+        "profiles": [OBSERVABILITY_PROFILE],
     }
     services["grafana"] = {
         "image": f"${{QUN_GRAFANA_IMAGE:-{GRAFANA_IMAGE}}}",
@@ -241,9 +248,10 @@ def compose() -> dict[str, Any]:
             "./grafana/dashboards:/var/lib/grafana/dashboards:ro",
             "grafana-data:/var/lib/grafana",
         ],
-        "ports": ["${QUN_GRAFANA_PORT:-3000}:3000"],
+        "ports": [f"{PUBLISH_HOST}:${{QUN_GRAFANA_PORT:-3000}}:3000"],
         "depends_on": {"prometheus": {"condition": "service_started"}},
         "restart": "unless-stopped",
+        "profiles": [OBSERVABILITY_PROFILE],
     }
     return {
         "name": "qun",
@@ -680,8 +688,13 @@ def compose_targets() -> dict[str, list[str]]:
 # --- Grafana ----------------------------------------------------------------------------------
 
 
+# The dashboard's panels query the Prometheus its ``datasource`` variable names: the provisioned one
+# (DATASOURCE_UID) under compose, whichever the user picks when the JSON is imported elsewhere.
+DATASOURCE_VARIABLE = "datasource"
+
+
 def dashboard() -> dict[str, Any]:
-    datasource = {"type": "prometheus", "uid": DATASOURCE_UID}
+    datasource = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
     panels: list[dict[str, Any]] = []
     panel_id = 0
     y = 0
@@ -728,7 +741,10 @@ def dashboard() -> dict[str, Any]:
     return {
         "uid": DASHBOARD_UID,
         "title": "qun",
-        "description": "gRPC traffic, errors and latency of every qun process; joins and groups. " + GENERATED,
+        "description": (
+            "gRPC traffic, errors and latency of every qun process; joins and groups, campaigns, push, "
+            "scheduled jobs. " + GENERATED
+        ),
         "tags": ["qun"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -736,7 +752,21 @@ def dashboard() -> dict[str, Any]:
         "editable": True,
         "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": DATASOURCE_VARIABLE,
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                    "regex": "",
+                    "options": [],
+                }
+            ]
+        },
         "annotations": {"list": []},
         "panels": panels,
     }

@@ -80,7 +80,20 @@ def with_docker(project: str, pytest_args: list[str]) -> int:
     code = 1
     try:
         log(f"docker compose up (project {project})")
-        run([*compose, "up", "--detach", "--build", "--wait", "--wait-timeout", str(int(UP_TIMEOUT))], env=env)
+        run(
+            [
+                *compose,
+                "--profile",
+                "observability",
+                "up",
+                "--detach",
+                "--build",
+                "--wait",
+                "--wait-timeout",
+                str(int(UP_TIMEOUT)),
+            ],
+            env=env,
+        )
         code = run_suite(
             f"127.0.0.1:{gateway_port}",
             env["QUN_TOKEN_SECRET"],

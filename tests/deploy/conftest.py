@@ -43,8 +43,8 @@ def run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 @cache
 def resolved_compose() -> dict[str, Any]:
-    """The compose model as compose itself resolves it (variables interpolated)."""
-    result = run_compose("config", "--format", "json")
+    """The compose model as compose itself resolves it (variables interpolated), every profile on."""
+    result = run_compose("--profile", "observability", "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -3,6 +3,7 @@ agreement with what each process reads (ports, addresses, required settings)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -146,3 +147,31 @@ def test_grafana_is_provisioned_with_the_datasource_the_dashboard_names(compose_
     from deploy.render import DATASOURCE_UID
 
     assert source["uid"] == DATASOURCE_UID
+
+
+def test_observability_is_a_profile_published_on_loopback_without_the_lifecycle_api(
+    compose_model: dict[str, Any],
+) -> None:
+    """Prometheus and Grafana start with `--profile observability`; every published port listens on
+    127.0.0.1 unless QUN_PUBLISH_ADDRESS says otherwise; nobody can stop Prometheus over HTTP."""
+    services = compose_model["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name].get("profiles") == ["observability"], name
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert set(published) == {"gateway", "prometheus", "grafana"}
+    for name, ports in published.items():
+        assert all(port.get("host_ip") == "127.0.0.1" for port in ports), (name, ports)
+    assert not any("lifecycle" in argument for argument in services["prometheus"]["command"])
+    plain = run_compose("config", "--format", "json")
+    assert plain.returncode == 0, plain.stderr
+    assert not {"prometheus", "grafana"} & set(json.loads(plain.stdout)["services"])
+    everywhere = run_compose(
+        "--profile",
+        "observability",
+        "config",
+        "--format",
+        "json",
+        env={**REQUIRED_ENV, "QUN_PUBLISH_ADDRESS": "0.0.0.0"},
+    )
+    ports = json.loads(everywhere.stdout)["services"]["grafana"]["ports"]
+    assert ports[0]["host_ip"] == "0.0.0.0"

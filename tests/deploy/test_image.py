@@ -182,3 +182,20 @@ def test_a_service_started_by_the_entry_point_is_healthy_and_drains_on_sigterm(t
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_image_installs_only_locked_runtime_packages_checked_by_hash() -> None:
+    """Every install in the image is uv.lock's (hashes checked by uv) or pinned with --require-hashes;
+    the runtime venv gets no development group."""
+    runs = [args for word, args in stages()[0] if word == "RUN"]
+    installs = [args for args in runs if "install" in args or "sync" in args]
+    assert installs
+    for args in installs:
+        for command in args.split("&&"):
+            if "pip install" in command:
+                assert "--require-hashes" in command, command
+            if "uv sync" in command:
+                assert "--locked" in command, command
+    runtime = [args for args in installs if "UV_PROJECT_ENVIRONMENT=/opt/qun" in args]
+    assert runtime and all("--no-dev" in args for args in runtime), runtime
+    assert not any("requirements" in args and "uv-requirements" not in args for args in runs)

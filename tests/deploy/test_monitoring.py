@@ -112,14 +112,20 @@ def test_alerts_have_severity_and_a_summary() -> None:
     assert covered == {a["alert"] for a in alerts}, "every alert has a promtool unit test"
 
 
-def test_dashboard_panels_use_the_provisioned_datasource_and_unique_ids() -> None:
+def test_dashboard_panels_use_the_datasource_variable_and_unique_ids() -> None:
+    """The datasource is a variable (any Prometheus of the Grafana it is imported into), never a
+    uid only qun's provisioning has."""
+    (variable,) = [v for v in DASHBOARD["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus" and variable["name"] == render.DATASOURCE_VARIABLE
     ids = [panel["id"] for panel in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
     queries = [panel for panel in DASHBOARD["panels"] if panel["type"] != "row"]
     assert queries
     for panel in queries:
-        assert panel["datasource"]["uid"] == render.DATASOURCE_UID, panel["title"]
+        sources = [panel["datasource"], *(target["datasource"] for target in panel["targets"])]
+        assert all(source["uid"] == f"${{{variable['name']}}}" for source in sources), panel["title"]
         assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+    assert render.DATASOURCE_UID not in json.dumps(DASHBOARD)
 
 
 def test_dashboard_covers_what_ops_watch() -> None:
@@ -129,8 +135,23 @@ def test_dashboard_covers_what_ops_watch() -> None:
         "grpc_server_handling_seconds_bucket",
         "qun_joins_total",
         "qun_groups_sub_groups_created_total",
+        "qun_job_failures_total",
+        # campaigns: stock left, purchases, claims, refunds, end cards
+        "qun_campaigns_flash_sale_stock_left",
+        "qun_campaigns_purchases_total",
+        "qun_campaigns_claims_total",
+        "qun_campaigns_refunds_total",
+        "qun_campaigns_end_cards_total",
+        # push: by state, dispatcher lag, deliveries, the review queue
+        "qun_push_pushes_total",
+        "qun_push_dispatcher_lag_seconds",
+        "qun_push_deliveries_written_total",
+        "qun_push_oldest_pending_review_seconds",
+        "qun_push_pending_reviews",
     ):
         assert metric in exprs, metric
+    sections = {panel["title"] for panel in DASHBOARD["panels"] if panel["type"] == "row"}
+    assert {"gRPC", "Joins and groups", "Campaigns", "Push"} <= sections
 
 
 def test_rules_files_are_the_ones_prometheus_loads() -> None:

@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
-from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc, gateway_pb2, gateway_pb2_grpc, push_pb2, push_pb2_grpc
 from tests.e2e.harness import Deployment
 
 FOLLOW = common_pb2.Threshold(follow=common_pb2.FollowThreshold())
@@ -42,6 +42,8 @@ class Gateway:
         self.channel = grpc.insecure_channel(deployment.gateway)
         self.groups = gateway_pb2_grpc.GroupServiceStub(self.channel)
         self.facts = gateway_pb2_grpc.FactServiceStub(self.channel)
+        self.campaigns = campaigns_pb2_grpc.CampaignServiceStub(self.channel)
+        self.push = push_pb2_grpc.PushServiceStub(self.channel)
 
     def as_(self, subject: str, role: str, store: str = "") -> dict[str, object]:
         token = self.deployment.token(subject, role, store)
@@ -399,6 +401,131 @@ def unauthenticated(gw: Gateway) -> tuple[grpc.StatusCode, grpc.StatusCode]:
     return no_token, wrong_role
 
 
+@dataclass
+class CampaignRun:
+    sale: campaigns_pb2.Activity
+    bought: campaigns_pb2.PurchaseResponse
+    stock_left: int
+    outsider: Refusal
+    claimed: campaigns_pb2.Claim
+    expiry: campaigns_pb2.RunExpiryResponse
+
+
+def flash_sale_and_prizes(gw: Gateway) -> CampaignRun:
+    """A store's group runs a flash sale (a member buys, an outsider is refused the flash price) and
+    a red-packet fountain (a member claims); ops run the expiry job. The campaigns panels' traffic."""
+    store = new_store(gw)
+    group = create_store_group(gw, store)
+    member, outsider = unique("c"), unique("c")
+    gw.report(consumer_facts(member, follows=(store.store_id,)) + consumer_facts(outsider, follows=(store.store_id,)))
+    gw.groups.JoinGroupSet(
+        gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), **gw.as_(member, "consumer")
+    )
+    item_id = unique("i")
+    gw.campaigns.ReportItem(
+        campaigns_pb2.ReportItemRequest(
+            store_id=store.store_id,
+            item_id=item_id,
+            platform=facts_pb2.PLATFORM_TAOBAO,
+            sku_count=1,
+            price_min_fen=10_000,
+            price_max_fen=10_000,
+            initial_stock=10,
+        ),
+        **gw.as_("e2e-upstream", "upstream"),
+    )
+    # The deployment's clock is the real one: the activities started a moment ago and run for a day.
+    now = datetime.now(UTC)
+    window = {"starts_at": ts(now - timedelta(minutes=1)), "ends_at": ts(now + timedelta(days=1))}
+    sale = gw.campaigns.CreateActivity(
+        campaigns_pb2.CreateActivityRequest(
+            group_set_id=group.group_set_id,
+            title="秒杀",
+            flash_sale=campaigns_pb2.FlashSaleSpec(item_id=item_id, flash_price_fen=6_000),
+            **window,  # type: ignore[arg-type]
+        ),
+        **owner(gw, store),
+    ).activity
+
+    def purchase(consumer: str) -> campaigns_pb2.PurchaseRequest:
+        return campaigns_pb2.PurchaseRequest(
+            request_id=unique("buy"),
+            store_id=store.store_id,
+            order=campaigns_pb2.Order(item_id=item_id, quantity=1, flash_sale_id=sale.activity_id),
+        )
+
+    bought = gw.campaigns.Purchase(purchase(member), **gw.as_(member, "consumer"))
+    refused_outsider = refused(gw.campaigns.Purchase, purchase(outsider), **gw.as_(outsider, "consumer"))
+    stock = gw.campaigns.GetItem(
+        campaigns_pb2.GetItemRequest(store_id=store.store_id, item_id=item_id), **gw.as_("e2e-upstream", "upstream")
+    ).item.stock
+    fountain = gw.campaigns.CreateActivity(
+        campaigns_pb2.CreateActivityRequest(
+            group_set_id=group.group_set_id,
+            title="红包雨",
+            red_packet_fountain=campaigns_pb2.FountainSpec(
+                pools=[
+                    campaigns_pb2.PoolSpec(
+                        kind=campaigns_pb2.PRIZE_KIND_CASH_RED_PACKET,
+                        value_fen=88,
+                        count=5,
+                        per_user_limit=1,
+                        expires_at=ts(now + timedelta(days=1)),
+                    )
+                ]
+            ),
+            **window,  # type: ignore[arg-type]
+        ),
+        **owner(gw, store),
+    ).activity
+    claimed = gw.campaigns.ClaimPrize(
+        campaigns_pb2.ClaimPrizeRequest(
+            request_id=unique("claim"), store_id=store.store_id, activity_id=fountain.activity_id
+        ),
+        **gw.as_(member, "consumer"),
+    ).claim
+    expiry = gw.campaigns.RunExpiry(campaigns_pb2.RunExpiryRequest(), **gw.as_("e2e-ops", "ops"))
+    return CampaignRun(sale, bought, stock, refused_outsider, claimed, expiry)
+
+
+@dataclass
+class PushRun:
+    pending: push_pb2.Push
+    approved: push_pb2.Push
+    refused_subscription: Refusal
+    queue: list[str]
+
+
+def push_review_queue(gw: Gateway) -> PushRun:
+    """A store's main account submits two granted mass-sends; ops approve one and leave the other in
+    the review queue; a subscription push without subscribers is refused (P1). The push panels' traffic."""
+    store = new_store(gw)
+    fans = [unique("c") for _ in range(3)]
+    gw.report([fact for fan in fans for fact in consumer_facts(fan, follows=(store.store_id,))])
+    as_ops = gw.as_("e2e-ops", "ops")
+    pushes = []
+    for activity in ("双11", "双12"):
+        grant = gw.push.GrantMassSend(
+            push_pb2.GrantMassSendRequest(store_id=store.store_id, audience_size=len(fans), activity=activity), **as_ops
+        ).grant
+        pushes.append(
+            gw.push.SubmitPush(
+                push_pb2.SubmitPushRequest(kind=push_pb2.PUSH_KIND_MASS_SEND, body="新品上架", grant_id=grant.grant_id),
+                **owner(gw, store),
+            ).push
+        )
+    approved = gw.push.ReviewPush(
+        push_pb2.ReviewPushRequest(push_id=pushes[0].push_id, decision=push_pb2.REVIEW_DECISION_APPROVE), **as_ops
+    ).push
+    subscription = refused(
+        gw.push.SubmitPush,
+        push_pb2.SubmitPushRequest(kind=push_pb2.PUSH_KIND_SUBSCRIPTION, body="订阅消息"),
+        **owner(gw, store),
+    )
+    queue = gw.push.ListPendingReviews(push_pb2.ListPendingReviewsRequest(store_id=store.store_id), **as_ops)
+    return PushRun(pushes[1], approved, subscription, [entry.push.push_id for entry in queue.reviews])
+
+
 def all_scenarios(gw: Gateway) -> None:
     """Every scenario once: the traffic behind the observability checks."""
     store_group_and_join(gw)
@@ -407,3 +534,5 @@ def all_scenarios(gw: Gateway) -> None:
     live_fan_group(gw)
     admin_management(gw)
     unauthenticated(gw)
+    flash_sale_and_prizes(gw)
+    push_review_queue(gw)

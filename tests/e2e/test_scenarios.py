@@ -56,3 +56,19 @@ def test_admin_management_R2(gw: Gateway) -> None:
 
 def test_calls_need_a_valid_token_and_the_right_role(gw: Gateway) -> None:
     assert scenarios.unauthenticated(gw) == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_flash_sale_purchase_claim_and_expiry_M2_M5_M7(gw: Gateway) -> None:
+    run = scenarios.flash_sale_and_prizes(gw)
+    assert run.bought.purchase.quantity == 1 and run.stock_left == 9  # M2: the item's one stock
+    assert run.outsider.code is grpc.StatusCode.FAILED_PRECONDITION and "M5" in run.outsider.rules
+    assert run.claimed.value_fen == 88
+    assert run.expiry.red_packets_refunded >= 0  # ops may run the expiry job at any time
+
+
+def test_push_review_queue_P5_P6_P8(gw: Gateway) -> None:
+    run = scenarios.push_review_queue(gw)
+    assert run.queue == [run.pending.push_id]  # P8: the approved one left the queue
+    assert run.approved.push_id != run.pending.push_id
+    assert run.refused_subscription.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "P1" in run.refused_subscription.rules
