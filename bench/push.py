@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncpg
-from sqlalchemy import insert
-from sqlalchemy.engine import make_url
-
+from bench import bulk
 from bench.shared import Row, Seeder, postgres_database
 from cli import facts
 from cli.stack import Stack
@@ -43,26 +38,22 @@ from gateway.auth import Principal, Role
 from qun.common.v1 import facts_pb2
 from qun.gateway.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import FileClock
-from services.common.db import Database
 from services.common.rules import PushRules, load_rules
 from services.common.settings import database_url
-from services.eligibility.models import PaidOrderRow
 
 if TYPE_CHECKING:
     from bench.run import Bench
 
 TARGET_SECONDS = 10.0
 TARGET_PEAK_RSS_MB = 300.0
-ORDER_CHUNK = 20_000
-ORDER_COLUMNS = ("store_id", "order_id", "consumer_id", "amount_fen", "paid_at")
 POLL_SECONDS = 0.05
 SUBMIT_TIMEOUT_SECONDS = 300.0
 SENT_TIMEOUT_SECONDS = 300.0
 # The gateway's deadline for each backend call in this row's stack (QUN_DOWNSTREAM_TIMEOUT_SECONDS).
-# The submission reads the store's push figures, which the eligibility service counts from all of
-# its orders: about a second on SQLite for this audience's, more on a busy machine, which the
-# gateway's default does not always cover. The row measures the dispatch; the submission only has
-# to get through.
+# The submission reads the recall audience, its old customers who are not fans, from the store's
+# orders: about a second on SQLite for this audience, more on a busy machine, which the gateway's
+# default does not always cover. The row measures the dispatch; the submission only has to get
+# through.
 GATEWAY_CALL_SECONDS = 30.0
 OPS = Principal("bench-reviewer", Role.OPS)
 
@@ -171,7 +162,7 @@ def order_days(now: datetime, rules: PushRules) -> list[datetime]:
 
 
 def seed_old_customers(env: dict[str, str], store_id: str, count: int, now: datetime, rules: PushRules) -> None:
-    """Writes the orders of ``count`` old customers straight into the eligibility database."""
+    """Writes the orders of ``count`` old customers straight into the eligibility database, then recounts."""
     url = database_url(env, "eligibility")
     days = order_days(now, rules)
     orders = (
@@ -179,41 +170,7 @@ def seed_old_customers(env: dict[str, str], store_id: str, count: int, now: date
         for i in range(count)
         for day, paid_at in enumerate(days)
     )
-    seed = copy_orders if make_url(url).get_backend_name() == "postgresql" else insert_orders
-    asyncio.run(seed(url, orders))
-
-
-async def copy_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
-    """PostgreSQL: one COPY, then ANALYZE.
-
-    The planner reads table statistics, which autovacuum refreshes only some
-    time after a bulk load; until then the old-customer count (P3) of this
-    store takes seconds instead of milliseconds. A migration from another
-    system analyses what it loaded; so does this one.
-    """
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        table = PaidOrderRow.__tablename__
-        await conn.copy_records_to_table(table, records=orders, columns=ORDER_COLUMNS)
-        await conn.execute(f"ANALYZE {table}")
-    finally:
-        await conn.close()
-
-
-async def insert_orders(url: str, orders: Iterable[tuple[object, ...]]) -> None:
-    """SQLite: inserts in chunks, through the model's column types (SQLite keeps times as naive UTC).
-
-    No ANALYZE here: the services never analyse their SQLite files, and the
-    row should meet the query plans they really run with.
-    """
-    db = Database(url, pool_size=1)
-    try:
-        rows = iter(orders)
-        while chunk := [dict(zip(ORDER_COLUMNS, row, strict=True)) for row in itertools.islice(rows, ORDER_CHUNK)]:
-            async with db.transaction() as session:
-                await session.execute(insert(PaidOrderRow), chunk)
-    finally:
-        await db.close()
+    asyncio.run(bulk.load(url, load_rules(env=env), orders=orders))
 
 
 def wait_sent(

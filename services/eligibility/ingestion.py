@@ -15,6 +15,9 @@ counts what the first committed:
   locks X before it looks up X's inviters, so neither misses the other;
 * a C7 count for inviter I locks I first.
 
+The old-customer fans (P3) of the stores a batch's orders and follows touch
+are recounted in the same transaction, buyer by buyer (``old_fans``).
+
 On SQLite writers are serialised whole (``BEGIN IMMEDIATE``) and the locks
 are no-ops.
 """
@@ -53,6 +56,7 @@ from services.eligibility.domain import (
     Store,
     TaoqiScore,
 )
+from services.eligibility.old_fans import OldFanCounts
 from services.eligibility.repository import (
     FactsUnit,
     accounts,
@@ -139,7 +143,14 @@ class Ingestion(FactsUnit):
             elif isinstance(fact, Invitation):
                 involved.update((fact.inviter_id, fact.invitee_id))
         await self._lock(involved)
+        old_fans = OldFanCounts(self.session, self.rules)
+        orders = [fact for fact in facts if isinstance(fact, PaidOrder)]
+        buyers = {(o.store_id, o.consumer_id) for o in orders}
+        buyers |= {(f.store_id, f.consumer_id) for f in facts if isinstance(f, Follow)}
+        if orders:
+            buyers |= await old_fans.buyers_replaced(orders)
         await self._upsert_plain_facts(facts)
+        await old_fans.recount(buyers)  # P3: what each buyer adds to their store's old-customer fans
         escalations: list[Escalation] = []
         for fact in facts:
             if isinstance(fact, Blacklisting):

@@ -9,9 +9,9 @@ The schema itself is created by ``migrations/versions``, never ``create_all``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, SmallInteger, String
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.schema import NamedConstraints
@@ -197,3 +197,43 @@ class RevisitRateRow(Base):
     store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     computed_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     rate_bp: Mapped[int] = mapped_column(Integer)
+
+
+class OldCustomerRow(Base):
+    """What a buyer adds to a store's old-customer fan count (SPEC P3), as last counted.
+
+    ``spans`` are the runs of marketplace days on which the buyer is an old
+    customer (``rules.old_customer_spans``, written ``first:end`` in ISO days,
+    comma-separated); ``fan`` says whether they were counted. Kept so that
+    when the buyer's orders or follow change, what they added can be taken
+    back exactly.
+    """
+
+    __tablename__ = "old_customers"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    fan: Mapped[bool] = mapped_column(Boolean)
+    spans: Mapped[str] = mapped_column(Text)
+
+
+class OldFanChangeRow(Base):
+    """How a store's old-customer fan count (SPEC P3) changes on a marketplace day.
+
+    The count on a day is the sum of the changes on and before it, so reading
+    it costs the store's days, never its orders.
+    """
+
+    __tablename__ = "old_fan_changes"
+
+    store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    delta: Mapped[int] = mapped_column(Integer)
+
+
+class OldFanBasisRow(Base):
+    """The P3 numbers and calendar the stored counts were made with; other numbers mean a recount."""
+
+    __tablename__ = "old_fan_basis"
+
+    basis: Mapped[str] = mapped_column(String(ID), primary_key=True)

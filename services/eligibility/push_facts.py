@@ -1,8 +1,10 @@
 """The figures of a store's pushes (P1–P3) and their audiences, counted by the database.
 
-An old-customer fan (P3) is read from ``ix_paid_orders_store_consumer_paid_at``
-in consumer order; the orders themselves are never loaded, and an audience is
-streamed from a server-side cursor in chunks.
+The old-customer fans (P3) are read from their day-by-day changes
+(``old_fans``), never from the orders. The recall audience, old customers who
+are not fans, is read from ``ix_paid_orders_store_consumer_paid_at`` in
+consumer order and streamed from a server-side cursor in chunks; it is read
+once per push sent, not on every submission.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, true
+from sqlalchemy import func, select, true
 
 from services.eligibility import rules as domain_rules
 from services.eligibility.domain import PushAudience, PushFacts
+from services.eligibility.old_fans import count_statement
 from services.eligibility.repository import (
     FactsUnit,
     broadcasts,
@@ -31,30 +34,24 @@ from services.eligibility.repository import (
 class PushFactsReads(FactsUnit):
     """A store's push figures and audiences."""
 
-    def _local_day(self, column: Any) -> Any:
-        """P3: the marketplace-local calendar day of a UTC instant, in SQL."""
-        hours = int(self.rules.calendar.utc_offset_hours)
-        if self.postgres:
-            return func.date(func.timezone("UTC", column) + literal_column(f"interval '{hours} hours'"))
-        return func.date(column, f"{hours:+d} hours")
-
     def _old_customers(self, store_id: str, now: datetime) -> Any:
-        """P3: the store's buyers with orders on enough distinct days in the window, and their last order.
+        """P3: the store's buyers with orders on enough distinct days of today's half year, and their last order.
 
         Read from ``ix_paid_orders_store_consumer_paid_at`` in consumer order;
         the orders themselves are never loaded.
         """
         push = self.rules.push
+        market = self.rules.calendar.market
         o = paid_orders.c
         return (
             select(o.consumer_id.label("consumer_id"), func.max(o.paid_at).label("last_paid"))
             .where(
                 o.store_id == store_id,
-                o.paid_at >= domain_rules.old_customer_window_start(now, push, self.rules.calendar.market),
-                o.paid_at <= now,
+                o.paid_at >= domain_rules.old_customer_window_start(now, push, market),
+                o.paid_at < market.next_day_start(now),
             )
             .group_by(o.consumer_id)
-            .having(func.count(func.distinct(self._local_day(o.paid_at))) >= push.old_customer_min_days)
+            .having(func.count(func.distinct(self.local_day(o.paid_at))) >= push.old_customer_min_days)
             .subquery("old_customers")
         )
 
@@ -67,7 +64,6 @@ class PushFactsReads(FactsUnit):
     async def push_facts(self, store_id: str, now: datetime) -> PushFacts | None:
         """The P1/P2 figures of a store's content account: one statement, counted by the database."""
         push = self.rules.push
-        old = self._old_customers(store_id, now)
         revisit = (
             select(revisit_rates.c.rate_bp)
             .where(revisit_rates.c.store_id == store_id, revisit_rates.c.computed_at <= now)
@@ -81,9 +77,7 @@ class PushFactsReads(FactsUnit):
                     push_subscriptions.c.store_id == store_id, push_subscriptions.c.subscribed == true()
                 )
             ).label("subscribers"),
-            scalar_of(select(func.count()).select_from(old).where(self._is_fan(store_id, old.c.consumer_id))).label(
-                "old_customer_fans"
-            ),
+            scalar_of(count_statement(store_id, self.rules.calendar.market.day(now))).label("old_customer_fans"),
             scalar_of(
                 select(func.count()).where(
                     broadcasts.c.store_id == store_id,

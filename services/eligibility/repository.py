@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists
+from sqlalchemy import ColumnElement, Select, exists, func, literal_column
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Statements
@@ -64,6 +64,13 @@ class FactsUnit:
 
     def _insert(self, table: Any) -> Any:
         return dialect_insert(self.dialect, table)
+
+    def local_day(self, column: Any) -> Any:
+        """The marketplace day of a UTC instant, in SQL (D1): a ``date`` on PostgreSQL, ISO text on SQLite."""
+        hours = int(self.rules.calendar.utc_offset_hours)
+        if self.postgres:
+            return func.date(func.timezone("UTC", column) + literal_column(f"interval '{hours} hours'"))
+        return func.date(column, f"{hours:+d} hours")
 
 
 def scalar_of(stmt: Select[Any]) -> Any:

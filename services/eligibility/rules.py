@@ -11,9 +11,13 @@ mutation tests (``tests/mutation``).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+from dateutil.relativedelta import relativedelta
 
 from services.common import passwords
 from services.common.calendar import MarketCalendar
@@ -421,12 +425,26 @@ def check_join(query: JoinQuery, facts: JoinFacts, rules: JoinRules) -> JoinDeci
 # --- Push facts (P1–P3) ---------------------------------------------------------
 
 
-def old_customer_window_start(now: datetime, rules: PushRules, market: MarketCalendar) -> datetime:
-    """P3: orders paid at or after this instant, and not after ``now``, count ("the last half year").
+def old_customer_first_day(today: date, rules: PushRules) -> date:
+    """P3: the first marketplace day of "the last half year" that ends today.
 
-    The same local moment ``old_customer_window_months`` marketplace months earlier (D1).
+    The same day ``old_customer_window_months`` calendar months earlier, clipped
+    to the shorter month's last day (Aug 31 → Feb 28), as ``relativedelta``
+    counts. P3 is counted in whole marketplace days (D1): an order counts on
+    every day whose half year holds the day it was paid.
     """
-    return market.months_before(now, rules.old_customer_window_months)
+    return _months_before(today, rules.old_customer_window_months)
+
+
+@lru_cache(maxsize=8192)
+def _months_before(day: date, months: int) -> date:
+    """Cached: a recount asks it for the same few hundred days of every buyer."""
+    return day - relativedelta(months=months)
+
+
+def old_customer_window_start(now: datetime, rules: PushRules, market: MarketCalendar) -> datetime:
+    """P3: orders paid at or after this instant count today: 00:00 local of the half year's first day."""
+    return market.day_start(old_customer_first_day(market.day(now), rules))
 
 
 def broadcast_window_start(now: datetime, rules: PushRules) -> datetime:
@@ -435,11 +453,55 @@ def broadcast_window_start(now: datetime, rules: PushRules) -> datetime:
 
 
 def is_old_customer(paid_times: Iterable[datetime], now: datetime, rules: PushRules, market: MarketCalendar) -> bool:
-    """P3: bought on at least ``old_customer_min_days`` different local days in the window.
+    """P3: bought on at least ``old_customer_min_days`` different marketplace days of the half year ending today.
 
-    The repository answers the same question in SQL over a store's orders; this
-    is the definition its tests hold it to.
+    The definition the stored counts (``old_customer_spans``) and the recall
+    audience's SQL are held to in their tests.
     """
-    start = old_customer_window_start(now, rules, market)
-    days = {market.day(t) for t in paid_times if start <= t <= now}
-    return len(days) >= rules.old_customer_min_days
+    today = market.day(now)
+    first = old_customer_first_day(today, rules)
+    days = {market.day(t) for t in paid_times}
+    return sum(1 for day in days if first <= day <= today) >= rules.old_customer_min_days
+
+
+def last_day_counting(day: date, rules: PushRules) -> date:
+    """P3: the last marketplace day whose half year still holds ``day``."""
+    return _last_day_counting(day, rules.old_customer_window_months)
+
+
+@lru_cache(maxsize=8192)
+def _last_day_counting(day: date, months: int) -> date:
+    last = day + relativedelta(months=months)
+    while _months_before(last, months) > day:
+        last -= timedelta(days=1)
+    while _months_before(last + timedelta(days=1), months) <= day:
+        last += timedelta(days=1)
+    return last
+
+
+def old_customer_spans(order_days: Iterable[date], rules: PushRules) -> list[tuple[date, date]]:
+    """P3 over time: the runs ``[first, end)`` of marketplace days on which a buyer with these order days is old.
+
+    Whether a buyer is old changes only on a day an order was paid (one more
+    day in the window) or the day after the last day counting one (one day
+    fewer), so those days are the only ones looked at.
+    """
+    days = sorted(set(order_days))
+    if not days:
+        return []
+
+    def old_on(today: date) -> bool:
+        first = old_customer_first_day(today, rules)
+        return bisect_right(days, today) - bisect_left(days, first) >= rules.old_customer_min_days
+
+    changes = sorted(set(days) | {last_day_counting(day, rules) + timedelta(days=1) for day in days})
+    spans: list[tuple[date, date]] = []
+    opened: date | None = None
+    for day in changes:
+        old = old_on(day)
+        if old and opened is None:
+            opened = day
+        elif not old and opened is not None:
+            spans.append((opened, day))
+            opened = None
+    return spans

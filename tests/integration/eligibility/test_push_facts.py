@@ -34,9 +34,10 @@ BUYERS: dict[str, list[datetime]] = {
     "same-day": [NOW - timedelta(hours=1), NOW - timedelta(hours=2)],
     "across-local-midnight": [datetime(2026, 8, 30, 15, 59, tzinfo=UTC), datetime(2026, 8, 30, 16, 1, tzinfo=UTC)],
     "one-local-day": [datetime(2026, 8, 30, 0, 1, tzinfo=UTC), datetime(2026, 8, 30, 15, 59, tzinfo=UTC)],
-    "window-edge": [datetime(2026, 2, 28, 12, 0, tzinfo=UTC), NOW - 3 * DAY],
-    "before-window": [datetime(2026, 2, 28, 11, 59, tzinfo=UTC), NOW - 3 * DAY],
-    "future": [NOW - DAY, NOW + timedelta(hours=1)],
+    "window-edge": [datetime(2026, 2, 27, 16, 0, tzinfo=UTC), NOW - 3 * DAY],  # Feb 28 00:00 in China
+    "before-window": [datetime(2026, 2, 27, 15, 59, tzinfo=UTC), NOW - 3 * DAY],
+    "later-today": [NOW - DAY, NOW + timedelta(hours=3)],  # 23:00 in China: counts today
+    "tomorrow": [NOW - DAY, NOW + timedelta(hours=4)],  # 00:00 in China: counts from tomorrow
     "once": [NOW - DAY],
     "three-days": [NOW - 4 * DAY, NOW - 5 * DAY, NOW - 6 * DAY],
 }
@@ -105,15 +106,25 @@ async def test_P3_P1_P2_push_facts_counted_as_the_rules_define_them(
     expected = sum(
         domain_rules.is_old_customer(times, NOW, rules.push, rules.calendar.market) for times in BUYERS.values()
     )
-    assert expected == 4  # two-days, across-local-midnight, window-edge, three-days
+    assert expected == 5  # two-days, across-local-midnight, window-edge, later-today, three-days
     assert found.old_customer_fans == expected
     assert found.main_account_id == "m1"
     assert found.subscribers == 11
     assert found.recent_broadcasts == 5  # b-edge and b0..b3
     assert found.revisit_rate_bp == 520  # the newest computed by now
 
-    clock.set(NOW + timedelta(seconds=1))  # window-edge's first order leaves the half year
-    assert (await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))).old_customer_fans == 3
+    clock.set(NOW + timedelta(hours=3, minutes=59, seconds=59))  # 23:59:59 in China: still today
+    assert (await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))).old_customer_fans == 5
+    clock.set(NOW + timedelta(hours=4))  # tomorrow: window-edge's first day leaves the half year, tomorrow's comes
+    assert (await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))).old_customer_fans == 5
+    assert not domain_rules.is_old_customer(BUYERS["window-edge"], clock.now(), rules.push, rules.calendar.market)
+    clock.set(NOW + 10 * DAY)  # two-days … later-today keep theirs; across-local-midnight's Aug 30 and 31 too
+    expected = sum(
+        domain_rules.is_old_customer(times, clock.now(), rules.push, rules.calendar.market) for times in BUYERS.values()
+    )
+    assert (await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))).old_customer_fans == expected
+    clock.set(NOW + 200 * DAY)  # every order has left the half year
+    assert (await stub.GetPushFacts(e.GetPushFactsRequest(store_id="s1"))).old_customer_fans == 0
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetPushFacts(e.GetPushFactsRequest(store_id="nowhere"))

@@ -617,10 +617,12 @@ def test_E2_texts_say_why_a_store_does_not_operate(rules: Rules) -> None:
     ]
 
 
-def test_P3_an_order_paid_at_this_very_instant_counts(rules: Rules) -> None:
+def test_P3_an_order_counts_from_the_marketplace_day_it_was_paid(rules: Rules) -> None:
     market = rules.calendar.market
+    tomorrow = market.next_day_start(NOW)  # 00:00 in China, 16:00 UTC
     assert r.is_old_customer([NOW - timedelta(days=2), NOW], NOW, rules.push, market)
-    assert not r.is_old_customer([NOW - timedelta(days=2), NOW + timedelta(microseconds=1)], NOW, rules.push, market)
+    assert r.is_old_customer([NOW - timedelta(days=2), tomorrow - timedelta(microseconds=1)], NOW, rules.push, market)
+    assert not r.is_old_customer([NOW - timedelta(days=2), tomorrow], NOW, rules.push, market)
 
 
 def test_yuan_is_exact_at_every_digit() -> None:
