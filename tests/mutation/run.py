@@ -11,7 +11,10 @@ touched), and scores the run:
   assertion, an import or collection error, a timeout), **survives** otherwise;
 - mutants that cannot change an outcome are listed, each with its reason, in
   ``equivalent.toml`` beside the config and left out of the score (an entry
-  matching no mutant any more is reported, so the list cannot rot);
+  matching no mutant any more is reported, so the list cannot rot); where one
+  operator makes several mutants of a line (``0`` → ``1`` and ``0`` → ``-1``)
+  and only some are equivalent, the entry names the mutated line too, so it
+  cannot hide its siblings;
 - it prints tried / killed / survived / equivalent and the adjusted score per
   module, every survivor with its diff, and exits non-zero below the threshold.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +71,8 @@ class Equivalent:
     operator: str
     line: str
     reason: str
+    # The line as the mutant has it (whitespace ignored); empty: every mutant of the operator on the line.
+    mutated: str = ""
 
     def matches(self, mutant: Mutant) -> bool:
         return (
@@ -74,7 +80,12 @@ class Equivalent:
             and self.function == mutant.function
             and mutant.operator.endswith(self.operator)
             and self.line == mutant.line
+            and (not self.mutated or _squeezed(self.mutated) == _squeezed(mutated_line(mutant)))
         )
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,22 @@ def mutants_of(module: str, operators: Iterable[str]) -> list[Mutant]:
     finally:
         os.chdir(previous)
     return found
+
+
+@functools.cache
+def _mutated_line(module: str, operator: str, occurrence: int, row: int, operator_args: str) -> str:
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import mutate_code
+
+    mutator = cosmic_ray.plugins.get_operator(operator)(**json.loads(operator_args))
+    mutated = mutate_code((ROOT / module).read_text(encoding="utf-8"), mutator, occurrence)
+    return "" if mutated is None else mutated.splitlines()[row - 1].strip()
+
+
+def mutated_line(mutant: Mutant) -> str:
+    """The mutant's line as the mutation leaves it (the mutation applied to the source in memory)."""
+    args = json.dumps(getattr(mutant.spec, "operator_args", None) or {}, sort_keys=True)
+    return _mutated_line(mutant.module, mutant.operator, mutant.occurrence, mutant.line_number, args)
 
 
 def test_command(module: Module) -> str:

@@ -46,3 +46,10 @@ def test_D1_days_after_counts_marketplace_days() -> None:
     late_on_aug_22 = datetime(2026, 8, 22, 15, 30, tzinfo=UTC)  # 23:30 there
     assert CST.days_after(late_on_aug_22, 2) == date(2026, 8, 24)
     assert CST.days_after(late_on_aug_22 + timedelta(hours=1), 2) == date(2026, 8, 25)
+
+
+def test_D1_P3_months_before_counts_the_marketplace_month_not_the_utc_one() -> None:
+    """At 07:00 on Aug 31 in China it is still Aug 30 in UTC: six months back is Feb 28 there, not Feb 28 in UTC."""
+    aug_31_0700_china = datetime(2026, 8, 30, 23, 0, tzinfo=UTC)
+    assert CST.months_before(aug_31_0700_china, 6) == datetime(2026, 2, 27, 23, 0, tzinfo=UTC)
+    assert CST.local(CST.months_before(aug_31_0700_china, 6)).day == 28

@@ -631,3 +631,44 @@ def test_yuan_is_exact_at_every_digit() -> None:
     assert r.yuan(-1) == "-0.01"
     assert r.yuan(-5) == "-0.05"
     assert r.yuan(-12_345) == "-123.45"
+
+
+def test_E1_a_main_role_the_store_does_not_name_reads_whose_main_account_it_is(rules: Rules) -> None:
+    """E1's refusal a merchant reads: the store, its main account and the caller, with the figures."""
+    impostor = Account("main-2", Role.STORE_MAIN, store_id="store-1")
+    [failure] = store_check(good_store_facts(rules, account=impostor), rules).failures
+    assert failure.message == "store store-1's main account is main-1, not main-2"
+    assert failure.figures == {"account_id": "main-2", "role": "store_main", "main_account_id": "main-1"}
+    [sub] = store_check(good_store_facts(rules, account=SUB), rules).failures
+    assert sub.figures == {"account_id": "sub-1", "role": "store_sub"}
+
+
+def test_E2_texts_and_figures_a_merchant_reads(rules: Rules) -> None:
+    """E2: the 微淘 level as "微淘 L0 < L1", the store named, and the order figures from the rules file."""
+    too_low = store_check(good_store_facts(rules, content_levels=(level(0, NOW - timedelta(days=10)),)), rules)
+    assert by_rule(too_low.failures, "E2").message == "微淘 L0 < L1"
+    closed = dataclasses.replace(STORE, operating_normally=False)
+    assert by_rule(store_check(good_store_facts(rules, store=closed), rules).failures, "E2").figures == {
+        "store_id": "store-1"
+    }
+    weekly = dataclasses.replace(
+        rules, create=dataclasses.replace(rules.create, min_paid_orders=7, paid_orders_window_days=7)
+    )
+    [orders] = store_check(good_store_facts(rules, paid_orders=6), weekly).failures
+    assert orders.message == "orders_7d 6 < 7"
+    assert orders.figures == {"paid_orders": "6", "required": "7", "window_days": "7"}
+
+
+def test_E2_E3_a_level_not_yet_visible_reads_when_it_was_updated_and_from_when_it_counts(rules: Rules) -> None:
+    updated = datetime(2026, 8, 22, 9, 30, tzinfo=UTC)  # 17:30 on Aug 22 in China (D1)
+    facts = good_store_facts(rules, content_levels=(level(0, NOW - timedelta(days=10)), level(2, updated)))
+    [failure] = store_check(facts, rules, datetime(2026, 8, 23, 12, 0, tzinfo=UTC)).failures
+    assert failure.message == (
+        "微淘 L0 < L1; L2 (updated 2026-08-22 17:30 UTC+8) counts from 2026-08-24 00:00 UTC+8 (E3)"
+    )
+    assert failure.figures == {
+        "content_level": "0",
+        "required": "1",
+        "pending_level": "2",
+        "visible_from": "2026-08-23T16:00:00+00:00",
+    }

@@ -268,3 +268,87 @@ def test_R5_X4_a_removal_reads_as_cause_bar_and_reason() -> None:
 
     assert describe_removal(RemovalCause.OWNER, "发广告", False) == "owner: 发广告"
     assert describe_removal(RemovalCause.ADMIN, "", True) == "admin, barred from the store (C5)"
+
+
+# -- Pinned by mutation testing (make mutation): each fails on a mutant that once survived -------
+
+
+def test_T2_texts_name_the_store_its_figures_and_its_level(rules: Rules) -> None:
+    """The refusals a merchant reads (T2): group-sets and members, with the cap and the group level."""
+    [sets] = g.create_failures(rules, account(sets=5, level=3))
+    assert (sets.reason, sets.message) == ("GROUP_SET_LIMIT_REACHED", "5 group-sets, at most 5 at group level L3")
+    [members] = g.capacity_failures(rules, fill(GroupKind.STORE, 0), account(members=50_000, level=4))
+    assert (members.rule_id, members.reason) == ("T2", "ACCOUNT_FULL")
+    assert members.message == "the store's group-sets hold 50000 members, at most 50000 at group level L4"
+    assert members.figures == {"members": "50000", "cap": "50000", "level": "4"}
+
+
+def test_T4_texts_name_the_streamer_and_its_figures_without_a_level(rules: Rules) -> None:
+    """The refusals a streamer reads (T4): no group level (a streamer has none), the streamer's caps."""
+    [sets] = g.create_failures(rules, account(GroupKind.LIVE, sets=25, level=4))
+    assert (sets.rule_id, sets.message, sets.figures) == (
+        "T4",
+        "25 group-sets, at most 25",
+        {"group_sets": "25", "cap": "25"},
+    )
+    full = fill(GroupKind.LIVE, *([100] * 20))
+    failures = g.capacity_failures(rules, full, account(GroupKind.LIVE, members=50_000, level=4))
+    assert [(f.rule_id, f.reason, f.message, dict(f.figures)) for f in failures] == [
+        ("T4", "GROUP_SET_FULL", "the group-set holds 2000 members, at most 2000", {"members": "2000", "cap": "2000"}),
+        (
+            "T4",
+            "SUB_GROUPS_FULL",
+            "all 20 sub-groups hold 100 members and a group-set has at most 20 sub-groups",
+            {"sub_groups": "20", "max_sub_groups": "20", "sub_group_cap": "100"},
+        ),
+        (
+            "T4",
+            "ACCOUNT_FULL",
+            "the streamer's group-sets hold 50000 members, at most 50000",
+            {"members": "50000", "cap": "50000"},
+        ),
+    ]
+
+
+def test_T1_set_full_text_names_the_members_and_the_cap(rules: Rules) -> None:
+    full = fill(GroupKind.STORE, *([500] * 10))
+    [set_full, subs_full] = g.capacity_failures(rules, full, account(members=5000))
+    assert (set_full.rule_id, set_full.message) == ("T1", "the group-set holds 5000 members, at most 5000")
+    assert subs_full.message == "all 10 sub-groups hold 500 members and a group-set has at most 10 sub-groups"
+
+
+def test_T2_E5_a_store_whose_level_is_not_given_is_at_L0(rules: Rules) -> None:
+    """A store with no group level yet (E5: L0 may create) has L0's caps, not another level's."""
+    unlevelled = AccountFill(GroupKind.STORE, member_count=0, group_set_count=5)
+    assert unlevelled.level == 0 and unlevelled.extra_members == 0
+    [failure] = g.create_failures(rules, unlevelled)
+    assert failure.figures["level"] == "0" and failure.message.endswith("at group level L0")
+
+
+def test_T3_every_granted_member_counts_however_small_the_grant(rules: Rules) -> None:
+    """Expansion grants are the rules file's size (and a grant at the T3 cap is cut short): one member counts."""
+    assert g.store_member_capacity(rules, 0, 1) == 25_001
+    assert g.account_limits(rules, GroupKind.STORE, 0, extra_members=1).members == 25_001
+    assert g.store_member_capacity(rules, 0, 0) == g.store_member_capacity(rules, 0, -1) == 25_000
+
+
+def test_T5_the_first_sub_group_of_an_empty_set_is_number_1() -> None:
+    """T5: "主播铁粉群" → "主播铁粉群1": a set with no sub-group yet gets sub-group 1, not 0 or 2."""
+    r = small(load_rules(env={}))
+    assert g.place(r, SetFill(GroupKind.LIVE, 0, ())) == g.Placement(1, new_sub_group=True)
+
+
+def test_C9_C10_a_threshold_carries_only_its_own_figure_and_reads_back_as_set() -> None:
+    """A follow or password threshold asks no spend (0), names no crowd and no fan level; read back from its
+    database row, every kind equals the threshold the request made."""
+    from services.groups.repository import threshold_from_row, threshold_params
+
+    assert g.Threshold(ThresholdKind.FOLLOW) == g.Threshold(ThresholdKind.FOLLOW, 0, "", None)
+    for threshold in (
+        g.Threshold(ThresholdKind.FOLLOW),
+        g.Threshold(ThresholdKind.PASSWORD),
+        g.Threshold(ThresholdKind.SPEND, min_spend_fen=50_000),
+        g.Threshold(ThresholdKind.CROWD, crowd_id="vip"),
+        g.Threshold(ThresholdKind.FAN_LEVEL, min_fan_level=g.FanLevel.DIAMOND),
+    ):
+        assert threshold_from_row(str(threshold.kind), threshold_params(threshold)) == threshold

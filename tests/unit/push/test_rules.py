@@ -252,3 +252,100 @@ def test_p6_switches_and_numbers_come_from_the_rules_file(tmp_path: Path, text: 
     else:
         with pytest.raises(RulesError):
             load_rules(env={"QUN_RULES_FILE": str(override)})
+
+
+# --- Pinned by mutation testing (make mutation): each fails on a mutant that once survived --------
+
+
+def test_P2_tier_numbers_are_1_and_2_and_0_for_other_kinds(push: PushRules) -> None:
+    """The tier a recall push names in its figures, refusals and notices (P2, P4); 0 for P1 and P5."""
+    assert {kind: kind.tier for kind in PushKind} == {
+        PushKind.SUBSCRIPTION: 0,
+        PushKind.RECALL_TIER_1: 1,
+        PushKind.RECALL_TIER_2: 2,
+        PushKind.MASS_SEND: 0,
+    }
+    [used] = r.recall_quota(PushKind.RECALL_TIER_2, [PushKind.RECALL_TIER_2], NOW, push, CST)
+    assert (used.message, used.figures["tier"]) == ("recall tier 2 already used in 2026", "2")
+    [fans] = r.tier_conditions(PushKind.RECALL_TIER_2, replace(TIER2, old_customer_fans=999), push)
+    assert fans.message == "tier 2: old-customer fans (P3) 999 < 1000"
+    assert fans.figures == {"tier": "2", "old_customer_fans": "999", "required": "1000"}
+    assert r.notice_text(PushKind.RECALL_TIER_2, 2026, push) == (
+        "Recall push chance earned: tier 2 for 2026, reaching up to 100,000 old customers who are not fans (P2, P4)"
+    )
+
+
+def test_P2_tier2_revisit_rate_figure_is_the_rate_in_basis_points_or_blank_when_unknown(push: PushRules) -> None:
+    [low] = r.tier_conditions(PushKind.RECALL_TIER_2, replace(TIER2, revisit_rate_bp=499), push)
+    assert low.figures == {"tier": "2", "revisit_rate_bp": "499", "required_bp": "500"}
+    [unknown] = r.tier_conditions(PushKind.RECALL_TIER_2, replace(TIER2, revisit_rate_bp=None), push)
+    assert unknown.figures == {"tier": "2", "revisit_rate_bp": "", "required_bp": "500"}
+    assert unknown.message == "tier 2: fan revisit rate unknown < 5.00%"
+
+
+def test_P1_P2_an_account_nobody_counted_has_no_subscribers_fans_or_broadcasts(push: PushRules) -> None:
+    """Unknown figures take the refusing default, and a refusal shows them as 0, not 1 or -1."""
+    nothing = AccountFacts()
+    assert (nothing.subscribers, nothing.old_customer_fans, nothing.recent_broadcasts) == (0, 0, 0)
+    assert nothing.revisit_rate_bp is None
+    [p1] = r.p1_conditions(nothing, push)
+    assert p1.message == "subscribers 0 < 10"
+    tier1 = r.tier_conditions(PushKind.RECALL_TIER_1, nothing, push)
+    assert [f.message for f in tier1] == [
+        "tier 1: old-customer fans (P3) 0 < 50",
+        "tier 1: broadcasts in the last 7 days 0 < 5",
+    ]
+
+
+def test_P1_a_subscription_submission_lists_the_conditions_then_the_interval(push: PushRules) -> None:
+    """P1 through submission_failures: every subscription draft goes this way, allowed or refused."""
+    ready = AccountFacts(subscribers=10)
+    assert r.submission_failures(PushKind.SUBSCRIPTION, ready, QuotaState(), NOW, push, CST) == []
+    recent = QuotaState(last_subscription_at=NOW - timedelta(days=1))
+    failures = r.submission_failures(PushKind.SUBSCRIPTION, AccountFacts(subscribers=9), recent, NOW, push, CST)
+    assert codes(failures) == [("P1", "NOT_ENOUGH_SUBSCRIBERS"), ("P1", "SUBSCRIPTION_INTERVAL")]
+    assert not r.only_quota(failures)
+    spent = r.submission_failures(PushKind.SUBSCRIPTION, ready, recent, NOW, push, CST)
+    assert codes(spent) == [("P1", "SUBSCRIPTION_INTERVAL")] and r.only_quota(spent)
+
+
+def test_P5_a_mass_send_without_a_grant_has_no_audience_size_of_its_own(push: PushRules) -> None:
+    """The size is the grant's (P5); with none there is none (create_draft refuses such a push by P5 first)."""
+    assert r.audience_limit(PushKind.MASS_SEND, push) == 0
+    assert r.audience_limit(PushKind.MASS_SEND, push, None) == 0
+    assert r.audience_limit(PushKind.MASS_SEND, push, GrantView("g", 1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        (r.PushState.CANCELLED, "PUSH_CANCELLED"),
+        (r.PushState.APPROVED, "PUSH_ALREADY_REVIEWED"),
+        (r.PushState.REJECTED, "PUSH_ALREADY_REVIEWED"),
+        (r.PushState.SENT, "PUSH_ALREADY_REVIEWED"),
+    ],
+)
+def test_P6_a_decision_on_a_push_not_pending_says_whether_it_was_cancelled(state: r.PushState, reason: str) -> None:
+    failure = r.not_pending("ps_1", state)
+    assert (failure.rule_id, failure.reason) == ("P6", reason)
+    assert failure.figures == {"push_id": "ps_1", "state": state.value}
+    assert failure.message == (
+        f"push ps_1 is {state.value.replace('_', ' ')}; only a push pending review can be reviewed"
+    )
+
+
+def test_X3_a_fresh_account_has_one_subscription_push_reaching_every_subscriber(push: PushRules) -> None:
+    """X3, P1: one push left (not 2, not 0), audience 0 = every subscriber (not 1), possible now."""
+    entries = {e.kind: e for e in r.ledger(AccountFacts(subscribers=10), QuotaState(), NOW, push, CST)}
+    sub = entries[PushKind.SUBSCRIPTION]
+    assert (sub.remaining, sub.audience_size, sub.next_possible_at, sub.unmet) == (1, 0, None, ())
+    assert sub.available_now
+    assert r.LedgerEntry(PushKind.SUBSCRIPTION, 1, (), None).audience_size == 0
+
+
+def test_X3_P5_without_grants_the_mass_send_entry_has_nothing_left_and_says_why(push: PushRules) -> None:
+    entries = {e.kind: e for e in r.ledger(AccountFacts(), QuotaState(), NOW, push, CST)}
+    mass = entries[PushKind.MASS_SEND]
+    assert (mass.remaining, mass.audience_size, mass.next_possible_at, mass.available_now) == (0, 0, None, False)
+    assert codes(list(mass.unmet)) == [("P5", "NO_MASS_SEND_GRANT")]
+    assert mass.unmet[0].figures == {"grant_id": "(none)"}
