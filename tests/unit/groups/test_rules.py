@@ -341,7 +341,7 @@ def test_T5_the_first_sub_group_of_an_empty_set_is_number_1() -> None:
 def test_C9_C10_a_threshold_carries_only_its_own_figure_and_reads_back_as_set() -> None:
     """A follow or password threshold asks no spend (0), names no crowd and no fan level; read back from its
     database row, every kind equals the threshold the request made."""
-    from services.groups.repository import threshold_from_row, threshold_params
+    from services.groups.records import threshold_from_row, threshold_params
 
     assert g.Threshold(ThresholdKind.FOLLOW) == g.Threshold(ThresholdKind.FOLLOW, 0, "", None)
     for threshold in (
