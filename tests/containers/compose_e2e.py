@@ -10,7 +10,8 @@ With a Docker engine (``docker info`` answers) the compose file is used as it is
 
 Without one, with podman (installed by ``install-tools.sh`` when missing), rootful and with
 everything private to the run (``tests.containers.podman``): the images are built from a
-Debian base made by debootstrap (``tests.containers.images``; no registry is reachable),
+Debian base made by debootstrap and kept in a cache with the built images, which ``make
+e2e-k8s`` loads too (``tests.containers.images``; no registry is reachable),
 compose's own ``build:`` is not used (it wants BuildKit), the Docker Compose v2 binary of the
 virtualenv drives ``podman system service`` through ``DOCKER_HOST`` with an override for host
 networking (``tests.containers.compose``), and the health checks podman does not run are run
@@ -48,7 +49,7 @@ from tests.containers.compose import (
     listening_ports,
 )
 from tests.containers.health import HealthChecks, wait_healthy
-from tests.containers.images import ROOT, base_image, build_images
+from tests.containers.images import ROOT, prepared_images
 from tests.containers.podman import Podman, install_tools
 from tests.containers.shell import Interrupted, free_ports, log, run, unwind_on_signals
 from tests.containers.suite import run_suite
@@ -105,8 +106,7 @@ def with_podman(project: str, pytest_args: list[str]) -> int:
     env: dict[str, str] = {}
     code = 1
     try:
-        base = base_image(podman, workdir)
-        qun_image, postgres_image = build_images(podman, base, project)
+        qun_image, postgres_image = prepared_images(podman, workdir)
 
         ports = container_ports(model)
         port_map = dict(zip(ports, free_ports(len(ports)), strict=True))
