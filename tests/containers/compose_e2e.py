@@ -98,7 +98,9 @@ def with_docker(project: str, pytest_args: list[str]) -> int:
 def with_podman(project: str, pytest_args: list[str]) -> int:
     install_tools()
     workdir = Path(tempfile.mkdtemp(prefix=f"{project}-"))
-    podman = Podman(workdir)
+    # Host networking needs no network backend; CNI (what podman 4.3 picks when netavark is not
+    # installed) keeps this run out of netavark's machine-wide state, which make e2e-k8s owns.
+    podman = Podman(workdir, extra_conf='network_backend = "cni"\n')
     model = compose_model()
     services = [name for name in model["services"] if name not in MONITORING]
     health_checks: HealthChecks | None = None

@@ -51,7 +51,7 @@ import yaml
 
 from deploy.topology import NAME_PREFIX, SECRET_NAME, processes
 from tests.containers.images import ROOT, prepared_images
-from tests.containers.k8s_manifests import ManifestError, Plan, Workload, plan, render
+from tests.containers.k8s_manifests import ManifestError, Plan, Workload, plan, render, runtime_expectations
 from tests.containers.netns import NetworkNamespace, one_run_at_a_time, remove_netavark_state
 from tests.containers.podman import HERE, Podman, install_tools
 from tests.containers.probes import plan_entry
@@ -278,6 +278,38 @@ class K8sRun:
                 self.addresses[pod] = self.address(f"{pod}-{container}")
         log("pods: " + ", ".join(f"{pod} {address}" for pod, address in self.addresses.items()))
 
+    def check_pod_specs(self) -> None:
+        """What podman applied to every serving container, against its manifest: the security
+        context (user, read-only root, no privilege escalation, no capabilities) and limits."""
+        expected = {
+            f"{pod}-{container['name']}": runtime_expectations(w.manifest["spec"]["template"]["spec"], container)
+            for w in self.plan.workloads
+            for pod in w.pods
+            for container in w.manifest["spec"]["template"]["spec"]["containers"]
+        }
+        problems = []
+        for entry in json.loads(self.podman("inspect", *expected)):
+            host = entry["HostConfig"]
+            quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 0
+            applied = {
+                "user": entry["Config"].get("User", ""),
+                "read_only_root": bool(host.get("ReadonlyRootfs")),
+                "no_new_privileges": "no-new-privileges" in (host.get("SecurityOpt") or []),
+                "capabilities": sorted(entry.get("EffectiveCaps") or []),
+                "memory": host.get("Memory", 0),
+                "cpus": quota / period if period else 0.0,
+            }
+            name = entry["Name"]
+            problems += [
+                f"{name} {key}: manifest {value!r}, applied {applied[key]!r}"
+                for key, value in expected[name].items()
+                if applied[key] != value
+            ]
+        if problems:
+            raise RuntimeError("podman did not apply the pod specs:\n  " + "\n  ".join(problems))
+        keys = sorted({key for wanted in expected.values() for key in wanted})
+        log(f"pod specs applied on {len(expected)} containers: {', '.join(keys)}")
+
     def probe(self) -> None:
         targets = [
             plan_entry(pod, self.addresses[pod], workload.probes)
@@ -315,7 +347,7 @@ class K8sRun:
         return self.endpoint(workload, workload.pods[0], "grpc")
 
     def memory(self) -> str:
-        """Memory in use by the run's containers, per workload and in all (``podman stats``)."""
+        """Memory in use by the run's containers, per Deployment (all its pods) and in all."""
         try:
             stats = json.loads(self.podman("stats", "--no-stream", "--format", "json", timeout=60))
         except (RuntimeError, subprocess.TimeoutExpired, ValueError) as error:
@@ -323,10 +355,12 @@ class K8sRun:
         per: dict[str, float] = {}
         for entry in stats:
             used = parse_size(str(entry.get("mem_usage", "0B")).split("/")[0])
-            owner = re.sub(r"-pod-\d+-.*$", "", str(entry.get("name", "")))
-            per[owner] = per.get(owner, 0) + used
-        parts = ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(per.items()))
-        return f"{sum(per.values()) / 2**30:.2f} GiB in {len(stats)} containers ({parts})"
+            name = str(entry.get("name", ""))
+            owner = "pause" if name.endswith("-infra") else re.sub(r"-pod-\d+-[^-]+$", "", name)
+            if used:
+                per[owner] = per.get(owner, 0) + used
+        parts = ", ".join(f"{name} {size / 2**20:.0f}" for name, size in sorted(per.items(), key=lambda i: -i[1]))
+        return f"{sum(per.values()) / 2**30:.2f} GiB (MiB: {parts})"
 
     def replicas(self) -> int:
         killed = self.plan.workload(KILLED)
@@ -350,8 +384,26 @@ class K8sRun:
                 print(f"--- {name}\n{self.podman('logs', '--tail', '15', name, check=False, timeout=60)}", flush=True)
 
     def teardown(self) -> None:
-        log("teardown")
-        self.podman("pod", "rm", "--all", "--force", "--time", "10", check=False, timeout=180)
+        """Every pod stopped at once (SIGTERM, ``--time`` for the drain), then all removed."""
+        pods = self.podman("pod", "ps", "--quiet", check=False, timeout=60).split()
+        log(f"teardown: stopping {len(pods)} pods")
+        stops = [
+            subprocess.Popen(
+                [*self.podman.prefix, "podman", "pod", "stop", "--time", "10", pod],
+                env=self.podman.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for pod in pods
+        ]
+        for stop in stops:
+            try:
+                stop.wait(60)
+            except subprocess.TimeoutExpired:
+                stop.kill()
+                stop.wait()
+        self.podman("pod", "rm", "--all", "--force", "--time", "0", check=False, timeout=180)
         self.podman("network", "rm", "--force", self.network, check=False, timeout=60)
         self.podman.teardown()
 
@@ -380,6 +432,7 @@ def run(project: str, overlay: Path, pytest_args: list[str]) -> int:
         code = 1
         try:
             k8s.up()
+            k8s.check_pod_specs()
             log(f"memory after start: {k8s.memory()}")
             k8s.probe()
             log("every probe answered SERVING")

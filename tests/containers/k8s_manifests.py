@@ -163,6 +163,42 @@ def _probes(doc: dict[str, Any]) -> list[Probe]:
     return found
 
 
+def quantity(text: str | int | float) -> float:
+    """A Kubernetes quantity as a number: "512Mi" → 536870912, "500m" → 0.5, "1" → 1."""
+    value = str(text)
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}
+    for suffix, factor in suffixes.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def runtime_expectations(pod_spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """What a runtime must apply to ``container`` for its security context and limits, in the
+    terms ``podman inspect`` reports: user, read-only root, no privilege escalation, the
+    capabilities left, memory bytes and CPUs. Only what the spec says is expected."""
+    pod_context = pod_spec.get("securityContext") or {}
+    context = container.get("securityContext") or {}
+    expected: dict[str, Any] = {}
+    user = context.get("runAsUser", pod_context.get("runAsUser"))
+    group = context.get("runAsGroup", pod_context.get("runAsGroup"))
+    if user is not None:
+        expected["user"] = f"{user}:{group}" if group is not None else str(user)
+    if "readOnlyRootFilesystem" in context:
+        expected["read_only_root"] = bool(context["readOnlyRootFilesystem"])
+    if context.get("allowPrivilegeEscalation") is False:
+        expected["no_new_privileges"] = True
+    capabilities = context.get("capabilities") or {}
+    if "ALL" in capabilities.get("drop", []):
+        expected["capabilities"] = sorted(f"CAP_{cap}" for cap in capabilities.get("add", []))
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if "memory" in limits:
+        expected["memory"] = int(quantity(limits["memory"]))
+    if "cpu" in limits:
+        expected["cpus"] = quantity(limits["cpu"])
+    return expected
+
+
 def job_pod(job: dict[str, Any]) -> dict[str, Any]:
     """The Job's pod template as a Pod of the Job's name (what the Job controller would start)."""
     template = copy.deepcopy(job["spec"]["template"])

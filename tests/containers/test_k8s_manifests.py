@@ -12,7 +12,7 @@ import pytest
 
 from deploy.topology import processes
 from tests.containers.k8s_e2e import GATEWAY, OVERLAY, check_replicas, secret_json, secret_values
-from tests.containers.k8s_manifests import ManifestError, plan, render
+from tests.containers.k8s_manifests import ManifestError, plan, quantity, render, runtime_expectations
 
 
 def deployment(name: str, port: int = 50053) -> dict[str, Any]:
@@ -111,3 +111,25 @@ def test_the_overlay_plays_two_replicas_of_every_backend_with_the_run_image() ->
         assert {p.kind for p in workload.probes} == {"startupProbe", "readinessProbe", "livenessProbe"}
     assert played.workload(GATEWAY).replicas == 1
     secret_json(played, secret_values("password"))  # every key the pods read is one the run creates
+
+
+def test_what_a_runtime_must_apply_for_a_security_context_and_limits() -> None:
+    assert (quantity("512Mi"), quantity("500m"), quantity("1"), quantity("1G")) == (2**29, 0.5, 1.0, 1e9)
+    pod_spec = {"securityContext": {"runAsUser": 10001, "runAsGroup": 10001}}
+    container = {
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
+    }
+    assert runtime_expectations(pod_spec, container) == {
+        "user": "10001:10001",
+        "read_only_root": True,
+        "no_new_privileges": True,
+        "capabilities": [],
+        "memory": 2**28,
+        "cpus": 0.5,
+    }
+    assert runtime_expectations({}, {}) == {}
