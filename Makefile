@@ -182,3 +182,11 @@ e2e-compose: proto deploy-tools
 # SQLite, then PostgreSQL when TEST_DATABASE_URL answers; BENCH_ARGS="--db postgres" (or sqlite) for one.
 bench: proto venv
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The Kubernetes manifests played with `podman kube play` (rendered through the overlay in
+# tests/containers/k8s-e2e: the run's image, two replicas of every backend), their probes run, the
+# same suite through the gateway pod, then calls spread over replicas and a pod killed mid-run.
+# Images come from the cache e2e-compose fills (or are built and put there). E2E_K8S_ARGS go to pytest.
+.PHONY: e2e-k8s
+e2e-k8s: proto deploy-tools
+	$(PY) -m tests.containers.k8s_e2e $(E2E_K8S_ARGS)

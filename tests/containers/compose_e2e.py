@@ -10,7 +10,8 @@ With a Docker engine (``docker info`` answers) the compose file is used as it is
 
 Without one, with podman (installed by ``install-tools.sh`` when missing), rootful and with
 everything private to the run (``tests.containers.podman``): the images are built from a
-Debian base made by debootstrap (``tests.containers.images``; no registry is reachable),
+Debian base made by debootstrap and kept in a cache with the built images, which ``make
+e2e-k8s`` loads too (``tests.containers.images``; no registry is reachable),
 compose's own ``build:`` is not used (it wants BuildKit), the Docker Compose v2 binary of the
 virtualenv drives ``podman system service`` through ``DOCKER_HOST`` with an override for host
 networking (``tests.containers.compose``), and the health checks podman does not run are run
@@ -50,7 +51,7 @@ from tests.containers.compose import (
     with_tls,
 )
 from tests.containers.health import HealthChecks, wait_healthy
-from tests.containers.images import ROOT, base_image, build_images
+from tests.containers.images import ROOT, prepared_images
 from tests.containers.podman import Podman, install_tools
 from tests.containers.shell import Interrupted, free_ports, log, run, unwind_on_signals
 from tests.containers.suite import run_suite
@@ -113,7 +114,9 @@ def with_docker(project: str, pytest_args: list[str]) -> int:
 def with_podman(project: str, pytest_args: list[str]) -> int:
     install_tools()
     workdir = Path(tempfile.mkdtemp(prefix=f"{project}-"))
-    podman = Podman(workdir)
+    # Host networking needs no network backend; CNI (what podman 4.3 picks when netavark is not
+    # installed) keeps this run out of netavark's machine-wide state, which make e2e-k8s owns.
+    podman = Podman(workdir, extra_conf='network_backend = "cni"\n')
     model = compose_model()
     services = [name for name in model["services"] if name not in MONITORING]
     health_checks: HealthChecks | None = None
@@ -121,8 +124,7 @@ def with_podman(project: str, pytest_args: list[str]) -> int:
     env: dict[str, str] = {}
     code = 1
     try:
-        base = base_image(podman, workdir)
-        qun_image, postgres_image = build_images(podman, base, project)
+        qun_image, postgres_image = prepared_images(podman, workdir)
 
         ports = container_ports(model)
         port_map = dict(zip(ports, free_ports(len(ports)), strict=True))

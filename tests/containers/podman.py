@@ -25,19 +25,28 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
 
-def install_tools() -> None:
-    """podman, runc and debootstrap from Debian's packages when one is missing (``install-tools.sh``)."""
+def install_tools(k8s: bool = False) -> None:
+    """podman, runc and debootstrap from Debian's packages when one is missing (``install-tools.sh``);
+    with ``k8s``, also netavark, aardvark-dns (a network with DNS) and catatonit (podman's pause image)."""
     missing = [tool for tool in ("podman", "runc", "debootstrap") if not shutil.which(tool)]
+    if k8s:
+        helpers = {"netavark": "/usr/lib/podman/netavark", "aardvark-dns": "/usr/lib/podman/aardvark-dns"}
+        missing += [tool for tool, path in helpers.items() if not os.access(path, os.X_OK)]
+        missing += [] if shutil.which("catatonit") else ["catatonit"]
     if missing:
         log(f"installing {' '.join(missing)}")
-        run(["bash", str(HERE / "install-tools.sh")])
+        run(["bash", str(HERE / "install-tools.sh"), *(["k8s"] if k8s else [])])
 
 
 class Podman:
     """podman with configuration, storage and state private to one run, under ``workdir``."""
 
-    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Path, extra_conf: str = "", prefix: tuple[str, ...] = ()) -> None:
+        """``prefix`` goes before every ``podman`` this object runs (``nsenter --net=…``: the
+        run's own network namespace); image builds, which need the machine's network, run
+        without it."""
         self.workdir = workdir
+        self.prefix = prefix
         self.socket = workdir / "podman.sock"
         self.service: subprocess.Popen[bytes] | None = None
         containers_conf = workdir / "containers.conf"
@@ -69,7 +78,9 @@ class Podman:
 
     def __call__(self, *args: str, check: bool = True, timeout: float | None = None) -> str:
         """podman's output; a failure raises with what podman said, unless ``check=False``."""
-        result = run(["podman", *args], env=self.env, check=False, capture_output=True, text=True, timeout=timeout)
+        result = run(
+            [*self.prefix, "podman", *args], env=self.env, check=False, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"podman {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
         return str(result.stdout)

@@ -14,12 +14,19 @@ from tests.containers.shell import log
 E2E_TARGET_VARIABLES = {"QUN_E2E_GATEWAY", "QUN_E2E_TOKEN_SECRET", "QUN_E2E_METRICS_TARGETS", "QUN_E2E_PROMETHEUS_URL"}
 
 
-def run_suite(gateway: str, token_secret: str, pytest_args: list[str], **e2e_env: str) -> int:
+def run_suite(
+    gateway: str, token_secret: str, pytest_args: list[str], prefix: tuple[str, ...] = (), **e2e_env: str
+) -> int:
+    """pytest's exit code; ``prefix`` runs it somewhere else (``nsenter --net=…``: the gateway's
+    address is on a network namespace of the run's own, and so are the metrics targets)."""
     log(f"tests/e2e against the gateway at {gateway}")
     env = {key: value for key, value in os.environ.items() if key not in E2E_TARGET_VARIABLES}
     env.update(QUN_E2E_GATEWAY=gateway, QUN_E2E_TOKEN_SECRET=token_secret, **e2e_env)
     suite = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "tests/e2e", *pytest_args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+        [*prefix, sys.executable, "-m", "pytest", "tests/e2e", *pytest_args],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         return suite.wait()

@@ -7,8 +7,9 @@ environment; without it the suite starts the local stack itself.
 
     QUN_E2E_GATEWAY          host:port of a running gateway (compose, Kubernetes …)
     QUN_E2E_TOKEN_SECRET     that deployment's token key (QUN_TOKEN_SECRET)
-    QUN_E2E_METRICS_TARGETS  process=host:port,… of its /metrics endpoints: the suite starts
-                             its own Prometheus scraping them, with deploy/prometheus/rules.yml
+    QUN_E2E_METRICS_TARGETS  process=host:port,… of its /metrics endpoints (a process named
+                             again for each of its replicas): the suite starts its own
+                             Prometheus scraping them, with deploy/prometheus/rules.yml
     QUN_E2E_PROMETHEUS_URL   or: the deployment's Prometheus (e.g. http://127.0.0.1:9090)
     QUN_E2E_WAIT_SECONDS     how long to wait for scrapes to show the traffic (default 30, or
                              120 with the deployment's own Prometheus)
@@ -49,8 +50,9 @@ class Unconfigured(Exception):
 class Deployment:
     gateway: str
     token_secret: str
-    # Process name → its /metrics host:port, when known (the local stack, QUN_E2E_METRICS_TARGETS).
-    metrics_targets: dict[str, str] = field(default_factory=dict)
+    # Process name → the /metrics host:port of each replica, when known (the local stack,
+    # QUN_E2E_METRICS_TARGETS).
+    metrics_targets: dict[str, list[str]] = field(default_factory=dict)
     prometheus_url: str = ""
     local: bool = False
     description: str = ""
@@ -73,12 +75,12 @@ def from_environment(env: dict[str, str] | None = None) -> Deployment | None:
     secret = env.get("QUN_E2E_TOKEN_SECRET", "")
     if not secret:
         raise Unconfigured("QUN_E2E_GATEWAY is set: set QUN_E2E_TOKEN_SECRET to that deployment's QUN_TOKEN_SECRET")
-    targets: dict[str, str] = {}
+    targets: dict[str, list[str]] = {}
     for item in filter(None, (part.strip() for part in env.get("QUN_E2E_METRICS_TARGETS", "").split(","))):
         name, sep, address = item.partition("=")
         if not sep or ":" not in address:
             raise Unconfigured(f"QUN_E2E_METRICS_TARGETS: expected process=host:port, got {item!r}")
-        targets[name.strip()] = address.strip()
+        targets.setdefault(name.strip(), []).append(address.strip())
     prometheus_url = env.get("QUN_E2E_PROMETHEUS_URL", "").rstrip("/")
     if not targets and not prometheus_url:
         raise Unconfigured("set QUN_E2E_METRICS_TARGETS (process=host:port,…) or QUN_E2E_PROMETHEUS_URL")
@@ -110,7 +112,7 @@ def local_deployment(tmp: Path) -> Iterator[Deployment]:
             yield Deployment(
                 gateway=stack.gateway.address,
                 token_secret=stack.secrets["QUN_TOKEN_SECRET"],
-                metrics_targets={name: f"127.0.0.1:{e.metrics_port}" for name, e in stack.endpoints.items()},
+                metrics_targets={name: [f"127.0.0.1:{e.metrics_port}"] for name, e in stack.endpoints.items()},
                 local=True,
                 description=f"local stack on {'PostgreSQL' if use_postgres else 'SQLite'}",
             )
@@ -142,7 +144,7 @@ def prometheus_binary() -> str:
 
 
 @contextlib.contextmanager
-def prometheus_server(tmp: Path, targets: dict[str, str]) -> Iterator[str]:
+def prometheus_server(tmp: Path, targets: dict[str, list[str]]) -> Iterator[str]:
     """A real Prometheus scraping ``targets`` every second with the project's rules; yields its URL.
 
     Its config comes from the same template as deploy/prometheus/prometheus.yml."""
@@ -151,7 +153,7 @@ def prometheus_server(tmp: Path, targets: dict[str, str]) -> Iterator[str]:
 
     tmp.mkdir(parents=True, exist_ok=True)
     config = prometheus_config(
-        {name: [address] for name, address in targets.items()},
+        targets,
         scrape_interval=LOCAL_SCRAPE_INTERVAL,
         evaluation_interval=LOCAL_SCRAPE_INTERVAL,
         rule_files=[str(RULES_FILE)],
