@@ -230,8 +230,7 @@ def context_files(context: Path, ignore_file: Path | None) -> list[str]:
 
 
 def images_key() -> str:
-    """A hash of everything the two images are made from; equal keys mean equal images (bar
-    what pip resolves from PyPI for ranges in requirements.txt: delete the cache to refresh)."""
+    """A hash of everything the two images are made from (uv.lock among them): equal keys mean equal images."""
     digest = hashlib.sha256(json.dumps([IMAGES_RECIPE_VERSION, base_key()]).encode())
     ignore = Path(f"{DOCKERFILE}.dockerignore")
     contexts = [

@@ -19,8 +19,10 @@ podman does not:
 - every ``grpc`` startup, readiness and liveness probe is listed for the prober
   (``tests.containers.probes``): podman runs none of them.
 
-HorizontalPodAutoscalers, PodDisruptionBudgets and the Namespace are not played; any other
-kind is an error rather than silently skipped.
+HorizontalPodAutoscalers, PodDisruptionBudgets and the Namespace are not played; nor are
+NetworkPolicies, which podman does not enforce, though each must select pods a Deployment
+makes (a policy selecting nothing protects nothing). Any other kind is an error rather than
+silently skipped.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ def _wire_services(services: list[dict[str, Any]], workloads: list[Workload]) ->
 
 def plan(docs: list[dict[str, Any]]) -> Plan:
     """What to play, in what shape, from the rendered documents; raises ``ManifestError``."""
-    configmaps, jobs, workloads, services, not_played = [], [], [], [], []
+    configmaps, jobs, workloads, services, policies, not_played = [], [], [], [], [], []
     secrets: dict[str, set[str]] = {}
     images: set[str] = set()
     for doc in docs:
@@ -288,6 +290,10 @@ def plan(docs: list[dict[str, Any]]) -> Plan:
                     probes=_probes(doc),
                 )
             )
+        elif kind == "NetworkPolicy":
+            policies.append(doc)
+            not_played.append(_name(doc))
+            continue
         elif kind in NOT_PLAYED:
             not_played.append(_name(doc))
             continue
@@ -298,4 +304,8 @@ def plan(docs: list[dict[str, Any]]) -> Plan:
         for spec in _pod_specs(doc):
             images.update(c["image"] for c in _containers(spec))
     _wire_services(services, workloads)
+    for policy in policies:
+        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        if not any(_matches(selector, w.labels) for w in workloads):
+            raise ManifestError(f"{_name(policy)}: its podSelector {selector} matches no Deployment's pods")
     return Plan(configmaps, jobs, workloads, secrets, images, not_played)

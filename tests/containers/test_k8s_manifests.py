@@ -133,3 +133,16 @@ def test_what_a_runtime_must_apply_for_a_security_context_and_limits() -> None:
         "cpus": 0.5,
     }
     assert runtime_expectations({}, {}) == {}
+
+
+def test_a_network_policy_is_not_played_but_must_select_pods() -> None:
+    groups = deployment("groups")
+    policy = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "qun-groups"},
+        "spec": {"podSelector": {"matchLabels": dict(groups["spec"]["template"]["metadata"]["labels"])}},
+    }
+    assert "NetworkPolicy/qun-groups" in plan([groups, policy]).not_played
+    policy["spec"]["podSelector"]["matchLabels"] = {"app.kubernetes.io/name": "qun-nothing"}
+    with pytest.raises(ManifestError, match="matches no Deployment's pods"):
+        plan([groups, policy])
