@@ -425,6 +425,9 @@ def check_join(query: JoinQuery, facts: JoinFacts, rules: JoinRules) -> JoinDeci
 # --- Push facts (P1–P3) ---------------------------------------------------------
 
 
+CACHED_DAYS = 8192  # the half-year arithmetic of about 20 years of days, kept once computed
+
+
 def old_customer_first_day(today: date, rules: PushRules) -> date:
     """P3: the first marketplace day of "the last half year" that ends today.
 
@@ -436,7 +439,7 @@ def old_customer_first_day(today: date, rules: PushRules) -> date:
     return _months_before(today, rules.old_customer_window_months)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=CACHED_DAYS)
 def _months_before(day: date, months: int) -> date:
     """Cached: a recount asks it for the same few hundred days of every buyer."""
     return day - relativedelta(months=months)
@@ -469,11 +472,11 @@ def last_day_counting(day: date, rules: PushRules) -> date:
     return _last_day_counting(day, rules.old_customer_window_months)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=CACHED_DAYS)
 def _last_day_counting(day: date, months: int) -> date:
+    # ``day`` + ``months`` reaches back to ``day`` or, clipped to a shorter month, to a day or
+    # three before it (Feb 28 + 6 months = Aug 28, whose half year begins Feb 28; so do Aug 29–31).
     last = day + relativedelta(months=months)
-    while _months_before(last, months) > day:
-        last -= timedelta(days=1)
     while _months_before(last + timedelta(days=1), months) <= day:
         last += timedelta(days=1)
     return last
