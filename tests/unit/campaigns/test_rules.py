@@ -183,6 +183,11 @@ def test_M11_an_activity_that_ended_frees_exactly_its_own_slot() -> None:
     assert c.busiest([window(0, 10), window(20, 30), window(25, 35)], window(0, 60)) == 2
 
 
+def test_M11_an_end_and_a_start_at_one_moment_are_one_activity_in_whatever_order_they_are_listed() -> None:
+    # 10:30–11:00 listed before 10:00–10:30: at 10:30 one ends as the other begins, never two at once.
+    assert c.busiest([window(30, 60), window(0, 30)], window(0, 60)) == 1
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30)), max_size=15),
     st.integers(0, 50),
