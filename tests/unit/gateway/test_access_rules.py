@@ -24,7 +24,9 @@ from services.common.errors import PermissionDenied
 STORELESS_LIVE = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_LIVE, store_id="", owner_account_id="st1")
 STORE_LIVE = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_LIVE, store_id="s1", owner_account_id="st1")
 STORELESS_STORE_KIND = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_STORE, store_id="", owner_account_id="st1")
-STORE_SET = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_STORE, store_id="s1", owner_account_id="m1", admin_ids=["a1"])
+STORE_SET = groups_pb2.GroupSet(
+    kind=common_pb2.GROUP_KIND_STORE, store_id="s1", owner_account_id="m1", admin_ids=["a1"]
+)
 
 
 def test_r1_the_streamer_owns_a_storeless_live_group_only() -> None:
