@@ -22,8 +22,9 @@ from typing import Any, Protocol
 import grpc
 
 from gateway.auth import Principal, Role, current_principal, principal_var
-from gateway.downstream import Downstream, Relayed
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from gateway.backends import Backends, Retry
+from gateway.downstream import Relayed
+from qun.eligibility.v1 import eligibility_pb2
 from services.common.errors import PermissionDenied
 from services.common.interceptors import Interceptor, abort_with
 
@@ -103,18 +104,17 @@ def require_store_staff(principal: Principal, store_id: str) -> None:
 class MainAccounts:
     """The account each store's main account is now, as the facts upstream reported say (eligibility)."""
 
-    def __init__(self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream) -> None:
-        self.eligibility = eligibility
-        self.downstream = downstream
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
 
     async def verify(self, principal: Principal, context: grpc.aio.ServicerContext) -> None:
         """PERMISSION_DENIED unless a ``store_main`` token's account is its store's main account now."""
         try:
-            found = await self.downstream.within(
-                context,
-                self.eligibility.GetStore,
+            found = await self.backends.call(
+                self.backends.eligibility.GetStore,
                 eligibility_pb2.GetStoreRequest(store_id=principal.store_id),
-                safe=True,
+                context,
+                retry=Retry.SAFE,
             )
         except Relayed as error:
             if error.code is not grpc.StatusCode.NOT_FOUND:

@@ -12,10 +12,11 @@ from gateway.backends import Backends
 from gateway.bounds import BoundsInterceptor
 from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
+from gateway.facts import FactService, StoreBlacklistRemovals
+from gateway.groups import GroupService
 from gateway.operations import Discovery, GroupOperations
-from gateway.push import ObservingFactService, PushService
+from gateway.push import PushService, RecallNotices
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
-from gateway.servicer import GroupService, StoreBlacklistRemovals
 from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2_grpc
@@ -76,26 +77,29 @@ class GatewayApp(ServiceApp):
         return channel
 
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
-        downstream = Downstream(self.config.downstream_timeout, self.config.downstream_attempts)
-        eligibility = eligibility_pb2_grpc.EligibilityServiceStub(self._channel(self.config.eligibility_addr))
         groups_channel = self._channel(self.config.groups_addr)
-        groups = groups_pb2_grpc.GroupsServiceStub(groups_channel)
-        lifecycle = lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel)
-        backends = Backends(eligibility, groups, lifecycle, downstream)
-        self.account_guard.accounts = MainAccounts(eligibility, downstream)
-        gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(backends), server)
-        push = internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr))
-        push_service = PushService(eligibility, push, downstream)
-        public_push_pb2_grpc.add_PushServiceServicer_to_server(push_service, server)
-        facts = ObservingFactService(eligibility, downstream, push_service)
-        facts.add_observer(StoreBlacklistRemovals(backends))  # R5: a store's blacklisting removes the consumer
-        gateway_pb2_grpc.add_FactServiceServicer_to_server(facts, server)
-        operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
-        campaigns = internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr))
-        operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(
-            Discovery(backends, self.rules, self.clock, campaigns), server
+        backends = Backends(
+            eligibility=eligibility_pb2_grpc.EligibilityServiceStub(self._channel(self.config.eligibility_addr)),
+            groups=groups_pb2_grpc.GroupsServiceStub(groups_channel),
+            lifecycle=lifecycle_pb2_grpc.GroupLifecycleServiceStub(groups_channel),
+            campaigns=internal_campaigns_pb2_grpc.CampaignsServiceStub(self._channel(self.config.campaigns_addr)),
+            push=internal_push_pb2_grpc.PushServiceStub(self._channel(self.config.push_addr)),
+            downstream=Downstream(self.config.downstream_timeout, self.config.downstream_attempts),
         )
-        campaigns_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignService(campaigns, groups, downstream), server)
+        self.account_guard.accounts = MainAccounts(backends)
+        facts = FactService(
+            backends,
+            observers=(
+                StoreBlacklistRemovals(backends),  # R5: a store's blacklisting removes the consumer
+                RecallNotices(backends),  # P4: facts that can earn a recall chance
+            ),
+        )
+        gateway_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(backends), server)
+        gateway_pb2_grpc.add_FactServiceServicer_to_server(facts, server)
+        public_push_pb2_grpc.add_PushServiceServicer_to_server(PushService(backends), server)
+        operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
+        operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
+        campaigns_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignService(backends), server)
         services = gateway_pb2.DESCRIPTOR.services_by_name
         operations = operations_pb2.DESCRIPTOR.services_by_name
         return [

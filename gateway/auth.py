@@ -20,8 +20,8 @@ from typing import Any
 
 import jwt
 
+from gateway.caches import Kept
 from gateway.keys import SharedSecret, TokenKeys
-from gateway.views import Kept
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.interceptors import Interceptor, abort_with, metadata_value
 from services.common.logs import actor_var

@@ -8,7 +8,7 @@ sub-groups and the store's group level (M12). Every refusal from either side
 reaches the caller with its rule ids and figures unchanged.
 
 Public and internal messages are separate contracts with the same field
-names; ``convert`` (``gateway.messages``) copies one into the other by name, so
+names; ``convert`` (``gateway.convert``) copies one into the other by name, so
 internal fields never leave the gateway and a caller can never set one
 (membership, level, actor).
 
@@ -37,15 +37,15 @@ import grpc
 
 from gateway.access import STORE_ROLES, is_owner, is_staff, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from gateway.messages import convert
-from gateway.views import GroupSetViews, Kept
+from gateway.backends import Backends, Retry
+from gateway.caches import GroupSetViews, Kept
+from gateway.convert import convert
+from gateway.downstream import Relayed
 from qun.campaigns.v1 import campaigns_pb2 as internal
-from qun.campaigns.v1 import campaigns_pb2_grpc as internal_grpc
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.gateway.v1 import campaigns_pb2 as public
 from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
-from qun.groups.v1 import groups_pb2, groups_pb2_grpc
+from qun.groups.v1 import groups_pb2
 from services.campaigns import kinds as campaign_kinds
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
 from services.common.validation import Fields
@@ -95,27 +95,23 @@ def seq_from_token(token: str) -> int:
 class CampaignService(public_grpc.CampaignServiceServicer):
     def __init__(
         self,
-        campaigns: internal_grpc.CampaignsServiceStub,
-        groups: groups_pb2_grpc.GroupsServiceStub,
-        downstream: Downstream,
+        backends: Backends,
         *,
         poll_seconds: float = END_CARD_POLL_SECONDS,
     ) -> None:
-        self.campaigns = campaigns
-        self.groups = groups
-        self.downstream = downstream
+        self.backends = backends
         self.poll_seconds = poll_seconds
         self.activity_sets = ActivitySets()
         self.group_sets = GroupSetViews()  # V1's is_public per set, kept a few seconds
 
-    async def _call(self, method: Any, request: Any, context: grpc.aio.ServicerContext, *, safe: bool) -> Any:
-        return await self.downstream.within(context, method, request, safe=safe)
-
     # -- what other services know ------------------------------------------------------------
 
     async def _group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
-        found = await self._call(
-            self.groups.GetGroupSet, groups_pb2.GetGroupSetRequest(group_set_id=group_set_id), context, safe=True
+        found = await self.backends.call(
+            self.backends.groups.GetGroupSet,
+            groups_pb2.GetGroupSetRequest(group_set_id=group_set_id),
+            context,
+            retry=Retry.SAFE,
         )
         return found.group_set  # type: ignore[no-any-return]
 
@@ -123,11 +119,11 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         """The group-set the activity runs in; NOT_FOUND (from the campaigns service) for an unknown activity."""
         group_set_id = self.activity_sets.get(store_id, activity_id)
         if group_set_id is None:
-            found = await self._call(
-                self.campaigns.GetActivity,
+            found = await self.backends.call(
+                self.backends.campaigns.GetActivity,
                 internal.GetActivityRequest(store_id=store_id, activity_id=activity_id),
                 context,
-                safe=True,
+                retry=Retry.SAFE,
             )
             group_set_id = found.activity.group_set_id
             self.activity_sets.put(store_id, activity_id, group_set_id)
@@ -166,11 +162,11 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def _is_member(self, group_set_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> bool:
         """M5: the groups service says NOT_FOUND when the consumer is in no sub-group of the set."""
         try:
-            await self._call(
-                self.groups.GetMembership,
+            await self.backends.call(
+                self.backends.groups.GetMembership,
                 groups_pb2.GetMembershipRequest(group_set_id=group_set_id, consumer_id=consumer_id),
                 context,
-                safe=True,
+                retry=Retry.SAFE,
             )
         except Relayed as error:
             if error.code is grpc.StatusCode.NOT_FOUND:
@@ -213,8 +209,8 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     async def ReportItem(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.UPSTREAM)
-        reply = await self._call(
-            self.campaigns.UpsertItem, convert(request, internal.UpsertItemRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.UpsertItem, convert(request, internal.UpsertItemRequest), context, retry=Retry.SAFE
         )
         return public.ReportItemResponse(item=convert(reply.item, public.Item), created=reply.created)
 
@@ -224,24 +220,31 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             principal.require(Role.UPSTREAM, Role.STORE_MAIN)
             if principal.store_id != request.store_id:
                 raise PermissionDenied("the token's store is not this store")
-        reply = await self._call(self.campaigns.Restock, convert(request, internal.RestockRequest), context, safe=True)
+        reply = await self.backends.call(
+            self.backends.campaigns.Restock, convert(request, internal.RestockRequest), context, retry=Retry.SAFE
+        )
         return public.RestockResponse(item=convert(reply.item, public.Item))
 
     async def CancelPurchase(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.UPSTREAM, why="order cancellations are reported by the order system")
-        reply = await self._call(
-            self.campaigns.CancelPurchase, convert(request, internal.CancelPurchaseRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.CancelPurchase,
+            convert(request, internal.CancelPurchaseRequest),
+            context,
+            retry=Retry.SAFE,
         )
         return public.CancelPurchaseResponse(purchase=convert(reply.purchase, public.PurchaseRecord), stock=reply.stock)
 
     async def GetItem(self, request, context):  # type: ignore[no-untyped-def]
-        reply = await self._call(self.campaigns.GetItem, convert(request, internal.GetItemRequest), context, safe=True)
+        reply = await self.backends.call(
+            self.backends.campaigns.GetItem, convert(request, internal.GetItemRequest), context, retry=Retry.SAFE
+        )
         return public.GetItemResponse(item=convert(reply.item, public.Item))
 
     async def ListSales(self, request, context):  # type: ignore[no-untyped-def]
         require_store_scope(current_principal(), request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
-        reply = await self._call(
-            self.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, retry=Retry.SAFE
         )
         return convert(reply, public.ListSalesResponse)
 
@@ -266,7 +269,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         forwarded = convert(
             request, internal.CreateActivityRequest, store_id=found.store_id, created_by=principal.subject
         )
-        reply = await self._call(self.campaigns.CreateActivity, forwarded, context, safe=bool(request.request_id))
+        reply = await self.backends.call(
+            self.backends.campaigns.CreateActivity, forwarded, context, retry=Retry.with_request_id(request.request_id)
+        )
         return convert(reply, public.CreateActivityResponse)
 
     async def CreateTrumpet(self, request, context):  # type: ignore[no-untyped-def]
@@ -280,8 +285,11 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         sub_groups = {s.sub_group_id for s in found.sub_groups}
         if request.group_id != found.group_set_id and request.group_id not in sub_groups:
             raise NotFound("sub_group", request.group_id)
-        level = await self._call(
-            self.groups.GetGroupLevel, groups_pb2.GetGroupLevelRequest(store_id=found.store_id), context, safe=True
+        level = await self.backends.call(
+            self.backends.groups.GetGroupLevel,
+            groups_pb2.GetGroupLevelRequest(store_id=found.store_id),
+            context,
+            retry=Retry.SAFE,
         )
         forwarded = convert(
             request,
@@ -292,7 +300,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             group_level=level.level,
             created_by=principal.subject,
         )
-        reply = await self._call(self.campaigns.CreateTrumpet, forwarded, context, safe=bool(request.request_id))
+        reply = await self.backends.call(
+            self.backends.campaigns.CreateTrumpet, forwarded, context, retry=Retry.with_request_id(request.request_id)
+        )
         return public.CreateTrumpetResponse(trumpet=convert(reply.trumpet, public.Trumpet))
 
     async def EndActivity(self, request, context):  # type: ignore[no-untyped-def]
@@ -300,15 +310,21 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         group_set_id = await self._activity_set(request.store_id, request.activity_id, context)
         await self._staff_set(group_set_id, principal, context)
-        reply = await self._call(
-            self.campaigns.EndActivity, convert(request, internal.EndActivityRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.EndActivity,
+            convert(request, internal.EndActivityRequest),
+            context,
+            retry=Retry.SAFE,
         )
         return convert(reply, public.EndActivityResponse)
 
     async def GetActivity(self, request, context):  # type: ignore[no-untyped-def]
         principal = current_principal()
-        reply = await self._call(
-            self.campaigns.GetActivity, convert(request, internal.GetActivityRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.GetActivity,
+            convert(request, internal.GetActivityRequest),
+            context,
+            retry=Retry.SAFE,
         )
         found = reply.activity
         self.activity_sets.put(found.store_id, found.activity_id, found.group_set_id)
@@ -320,8 +336,11 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def ListActivities(self, request, context):  # type: ignore[no-untyped-def]
         """V1: the activities of sets the caller may not see are left out (a page may come back shorter)."""
         principal = current_principal()
-        reply = await self._call(
-            self.campaigns.ListActivities, convert(request, internal.ListActivitiesRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.ListActivities,
+            convert(request, internal.ListActivitiesRequest),
+            context,
+            retry=Retry.SAFE,
         )
         sets = sorted({a.group_set_id for a in reply.activities})
         seen = await asyncio.gather(*(self._may_see(principal, request.store_id, s, context) for s in sets))
@@ -333,18 +352,21 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     async def GetFlashSaleResults(self, request, context):  # type: ignore[no-untyped-def]
         require_store_staff(current_principal(), request.store_id)
-        reply = await self._call(
-            self.campaigns.GetFlashSaleResults,
+        reply = await self.backends.call(
+            self.backends.campaigns.GetFlashSaleResults,
             convert(request, internal.GetFlashSaleResultsRequest),
             context,
-            safe=True,
+            retry=Retry.SAFE,
         )
         return convert(reply, public.GetFlashSaleResultsResponse)
 
     async def ListRefunds(self, request, context):  # type: ignore[no-untyped-def]
         require_store_staff(current_principal(), request.store_id)
-        reply = await self._call(
-            self.campaigns.ListRefunds, convert(request, internal.ListRefundsRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.ListRefunds,
+            convert(request, internal.ListRefundsRequest),
+            context,
+            retry=Retry.SAFE,
         )
         return convert(reply, public.ListRefundsResponse)
 
@@ -363,14 +385,16 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         consumer = self._consumer()
         member = await self._order_membership(request, consumer, context)
         forwarded = convert(request, internal.PriceOrderRequest, consumer_id=consumer.subject, group_member=member)
-        reply = await self._call(self.campaigns.PriceOrder, forwarded, context, safe=True)
+        reply = await self.backends.call(self.backends.campaigns.PriceOrder, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.PriceOrderResponse)
 
     async def Purchase(self, request, context):  # type: ignore[no-untyped-def]
         consumer = self._consumer()
         member = await self._order_membership(request, consumer, context)
         forwarded = convert(request, internal.PurchaseRequest, consumer_id=consumer.subject, group_member=member)
-        reply = await self._call(self.campaigns.Purchase, forwarded, context, safe=bool(request.request_id))
+        reply = await self.backends.call(
+            self.backends.campaigns.Purchase, forwarded, context, retry=Retry.with_request_id(request.request_id)
+        )
         return public.PurchaseResponse(
             purchase=convert(reply.purchase, public.PurchaseRecord), stock_left=reply.stock_left
         )
@@ -379,8 +403,11 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         if principal.role is not Role.CONSUMER:
             require_store_scope(principal, request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
-        reply = await self._call(
-            self.campaigns.GetPurchase, convert(request, internal.GetPurchaseRequest), context, safe=True
+        reply = await self.backends.call(
+            self.backends.campaigns.GetPurchase,
+            convert(request, internal.GetPurchaseRequest),
+            context,
+            retry=Retry.SAFE,
         )
         if principal.role is Role.CONSUMER and reply.purchase.consumer_id != principal.subject:
             raise NotFound("purchase", f"{request.store_id}/{request.purchase_id}")
@@ -391,13 +418,15 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(store_id=request.store_id, activity_id=request.activity_id, request_id=request.request_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
         forwarded = convert(request, internal.ClaimPrizeRequest, consumer_id=consumer.subject, group_member=member)
-        reply = await self._call(self.campaigns.ClaimPrize, forwarded, context, safe=bool(request.request_id))
+        reply = await self.backends.call(
+            self.backends.campaigns.ClaimPrize, forwarded, context, retry=Retry.with_request_id(request.request_id)
+        )
         return public.ClaimPrizeResponse(claim=convert(reply.claim, public.Claim))
 
     async def ListMyWallet(self, request, context):  # type: ignore[no-untyped-def]
         consumer = self._consumer()
         forwarded = convert(request, internal.ListWalletRequest, consumer_id=consumer.subject)
-        reply = await self._call(self.campaigns.ListWallet, forwarded, context, safe=True)
+        reply = await self.backends.call(self.backends.campaigns.ListWallet, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.ListMyWalletResponse)
 
     async def Vote(self, request, context):  # type: ignore[no-untyped-def]
@@ -405,7 +434,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
         forwarded = convert(request, internal.VoteRequest, consumer_id=consumer.subject, group_member=member)
-        reply = await self._call(self.campaigns.Vote, forwarded, context, safe=True)
+        reply = await self.backends.call(self.backends.campaigns.Vote, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.VoteResponse)
 
     async def CheckIn(self, request, context):  # type: ignore[no-untyped-def]
@@ -413,7 +442,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
         forwarded = convert(request, internal.CheckInRequest, consumer_id=consumer.subject, group_member=member)
-        reply = await self._call(self.campaigns.CheckIn, forwarded, context, safe=True)
+        reply = await self.backends.call(self.backends.campaigns.CheckIn, forwarded, context, retry=Retry.SAFE)
         return public.CheckInResponse(
             day=reply.day, days_checked_in=reply.days_checked_in, already_checked_in=reply.replayed
         )
@@ -436,13 +465,13 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def _cards(
         self, store_id: str, group_set_id: str, after_seq: int, limit: int, context: grpc.aio.ServicerContext
     ) -> internal.ListEndCardsResponse:
-        return await self._call(  # type: ignore[no-any-return]
-            self.campaigns.ListEndCards,
+        return await self.backends.call(  # type: ignore[no-any-return]
+            self.backends.campaigns.ListEndCards,
             internal.ListEndCardsRequest(
                 store_id=store_id, group_set_id=group_set_id, after_seq=after_seq, page_size=limit
             ),
             context,
-            safe=True,
+            retry=Retry.SAFE,
         )
 
     async def ListEndCards(self, request, context):  # type: ignore[no-untyped-def]
@@ -476,5 +505,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     async def RunExpiry(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.OPS)
-        reply = await self._call(self.campaigns.RunExpiry, internal.RunExpiryRequest(), context, safe=True)
+        reply = await self.backends.call(
+            self.backends.campaigns.RunExpiry, internal.RunExpiryRequest(), context, retry=Retry.SAFE
+        )
         return convert(reply, public.RunExpiryResponse)

@@ -16,10 +16,9 @@ import grpc
 from gateway import discovery
 from gateway.access import is_staff, is_staff_account, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
-from gateway.backends import Backends
+from gateway.backends import Backends, Retry
 from gateway.downstream import Relayed
 from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
-from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_grpc
 from qun.common.v1 import jobs_pb2
 from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import operations_pb2, operations_pb2_grpc
@@ -53,13 +52,13 @@ KNOWN_INTERACTIONS = frozenset(
 
 class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
     def __init__(self, backends: Backends) -> None:
-        self.b = backends
+        self.backends = backends
 
     async def ReportMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
         """T8: a month's figures; for a month the level job settled already, the level is recomputed (X4)."""
         current_principal().require(Role.UPSTREAM)
-        recorded = await self.b.read(  # an idempotent upsert (a recompute of the same figures changes nothing)
-            self.b.lifecycle.RecordMonthlyMetrics,
+        recorded = await self.backends.call(  # an idempotent upsert (a recompute of the same figures changes nothing)
+            self.backends.lifecycle.RecordMonthlyMetrics,
             lifecycle_pb2.RecordMonthlyMetricsRequest(
                 store_id=request.store_id,
                 month=request.month,
@@ -69,6 +68,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 merchant_messages=request.merchant_messages,
             ),
             context,
+            retry=Retry.SAFE,
         )
         return operations_pb2.ReportMonthlyMetricsResponse(
             level_recomputed=recorded.level_recomputed, level=recorded.level, previous_level=recorded.previous_level
@@ -81,7 +81,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         )
         if request.HasField("active_at"):
             forwarded.active_at.CopyFrom(request.active_at)
-        await self.b.read(self.b.lifecycle.RecordActivity, forwarded, context)  # moving forward only: safe to repeat
+        await self.backends.call(
+            self.backends.lifecycle.RecordActivity, forwarded, context, retry=Retry.SAFE
+        )  # moving forward only: safe to repeat
         return operations_pb2.ReportMemberActivityResponse()
 
     async def RunJob(self, request, context):  # type: ignore[no-untyped-def]
@@ -97,8 +99,11 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             fields.fail("recompute", "only the level job recomputes a month (T8)")
         fields.done()
         if request.job == operations_pb2.JOB_DAILY_COUNTS:
-            counted = await self.b.read(
-                self.b.lifecycle.RecordDailyCounts, lifecycle_pb2.RecordDailyCountsRequest(day=request.period), context
+            counted = await self.backends.call(
+                self.backends.lifecycle.RecordDailyCounts,
+                lifecycle_pb2.RecordDailyCountsRequest(day=request.period),
+                context,
+                retry=Retry.SAFE,
             )
             return operations_pb2.RunJobResponse(
                 ran=not counted.already_recorded,
@@ -107,10 +112,13 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 failures=counted.failures,
             )
         if request.job == operations_pb2.JOB_LEVELS:
-            levels = await self.b.read(  # each store's month settles once; a recompute sets the same levels again
-                self.b.lifecycle.RunLevelJob,
-                lifecycle_pb2.RunLevelJobRequest(month=request.period, recompute=request.recompute),
-                context,
+            levels = (
+                await self.backends.call(  # each store's month settles once; a recompute sets the same levels again
+                    self.backends.lifecycle.RunLevelJob,
+                    lifecycle_pb2.RunLevelJobRequest(month=request.period, recompute=request.recompute),
+                    context,
+                    retry=Retry.SAFE,
+                )
             )
             summary = ", ".join(f"{lv.store_id}: L{lv.level}" for lv in levels.levels)
             return operations_pb2.RunJobResponse(
@@ -119,7 +127,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 summary=_with_failures(summary, levels.failures),
                 failures=levels.failures,
             )
-        swept = await self.b.read(self.b.lifecycle.RunSleepingJob, lifecycle_pb2.RunSleepingJobRequest(), context)
+        swept = await self.backends.call(
+            self.backends.lifecycle.RunSleepingJob, lifecycle_pb2.RunSleepingJobRequest(), context, retry=Retry.SAFE
+        )
         return operations_pb2.RunJobResponse(
             ran=True,
             affected=swept.notified + swept.removed,
@@ -131,10 +141,11 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="T3", why="the store's main account applies for expansion")
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
-        granted = await self.b.write(
-            self.b.lifecycle.ApplyForExpansion,
+        granted = await self.backends.call(
+            self.backends.lifecycle.ApplyForExpansion,
             lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id),
             context,
+            retry=Retry.NEVER,
         )
         return operations_pb2.ApplyForExpansionResponse(
             granted_members=granted.granted_members, member_capacity=granted.member_capacity
@@ -142,8 +153,11 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
 
     async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
         require_store_staff(current_principal(), request.store_id)
-        view = await self.b.read(
-            self.b.lifecycle.GetCapacity, lifecycle_pb2.GetCapacityRequest(store_id=request.store_id), context
+        view = await self.backends.call(
+            self.backends.lifecycle.GetCapacity,
+            lifecycle_pb2.GetCapacityRequest(store_id=request.store_id),
+            context,
+            retry=Retry.SAFE,
         )
         return operations_pb2.GetCapacityResponse(
             level=view.level,
@@ -160,12 +174,13 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="C15")
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
-        plan = await self.b.read(  # sets state: safe to repeat
-            self.b.lifecycle.SetSleepingPlan,
+        plan = await self.backends.call(  # sets state: safe to repeat
+            self.backends.lifecycle.SetSleepingPlan,
             lifecycle_pb2.SetSleepingPlanRequest(
                 store_id=request.store_id, enabled=request.enabled, inactivity_days=request.inactivity_days
             ),
             context,
+            retry=Retry.SAFE,
         )
         return operations_pb2.SetSleepingPlanResponse(enabled=plan.enabled, inactivity_days=plan.inactivity_days)
 
@@ -176,8 +191,8 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 raise PermissionDenied("a streamer reads its own audit trail")
         else:
             require_store_staff(principal, request.store_id)
-        listed = await self.b.read(
-            self.b.lifecycle.ListAuditEntries,
+        listed = await self.backends.call(
+            self.backends.lifecycle.ListAuditEntries,
             lifecycle_pb2.ListAuditEntriesRequest(
                 store_id=request.store_id,
                 streamer_id=request.streamer_id,
@@ -185,6 +200,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 page_token=request.page_token,
             ),
             context,
+            retry=Retry.SAFE,
         )
         return operations_pb2.ListAuditEntriesResponse(
             entries=[
@@ -209,24 +225,25 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         elif request.threshold.WhichOneof("rule") == "password":
             fields.fail("threshold", "a password depends on what consumers type; what-if takes the other kinds")
         fields.done()
-        found = await self.b.group_set(request.group_set_id, context)
+        found = await self.backends.group_set(request.group_set_id, context)
         principal = current_principal()
         if not is_staff(principal, found):
             raise PermissionDenied("the owner and super admins ask what-if", rule_id="X2")
         members: list[str] = []
         token = ""
         while True:
-            page = await self.b.read(
-                self.b.lifecycle.ListMemberIds,
+            page = await self.backends.call(
+                self.backends.lifecycle.ListMemberIds,
                 lifecycle_pb2.ListMemberIdsRequest(group_set_id=found.group_set_id, page_size=500, page_token=token),
                 context,
+                retry=Retry.SAFE,
             )
             members.extend(page.consumer_ids)
             token = page.next_page_token
             if not token:
                 break
-        answer = await self.b.read(
-            self.b.eligibility.WhatIfThreshold,
+        answer = await self.backends.call(
+            self.backends.eligibility.WhatIfThreshold,
             eligibility_pb2.WhatIfThresholdRequest(
                 kind=found.kind,
                 store_id=found.store_id,
@@ -236,6 +253,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 member_ids=members,
             ),
             context,
+            retry=Retry.SAFE,
         )
         return operations_pb2.WhatIfThresholdResponse(
             members=len(members),
@@ -268,28 +286,22 @@ def _entries(module: discovery.Module) -> list[operations_pb2.ModuleEntry]:
 
 
 class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
-    def __init__(
-        self,
-        backends: Backends,
-        rules: Rules,
-        clock: Clock,
-        campaigns: internal_campaigns_grpc.CampaignsServiceStub,
-    ) -> None:
-        self.b = backends
+    def __init__(self, backends: Backends, rules: Rules, clock: Clock) -> None:
+        self.backends = backends
         self.rules = rules
         self.clock = clock
-        self.campaigns = campaigns  # V3: whether an item is in a group buy running in qun
 
     async def _candidates(
         self, store_id: str, consumer: Principal, context: grpc.aio.ServicerContext
     ) -> tuple[list[discovery.Candidate], lifecycle_pb2.ListCandidatesResponse]:
-        listed = await self.b.read(
-            self.b.lifecycle.ListCandidates,
+        listed = await self.backends.call(
+            self.backends.lifecycle.ListCandidates,
             lifecycle_pb2.ListCandidatesRequest(store_id=store_id, consumer_id=consumer.subject),
             context,
+            retry=Retry.SAFE,
         )
         verdicts = await asyncio.gather(
-            *(self.b.join_verdict(consumer.subject, c.group_set, context) for c in listed.candidates)
+            *(self.backends.join_verdict(consumer.subject, c.group_set, context) for c in listed.candidates)
         )
         candidates = [
             discovery.Candidate(
@@ -336,10 +348,11 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         """V3: the group buy of this item that the campaigns service runs now ("" when none, or no item named)."""
         if not item_id:
             return ""
-        found = await self.b.read(
-            self.campaigns.GetItemGroupBuy,
+        found = await self.backends.call(
+            self.backends.campaigns.GetItemGroupBuy,
             internal_campaigns.GetItemGroupBuyRequest(store_id=store_id, item_id=item_id),
             context,
+            retry=Retry.SAFE,
         )
         return found.activity_id if found.in_group_buy else ""
 
@@ -379,7 +392,7 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
         principal = current_principal()
-        found = await self.b.group_set(request.group_set_id, context)
+        found = await self.backends.group_set(request.group_set_id, context)
         is_main = principal.role is Role.STORE_MAIN and principal.subject == found.owner_account_id
         failures = discovery.post_component_failures(caller_is_main_account=is_main, is_public=found.is_public)
         return operations_pb2.CheckPostComponentResponse(verdict=verdict(failures))
@@ -395,17 +408,18 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         if request.video_seconds < 0:
             fields.fail("video_seconds", "must not be negative")
         fields.done()
-        found = await self.b.group_set(request.group_set_id, context)
+        found = await self.backends.group_set(request.group_set_id, context)
         # The owner and super admins are exempt from the bar (C2): never hidden, as their join says (C3).
         staff = is_staff_account(request.sender_id, found)
         member = staff
         hidden = False
         if not staff:
             try:
-                await self.b.read(
-                    self.b.groups.GetMembership,
+                await self.backends.call(
+                    self.backends.groups.GetMembership,
                     groups_pb2.GetMembershipRequest(group_set_id=found.group_set_id, consumer_id=request.sender_id),
                     context,
+                    retry=Retry.SAFE,
                 )
                 member = True
             except Relayed as error:
@@ -413,7 +427,7 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
                     raise
         if member and not staff:
             # C3: the score is read now, not at join: a member who fell below the bar is hidden.
-            standing = await self.b.join_verdict(request.sender_id, found, context)
+            standing = await self.backends.join_verdict(request.sender_id, found, context)
             hidden = standing.below_score_bar
         failures = discovery.message_failures(
             self.rules,

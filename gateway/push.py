@@ -8,27 +8,26 @@ chunks (never one large message), then the seal that spends the quota. The
 quota ledger and the notices read the same figures first, so a recall chance
 earned is noticed (P4) whenever the account's figures pass through; fact
 reports that can earn one (orders, follows, broadcasts, revisit rates) pass
-them through too (``ObservingFactService``).
+them through too (``RecallNotices``, an observer of the fact reports).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
 from gateway.access import STORE_ROLES
 from gateway.auth import Principal, Role, current_principal
-from gateway.downstream import Downstream, Relayed
-from gateway.servicer import FactService
+from gateway.backends import Backends, Retry
+from gateway.downstream import Relayed
 from qun.common.v1 import facts_pb2
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import push_pb2 as public
 from qun.gateway.v1 import push_pb2_grpc as public_grpc
 from qun.push.v1 import push_pb2 as internal
-from qun.push.v1 import push_pb2_grpc as internal_grpc
 from services.common.errors import PermissionDenied
 from services.common.validation import Fields
 from services.push import kinds as push_kinds
@@ -115,21 +114,17 @@ def notice_message(msg: internal.Notice) -> public.PushNotice:
 
 
 class PushService(public_grpc.PushServiceServicer):
-    def __init__(
-        self,
-        eligibility: eligibility_pb2_grpc.EligibilityServiceStub,
-        push: internal_grpc.PushServiceStub,
-        downstream: Downstream,
-    ) -> None:
-        self.eligibility = eligibility
-        self.push = push
-        self.downstream = downstream
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
 
     # -- helpers -------------------------------------------------------------------------------
 
     async def _facts(self, store_id: str, context: grpc.aio.ServicerContext) -> eligibility_pb2.GetPushFactsResponse:
-        return await self.downstream.within(
-            context, self.eligibility.GetPushFacts, eligibility_pb2.GetPushFactsRequest(store_id=store_id), safe=True
+        return await self.backends.call(
+            self.backends.eligibility.GetPushFacts,
+            eligibility_pb2.GetPushFactsRequest(store_id=store_id),
+            context,
+            retry=Retry.SAFE,
         )
 
     @staticmethod
@@ -147,8 +142,8 @@ class PushService(public_grpc.PushServiceServicer):
         return requested
 
     async def _get(self, push_id: str, context: grpc.aio.ServicerContext) -> internal.Push:
-        reply = await self.downstream.within(
-            context, self.push.GetPush, internal.GetPushRequest(push_id=push_id), safe=True
+        reply = await self.backends.call(
+            self.backends.push.GetPush, internal.GetPushRequest(push_id=push_id), context, retry=Retry.SAFE
         )
         return reply.push
 
@@ -167,9 +162,8 @@ class PushService(public_grpc.PushServiceServicer):
         )
         # The token's account is the store's main account now: checked for every call (gateway.access).
         facts = account_facts(await self._facts(principal.store_id, context))
-        draft = await self.downstream.within(
-            context,
-            self.push.CreateDraft,
+        draft = await self.backends.call(
+            self.backends.push.CreateDraft,
             internal.CreateDraftRequest(
                 request_id=request.request_id,
                 store_id=principal.store_id,
@@ -180,18 +174,19 @@ class PushService(public_grpc.PushServiceServicer):
                 grant_id=request.grant_id,
                 facts=facts,
             ),
-            safe=bool(request.request_id),
+            context,
+            retry=Retry.with_request_id(request.request_id),
         )
         if draft.replayed:
             return public.SubmitPushResponse(push=push_message(draft.push))
         push_id = draft.push.push_id
         try:
             await self._fill(principal, request.kind, push_id, draft.audience_limit, context)
-            sealed = await self.downstream.within(
-                context,
-                self.push.SubmitDraft,
+            sealed = await self.backends.call(
+                self.backends.push.SubmitDraft,
                 internal.SubmitDraftRequest(store_id=principal.store_id, push_id=push_id),
-                safe=False,
+                context,
+                retry=Retry.NEVER,
             )
         except BaseException:
             await self._discard(principal.store_id, push_id)
@@ -202,36 +197,33 @@ class PushService(public_grpc.PushServiceServicer):
         self, principal: Principal, kind: int, push_id: str, limit: int, context: grpc.aio.ServicerContext
     ) -> None:
         """Streams the audience from eligibility into the draft, one chunk in memory at a time."""
-        remaining = context.time_remaining()
-        timeout = AUDIENCE_TIMEOUT_SECONDS if remaining is None else max(0.05, min(AUDIENCE_TIMEOUT_SECONDS, remaining))
-        stream = self.eligibility.StreamPushAudience(
+        audience = self.backends.stream(
+            self.backends.eligibility.StreamPushAudience,
             eligibility_pb2.StreamPushAudienceRequest(
                 store_id=principal.store_id, audience=AUDIENCE_OF_KIND[kind], limit=limit, chunk_size=AUDIENCE_CHUNK
             ),
-            timeout=timeout,
+            context,
+            budget=AUDIENCE_TIMEOUT_SECONDS,
         )
-        try:
-            async for chunk in stream:
-                if not chunk.consumer_ids:
-                    continue
-                await self.downstream.within(
-                    context,
-                    self.push.AppendAudience,
-                    internal.AppendAudienceRequest(
-                        store_id=principal.store_id, push_id=push_id, recipient_ids=chunk.consumer_ids
-                    ),
-                    safe=True,
-                )
-        except grpc.aio.AioRpcError as error:
-            raise Relayed.from_rpc_error(error) from None
+        async for chunk in audience:
+            if not chunk.consumer_ids:
+                continue
+            await self.backends.call(
+                self.backends.push.AppendAudience,
+                internal.AppendAudienceRequest(
+                    store_id=principal.store_id, push_id=push_id, recipient_ids=chunk.consumer_ids
+                ),
+                context,
+                retry=Retry.SAFE,
+            )
 
     async def _discard(self, store_id: str, push_id: str) -> None:
         try:
-            await self.push.DiscardDraft(
-                internal.DiscardDraftRequest(store_id=store_id, push_id=push_id), timeout=self.downstream.timeout
+            await self.backends.best_effort(
+                self.backends.push.DiscardDraft, internal.DiscardDraftRequest(store_id=store_id, push_id=push_id)
             )
-        except grpc.aio.AioRpcError as error:  # the push service drops abandoned drafts itself later
-            log.warning("draft not discarded", extra={"fields": {"push_id": push_id, "code": error.code().name}})
+        except Relayed as error:  # the push service drops abandoned drafts itself later
+            log.warning("draft not discarded", extra={"fields": {"push_id": push_id, "code": error.code.name}})
 
     async def CancelPush(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()
@@ -239,13 +231,13 @@ class PushService(public_grpc.PushServiceServicer):
         fields.done()
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="P6", why="only the store's main account cancels its pushes")
-        reply = await self.downstream.within(
-            context,
-            self.push.CancelPush,
+        reply = await self.backends.call(
+            self.backends.push.CancelPush,
             internal.CancelPushRequest(
                 push_id=request.push_id, store_id=principal.store_id, account_id=principal.subject
             ),
-            safe=False,
+            context,
+            retry=Retry.NEVER,
         )
         return public.CancelPushResponse(push=push_message(reply.push))
 
@@ -256,16 +248,16 @@ class PushService(public_grpc.PushServiceServicer):
         fields.done()
         principal = current_principal()
         principal.require(Role.OPS, rule_id="P6", why="only ops review pushes")
-        reply = await self.downstream.within(
-            context,
-            self.push.ReviewPush,
+        reply = await self.backends.call(
+            self.backends.push.ReviewPush,
             internal.ReviewPushRequest(
                 push_id=request.push_id,
                 decision=internal.ReviewDecision.ValueType(request.decision),
                 reviewer_id=principal.subject,
                 note=request.note,
             ),
-            safe=False,
+            context,
+            retry=Retry.NEVER,
         )
         return public.ReviewPushResponse(push=push_message(reply.push))
 
@@ -277,16 +269,16 @@ class PushService(public_grpc.PushServiceServicer):
         if request.kind:
             fields.enum("kind", request.kind, public.PushKind)
         fields.done()
-        reply = await self.downstream.within(
-            context,
-            self.push.ListPendingReviews,
+        reply = await self.backends.call(
+            self.backends.push.ListPendingReviews,
             internal.ListPendingReviewsRequest(
                 page_size=request.page_size,
                 page_token=request.page_token,
                 kind=internal.PushKind.ValueType(request.kind),
                 store_id=request.store_id,
             ),
-            safe=True,
+            context,
+            retry=Retry.SAFE,
         )
         return public.ListPendingReviewsResponse(
             reviews=[
@@ -311,11 +303,11 @@ class PushService(public_grpc.PushServiceServicer):
 
     async def ListPushes(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
-        reply = await self.downstream.within(
-            context,
-            self.push.ListPushes,
+        reply = await self.backends.call(
+            self.backends.push.ListPushes,
             internal.ListPushesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
-            safe=True,
+            context,
+            retry=Retry.SAFE,
         )
         return public.ListPushesResponse(
             pushes=[push_message(p) for p in reply.pushes], next_page_token=reply.next_page_token
@@ -324,8 +316,11 @@ class PushService(public_grpc.PushServiceServicer):
     async def GetQuotaLedger(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
-        reply = await self.downstream.within(
-            context, self.push.GetQuotaLedger, internal.GetQuotaLedgerRequest(store_id=store_id, facts=facts), safe=True
+        reply = await self.backends.call(
+            self.backends.push.GetQuotaLedger,
+            internal.GetQuotaLedgerRequest(store_id=store_id, facts=facts),
+            context,
+            retry=Retry.SAFE,
         )
         out = public.GetQuotaLedgerResponse(store_id=store_id, as_of=reply.as_of, figures=figures(reply.facts))
         for entry in reply.entries:
@@ -343,14 +338,17 @@ class PushService(public_grpc.PushServiceServicer):
     async def ListPushNotices(self, request, context):  # type: ignore[no-untyped-def]
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
-        await self.downstream.within(
-            context, self.push.ObserveAccount, internal.ObserveAccountRequest(store_id=store_id, facts=facts), safe=True
-        )
-        reply = await self.downstream.within(
+        await self.backends.call(
+            self.backends.push.ObserveAccount,
+            internal.ObserveAccountRequest(store_id=store_id, facts=facts),
             context,
-            self.push.ListNotices,
+            retry=Retry.SAFE,
+        )
+        reply = await self.backends.call(
+            self.backends.push.ListNotices,
             internal.ListNoticesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
-            safe=True,
+            context,
+            retry=Retry.SAFE,
         )
         return public.ListPushNoticesResponse(
             notices=[notice_message(n) for n in reply.notices], next_page_token=reply.next_page_token
@@ -365,9 +363,8 @@ class PushService(public_grpc.PushServiceServicer):
         principal = current_principal()
         principal.require(Role.OPS, Role.UPSTREAM, rule_id="P5", why="mass-send grants come from official activities")
         await self._facts(request.store_id, context)  # NOT_FOUND for a store nobody reported
-        reply = await self.downstream.within(
-            context,
-            self.push.GrantMassSend,
+        reply = await self.backends.call(
+            self.backends.push.GrantMassSend,
             internal.GrantMassSendRequest(
                 request_id=request.request_id,
                 store_id=request.store_id,
@@ -375,7 +372,8 @@ class PushService(public_grpc.PushServiceServicer):
                 activity=request.activity,
                 granted_by=principal.subject,
             ),
-            safe=bool(request.request_id),
+            context,
+            retry=Retry.with_request_id(request.request_id),
         )
         g = reply.grant
         return public.GrantMassSendResponse(
@@ -396,70 +394,58 @@ class PushService(public_grpc.PushServiceServicer):
         self, request, context
     ) -> AsyncIterator[public.StreamDeliveriesResponse]:
         current_principal().require(Role.UPSTREAM, rule_id="P7", why="the delivery ledger is for notification systems")
-        stream = self.push.StreamDeliveries(
+        deliveries = self.backends.stream(
+            self.backends.push.StreamDeliveries,
             internal.StreamDeliveriesRequest(
                 cursor=request.cursor, follow=request.follow, chunk_size=request.chunk_size
             ),
-            timeout=context.time_remaining(),
+            context,
         )
-        try:
-            async for item in stream:
-                yield public.StreamDeliveriesResponse(
-                    store_id=item.store_id,
-                    push_id=item.push_id,
-                    kind=public.PushKind.ValueType(item.kind),
-                    title=item.title,
-                    body=item.body,
-                    recipient_ids=item.recipient_ids,
-                    written_at=item.written_at,
-                    cursor=item.cursor,
-                )
-        except grpc.aio.AioRpcError as error:
-            raise Relayed.from_rpc_error(error) from None
-        finally:
-            stream.cancel()
+        async for item in deliveries:
+            yield public.StreamDeliveriesResponse(
+                store_id=item.store_id,
+                push_id=item.push_id,
+                kind=public.PushKind.ValueType(item.kind),
+                title=item.title,
+                body=item.body,
+                recipient_ids=item.recipient_ids,
+                written_at=item.written_at,
+                cursor=item.cursor,
+            )
 
-    # -- P4 on fact reports --------------------------------------------------------------------
 
-    async def observe(self, facts: Iterable[facts_pb2.Fact]) -> None:
-        """Notices for recall tiers newly met after these facts; best effort (reads catch up)."""
+class RecallNotices:
+    """P4 on fact reports: facts that can earn a recall chance pass the store's figures to push.
+
+    A ``FactService`` observer. Best effort: the report is already applied,
+    and the ledger and notices read the same figures again, so a notice missed
+    here is noticed on the store's next read.
+    """
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    async def __call__(self, facts: Sequence[facts_pb2.Fact], context: grpc.aio.ServicerContext) -> None:
         stores = sorted(
             {getattr(fact, which).store_id for fact in facts if (which := fact.WhichOneof("fact")) in TIER_FACTS}
         )
-        if not stores:
-            return
         limit = asyncio.Semaphore(OBSERVE_CONCURRENCY)
 
         async def one(store_id: str) -> None:
             async with limit:
                 try:
-                    found = await self.eligibility.GetPushFacts(
-                        eligibility_pb2.GetPushFactsRequest(store_id=store_id), timeout=self.downstream.timeout
+                    found = await self.backends.best_effort(
+                        self.backends.eligibility.GetPushFacts, eligibility_pb2.GetPushFactsRequest(store_id=store_id)
                     )
-                    await self.push.ObserveAccount(
+                    await self.backends.best_effort(
+                        self.backends.push.ObserveAccount,
                         internal.ObserveAccountRequest(store_id=store_id, facts=account_facts(found)),
-                        timeout=self.downstream.timeout,
                     )
-                except grpc.aio.AioRpcError as error:
-                    if error.code() is not grpc.StatusCode.NOT_FOUND:  # orders of a store not reported yet
+                except Relayed as error:
+                    if error.code is not grpc.StatusCode.NOT_FOUND:  # orders of a store not reported yet
                         log.warning(
                             "push notices not observed",
-                            extra={"fields": {"store_id": store_id, "code": error.code().name}},
+                            extra={"fields": {"store_id": store_id, "code": error.code.name}},
                         )
 
         await asyncio.gather(*(one(s) for s in stores))
-
-
-class ObservingFactService(FactService):
-    """FactService, then P4: facts that can earn a recall chance pass the store's figures to push."""
-
-    def __init__(
-        self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream, push: PushService
-    ) -> None:
-        super().__init__(eligibility, downstream)
-        self.push_service = push
-
-    async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
-        reply = await super().ReportFacts(request, context)
-        await self.push_service.observe(request.facts)
-        return reply

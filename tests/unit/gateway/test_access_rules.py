@@ -14,12 +14,13 @@ from grpc.aio import AioRpcError, Metadata
 
 from gateway.access import MainAccounts, StoreAccountGuard, is_owner, is_staff_account
 from gateway.auth import Principal, Role, principal_var
-from gateway.downstream import Downstream, Relayed
+from gateway.downstream import Relayed
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.eligibility.v1 import eligibility_pb2
 from qun.groups.v1 import groups_pb2
 from services.common.errors import PermissionDenied
+from tests.unit.gateway.fakes import Context, backends
 
 STORELESS_LIVE = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_LIVE, store_id="", owner_account_id="st1")
 STORE_LIVE = groups_pb2.GroupSet(kind=common_pb2.GROUP_KIND_LIVE, store_id="s1", owner_account_id="st1")
@@ -64,22 +65,8 @@ class Eligibility:
         )
 
 
-class Context:
-    """The part of a servicer context the access checks read."""
-
-    def __init__(self) -> None:
-        self.aborted: Any = None
-
-    def time_remaining(self) -> float:
-        return 5.0
-
-    async def abort_with_status(self, status: Any) -> None:
-        self.aborted = status
-        raise RuntimeError("aborted")
-
-
 def accounts(eligibility: Eligibility) -> MainAccounts:
-    return MainAccounts(eligibility, Downstream(timeout=1.0, attempts=3))  # type: ignore[arg-type]  # a fake stub
+    return MainAccounts(backends(eligibility=eligibility))
 
 
 async def test_r1_the_store_main_token_must_name_the_main_account_now() -> None:

@@ -1,4 +1,4 @@
-"""The gateway's copy between the public and internal campaigns contracts (``gateway.messages``).
+"""The gateway's copy between the public and internal campaigns contracts (``gateway.convert``).
 
 Regression: a request timestamp outside 0001..9999 made the copy into the backend's message raise
 (INTERNAL); it is the caller's error, INVALID_ARGUMENT. The copy went through JSON once; it must
@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 
-from gateway.messages import convert
+from gateway.convert import convert
 from qun.campaigns.v1 import campaigns_pb2 as internal
 from qun.gateway.v1 import campaigns_pb2 as public
 from services.common.errors import InvalidArgument

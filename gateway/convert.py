@@ -1,4 +1,4 @@
-"""A message of one contract copied into another's by field name (the gateway's public ↔ internal copies).
+"""Backend messages ⇄ public API messages: copied by field name, with what the public may not see taken out.
 
 The public API and the backends' APIs are separate contracts whose shared
 fields carry the same names. A copy goes field by field, by name: a field the
@@ -25,6 +25,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from qun.gateway.v1 import gateway_pb2
+from qun.groups.v1 import groups_pb2
 from services.common.errors import InvalidArgument
 
 M = TypeVar("M", bound=Message)
@@ -122,3 +124,25 @@ def _enum_numbers(source: EnumDescriptor, target: EnumDescriptor) -> dict[int, i
 def _set_enum(out: Message, name: str, number: int | None) -> None:
     if number is not None:
         setattr(out, name, number)
+
+
+# -- groups messages as the public reads them ------------------------------------------------------
+
+
+def group_set(msg: groups_pb2.GroupSet, *, show_staff_fields: bool) -> gateway_pb2.GroupSet:
+    """A group-set as the public reads it: never a password, the newcomer auto-reply to its staff only."""
+    out = convert(msg, gateway_pb2.GroupSet)
+    if out.threshold.HasField("password"):
+        out.threshold.password.password = ""
+    if not show_staff_fields:
+        out.ClearField("newcomer_reply")
+    return out
+
+
+def membership(msg: groups_pb2.Membership) -> gateway_pb2.Membership:
+    return convert(msg, gateway_pb2.Membership)
+
+
+def removal(msg: groups_pb2.Removal) -> gateway_pb2.Removal:
+    """A removal as the member reads it: the group, the cause, the reason; not the remover's account (R5)."""
+    return convert(msg, gateway_pb2.Removal)

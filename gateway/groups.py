@@ -1,4 +1,4 @@
-"""The public GroupService and FactService: role rules, then the backend flows.
+"""The public GroupService: role rules, then the backend flows of group-sets and their members.
 
 Backends never call each other, so every flow spanning them is here:
 create = eligibility verdict, then groups; join = groups state, eligibility
@@ -8,20 +8,17 @@ are merged, so the caller sees every failed rule at once (SPEC X1, C14).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-
 import grpc
 
-from gateway import metrics, translate
+from gateway import convert, metrics
 from gateway.access import caller_is_staff, is_owner, is_staff, is_staff_account
 from gateway.auth import Principal, Role, current_principal
-from gateway.backends import Backends
-from gateway.downstream import Downstream, Relayed
-from gateway.views import GroupSetViews
+from gateway.backends import Backends, Retry
+from gateway.caches import GroupSetViews
+from gateway.downstream import Relayed
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
-from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
+from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from qun.groups.v1 import groups_pb2
 from services.common.errors import (
@@ -40,8 +37,6 @@ ALREADY_MEMBER_RULE = "C13"
 SUB_GROUP_PREFIX = "sg_"
 MAX_PASSWORD_CHARS = 64
 MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
-STORE_BLACKLIST_REASON = "on the store's blacklist (C5)"
-BLACKLIST_SWEEPS_AT_ONCE = 16  # stores × consumers of one fact batch removed concurrently
 # A join re-checks once when the threshold changed between check and add (SPEC C11).
 JOIN_ATTEMPTS = 2
 
@@ -56,7 +51,7 @@ def refusal(failures: list[Failure]) -> RuleRefusal:
 
 class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     def __init__(self, backends: Backends) -> None:
-        self.b = backends
+        self.backends = backends
         self.views = GroupSetViews()
 
     # -- creating -------------------------------------------------------------
@@ -74,10 +69,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def _check_create(
         self, principal: Principal, kind: int, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.CheckCreateResponse:
-        check = await self.b.read(
-            self.b.eligibility.CheckCreate,
+        check = await self.backends.call(
+            self.backends.eligibility.CheckCreate,
             eligibility_pb2.CheckCreateRequest(account_id=principal.subject, kind=kind),
             context,
+            retry=Retry.SAFE,
         )
         if principal.role is Role.STORE_MAIN and check.store_id != principal.store_id:
             raise PermissionDenied("the token's store is not this account's store", rule_id="E1")
@@ -95,8 +91,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         if failures:
             metrics.creates.labels(kind_name, "refused").inc()
             raise refusal(failures)
-        created = await self.b.call(
-            self.b.groups.CreateGroupSet,
+        created = await self.backends.call(
+            self.backends.groups.CreateGroupSet,
             groups_pb2.CreateGroupSetRequest(
                 request_id=request.request_id,
                 kind=request.kind,
@@ -111,11 +107,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 newcomer_reply=request.newcomer_reply,
             ),
             context,
-            safe=bool(request.request_id),
+            retry=Retry.with_request_id(request.request_id),
         )
         metrics.creates.labels(kind_name, "created").inc()
         return gateway_pb2.CreateGroupSetResponse(
-            group_set=translate.group_set(created.group_set, show_staff_fields=True)
+            group_set=convert.group_set(created.group_set, show_staff_fields=True)
         )
 
     async def ExplainCreate(self, request, context):  # type: ignore[no-untyped-def]
@@ -132,9 +128,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
-        found = await self.b.group_set(request.group_set_id, context)
+        found = await self.backends.group_set(request.group_set_id, context)
         staff = caller_is_staff(found)
-        return gateway_pb2.GetGroupSetResponse(group_set=translate.group_set(found, show_staff_fields=staff))
+        return gateway_pb2.GetGroupSetResponse(group_set=convert.group_set(found, show_staff_fields=staff))
 
     async def ListGroupSets(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()
@@ -144,8 +140,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             fields.fail("store_id", "exactly one of store_id and streamer_id is required")
         fields.page_size("page_size", request.page_size)
         fields.done()
-        listed = await self.b.read(
-            self.b.groups.ListGroupSets,
+        listed = await self.backends.call(
+            self.backends.groups.ListGroupSets,
             groups_pb2.ListGroupSetsRequest(
                 store_id=request.store_id,
                 streamer_id=request.streamer_id,
@@ -153,9 +149,10 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 page_token=request.page_token,
             ),
             context,
+            retry=Retry.SAFE,
         )
         return gateway_pb2.ListGroupSetsResponse(
-            group_sets=[translate.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets],
+            group_sets=[convert.group_set(g, show_staff_fields=caller_is_staff(g)) for g in listed.group_sets],
             next_page_token=listed.next_page_token,
         )
 
@@ -203,10 +200,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         set; it stands if the set's current state asks eligibility the same
         question, so a refusal costs two backend calls, not three.
         """
-        state = await self.b.read(
-            self.b.groups.CheckJoin,
+        state = await self.backends.call(
+            self.backends.groups.CheckJoin,
             groups_pb2.CheckJoinRequest(group_set_id=group_set_id, consumer_id=consumer_id),
             context,
+            retry=Retry.SAFE,
         )
         self.views.put(state.group_set)
         exempt = is_staff_account(consumer_id, state.group_set)
@@ -214,7 +212,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         if asked is not None and asked[0] == question:
             eligible = asked[1]
         else:
-            eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
+            eligible = await self.backends.call(
+                self.backends.eligibility.CheckJoin, question, context, retry=Retry.SAFE
+            )
         return state.group_set, question, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
 
     async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
@@ -236,7 +236,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 question = self._eligibility_request(
                     consumer.subject, view, request.password, is_staff_account(consumer.subject, view)
                 )
-                eligible = await self.b.read(self.b.eligibility.CheckJoin, question, context)
+                eligible = await self.backends.call(
+                    self.backends.eligibility.CheckJoin, question, context, retry=Retry.SAFE
+                )
                 if not eligible.verdict.allowed:
                     view, asked = None, (question, eligible)  # a refusal names every failed rule (C14)
             if view is None:
@@ -252,8 +254,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             # C3: hidden below the bar, except the owner and super admins, who are exempt from it (C2).
             hidden = eligible.below_score_bar and not question.exempt_from_score
             try:
-                added = await self.b.call(
-                    self.b.groups.AddMember,
+                added = await self.backends.call(
+                    self.backends.groups.AddMember,
                     groups_pb2.AddMemberRequest(
                         request_id=request.request_id,
                         group_set_id=request.group_set_id,
@@ -262,7 +264,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                         messages_hidden=hidden,
                     ),
                     context,
-                    safe=bool(request.request_id),
+                    retry=Retry.with_request_id(request.request_id),
                 )
             except Relayed as error:
                 self.views.drop(request.group_set_id)
@@ -273,7 +275,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 raise
             metrics.joins.labels("already_member" if added.already_member else "joined", "").inc()
             return gateway_pb2.JoinGroupSetResponse(
-                membership=translate.membership(added.membership),
+                membership=convert.membership(added.membership),
                 newcomer_reply=added.newcomer_reply,
                 messages_hidden=hidden,
                 already_member=added.already_member,
@@ -295,10 +297,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        await self.b.write(
-            self.b.groups.RemoveMember,
+        await self.backends.call(
+            self.backends.groups.RemoveMember,
             groups_pb2.RemoveMemberRequest(group_set_id=request.group_set_id, consumer_id=consumer.subject),
             context,
+            retry=Retry.NEVER,
         )
         return gateway_pb2.LeaveGroupSetResponse()
 
@@ -308,15 +311,16 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        listed = await self.b.read(
-            self.b.groups.ListMemberships,
+        listed = await self.backends.call(
+            self.backends.groups.ListMemberships,
             groups_pb2.ListMembershipsRequest(
                 consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
             ),
             context,
+            retry=Retry.SAFE,
         )
         return gateway_pb2.ListMyGroupsResponse(
-            memberships=[translate.membership(m) for m in listed.memberships],
+            memberships=[convert.membership(m) for m in listed.memberships],
             next_page_token=listed.next_page_token,
         )
 
@@ -327,15 +331,16 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        listed = await self.b.read(
-            self.b.groups.ListRemovals,
+        listed = await self.backends.call(
+            self.backends.groups.ListRemovals,
             groups_pb2.ListRemovalsRequest(
                 consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
             ),
             context,
+            retry=Retry.SAFE,
         )
         return gateway_pb2.ListMyRemovalsResponse(
-            removals=[translate.removal(r) for r in listed.removals], next_page_token=listed.next_page_token
+            removals=[convert.removal(r) for r in listed.removals], next_page_token=listed.next_page_token
         )
 
     # -- removing (R5) --------------------------------------------------------
@@ -358,7 +363,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.text("reason", request.reason, max_chars=MAX_REASON_CHARS)
         fields.done()
         principal = current_principal()
-        found = await self.b.group_set(request.group_set_id, context)
+        found = await self.backends.group_set(request.group_set_id, context)
         if is_owner(principal, found):
             cause = common_pb2.REMOVAL_CAUSE_OWNER
         elif is_staff(principal, found):
@@ -367,8 +372,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             raise PermissionDenied("only the owner and super admins remove members", rule_id="R5")
         if request.bar and not found.store_id:
             raise InvalidArgument.one("bar", "a bar is a store's blacklist (C5); this live group has no store")
-        expelled = await self.b.call(
-            self.b.groups.ExpelMember,
+        expelled = await self.backends.call(
+            self.backends.groups.ExpelMember,
             groups_pb2.ExpelMemberRequest(
                 request_id=request.request_id,
                 group_set_id=request.group_set_id,
@@ -378,17 +383,18 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 barred=request.bar,
             ),
             context,
-            safe=bool(request.request_id),
+            retry=Retry.with_request_id(request.request_id),
         )
         removals = [expelled.removal]
         if request.bar:
-            await self.b.read(  # an idempotent upsert
-                self.b.eligibility.IngestFacts,
+            await self.backends.call(  # an idempotent upsert
+                self.backends.eligibility.IngestFacts,
                 eligibility_pb2.IngestFactsRequest(facts=[merchant_blacklisting(found.store_id, request.consumer_id)]),
                 context,
+                retry=Retry.SAFE,
             )
-            swept = await self.b.read(  # idempotent: a consumer in none of the store's groups is no change
-                self.b.groups.RemoveFromStore,
+            swept = await self.backends.call(  # idempotent: a consumer in none of the store's groups is no change
+                self.backends.groups.RemoveFromStore,
                 groups_pb2.RemoveFromStoreRequest(
                     store_id=found.store_id,
                     consumer_id=request.consumer_id,
@@ -397,15 +403,16 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                     barred=True,
                 ),
                 context,
+                retry=Retry.SAFE,
             )
             removals.extend(swept.removals)
-        return gateway_pb2.RemoveMemberResponse(removals=[translate.removal(r) for r in removals])
+        return gateway_pb2.RemoveMemberResponse(removals=[convert.removal(r) for r in removals])
 
     # -- managing -------------------------------------------------------------
 
     async def _owned_set(self, group_set_id: str, context: grpc.aio.ServicerContext, why: str) -> groups_pb2.GroupSet:
         """R1/R2: the owner (the store's main account, or the streamer) manages admins and dissolves."""
-        found = await self.b.group_set(group_set_id, context)
+        found = await self.backends.group_set(group_set_id, context)
         if not is_owner(current_principal(), found):
             raise PermissionDenied(why, rule_id="R2")
         return found
@@ -420,8 +427,11 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def AddAdmin(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_admin(request)
         found = await self._owned_set(request.group_set_id, context, "only the owner appoints super admins")
-        appointee = await self.b.read(
-            self.b.eligibility.GetAccount, eligibility_pb2.GetAccountRequest(account_id=request.account_id), context
+        appointee = await self.backends.call(
+            self.backends.eligibility.GetAccount,
+            eligibility_pb2.GetAccountRequest(account_id=request.account_id),
+            context,
+            retry=Retry.SAFE,
         )
         account = appointee.account
         if found.store_id and not (
@@ -437,22 +447,24 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                     )
                 ]
             )
-        updated = await self.b.read(
-            self.b.groups.AddAdmin,
+        updated = await self.backends.call(
+            self.backends.groups.AddAdmin,
             groups_pb2.AddAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
             context,
+            retry=Retry.SAFE,
         )
-        return gateway_pb2.AddAdminResponse(group_set=translate.group_set(updated.group_set, show_staff_fields=True))
+        return gateway_pb2.AddAdminResponse(group_set=convert.group_set(updated.group_set, show_staff_fields=True))
 
     async def RemoveAdmin(self, request, context):  # type: ignore[no-untyped-def]
         self._validate_admin(request)
         await self._owned_set(request.group_set_id, context, "only the owner removes super admins")
-        updated = await self.b.write(
-            self.b.groups.RemoveAdmin,
+        updated = await self.backends.call(
+            self.backends.groups.RemoveAdmin,
             groups_pb2.RemoveAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
             context,
+            retry=Retry.NEVER,
         )
-        return gateway_pb2.RemoveAdminResponse(group_set=translate.group_set(updated.group_set, show_staff_fields=True))
+        return gateway_pb2.RemoveAdminResponse(group_set=convert.group_set(updated.group_set, show_staff_fields=True))
 
     async def UpdateGroupSetSettings(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()
@@ -461,7 +473,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         principal = current_principal()
         if not request.group_id.startswith(SUB_GROUP_PREFIX):
             # A sub-group id goes straight to groups, which refuses it (R3) without changes.
-            found = await self.b.group_set(request.group_id, context)
+            found = await self.backends.group_set(request.group_id, context)
             if not is_staff(principal, found):
                 raise PermissionDenied("only the owner and super admins edit settings", rule_id="R2")
         forwarded = groups_pb2.UpdateSettingsRequest(group_id=request.group_id)
@@ -470,9 +482,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
                 setattr(forwarded, name, getattr(request, name))
         if request.HasField("threshold"):
             forwarded.threshold.CopyFrom(request.threshold)
-        updated = await self.b.read(self.b.groups.UpdateSettings, forwarded, context)
+        updated = await self.backends.call(self.backends.groups.UpdateSettings, forwarded, context, retry=Retry.SAFE)
         return gateway_pb2.UpdateGroupSetSettingsResponse(
-            group_set=translate.group_set(updated.group_set, show_staff_fields=True)
+            group_set=convert.group_set(updated.group_set, show_staff_fields=True)
         )
 
     async def DissolveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
@@ -480,19 +492,21 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
         await self._owned_set(request.group_set_id, context, "admins cannot dissolve a group; only the owner can")
-        await self.b.write(
-            self.b.groups.DissolveGroupSet,
+        await self.backends.call(
+            self.backends.groups.DissolveGroupSet,
             groups_pb2.DissolveGroupSetRequest(group_set_id=request.group_set_id),
             context,
+            retry=Retry.NEVER,
         )
         return gateway_pb2.DissolveGroupSetResponse()
 
     async def SetGroupLevel(self, request, context):  # type: ignore[no-untyped-def]
         current_principal().require(Role.OPS)
-        await self.b.read(
-            self.b.groups.SetGroupLevel,
+        await self.backends.call(
+            self.backends.groups.SetGroupLevel,
             groups_pb2.SetGroupLevelRequest(store_id=request.store_id, month=request.month, level=request.level),
             context,
+            retry=Retry.SAFE,
         )
         return gateway_pb2.SetGroupLevelResponse()
 
@@ -507,76 +521,3 @@ def merchant_blacklisting(store_id: str, consumer_id: str) -> facts_pb2.Fact:
 
 
 # Something to do once a batch of facts is applied: called with the facts and the caller's context.
-FactObserver = Callable[[Sequence[facts_pb2.Fact], grpc.aio.ServicerContext], Awaitable[None]]
-
-
-class FactService(gateway_pb2_grpc.FactServiceServicer):
-    """Upstream systems report facts; the eligibility service validates and keeps them.
-
-    Flows that follow from facts (a store's blacklisting removes the consumer
-    from its groups, R5) are observers, called in turn once the batch is
-    applied; an observer's failure fails the call, and the caller's retry
-    (every fact is an idempotent upsert) runs it again.
-    """
-
-    def __init__(self, eligibility: eligibility_pb2_grpc.EligibilityServiceStub, downstream: Downstream) -> None:
-        self.eligibility = eligibility
-        self.downstream = downstream
-        self.observers: list[FactObserver] = []
-
-    def add_observer(self, observer: FactObserver) -> None:
-        self.observers.append(observer)
-
-    async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
-        current_principal().require(Role.UPSTREAM)
-        ingested = await self.downstream.call(
-            self.eligibility.IngestFacts,
-            eligibility_pb2.IngestFactsRequest(facts=request.facts),
-            safe=True,  # every fact is an idempotent upsert
-            caller_remaining=context.time_remaining(),
-        )
-        for observer in self.observers:
-            await observer(request.facts, context)
-        return gateway_pb2.ReportFactsResponse(applied=ingested.applied)
-
-
-class StoreBlacklistRemovals:
-    """R5: a store blacklisting a consumer (a merchant ``BlacklistFact``, listed) removes them from its groups.
-
-    A platform blacklisting (C4, C6, C7) removes nobody: SPEC speaks of the
-    store's own blacklist; such a consumer cannot join any group again.
-    """
-
-    def __init__(self, backends: Backends) -> None:
-        self.b = backends
-
-    async def __call__(self, facts: Sequence[facts_pb2.Fact], context: grpc.aio.ServicerContext) -> None:
-        listed = {
-            (f.blacklist.store_id, f.blacklist.consumer_id)
-            for f in facts
-            if f.WhichOneof("fact") == "blacklist"
-            and f.blacklist.listed
-            and f.blacklist.scope == facts_pb2.BLACKLIST_SCOPE_MERCHANT
-            and f.blacklist.store_id
-        }
-        pairs = sorted(listed)
-        for start in range(0, len(pairs), BLACKLIST_SWEEPS_AT_ONCE):
-            await asyncio.gather(
-                *(
-                    self._sweep(store, consumer, context)
-                    for store, consumer in pairs[start : start + BLACKLIST_SWEEPS_AT_ONCE]
-                )
-            )
-
-    async def _sweep(self, store_id: str, consumer_id: str, context: grpc.aio.ServicerContext) -> None:
-        await self.b.read(  # idempotent: a consumer in none of the store's groups is no change
-            self.b.groups.RemoveFromStore,
-            groups_pb2.RemoveFromStoreRequest(
-                store_id=store_id,
-                consumer_id=consumer_id,
-                cause=common_pb2.REMOVAL_CAUSE_STORE_BLACKLIST,
-                reason=STORE_BLACKLIST_REASON,
-                barred=True,
-            ),
-            context,
-        )

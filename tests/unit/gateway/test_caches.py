@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.views import GroupSetViews
+from gateway.caches import GroupSetViews
 from qun.groups.v1 import groups_pb2
 
 
