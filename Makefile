@@ -73,9 +73,14 @@ $(BUF): tools/package.json
 
 # Undefined names, unused imports, syntax errors and import order (pyproject.toml), and the format.
 PYTHON_DIRS := services gateway cli bench deploy tests
-lint-python: $(VENV)/.installed
+# `make check`: types (mypy, configured in pyproject.toml: strict for services/common and gateway), lint
+# with import order (ruff) and formatting (ruff format --check). Fast; `make test` runs it first.
+.PHONY: check lint-python
+check: proto $(VENV)/.installed
+	$(PY) -m mypy
 	$(PY) -m ruff check $(PYTHON_DIRS)
 	$(PY) -m ruff format --check $(PYTHON_DIRS)
+lint-python: check
 
 lint-proto: $(BUF)
 	cd protos && ../$(BUF) lint && ../$(BUF) format --diff --exit-code
@@ -110,7 +115,7 @@ up: proto
 down: $(VENV)/.runtime
 	$(PY) -m cli --data-dir data down
 
-test: proto venv lint-proto breaking lint-python deploy-check e2e
+test: proto venv check lint-proto breaking deploy-check e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not faults" tests
 	$(MAKE) faults
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
@@ -94,7 +95,7 @@ async def _seed(url: str, owner_key: str, group_set_id: str, members: int) -> No
             for i, set_id in enumerate(set_ids)
             for k in range(store.group_set_capacity)
         )
-        batch: list[dict[str, object]] = []
+        batch: list[dict[str, Any]] = []
         for row in rows:
             batch.append(row)
             if len(batch) == CHUNK:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from qun.common.v1 import facts_pb2
+from qun.common.v1 import facts_pb2, groups_pb2
 
 
 def ts(when: datetime) -> Timestamp:
@@ -110,5 +110,7 @@ def streamer(streamer_id: str, *, store_id: str = "", broadcast: bool = True) ->
 
 def fan_level(streamer_id: str, consumer_id: str, level: int) -> facts_pb2.Fact:
     return facts_pb2.Fact(
-        fan_level=facts_pb2.FanLevelFact(streamer_id=streamer_id, consumer_id=consumer_id, level=level)
+        fan_level=facts_pb2.FanLevelFact(
+            streamer_id=streamer_id, consumer_id=consumer_id, level=groups_pb2.FanLevel.ValueType(level)
+        )
     )

@@ -93,7 +93,11 @@ def gateway_address(args: argparse.Namespace) -> str:
     return DEFAULT_GATEWAY
 
 
-FAN_LEVELS = {"iron": 2, "diamond": 3, "beloved": 4}
+FAN_LEVELS = {
+    "iron": common_pb2.FAN_LEVEL_IRON,
+    "diamond": common_pb2.FAN_LEVEL_DIAMOND,
+    "beloved": common_pb2.FAN_LEVEL_BELOVED,
+}
 KINDS = {"store": common_pb2.GROUP_KIND_STORE, "live": common_pb2.GROUP_KIND_LIVE}
 
 
@@ -146,9 +150,10 @@ class Client:
 
     def report(self, facts: list[facts_pb2.Fact]) -> Message:
         upstream = Principal("qunctl", Role.UPSTREAM)
-        return self.facts.ReportFacts(
+        reply: Message = self.facts.ReportFacts(
             gateway_pb2.ReportFactsRequest(facts=facts), metadata=self.metadata(upstream), timeout=10
         )
+        return reply
 
 
 def show(message: Message) -> None:
@@ -156,7 +161,7 @@ def show(message: Message) -> None:
 
 
 def show_error(error: grpc.RpcError) -> int:
-    status = status_from_error(error)  # type: ignore[arg-type]
+    status = status_from_error(error)
     print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
     for failure in failures_from_status(status):
         print(f"  {failure.rule_id:<4} {failure.reason}: {failure.message}", file=sys.stderr)

@@ -20,8 +20,7 @@ import runpy
 import sys
 import time
 
-from services.common.migrations import SERVICES_WITH_DATABASES
-from services.common.processes import MODULES
+from services.common.processes import MODULES, SERVICES_WITH_DATABASES
 
 USAGE = __doc__ or ""
 WAIT_TIMEOUT_SECONDS = 300.0

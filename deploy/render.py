@@ -55,7 +55,7 @@ POSTGRES_USER = "qun"
 # --- YAML -------------------------------------------------------------------------------------
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types
     def ignore_aliases(self, data: Any) -> bool:
         return True
 

@@ -33,9 +33,16 @@ LIVE_GROUP_KIND = 2  # qun.common.v1.GroupKind.GROUP_KIND_LIVE
 
 
 class GroupSetLike(Protocol):
-    kind: int
-    store_id: str
-    owner_account_id: str
+    """What the access checks read of a group-set: the internal message, the public one, a kept copy."""
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def store_id(self) -> str: ...
+
+    @property
+    def owner_account_id(self) -> str: ...
 
     @property
     def admin_ids(self) -> Sequence[str]: ...

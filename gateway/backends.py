@@ -106,7 +106,7 @@ class Backends:
     # -- reads more than one servicer makes --------------------------------------------------------
 
     async def group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
-        reply = await self.call(
+        reply: groups_pb2.GetGroupSetResponse = await self.call(
             self.groups.GetGroupSet, groups_pb2.GetGroupSetRequest(group_set_id=group_set_id), context, retry=Retry.SAFE
         )
         return reply.group_set

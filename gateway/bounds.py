@@ -144,7 +144,7 @@ def bounded_fields(descriptor: Descriptor, seen: set[str] | None = None) -> Iter
     for field in descriptor.fields:
         if field.type in INTEGER_TYPES or field.is_repeated:
             yield field
-        if _ours(field):
+        if _ours(field) and field.message_type is not None:
             yield from bounded_fields(field.message_type, seen)
 
 

@@ -106,15 +106,6 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     # -- what other services know ------------------------------------------------------------
 
-    async def _group_set(self, group_set_id: str, context: grpc.aio.ServicerContext) -> groups_pb2.GroupSet:
-        found = await self.backends.call(
-            self.backends.groups.GetGroupSet,
-            groups_pb2.GetGroupSetRequest(group_set_id=group_set_id),
-            context,
-            retry=Retry.SAFE,
-        )
-        return found.group_set  # type: ignore[no-any-return]
-
     async def _activity_set(self, store_id: str, activity_id: str, context: grpc.aio.ServicerContext) -> str:
         """The group-set the activity runs in; NOT_FOUND (from the campaigns service) for an unknown activity."""
         group_set_id = self.activity_sets.get(store_id, activity_id)
@@ -134,7 +125,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         found = self.group_sets.get(group_set_id)
         if found is None:
             try:
-                found = await self._group_set(group_set_id, context)
+                found = await self.backends.group_set(group_set_id, context)
             except Relayed as error:
                 if error.code is grpc.StatusCode.NOT_FOUND:
                     return None
@@ -185,7 +176,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     ) -> groups_pb2.GroupSet:
         """The group-set, when the caller is its owner or one of its super admins (R1, R2)."""
         principal.require(*ACTIVITY_ROLES, why="activities are run by the group-set's owner and super admins")
-        found = await self._group_set(group_set_id, context)
+        found = await self.backends.group_set(group_set_id, context)
         if not is_staff(principal, found):
             raise PermissionDenied("only the group-set's owner and super admins run its activities", rule_id="R2")
         if not found.store_id:
@@ -279,7 +270,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal.require(Role.STORE_MAIN, rule_id="M12", why="only the store's main account sets a trumpet")
         self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
         group_set_id = await self._activity_set(principal.store_id, request.activity_id, context)
-        found = await self._group_set(group_set_id, context)
+        found = await self.backends.group_set(group_set_id, context)
         if not is_owner(principal, found):
             raise PermissionDenied("only the store's main account sets a trumpet", rule_id="M12")
         sub_groups = {s.sub_group_id for s in found.sub_groups}
@@ -465,7 +456,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
     async def _cards(
         self, store_id: str, group_set_id: str, after_seq: int, limit: int, context: grpc.aio.ServicerContext
     ) -> internal.ListEndCardsResponse:
-        return await self.backends.call(  # type: ignore[no-any-return]
+        return await self.backends.call(
             self.backends.campaigns.ListEndCards,
             internal.ListEndCardsRequest(
                 store_id=store_id, group_set_id=group_set_id, after_seq=after_seq, page_size=limit
@@ -488,7 +479,7 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             next_page_token=page_token(reply.last_seq) if full else "",
         )
 
-    async def WatchEndCards(self, request, context) -> AsyncIterator[public.WatchEndCardsResponse]:  # type: ignore[no-untyped-def,override]
+    async def WatchEndCards(self, request, context) -> AsyncIterator[public.WatchEndCardsResponse]:  # type: ignore[no-untyped-def]
         await self._end_card_reader(request.store_id, request.group_set_id, context)
         if request.after_seq < 0:
             raise InvalidArgument.one("after_seq", f"must not be negative, got {request.after_seq}")

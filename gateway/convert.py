@@ -80,11 +80,13 @@ def _step(field: FieldDescriptor, other: FieldDescriptor) -> Step:
     if field.message_type is not None:
         if field.message_type.GetOptions().map_entry:
             raise TypeError(f"{field.full_name}: maps are not copied (neither contract has one)")
+        assert other.message_type is not None  # the kinds were compared above
         copy = _message_copy(field.message_type, other.message_type)
         if field.is_repeated:
             return lambda values, out: _copy_each(copy, values, getattr(out, name))
         return lambda value, out: _copy_into(copy, value, getattr(out, name))
     if field.enum_type is not None:
+        assert other.enum_type is not None  # the kinds were compared above
         to_target = _enum_numbers(field.enum_type, other.enum_type)
         if field.is_repeated:
             return lambda values, out: getattr(out, name).extend(

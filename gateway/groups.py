@@ -69,9 +69,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def _check_create(
         self, principal: Principal, kind: int, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.CheckCreateResponse:
-        check = await self.backends.call(
+        check: eligibility_pb2.CheckCreateResponse = await self.backends.call(
             self.backends.eligibility.CheckCreate,
-            eligibility_pb2.CheckCreateRequest(account_id=principal.subject, kind=kind),
+            eligibility_pb2.CheckCreateRequest(account_id=principal.subject, kind=common_pb2.GroupKind.ValueType(kind)),
             context,
             retry=Retry.SAFE,
         )

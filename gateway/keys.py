@@ -38,7 +38,8 @@ UNKNOWN_KID_REFETCH_SECONDS = 30.0
 class TokenKeys(Protocol):
     """What checks a token: the algorithms it accepts and the key for a token's header."""
 
-    algorithms: tuple[str, ...]
+    @property
+    def algorithms(self) -> tuple[str, ...]: ...
 
     def key_for(self, header: dict[str, Any]) -> Any: ...
 

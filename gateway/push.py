@@ -39,8 +39,8 @@ AUDIENCE_TIMEOUT_SECONDS = 300.0  # a whole audience (100,000 recipients) stream
 OBSERVE_CONCURRENCY = 4
 
 # Each kind's rule and audience, as the push service declares them (services.push.kinds).
-RULE_OF_KIND = {public.PushKind.Value(d.proto_name): d.rule_id for d in push_kinds.DECLARATIONS}
-AUDIENCE_OF_KIND = {
+RULE_OF_KIND: dict[int, str] = {public.PushKind.Value(d.proto_name): d.rule_id for d in push_kinds.DECLARATIONS}
+AUDIENCE_OF_KIND: dict[int, eligibility_pb2.PushAudience.ValueType] = {
     public.PushKind.Value(d.proto_name): eligibility_pb2.PushAudience.Value(f"PUSH_AUDIENCE_{d.audience.name}")
     for d in push_kinds.DECLARATIONS
 }
@@ -142,7 +142,7 @@ class PushService(public_grpc.PushServiceServicer):
         return requested
 
     async def _get(self, push_id: str, context: grpc.aio.ServicerContext) -> internal.Push:
-        reply = await self.backends.call(
+        reply: internal.GetPushResponse = await self.backends.call(
             self.backends.push.GetPush, internal.GetPushRequest(push_id=push_id), context, retry=Retry.SAFE
         )
         return reply.push

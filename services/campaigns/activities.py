@@ -15,10 +15,9 @@ from sqlalchemy import and_, or_, select
 
 from services.campaigns import rules as domain
 from services.campaigns.end_cards import EndCards
-from services.campaigns.kinds import NewPool, declaration
+from services.campaigns.kinds import ActivityKind, NewPool, declaration
 from services.campaigns.models import Activity, EndCard, GroupSlot, Pool, Trumpet
 from services.campaigns.repository import ActivityView, UnitOfWork, has_ended, item_facts, window_of
-from services.campaigns.rules import ActivityKind
 from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.ids import new_id
 from services.common.request_ids import check_same_request, request_fingerprint

@@ -10,12 +10,12 @@ from sqlalchemy import Row
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.common.v1 import facts_pb2
 from services.campaigns import rules as domain
-from services.campaigns.kinds import DECLARATIONS, PRIZE_FROM_PROTO, declaration
+from services.campaigns.kinds import DECLARATIONS, PRIZE_FROM_PROTO, ActivityKind, declaration
 from services.campaigns.models import Claim, EndCard, Pool, Purchase, Refund, Trumpet
 from services.campaigns.models import Item as ItemRow
 from services.campaigns.refunds import REFUND_EXPIRED_RED_PACKET
 from services.campaigns.repository import ActivityView, claim_state, has_ended
-from services.campaigns.rules import ActivityKind, ClaimState, Platform, PriceRecord, PrizeKind
+from services.campaigns.rules import ClaimState, Platform, PriceRecord, PrizeKind
 from services.common.timestamps import to_timestamp
 
 PLATFORM_FROM_PROTO = {facts_pb2.PLATFORM_TAOBAO: Platform.TAOBAO, facts_pb2.PLATFORM_TMALL: Platform.TMALL}

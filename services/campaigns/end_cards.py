@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 
+from services.campaigns.kinds import ActivityKind
 from services.campaigns.models import Activity, EndCard, Purchase, StoreStream
 from services.campaigns.repository import ActivityView, UnitOfWork
-from services.campaigns.rules import ActivityKind
 from services.common.bounds import MAX_INT32, joined_sum, saturated, split_sum
 from services.common.errors import InvalidArgument
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from services.campaigns import rules as domain
+from services.campaigns.kinds import ActivityKind
 from services.campaigns.models import Activity, CheckIn, Vote
 from services.campaigns.repository import UnitOfWork, window_of
-from services.campaigns.rules import ActivityKind
 from services.common.errors import Failure, InvalidArgument, RuleRefusal
 
 

@@ -27,21 +27,23 @@ from typing import Any
 from sqlalchemy import Row, Select, and_, bindparam, exists, insert, select, update
 
 from services.campaigns import rules as domain
+from services.campaigns.kinds import ActivityKind
 from services.campaigns.models import Activity, Claim, Item, Purchase
 from services.campaigns.repository import claim_state
-from services.campaigns.rules import ActivityKind, ClaimState, Platform, PrizeKind
+from services.campaigns.rules import ClaimState, Platform, PrizeKind
 from services.common.db import Statements
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.common.rules import Rules
+from services.common.schema import table_of
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
 
-items = Item.__table__
-activities = Activity.__table__
-claims = Claim.__table__
-purchases = Purchase.__table__
+items = table_of(Item)
+activities = table_of(Activity)
+claims = table_of(Claim)
+purchases = table_of(Purchase)
 
 STORE, ITEM, SALE = bindparam("store"), bindparam("item"), bindparam("sale")
 CONSUMER, REQUEST, QUANTITY = bindparam("consumer"), bindparam("request"), bindparam("quantity")

@@ -14,9 +14,10 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select, update
 
 from services.campaigns import rules as domain
+from services.campaigns.kinds import ActivityKind
 from services.campaigns.models import Claim, Pool, Wallet
 from services.campaigns.repository import UnitOfWork, window_of
-from services.campaigns.rules import ActivityKind, ClaimState
+from services.campaigns.rules import ClaimState
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
 from services.common.request_ids import check_same_request, request_fingerprint

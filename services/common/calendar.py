@@ -70,7 +70,8 @@ class MarketCalendar:
         The day is clipped to the shorter month's last day (Aug 31 − 6 months →
         Feb 28, or 29 in a leap year), as ``dateutil.relativedelta`` counts.
         """
-        return (self.local(instant) - relativedelta(months=months)).astimezone(UTC)
+        earlier: datetime = self.local(instant) - relativedelta(months=months)
+        return earlier.astimezone(UTC)
 
     def days_after(self, instant: datetime, days: int) -> date:
         """The marketplace day ``days`` calendar days after the instant's own (T+n)."""

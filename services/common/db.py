@@ -35,9 +35,10 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
 
 from services.common import sqlite_inline
+from services.common.driver_rows import DriverRows
 from services.common.errors import ServiceError, Unavailable
 from services.common.pg_driver import PgDriver
-from services.common.sqlite_driver import DriverRows, PreparedStatements
+from services.common.sqlite_driver import PreparedStatements
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "qun_read_only"
@@ -193,7 +194,8 @@ class Statements(Protocol):
     hot paths use (``first``, ``one``, ``all``, ``scalar``, ``scalars``, iteration).
     """
 
-    dialect: Dialect
+    @property
+    def dialect(self) -> Dialect: ...
 
     async def execute(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -228,7 +230,7 @@ class PlainStatements:
         if prepared is None or values is None:
             return self._connection.execute(statement, parameters)
         if self._cursor is None:
-            self._cursor = self._connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            self._cursor = self._connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]  # open while the transaction runs
         return prepared.run(self._cursor, values, self.dialect)
 
     async def scalar(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> Any:

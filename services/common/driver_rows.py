@@ -48,10 +48,12 @@ class DriverRows:
         return DriverRows([row[0] for row in self._rows])
 
 
-def row_type(keys: list[str]) -> type:
-    """A named tuple of the columns, with ``_mapping`` as SQLAlchemy's rows have it."""
+def row_type(keys: list[str]) -> Any:
+    """A named tuple class of the columns, with ``_mapping`` as SQLAlchemy's rows have it (typed ``Any``: a class
+    made at run time, whose ``_make`` no static type can name)."""
     try:
-        base = namedtuple("Row", keys)  # type: ignore[misc]
+        base = namedtuple("Row", keys)  # type: ignore[misc]  # the fields are known at run time only
     except ValueError as error:  # a key that is no attribute name
         raise Unsupported(str(error)) from None
-    return type("Row", (base,), {"__slots__": (), "_mapping": property(lambda row: row._asdict())})
+    row = type("Row", (base,), {"__slots__": (), "_mapping": property(lambda row: row._asdict())})
+    return row

@@ -92,7 +92,7 @@ class ServiceError(Exception):
         packed = []
         for detail in [info, *self.details()]:
             any_msg = any_pb2.Any()
-            any_msg.Pack(detail)  # type: ignore[arg-type]
+            any_msg.Pack(detail)
             packed.append(any_msg)
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
 
@@ -245,7 +245,7 @@ def status_from_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2
     never arrived whole (e.g. its trailers were over the size limit).
     """
     try:
-        return rpc_status.from_call(error)  # type: ignore[arg-type]
+        return rpc_status.from_call(error)
     except ValueError:
         return None
 

@@ -58,7 +58,7 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-class Interceptor(grpc.aio.ServerInterceptor):
+class Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types (ADR 0010)
     """Base: subclasses override ``around`` (unary) and may override ``around_stream``."""
 
     def __init__(self) -> None:
@@ -143,7 +143,7 @@ def tolerant_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callab
         except Exception as error:  # noqa: BLE001 - any decode failure is the client's
             return MalformedRequest(type(error).__name__)
 
-    deserialize._qun_tolerant = True  # type: ignore[attr-defined]
+    deserialize._qun_tolerant = True  # type: ignore[attr-defined]  # a mark on the function, read back below
     return deserialize
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.sql.base import Executable
 from services.common.driver_rows import DriverRows, row_type
 
 Processor = Callable[[Any], Any] | None
-DIALECT = sa_asyncpg.dialect()
+DIALECT = sa_asyncpg.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialect classes are untyped
 # asyncpg's errors for a connection that is gone (the server restarted, the network broke).
 CONNECTION_LOST = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
@@ -57,7 +57,7 @@ class PgPrepared:
     __slots__ = ("compiled", "expanding", "sql", "names", "binds", "defaults", "row", "results")
 
     def __init__(self, statement: Executable) -> None:
-        compiled = statement.execution_options().compile(dialect=DIALECT)
+        compiled = statement.execution_options().compile(dialect=DIALECT)  # type: ignore[attr-defined]  # every statement given is a ClauseElement
         if compiled.positiontup is None:
             raise exc.ArgumentError("the PostgreSQL driver path takes positional statements only")
         self.compiled = compiled
@@ -72,7 +72,7 @@ class PgPrepared:
             columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
         else:
             columns = list(compiled.effective_returning or ())
-            keys = [column.key for column in columns]
+            keys = [column.key for column in columns]  # type: ignore[misc]  # RETURNING lists table columns, all named
         self.row: Any = row_type(keys) if keys else None
         self.results: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(DIALECT).result_processor(DIALECT, None) for column in columns

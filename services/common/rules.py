@@ -254,7 +254,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         hint = hints[field.name]
         raw = data[field.name]
         if dataclasses.is_dataclass(hint):
-            values[field.name] = _build(hint, raw, f"{name}.")  # type: ignore[arg-type]
+            values[field.name] = _build(hint, raw, f"{name}.")  # type: ignore[arg-type]  # a dataclass type, not an instance
         elif get_origin(hint) is tuple:
             if not isinstance(raw, list) or not all(_is_int(v) for v in raw):
                 raise RulesError(f"rule {name} must be a list of integers")

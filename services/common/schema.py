@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION: Mapping[str, str] = {
@@ -50,5 +50,13 @@ class NamedConstraints:
         # Only the service's base itself (a direct subclass of DeclarativeBase) gets a MetaData; its tables
         # share it. Set before DeclarativeBase's own hook, which builds the registry from it.
         if DeclarativeBase in cls.__bases__ and "metadata" not in cls.__dict__:
-            cls.metadata = MetaData(naming_convention=naming_convention(cls.unnamed))  # type: ignore[attr-defined]
+            cls.metadata = MetaData(naming_convention=naming_convention(cls.unnamed))  # type: ignore[attr-defined]  # set before the registry exists
         super().__init_subclass__(**kw)
+
+
+def table_of(model: type[Any]) -> Table:
+    """A mapped class's ``Table``, for Core statements (SQLAlchemy types ``__table__`` as the wider ``FromClause``)."""
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model here maps one table
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table

@@ -37,7 +37,7 @@ Statement = TypeVar("Statement", bound=Executable)
 
 def on_driver(statement: Statement) -> Statement:
     """Marks a prebuilt statement to run on the sqlite3 driver on SQLite (no effect elsewhere)."""
-    return statement.execution_options(**ON_DRIVER)  # type: ignore[return-value]
+    return statement.execution_options(**ON_DRIVER)
 
 
 Processor = Callable[[Any], Any] | None
@@ -51,7 +51,7 @@ class Prepared:
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         # A copy is compiled and asked about: a DML statement remembers what it was asked, and a
         # RETURNING copy made of it later (PostgreSQL's folded join writes) would have no columns.
-        compiled = statement.execution_options().compile(dialect=dialect)
+        compiled = statement.execution_options().compile(dialect=dialect)  # type: ignore[attr-defined]  # every statement given is a ClauseElement
         if compiled.positiontup is None or compiled.literal_execute_params or compiled.post_compile_params:
             raise Unsupported("expanding or literal-execute parameters")
         if compiled.insert_prefetch or compiled.update_prefetch:
@@ -68,7 +68,7 @@ class Prepared:
             columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
         else:
             columns = list(compiled.effective_returning or ())
-            keys = [column.key for column in columns]
+            keys = [column.key for column in columns]  # type: ignore[misc]  # RETURNING lists table columns, all named
         self.row: Any = row_type(keys) if keys else None
         self.results: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -30,6 +29,9 @@ MAX_PAGE_SIZE = 500
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
+EnumValue = TypeVar("EnumValue", bound=int)  # a generated enum's ValueType, or a plain number
 
 
 class Fields:
@@ -56,7 +58,9 @@ class Fields:
             self.fail(field, "must not contain NUL characters")
         return value
 
-    def enum(self, field: str, value: int, enum: EnumTypeWrapper, allowed: Collection[int] | None = None) -> int:
+    def enum(self, field: str, value: EnumValue, enum: Any, allowed: Collection[int] | None = None) -> EnumValue:
+        """``value`` one of ``enum``'s numbers (a generated enum's class: mypy-protobuf types its ``values`` and
+        ``Name`` on a metaclass, which no protocol matches, hence ``Any``), and one of ``allowed`` when given."""
         if value == 0:
             self.fail(field, "required")
         elif value not in enum.values():

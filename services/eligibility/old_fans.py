@@ -35,15 +35,16 @@ from sqlalchemy import Select, and_, delete, func, literal, select, text, true, 
 
 from services.common.db import Database
 from services.common.rules import Rules, load_rules
+from services.common.schema import table_of
 from services.common.settings import database_url
 from services.eligibility import rules as domain_rules
 from services.eligibility.domain import PaidOrder
 from services.eligibility.models import OldCustomerRow, OldFanBasisRow, OldFanChangeRow
 from services.eligibility.repository import FactsUnit, follows, paid_orders
 
-old_customers = OldCustomerRow.__table__
-old_fan_changes = OldFanChangeRow.__table__
-old_fan_basis = OldFanBasisRow.__table__
+old_customers = table_of(OldCustomerRow)
+old_fan_changes = table_of(OldFanChangeRow)
+old_fan_basis = table_of(OldFanBasisRow)
 
 CHUNK = 500
 RECOUNT_PAGE = 5_000

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.db import Statements
 from services.common.inserts import dialect_insert
 from services.common.rules import Rules
+from services.common.schema import table_of
 from services.eligibility.domain import Account, Platform, Role, Store
 from services.eligibility.models import (
     AccountRow,
@@ -36,20 +37,20 @@ from services.eligibility.models import (
     StoreRow,
 )
 
-accounts = AccountRow.__table__
-stores = StoreRow.__table__
-paid_orders = PaidOrderRow.__table__
-content_levels = ContentLevelRow.__table__
-follows = FollowRow.__table__
-consumers = ConsumerRow.__table__
-merchant_blacklist = MerchantBlacklistRow.__table__
-platform_blacklist = PlatformBlacklistRow.__table__
-invitations = InvitationRow.__table__
-crowd_members = CrowdMemberRow.__table__
-fan_levels = FanLevelRow.__table__
-push_subscriptions = PushSubscriptionRow.__table__
-broadcasts = BroadcastRow.__table__
-revisit_rates = RevisitRateRow.__table__
+accounts = table_of(AccountRow)
+stores = table_of(StoreRow)
+paid_orders = table_of(PaidOrderRow)
+content_levels = table_of(ContentLevelRow)
+follows = table_of(FollowRow)
+consumers = table_of(ConsumerRow)
+merchant_blacklist = table_of(MerchantBlacklistRow)
+platform_blacklist = table_of(PlatformBlacklistRow)
+invitations = table_of(InvitationRow)
+crowd_members = table_of(CrowdMemberRow)
+fan_levels = table_of(FanLevelRow)
+push_subscriptions = table_of(PushSubscriptionRow)
+broadcasts = table_of(BroadcastRow)
+revisit_rates = table_of(RevisitRateRow)
 
 
 class FactsUnit:

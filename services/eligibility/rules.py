@@ -442,7 +442,8 @@ def old_customer_first_day(today: date, rules: PushRules) -> date:
 @lru_cache(maxsize=CACHED_DAYS)
 def _months_before(day: date, months: int) -> date:
     """Cached: a recount asks it for the same few hundred days of every buyer."""
-    return day - relativedelta(months=months)
+    earlier: date = day - relativedelta(months=months)
+    return earlier
 
 
 def old_customer_window_start(now: datetime, rules: PushRules, market: MarketCalendar) -> datetime:
@@ -476,7 +477,7 @@ def last_day_counting(day: date, rules: PushRules) -> date:
 def _last_day_counting(day: date, months: int) -> date:
     # ``day`` + ``months`` reaches back to ``day`` or, clipped to a shorter month, to a day or
     # three before it (Feb 28 + 6 months = Aug 28, whose half year begins Feb 28; so do Aug 29–31).
-    last = day + relativedelta(months=months)
+    last: date = day + relativedelta(months=months)
     while _months_before(last + timedelta(days=1), months) <= day:
         last += timedelta(days=1)
     return last

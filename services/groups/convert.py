@@ -28,13 +28,13 @@ KIND_TO_PROTO: dict[GroupKind, common_groups_pb2.GroupKind.ValueType] = {
     GroupKind.STORE: common_groups_pb2.GROUP_KIND_STORE,
     GroupKind.LIVE: common_groups_pb2.GROUP_KIND_LIVE,
 }
-FAN_LEVEL_FROM_PROTO: dict[int, FanLevel] = {
+FAN_LEVEL_FROM_PROTO: dict[common_groups_pb2.FanLevel.ValueType, FanLevel] = {
     common_groups_pb2.FAN_LEVEL_IRON: FanLevel.IRON,
     common_groups_pb2.FAN_LEVEL_DIAMOND: FanLevel.DIAMOND,
     common_groups_pb2.FAN_LEVEL_BELOVED: FanLevel.BELOVED,
 }
 FAN_LEVEL_TO_PROTO = {level: value for value, level in FAN_LEVEL_FROM_PROTO.items()}
-CAUSE_FROM_PROTO: dict[int, RemovalCause] = {
+CAUSE_FROM_PROTO: dict[common_groups_pb2.RemovalCause.ValueType, RemovalCause] = {
     common_groups_pb2.REMOVAL_CAUSE_OWNER: RemovalCause.OWNER,
     common_groups_pb2.REMOVAL_CAUSE_ADMIN: RemovalCause.ADMIN,
     common_groups_pb2.REMOVAL_CAUSE_STORE_BLACKLIST: RemovalCause.STORE_BLACKLIST,

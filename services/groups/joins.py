@@ -34,6 +34,7 @@ from services.common.db import Statements
 from services.common.errors import Aborted, NotFound, RuleRefusal
 from services.common.ids import new_id
 from services.common.rules import Rules
+from services.common.schema import table_of
 from services.common.sqlite_driver import on_driver
 from services.common.sqltypes import UtcDateTime
 from services.groups import rules as domain
@@ -61,14 +62,14 @@ from services.groups.records import (
 )
 from services.groups.rules import GroupKind
 
-owners = CapacityOwner.__table__
-sets = GroupSet.__table__
-sub_groups = SubGroup.__table__
-memberships = Membership.__table__
-first_joins = FirstJoin.__table__
-join_requests = JoinRequest.__table__
-admins = Admin.__table__
-levels = GroupLevel.__table__
+owners = table_of(CapacityOwner)
+sets = table_of(GroupSet)
+sub_groups = table_of(SubGroup)
+memberships = table_of(Membership)
+first_joins = table_of(FirstJoin)
+join_requests = table_of(JoinRequest)
+admins = table_of(Admin)
+levels = table_of(GroupLevel)
 
 SET_ID, CONSUMER = bindparam("set_id"), bindparam("consumer")
 

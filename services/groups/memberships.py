@@ -10,12 +10,13 @@ from sqlalchemy import bindparam, select
 
 from services.common.db import Statements
 from services.common.errors import NotFound
+from services.common.schema import table_of
 from services.common.sqlite_driver import on_driver
 from services.groups.models import Membership, SubGroup
 from services.groups.records import MembershipRecord
 
-memberships = Membership.__table__
-sub_groups = SubGroup.__table__
+memberships = table_of(Membership)
+sub_groups = table_of(SubGroup)
 
 # The columns in MembershipRecord's order, by ``set_id`` and ``consumer``. On SQLite it runs on the
 # driver (``sqlite_driver``); the join path reads a member's place with it too.

@@ -14,10 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, literal, select, update
 
+from services.common.sqltypes import UtcDateTime
 from services.push import rules as domain
-from services.push.models import (
-    UtcDateTime,
-)
 from services.push.repository import (
     PushUnit,
     audience,

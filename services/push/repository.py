@@ -31,6 +31,7 @@ from services.common.calendar import MarketCalendar
 from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.inserts import dialect_insert
 from services.common.rules import PushRules
+from services.common.schema import table_of
 from services.push import rules as domain
 from services.push.kinds import Quota, kinds_with
 from services.push.models import (
@@ -46,15 +47,15 @@ from services.push.models import (
 )
 from services.push.rules import AccountFacts, GrantView, PushKind, PushState, QuotaState
 
-accounts = PushAccountRow.__table__
-pushes = PushRow.__table__
-audience = AudienceRow.__table__
-recall_slots = RecallSlotRow.__table__
-grants = GrantRow.__table__
-notices = NoticeRow.__table__
-deliveries = DeliveryRow.__table__
-batches = DeliveryBatchRow.__table__
-ledger_head = LedgerHeadRow.__table__
+accounts = table_of(PushAccountRow)
+pushes = table_of(PushRow)
+audience = table_of(AudienceRow)
+recall_slots = table_of(RecallSlotRow)
+grants = table_of(GrantRow)
+notices = table_of(NoticeRow)
+deliveries = table_of(DeliveryRow)
+batches = table_of(DeliveryBatchRow)
+ledger_head = table_of(LedgerHeadRow)
 
 MAX_LISTED_GRANTS = 100
 U = TypeVar("U", bound="PushUnit")
@@ -111,7 +112,8 @@ class PushUnit:
         stmt = select(PushRow).where(PushRow.store_id == store_id, PushRow.push_id == push_id)
         if lock:
             stmt = stmt.with_for_update()
-        return await self.session.scalar(stmt.execution_options(populate_existing=True))
+        found: PushRow | None = await self.session.scalar(stmt.execution_options(populate_existing=True))
+        return found
 
     async def store_of(self, push_id: str) -> str | None:
         """The store of a submitted push (drafts are nobody's business but the gateway's)."""

@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import delete, func, literal, select, tuple_, update
 
 from services.common.errors import NotFound, RuleRefusal
+from services.common.sqltypes import UtcDateTime
 from services.push import rules as domain
 from services.push.kinds import Quota, declaration
 from services.push.models import (
     PushRow,
-    UtcDateTime,
 )
 from services.push.repository import (
     PushUnit,
