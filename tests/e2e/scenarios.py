@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from qun.common.v1 import facts_pb2
 from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2, campaigns_pb2_grpc, gateway_pb2, gateway_pb2_grpc, push_pb2, push_pb2_grpc
+from services.common.timestamps import to_timestamp as ts
 from tests.e2e.harness import Deployment
 
 FOLLOW = common_pb2.Threshold(follow=common_pb2.FollowThreshold())
@@ -26,12 +26,6 @@ TIMEOUT = 15.0
 
 def unique(prefix: str) -> str:
     return f"e2e-{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def ts(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 class Gateway:

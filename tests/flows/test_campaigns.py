@@ -23,6 +23,7 @@ from qun.gateway.v1 import campaigns_pb2 as pb
 from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, operations_pb2, operations_pb2_grpc
 from services.common.errors import failures_from_status, field_violations, status_from_error
 from services.common.rules import MAX_INT64, load_rules
+from services.common.timestamps import to_timestamp as ts
 from tests.flows.test_create_and_join import join, new_group, new_store, rules_of
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique
@@ -34,12 +35,6 @@ COUPON = pb.PRIZE_KIND_STORE_COUPON
 BOUNDS = load_rules(env={}).bounds  # the stack runs on the default rules file
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-def ts(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def reasons_of(error: grpc.aio.AioRpcError) -> list[str]:

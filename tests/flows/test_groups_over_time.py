@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import update
 
 from gateway.auth import Principal, Role
@@ -20,6 +19,7 @@ from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
 from services.common.db import Database
 from services.common.errors import failures_from_status, status_from_error
 from services.common.settings import database_url
+from services.common.timestamps import to_timestamp as ts
 from services.groups.models import CapacityOwner, MonthlyMetrics, SleepingPlan
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, running_stack, unique
@@ -75,12 +75,6 @@ def ops_stub(gw: GatewayClient) -> operations_pb2_grpc.GroupOperationsServiceStu
 
 def discovery_stub(gw: GatewayClient) -> operations_pb2_grpc.DiscoveryServiceStub:
     return operations_pb2_grpc.DiscoveryServiceStub(gw.channel)
-
-
-def ts(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 async def store_with_group(

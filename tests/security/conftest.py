@@ -1,21 +1,5 @@
-"""One running platform per security module (PostgreSQL when reachable), with real fixtures in it."""
+"""One running platform per security module, with real fixtures in it (``tests.support.hostile.world``)."""
 
-from __future__ import annotations
+from tests.support.hostile import world
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.support.hostile import World, database
-from tests.support.stack import running_stack
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with running_stack(tmp_path_factory.mktemp("security"), database()) as platform:
-        built = World(platform)
-        try:
-            built.run(built.build())
-            yield built
-        finally:
-            built.close()
+__all__ = ["world"]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -25,7 +26,7 @@ from qun.gateway.v1 import campaigns_pb2, gateway_pb2, operations_pb2, push_pb2
 from services.common.interceptors import INTERNAL_TOKEN_HEADER
 from services.common.processes import PROCESSES
 from tests.support import facts, postgres
-from tests.support.stack import RunningStack, unique
+from tests.support.stack import RunningStack, running_stack, unique
 
 PUBLIC_MODULES = (gateway_pb2, operations_pb2, campaigns_pb2, push_pb2)
 # Never a fair answer to a caller's input, however hostile.
@@ -366,3 +367,19 @@ def log_problems(platform: RunningStack) -> list[str]:
                     f"{path.name}: {entry.get('msg')} {entry.get('method', '')}: {entry['exception'][-600:]}"
                 )
     return problems
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[World]:
+    """One running platform per test module (PostgreSQL when reachable), with real fixtures in it.
+
+    The fuzz and security suites take it through their ``conftest.py``.
+    """
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with running_stack(folder, database()) as platform:
+        built = World(platform)
+        try:
+            built.run(built.build())
+            yield built
+        finally:
+            built.close()

@@ -5,22 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
 from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.common.v1 import facts_pb2
 from services.common.errors import failures_from_status, field_violations, status_from_error
+from services.common.timestamps import to_timestamp as ts
 
 Stub = campaigns_pb2_grpc.CampaignsServiceStub
 CASH = pb.PRIZE_KIND_CASH_RED_PACKET
 COUPON = pb.PRIZE_KIND_STORE_COUPON
-
-
-def ts(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def rules_of(error: grpc.aio.AioRpcError) -> list[str]:
