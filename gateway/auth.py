@@ -126,7 +126,7 @@ class VerifiedTokens:
     """Tokens already verified, each kept until it expires (at most ``size`` of them, least recently used out).
 
     A client presents the same token on every call, and checking its signature
-    and claims again was a good part of a short call's work in the gateway.
+    and claims each time would cost a short call more than its own work (ADR 0011).
     The key is the whole token, signature included, so only a token that
     passed is ever found here; its expiry is checked on every use as the
     verification would (valid while now < exp).

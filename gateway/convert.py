@@ -7,9 +7,8 @@ never sets one), an enum value goes by its name (a number neither contract
 names passes as it is: proto3 enums are open), and fields unknown to the
 source's schema (read off the wire) are not copied.
 
-This is what a copy through JSON (``json_format``) did, without building and
-parsing JSON twice per call, which on the purchase path cost more than the
-rest of the gateway's work. Like JSON, it cannot read a timestamp outside
+It copies as ``json_format`` would, without building and parsing JSON twice
+per call (why: ADR 0011). Like JSON, it cannot read a timestamp outside
 0001..9999 or with nanos out of range: the caller's error (INVALID_ARGUMENT),
 not the gateway's. How each field is copied is worked out once per pair of
 message types.

@@ -1,9 +1,7 @@
 """PostgreSQL's hot statements run on asyncpg itself: each Core statement compiled once, prepared per connection.
 
-Through SQLAlchemy's asyncio layer every statement costs 0.3–0.5 ms of CPU
-(its greenlet bridge, execution context and result machinery, and a ping on
-each pool checkout), several times what asyncpg needs to send a prepared
-statement and read its rows. ``Database.read``/``write`` on PostgreSQL run on
+SQLAlchemy's asyncio layer costs several times what asyncpg needs to send a
+prepared statement and read its rows (measured in ADR 0008). ``Database.read``/``write`` on PostgreSQL run on
 connections of a pool of asyncpg's own (``PgDriver``): each Core statement is
 compiled once for PostgreSQL by SQLAlchemy itself (the SQL, the order of its
 parameters, each type's bind and result processing) and asyncpg prepares it
