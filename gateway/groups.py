@@ -8,7 +8,10 @@ are merged, so the caller sees every failed rule at once (SPEC X1, C14).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from gateway import convert, metrics
 from gateway.access import caller_is_staff, is_owner, is_staff, is_staff_account
@@ -142,12 +145,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.done()
         listed = await self.backends.call(
             self.backends.groups.ListGroupSets,
-            groups_pb2.ListGroupSetsRequest(
-                store_id=request.store_id,
-                streamer_id=request.streamer_id,
-                page_size=request.page_size,
-                page_token=request.page_token,
-            ),
+            convert.convert(request, groups_pb2.ListGroupSetsRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -305,43 +303,28 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         )
         return gateway_pb2.LeaveGroupSetResponse()
 
-    async def ListMyGroups(self, request, context):  # type: ignore[no-untyped-def]
+    async def _own_page(self, request: Any, method: Any, internal: type[Message], context: Any) -> Any:
+        """A page of the calling consumer's own records (``method``), asked with the public request's paging."""
         fields = Fields()
         fields.page_size("page_size", request.page_size)
         fields.done()
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
-        listed = await self.backends.call(
-            self.backends.groups.ListMemberships,
-            groups_pb2.ListMembershipsRequest(
-                consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
-            ),
-            context,
-            retry=Retry.SAFE,
+        forwarded = convert.convert(request, internal, consumer_id=consumer.subject)
+        return await self.backends.call(method, forwarded, context, retry=Retry.SAFE)
+
+    async def ListMyGroups(self, request, context):  # type: ignore[no-untyped-def]
+        listed = await self._own_page(
+            request, self.backends.groups.ListMemberships, groups_pb2.ListMembershipsRequest, context
         )
-        return gateway_pb2.ListMyGroupsResponse(
-            memberships=[convert.membership(m) for m in listed.memberships],
-            next_page_token=listed.next_page_token,
-        )
+        return convert.convert(listed, gateway_pb2.ListMyGroupsResponse)
 
     async def ListMyRemovals(self, request, context):  # type: ignore[no-untyped-def]
         """R5: the removed member reads why: which group, who decided (owner, admin, store, plan), the reason."""
-        fields = Fields()
-        fields.page_size("page_size", request.page_size)
-        fields.done()
-        consumer = current_principal()
-        consumer.require(Role.CONSUMER)
-        listed = await self.backends.call(
-            self.backends.groups.ListRemovals,
-            groups_pb2.ListRemovalsRequest(
-                consumer_id=consumer.subject, page_size=request.page_size, page_token=request.page_token
-            ),
-            context,
-            retry=Retry.SAFE,
+        listed = await self._own_page(
+            request, self.backends.groups.ListRemovals, groups_pb2.ListRemovalsRequest, context
         )
-        return gateway_pb2.ListMyRemovalsResponse(
-            removals=[convert.removal(r) for r in listed.removals], next_page_token=listed.next_page_token
-        )
+        return convert.convert(listed, gateway_pb2.ListMyRemovalsResponse)
 
     # -- removing (R5) --------------------------------------------------------
 
@@ -429,7 +412,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         found = await self._owned_set(request.group_set_id, context, "only the owner appoints super admins")
         appointee = await self.backends.call(
             self.backends.eligibility.GetAccount,
-            eligibility_pb2.GetAccountRequest(account_id=request.account_id),
+            convert.convert(request, eligibility_pb2.GetAccountRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -449,7 +432,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             )
         updated = await self.backends.call(
             self.backends.groups.AddAdmin,
-            groups_pb2.AddAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
+            convert.convert(request, groups_pb2.AddAdminRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -460,7 +443,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         await self._owned_set(request.group_set_id, context, "only the owner removes super admins")
         updated = await self.backends.call(
             self.backends.groups.RemoveAdmin,
-            groups_pb2.RemoveAdminRequest(group_set_id=request.group_set_id, account_id=request.account_id),
+            convert.convert(request, groups_pb2.RemoveAdminRequest),
             context,
             retry=Retry.NEVER,
         )
@@ -494,7 +477,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         await self._owned_set(request.group_set_id, context, "admins cannot dissolve a group; only the owner can")
         await self.backends.call(
             self.backends.groups.DissolveGroupSet,
-            groups_pb2.DissolveGroupSetRequest(group_set_id=request.group_set_id),
+            convert.convert(request, groups_pb2.DissolveGroupSetRequest),
             context,
             retry=Retry.NEVER,
         )
@@ -504,7 +487,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         current_principal().require(Role.OPS)
         await self.backends.call(
             self.backends.groups.SetGroupLevel,
-            groups_pb2.SetGroupLevelRequest(store_id=request.store_id, month=request.month, level=request.level),
+            convert.convert(request, groups_pb2.SetGroupLevelRequest),
             context,
             retry=Retry.SAFE,
         )

@@ -17,6 +17,7 @@ from gateway import discovery
 from gateway.access import is_staff, is_staff_account, require_store_scope, require_store_staff
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends, Retry
+from gateway.convert import convert
 from gateway.downstream import Relayed
 from qun.campaigns.v1 import campaigns_pb2 as internal_campaigns
 from qun.common.v1 import jobs_pb2
@@ -59,14 +60,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         current_principal().require(Role.UPSTREAM)
         recorded = await self.backends.call(  # an idempotent upsert (a recompute of the same figures changes nothing)
             self.backends.lifecycle.RecordMonthlyMetrics,
-            lifecycle_pb2.RecordMonthlyMetricsRequest(
-                store_id=request.store_id,
-                month=request.month,
-                open_rate_bp=request.open_rate_bp,
-                revisit_7d_bp=request.revisit_7d_bp,
-                conversion_bp=request.conversion_bp,
-                merchant_messages=request.merchant_messages,
-            ),
+            convert(request, lifecycle_pb2.RecordMonthlyMetricsRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -143,7 +137,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
         granted = await self.backends.call(
             self.backends.lifecycle.ApplyForExpansion,
-            lifecycle_pb2.ApplyForExpansionRequest(store_id=request.store_id),
+            convert(request, lifecycle_pb2.ApplyForExpansionRequest),
             context,
             retry=Retry.NEVER,
         )
@@ -155,7 +149,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         require_store_staff(current_principal(), request.store_id)
         view = await self.backends.call(
             self.backends.lifecycle.GetCapacity,
-            lifecycle_pb2.GetCapacityRequest(store_id=request.store_id),
+            convert(request, lifecycle_pb2.GetCapacityRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -176,9 +170,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
         plan = await self.backends.call(  # sets state: safe to repeat
             self.backends.lifecycle.SetSleepingPlan,
-            lifecycle_pb2.SetSleepingPlanRequest(
-                store_id=request.store_id, enabled=request.enabled, inactivity_days=request.inactivity_days
-            ),
+            convert(request, lifecycle_pb2.SetSleepingPlanRequest),
             context,
             retry=Retry.SAFE,
         )
@@ -193,29 +185,11 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             require_store_staff(principal, request.store_id)
         listed = await self.backends.call(
             self.backends.lifecycle.ListAuditEntries,
-            lifecycle_pb2.ListAuditEntriesRequest(
-                store_id=request.store_id,
-                streamer_id=request.streamer_id,
-                page_size=request.page_size,
-                page_token=request.page_token,
-            ),
+            convert(request, lifecycle_pb2.ListAuditEntriesRequest),
             context,
             retry=Retry.SAFE,
         )
-        return operations_pb2.ListAuditEntriesResponse(
-            entries=[
-                operations_pb2.AuditEntry(
-                    at=e.at,
-                    actor=e.actor,
-                    action=e.action,
-                    target=e.target,
-                    old_value=e.old_value,
-                    new_value=e.new_value,
-                )
-                for e in listed.entries
-            ],
-            next_page_token=listed.next_page_token,
-        )
+        return convert(listed, operations_pb2.ListAuditEntriesResponse)
 
     async def WhatIfThreshold(self, request, context):  # type: ignore[no-untyped-def]
         fields = Fields()

@@ -22,6 +22,7 @@ import grpc
 from gateway.access import STORE_ROLES
 from gateway.auth import Principal, Role, current_principal
 from gateway.backends import Backends, Retry
+from gateway.convert import convert
 from gateway.downstream import Relayed
 from qun.common.v1 import facts_pb2
 from qun.eligibility.v1 import eligibility_pb2
@@ -58,25 +59,12 @@ TIER_FACTS = ("paid_order", "follow", "broadcast", "revisit_rate")
 
 
 def account_facts(found: eligibility_pb2.GetPushFactsResponse) -> internal.AccountFacts:
-    out = internal.AccountFacts(
-        subscribers=found.subscribers,
-        old_customer_fans=found.old_customer_fans,
-        recent_broadcasts=found.recent_broadcasts,
-    )
-    if found.HasField("revisit_rate_bp"):
-        out.revisit_rate_bp = found.revisit_rate_bp
-    return out
+    """The figures a push submission is decided on, as the store's facts give them (revisit rate only when known)."""
+    return convert(found, internal.AccountFacts)
 
 
 def figures(facts: internal.AccountFacts) -> public.PushFigures:
-    out = public.PushFigures(
-        subscribers=facts.subscribers,
-        old_customer_fans=facts.old_customer_fans,
-        recent_broadcasts=facts.recent_broadcasts,
-    )
-    if facts.HasField("revisit_rate_bp"):
-        out.revisit_rate_bp = facts.revisit_rate_bp
-    return out
+    return convert(facts, public.PushFigures)
 
 
 def push_message(msg: internal.Push) -> public.Push:
@@ -103,14 +91,7 @@ def push_message(msg: internal.Push) -> public.Push:
 
 
 def notice_message(msg: internal.Notice) -> public.PushNotice:
-    return public.PushNotice(
-        notice_id=msg.notice_id,
-        store_id=msg.store_id,
-        kind=public.PushKind.ValueType(msg.kind),
-        year=msg.year,
-        text=msg.text,
-        created_at=msg.created_at,
-    )
+    return convert(msg, public.PushNotice)
 
 
 class PushService(public_grpc.PushServiceServicer):
@@ -375,18 +356,7 @@ class PushService(public_grpc.PushServiceServicer):
             context,
             retry=Retry.with_request_id(request.request_id),
         )
-        g = reply.grant
-        return public.GrantMassSendResponse(
-            grant=public.MassSendGrant(
-                grant_id=g.grant_id,
-                store_id=g.store_id,
-                audience_size=g.audience_size,
-                activity=g.activity,
-                granted_by=g.granted_by,
-                granted_at=g.granted_at,
-                push_id=g.push_id,
-            )
-        )
+        return convert(reply, public.GrantMassSendResponse)
 
     # -- the delivery ledger (P7) -----------------------------------------------------------------
 
@@ -396,9 +366,7 @@ class PushService(public_grpc.PushServiceServicer):
         current_principal().require(Role.UPSTREAM, rule_id="P7", why="the delivery ledger is for notification systems")
         deliveries = self.backends.stream(
             self.backends.push.StreamDeliveries,
-            internal.StreamDeliveriesRequest(
-                cursor=request.cursor, follow=request.follow, chunk_size=request.chunk_size
-            ),
+            convert(request, internal.StreamDeliveriesRequest),
             context,
         )
         async for item in deliveries:
