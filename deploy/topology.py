@@ -78,7 +78,7 @@ def processes() -> list[Process]:
             database=spec.database,
             backend=spec.name in BACKENDS,
         )
-        result.append(replace(process, **TUNING.get(spec.name, {})))  # type: ignore[arg-type]
+        result.append(replace(process, **TUNING.get(spec.name, {})))  # type: ignore[arg-type]  # TUNING names Process fields
     return result
 
 

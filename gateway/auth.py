@@ -14,16 +14,17 @@ from __future__ import annotations
 import contextvars
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import jwt
 
 from gateway.caches import Kept
 from gateway.keys import SharedSecret, TokenKeys
 from services.common.errors import PermissionDenied, Unauthenticated
-from services.common.interceptors import Interceptor, abort_with, metadata_value
+from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with, metadata_value
 from services.common.logs import actor_var
 from services.common.validation import ID_PATTERN
 
@@ -161,7 +162,7 @@ class BearerAuthInterceptor(Interceptor):
         super().__init__()
         self._tokens = VerifiedTokens(keys)
 
-    async def _authenticate(self, context) -> Principal:  # type: ignore[no-untyped-def]
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         header = metadata_value(context, AUTHORIZATION_HEADER)
         scheme, _, token = header.partition(" ")
         try:
@@ -172,7 +173,7 @@ class BearerAuthInterceptor(Interceptor):
             await abort_with(context, error)
             raise  # unreachable: abort raises
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         principal = await self._authenticate(context)
         bound, acting = principal_var.set(principal), actor_var.set(principal.subject)
         try:
@@ -181,7 +182,9 @@ class BearerAuthInterceptor(Interceptor):
             actor_var.reset(acting)
             principal_var.reset(bound)
 
-    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
         principal = await self._authenticate(context)
         bound, acting = principal_var.set(principal), actor_var.set(principal.subject)
         try:

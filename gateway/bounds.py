@@ -17,15 +17,16 @@ check only makes sure no backend (and no job, later) ever sees such a value.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.interceptors import Interceptor, abort_with
+from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with
 from services.common.rules import GROUP_LEVELS, MAX_INT64, BoundsRules, load_rules
 from services.common.validation import MAX_PAGE_SIZE, MAX_TEXT_CHARS
 
@@ -206,11 +207,13 @@ class BoundsInterceptor(Interceptor):
             if violations:
                 await abort_with(context, InvalidArgument(violations))
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         await self._admit(request, context)
         return await call(request, context)
 
-    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
         await self._admit(request, context)
         async for item in call(request, context):
             yield item

@@ -198,14 +198,18 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     # -- items and stock (upstream) ----------------------------------------------------------
 
-    async def ReportItem(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportItem(
+        self, request: public.ReportItemRequest, context: grpc.aio.ServicerContext
+    ) -> public.ReportItemResponse:
         current_principal().require(Role.UPSTREAM)
         reply = await self.backends.call(
             self.backends.campaigns.UpsertItem, convert(request, internal.UpsertItemRequest), context, retry=Retry.SAFE
         )
         return public.ReportItemResponse(item=convert(reply.item, public.Item), created=reply.created)
 
-    async def Restock(self, request, context):  # type: ignore[no-untyped-def]
+    async def Restock(
+        self, request: public.RestockRequest, context: grpc.aio.ServicerContext
+    ) -> public.RestockResponse:
         principal = current_principal()
         if principal.role is not Role.UPSTREAM:
             principal.require(Role.UPSTREAM, Role.STORE_MAIN)
@@ -216,7 +220,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return public.RestockResponse(item=convert(reply.item, public.Item))
 
-    async def CancelPurchase(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelPurchase(
+        self, request: public.CancelPurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> public.CancelPurchaseResponse:
         current_principal().require(Role.UPSTREAM, why="order cancellations are reported by the order system")
         reply = await self.backends.call(
             self.backends.campaigns.CancelPurchase,
@@ -226,13 +232,17 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return public.CancelPurchaseResponse(purchase=convert(reply.purchase, public.PurchaseRecord), stock=reply.stock)
 
-    async def GetItem(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetItem(
+        self, request: public.GetItemRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetItemResponse:
         reply = await self.backends.call(
             self.backends.campaigns.GetItem, convert(request, internal.GetItemRequest), context, retry=Retry.SAFE
         )
         return public.GetItemResponse(item=convert(reply.item, public.Item))
 
-    async def ListSales(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListSales(
+        self, request: public.ListSalesRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListSalesResponse:
         require_store_scope(current_principal(), request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
         reply = await self.backends.call(
             self.backends.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, retry=Retry.SAFE
@@ -241,7 +251,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     # -- activities (merchant) ---------------------------------------------------------------
 
-    async def CreateActivity(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateActivity(
+        self, request: public.CreateActivityRequest, context: grpc.aio.ServicerContext
+    ) -> public.CreateActivityResponse:
         self._ids(group_set_id=request.group_set_id, request_id=request.request_id)
         principal = current_principal()
         found = await self._staff_set(request.group_set_id, principal, context)
@@ -265,7 +277,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return convert(reply, public.CreateActivityResponse)
 
-    async def CreateTrumpet(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateTrumpet(
+        self, request: public.CreateTrumpetRequest, context: grpc.aio.ServicerContext
+    ) -> public.CreateTrumpetResponse:
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="M12", why="only the store's main account sets a trumpet")
         self._ids(activity_id=request.activity_id, group_id=request.group_id, request_id=request.request_id)
@@ -296,7 +310,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return public.CreateTrumpetResponse(trumpet=convert(reply.trumpet, public.Trumpet))
 
-    async def EndActivity(self, request, context):  # type: ignore[no-untyped-def]
+    async def EndActivity(
+        self, request: public.EndActivityRequest, context: grpc.aio.ServicerContext
+    ) -> public.EndActivityResponse:
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         principal = current_principal()
         group_set_id = await self._activity_set(request.store_id, request.activity_id, context)
@@ -309,7 +325,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return convert(reply, public.EndActivityResponse)
 
-    async def GetActivity(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetActivity(
+        self, request: public.GetActivityRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetActivityResponse:
         principal = current_principal()
         reply = await self.backends.call(
             self.backends.campaigns.GetActivity,
@@ -324,7 +342,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             raise NotFound("activity", f"{request.store_id}/{request.activity_id}")
         return convert(reply, public.GetActivityResponse)
 
-    async def ListActivities(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListActivities(
+        self, request: public.ListActivitiesRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListActivitiesResponse:
         """V1: the activities of sets the caller may not see are left out (a page may come back shorter)."""
         principal = current_principal()
         reply = await self.backends.call(
@@ -341,7 +361,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             next_page_token=reply.next_page_token,
         )
 
-    async def GetFlashSaleResults(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetFlashSaleResults(
+        self, request: public.GetFlashSaleResultsRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetFlashSaleResultsResponse:
         require_store_staff(current_principal(), request.store_id)
         reply = await self.backends.call(
             self.backends.campaigns.GetFlashSaleResults,
@@ -351,7 +373,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return convert(reply, public.GetFlashSaleResultsResponse)
 
-    async def ListRefunds(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListRefunds(
+        self, request: public.ListRefundsRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListRefundsResponse:
         require_store_staff(current_principal(), request.store_id)
         reply = await self.backends.call(
             self.backends.campaigns.ListRefunds,
@@ -372,14 +396,18 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self._ids(**{"order.flash_sale_id": flash_sale_id})
         return await self._activity_member(request.store_id, flash_sale_id, consumer, context)
 
-    async def PriceOrder(self, request, context):  # type: ignore[no-untyped-def]
+    async def PriceOrder(
+        self, request: public.PriceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> public.PriceOrderResponse:
         consumer = self._consumer()
         member = await self._order_membership(request, consumer, context)
         forwarded = convert(request, internal.PriceOrderRequest, consumer_id=consumer.subject, group_member=member)
         reply = await self.backends.call(self.backends.campaigns.PriceOrder, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.PriceOrderResponse)
 
-    async def Purchase(self, request, context):  # type: ignore[no-untyped-def]
+    async def Purchase(
+        self, request: public.PurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> public.PurchaseResponse:
         consumer = self._consumer()
         member = await self._order_membership(request, consumer, context)
         forwarded = convert(request, internal.PurchaseRequest, consumer_id=consumer.subject, group_member=member)
@@ -390,7 +418,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             purchase=convert(reply.purchase, public.PurchaseRecord), stock_left=reply.stock_left
         )
 
-    async def GetPurchase(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetPurchase(
+        self, request: public.GetPurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetPurchaseResponse:
         principal = current_principal()
         if principal.role is not Role.CONSUMER:
             require_store_scope(principal, request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
@@ -404,7 +434,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             raise NotFound("purchase", f"{request.store_id}/{request.purchase_id}")
         return public.GetPurchaseResponse(purchase=convert(reply.purchase, public.PurchaseRecord))
 
-    async def ClaimPrize(self, request, context):  # type: ignore[no-untyped-def]
+    async def ClaimPrize(
+        self, request: public.ClaimPrizeRequest, context: grpc.aio.ServicerContext
+    ) -> public.ClaimPrizeResponse:
         consumer = self._consumer()
         self._ids(store_id=request.store_id, activity_id=request.activity_id, request_id=request.request_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
@@ -414,13 +446,15 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         )
         return public.ClaimPrizeResponse(claim=convert(reply.claim, public.Claim))
 
-    async def ListMyWallet(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListMyWallet(
+        self, request: public.ListMyWalletRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListMyWalletResponse:
         consumer = self._consumer()
         forwarded = convert(request, internal.ListWalletRequest, consumer_id=consumer.subject)
         reply = await self.backends.call(self.backends.campaigns.ListWallet, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.ListMyWalletResponse)
 
-    async def Vote(self, request, context):  # type: ignore[no-untyped-def]
+    async def Vote(self, request: public.VoteRequest, context: grpc.aio.ServicerContext) -> public.VoteResponse:
         consumer = self._consumer()
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
@@ -428,7 +462,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         reply = await self.backends.call(self.backends.campaigns.Vote, forwarded, context, retry=Retry.SAFE)
         return convert(reply, public.VoteResponse)
 
-    async def CheckIn(self, request, context):  # type: ignore[no-untyped-def]
+    async def CheckIn(
+        self, request: public.CheckInRequest, context: grpc.aio.ServicerContext
+    ) -> public.CheckInResponse:
         consumer = self._consumer()
         self._ids(store_id=request.store_id, activity_id=request.activity_id)
         member = await self._activity_member(request.store_id, request.activity_id, consumer, context)
@@ -465,7 +501,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             retry=Retry.SAFE,
         )
 
-    async def ListEndCards(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListEndCards(
+        self, request: public.ListEndCardsRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListEndCardsResponse:
         await self._end_card_reader(request.store_id, request.group_set_id, context)
         fields = Fields()
         limit = fields.page_size("page_size", request.page_size)
@@ -479,7 +517,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
             next_page_token=page_token(reply.last_seq) if full else "",
         )
 
-    async def WatchEndCards(self, request, context) -> AsyncIterator[public.WatchEndCardsResponse]:  # type: ignore[no-untyped-def]
+    async def WatchEndCards(
+        self, request: public.WatchEndCardsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[public.WatchEndCardsResponse]:
         await self._end_card_reader(request.store_id, request.group_set_id, context)
         if request.after_seq < 0:
             raise InvalidArgument.one("after_seq", f"must not be negative, got {request.after_seq}")
@@ -494,7 +534,9 @@ class CampaignService(public_grpc.CampaignServiceServicer):
 
     # -- ops ---------------------------------------------------------------------------------
 
-    async def RunExpiry(self, request, context):  # type: ignore[no-untyped-def]
+    async def RunExpiry(
+        self, request: public.RunExpiryRequest, context: grpc.aio.ServicerContext
+    ) -> public.RunExpiryResponse:
         current_principal().require(Role.OPS)
         reply = await self.backends.call(
             self.backends.campaigns.RunExpiry, internal.RunExpiryRequest(), context, retry=Retry.SAFE

@@ -41,7 +41,9 @@ class FactService(gateway_pb2_grpc.FactServiceServicer):
         self.backends = backends
         self.observers = tuple(observers)
 
-    async def ReportFacts(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportFacts(
+        self, request: gateway_pb2.ReportFactsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ReportFactsResponse:
         current_principal().require(Role.UPSTREAM)
         ingested = await self.backends.call(
             self.backends.eligibility.IngestFacts,

@@ -82,7 +82,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             raise PermissionDenied("the token's store is not this account's store", rule_id="E1")
         return check
 
-    async def CreateGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateGroupSet(
+        self, request: gateway_pb2.CreateGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateGroupSetResponse:
         fields = Fields()
         fields.enum("kind", request.kind, common_pb2.GroupKind)
         fields.identifier("request_id", request.request_id, required=False)
@@ -117,7 +119,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             group_set=convert.group_set(created.group_set, show_staff_fields=True)
         )
 
-    async def ExplainCreate(self, request, context):  # type: ignore[no-untyped-def]
+    async def ExplainCreate(
+        self, request: gateway_pb2.ExplainCreateRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ExplainCreateResponse:
         fields = Fields()
         fields.enum("kind", request.kind, common_pb2.GroupKind)
         fields.done()
@@ -127,7 +131,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
 
     # -- reading --------------------------------------------------------------
 
-    async def GetGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetGroupSet(
+        self, request: gateway_pb2.GetGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetGroupSetResponse:
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
@@ -135,7 +141,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         staff = caller_is_staff(found)
         return gateway_pb2.GetGroupSetResponse(group_set=convert.group_set(found, show_staff_fields=staff))
 
-    async def ListGroupSets(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListGroupSets(
+        self, request: gateway_pb2.ListGroupSetsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListGroupSetsResponse:
         fields = Fields()
         fields.identifier("store_id", request.store_id, required=False)
         fields.identifier("streamer_id", request.streamer_id, required=False)
@@ -215,7 +223,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             )
         return state.group_set, question, eligible, failures_of(state.verdict) + failures_of(eligible.verdict)
 
-    async def JoinGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+    async def JoinGroupSet(
+        self, request: gateway_pb2.JoinGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.JoinGroupSetResponse:
         """C1–C14: every failed rule at once; a consumer already in the set gets the membership they have.
 
         Joining is idempotent: asking again for a set one is in answers OK with
@@ -280,7 +290,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def ExplainJoin(self, request, context):  # type: ignore[no-untyped-def]
+    async def ExplainJoin(
+        self, request: gateway_pb2.ExplainJoinRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ExplainJoinResponse:
         """X1: what JoinGroupSet would answer; for a member, allowed (their membership) and ``already_member``."""
         self._validate_join(request.group_set_id, request.password)
         consumer = self._joiner()
@@ -289,7 +301,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             return gateway_pb2.ExplainJoinResponse(verdict=verdict([]), already_member=True)
         return gateway_pb2.ExplainJoinResponse(verdict=verdict(failures))
 
-    async def LeaveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+    async def LeaveGroupSet(
+        self, request: gateway_pb2.LeaveGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.LeaveGroupSetResponse:
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
@@ -313,13 +327,17 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         forwarded = convert.convert(request, internal, consumer_id=consumer.subject)
         return await self.backends.call(method, forwarded, context, retry=Retry.SAFE)
 
-    async def ListMyGroups(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListMyGroups(
+        self, request: gateway_pb2.ListMyGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListMyGroupsResponse:
         listed = await self._own_page(
             request, self.backends.groups.ListMemberships, groups_pb2.ListMembershipsRequest, context
         )
         return convert.convert(listed, gateway_pb2.ListMyGroupsResponse)
 
-    async def ListMyRemovals(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListMyRemovals(
+        self, request: gateway_pb2.ListMyRemovalsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListMyRemovalsResponse:
         """R5: the removed member reads why: which group, who decided (owner, admin, store, plan), the reason."""
         listed = await self._own_page(
             request, self.backends.groups.ListRemovals, groups_pb2.ListRemovalsRequest, context
@@ -328,7 +346,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
 
     # -- removing (R5) --------------------------------------------------------
 
-    async def RemoveMember(self, request, context):  # type: ignore[no-untyped-def]
+    async def RemoveMember(
+        self, request: gateway_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RemoveMemberResponse:
         """R5: the owner or a super admin removes a member; with ``bar``, the store blacklists them too.
 
         Groups removes the member under the set's lock, where it also refuses an
@@ -407,7 +427,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         fields.identifier("account_id", request.account_id)
         fields.done()
 
-    async def AddAdmin(self, request, context):  # type: ignore[no-untyped-def]
+    async def AddAdmin(
+        self, request: gateway_pb2.AddAdminRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.AddAdminResponse:
         self._validate_admin(request)
         found = await self._owned_set(request.group_set_id, context, "only the owner appoints super admins")
         appointee = await self.backends.call(
@@ -438,7 +460,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         )
         return gateway_pb2.AddAdminResponse(group_set=convert.group_set(updated.group_set, show_staff_fields=True))
 
-    async def RemoveAdmin(self, request, context):  # type: ignore[no-untyped-def]
+    async def RemoveAdmin(
+        self, request: gateway_pb2.RemoveAdminRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RemoveAdminResponse:
         self._validate_admin(request)
         await self._owned_set(request.group_set_id, context, "only the owner removes super admins")
         updated = await self.backends.call(
@@ -449,7 +473,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         )
         return gateway_pb2.RemoveAdminResponse(group_set=convert.group_set(updated.group_set, show_staff_fields=True))
 
-    async def UpdateGroupSetSettings(self, request, context):  # type: ignore[no-untyped-def]
+    async def UpdateGroupSetSettings(
+        self, request: gateway_pb2.UpdateGroupSetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.UpdateGroupSetSettingsResponse:
         fields = Fields()
         fields.identifier("group_id", request.group_id)
         fields.done()
@@ -470,7 +496,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
             group_set=convert.group_set(updated.group_set, show_staff_fields=True)
         )
 
-    async def DissolveGroupSet(self, request, context):  # type: ignore[no-untyped-def]
+    async def DissolveGroupSet(
+        self, request: gateway_pb2.DissolveGroupSetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DissolveGroupSetResponse:
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
@@ -483,7 +511,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         )
         return gateway_pb2.DissolveGroupSetResponse()
 
-    async def SetGroupLevel(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetGroupLevel(
+        self, request: gateway_pb2.SetGroupLevelRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SetGroupLevelResponse:
         current_principal().require(Role.OPS)
         await self.backends.call(
             self.backends.groups.SetGroupLevel,

@@ -55,7 +55,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
 
-    async def ReportMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportMonthlyMetrics(
+        self, request: operations_pb2.ReportMonthlyMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.ReportMonthlyMetricsResponse:
         """T8: a month's figures; for a month the level job settled already, the level is recomputed (X4)."""
         current_principal().require(Role.UPSTREAM)
         recorded = await self.backends.call(  # an idempotent upsert (a recompute of the same figures changes nothing)
@@ -68,7 +70,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             level_recomputed=recorded.level_recomputed, level=recorded.level, previous_level=recorded.previous_level
         )
 
-    async def ReportMemberActivity(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReportMemberActivity(
+        self, request: operations_pb2.ReportMemberActivityRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.ReportMemberActivityResponse:
         current_principal().require(Role.UPSTREAM)
         forwarded = lifecycle_pb2.RecordActivityRequest(
             group_set_id=request.group_set_id, consumer_id=request.consumer_id
@@ -80,7 +84,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         )  # moving forward only: safe to repeat
         return operations_pb2.ReportMemberActivityResponse()
 
-    async def RunJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def RunJob(
+        self, request: operations_pb2.RunJobRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.RunJobResponse:
         """Ops: a job now, every store tried (also those backing off); the stores that failed are listed (D3).
 
         The call answers OK when some stores failed: the job did what it could,
@@ -131,7 +137,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             failures=swept.failures,
         )
 
-    async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
+    async def ApplyForExpansion(
+        self, request: operations_pb2.ApplyForExpansionRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.ApplyForExpansionResponse:
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="T3", why="the store's main account applies for expansion")
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
@@ -145,7 +153,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             granted_members=granted.granted_members, member_capacity=granted.member_capacity
         )
 
-    async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetCapacity(
+        self, request: operations_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.GetCapacityResponse:
         require_store_staff(current_principal(), request.store_id)
         view = await self.backends.call(
             self.backends.lifecycle.GetCapacity,
@@ -164,7 +174,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             history=[operations_pb2.MonthLevel(month=h.month, level=h.level) for h in view.history],
         )
 
-    async def SetSleepingPlan(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetSleepingPlan(
+        self, request: operations_pb2.SetSleepingPlanRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.SetSleepingPlanResponse:
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="C15")
         require_store_scope(principal, request.store_id, Role.STORE_MAIN)
@@ -176,7 +188,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         )
         return operations_pb2.SetSleepingPlanResponse(enabled=plan.enabled, inactivity_days=plan.inactivity_days)
 
-    async def ListAuditEntries(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListAuditEntries(
+        self, request: operations_pb2.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.ListAuditEntriesResponse:
         principal = current_principal()
         if request.streamer_id and not request.store_id:
             if principal.role is not Role.OPS and principal.subject != request.streamer_id:
@@ -191,7 +205,9 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         )
         return convert(listed, operations_pb2.ListAuditEntriesResponse)
 
-    async def WhatIfThreshold(self, request, context):  # type: ignore[no-untyped-def]
+    async def WhatIfThreshold(
+        self, request: operations_pb2.WhatIfThresholdRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.WhatIfThresholdResponse:
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         if not request.HasField("threshold") or not request.threshold.WhichOneof("rule"):
@@ -299,7 +315,9 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         principal.require(Role.CONSUMER)
         return principal
 
-    async def GetStorePageModule(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetStorePageModule(
+        self, request: operations_pb2.GetStorePageModuleRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.GetStorePageModuleResponse:
         consumer = self._consumer(request.store_id)
         candidates, listed = await self._candidates(request.store_id, consumer, context)
         first = (
@@ -330,7 +348,9 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         )
         return found.activity_id if found.in_group_buy else ""
 
-    async def GetItemPageModule(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetItemPageModule(
+        self, request: operations_pb2.GetItemPageModuleRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.GetItemPageModuleResponse:
         consumer = self._consumer(request.store_id)
         fields = Fields()
         fields.identifier("item_id", request.item_id, required=False)
@@ -350,7 +370,9 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
             entries=_entries(module), module_reasons=[r.to_proto() for r in module.module_reasons]
         )
 
-    async def RecommendAfterPurchase(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecommendAfterPurchase(
+        self, request: operations_pb2.RecommendAfterPurchaseRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.RecommendAfterPurchaseResponse:
         consumer = self._consumer(request.store_id)
         candidates, listed = await self._candidates(request.store_id, consumer, context)
         best, module = discovery.recommend(candidates, consumer_in_store_group=listed.consumer_in_store_group)
@@ -361,7 +383,9 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
             module_reasons=[r.to_proto() for r in module.module_reasons],
         )
 
-    async def CheckPostComponent(self, request, context):  # type: ignore[no-untyped-def]
+    async def CheckPostComponent(
+        self, request: operations_pb2.CheckPostComponentRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.CheckPostComponentResponse:
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)
         fields.done()
@@ -371,7 +395,9 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         failures = discovery.post_component_failures(caller_is_main_account=is_main, is_public=found.is_public)
         return operations_pb2.CheckPostComponentResponse(verdict=verdict(failures))
 
-    async def CheckMessage(self, request, context):  # type: ignore[no-untyped-def]
+    async def CheckMessage(
+        self, request: operations_pb2.CheckMessageRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.CheckMessageResponse:
         current_principal().require(Role.UPSTREAM)
         fields = Fields()
         fields.identifier("group_set_id", request.group_set_id)

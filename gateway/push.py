@@ -130,7 +130,9 @@ class PushService(public_grpc.PushServiceServicer):
 
     # -- submission (P1, P2, P5, P6) -------------------------------------------------------------
 
-    async def SubmitPush(self, request, context):  # type: ignore[no-untyped-def]
+    async def SubmitPush(
+        self, request: public.SubmitPushRequest, context: grpc.aio.ServicerContext
+    ) -> public.SubmitPushResponse:
         fields = Fields()
         fields.enum("kind", request.kind, public.PushKind)
         fields.identifier("request_id", request.request_id, required=False)
@@ -206,7 +208,9 @@ class PushService(public_grpc.PushServiceServicer):
         except Relayed as error:  # the push service drops abandoned drafts itself later
             log.warning("draft not discarded", extra={"fields": {"push_id": push_id, "code": error.code.name}})
 
-    async def CancelPush(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelPush(
+        self, request: public.CancelPushRequest, context: grpc.aio.ServicerContext
+    ) -> public.CancelPushResponse:
         fields = Fields()
         fields.identifier("push_id", request.push_id)
         fields.done()
@@ -222,7 +226,9 @@ class PushService(public_grpc.PushServiceServicer):
         )
         return public.CancelPushResponse(push=push_message(reply.push))
 
-    async def ReviewPush(self, request, context):  # type: ignore[no-untyped-def]
+    async def ReviewPush(
+        self, request: public.ReviewPushRequest, context: grpc.aio.ServicerContext
+    ) -> public.ReviewPushResponse:
         fields = Fields()
         fields.identifier("push_id", request.push_id)
         fields.enum("decision", request.decision, public.ReviewDecision)
@@ -242,7 +248,9 @@ class PushService(public_grpc.PushServiceServicer):
         )
         return public.ReviewPushResponse(push=push_message(reply.push))
 
-    async def ListPendingReviews(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListPendingReviews(
+        self, request: public.ListPendingReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListPendingReviewsResponse:
         """P8: ops' one queue across stores, oldest submission first, each with its window's end."""
         current_principal().require(Role.OPS, rule_id="P8", why="the review queue is ops'")
         fields = Fields()
@@ -271,7 +279,9 @@ class PushService(public_grpc.PushServiceServicer):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def GetPush(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetPush(
+        self, request: public.GetPushRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetPushResponse:
         fields = Fields()
         fields.identifier("push_id", request.push_id)
         fields.done()
@@ -282,7 +292,9 @@ class PushService(public_grpc.PushServiceServicer):
             raise PermissionDenied("a store's accounts read only their own store's pushes")
         return public.GetPushResponse(push=push_message(found))
 
-    async def ListPushes(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListPushes(
+        self, request: public.ListPushesRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListPushesResponse:
         store_id = self._store_to_read(request.store_id)
         reply = await self.backends.call(
             self.backends.push.ListPushes,
@@ -294,7 +306,9 @@ class PushService(public_grpc.PushServiceServicer):
             pushes=[push_message(p) for p in reply.pushes], next_page_token=reply.next_page_token
         )
 
-    async def GetQuotaLedger(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetQuotaLedger(
+        self, request: public.GetQuotaLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> public.GetQuotaLedgerResponse:
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
         reply = await self.backends.call(
@@ -316,7 +330,9 @@ class PushService(public_grpc.PushServiceServicer):
                 item.next_possible_at.CopyFrom(entry.next_possible_at)
         return out
 
-    async def ListPushNotices(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListPushNotices(
+        self, request: public.ListPushNoticesRequest, context: grpc.aio.ServicerContext
+    ) -> public.ListPushNoticesResponse:
         store_id = self._store_to_read(request.store_id)
         facts = account_facts(await self._facts(store_id, context))
         await self.backends.call(
@@ -337,7 +353,9 @@ class PushService(public_grpc.PushServiceServicer):
 
     # -- grants (P5) -------------------------------------------------------------------------------
 
-    async def GrantMassSend(self, request, context):  # type: ignore[no-untyped-def]
+    async def GrantMassSend(
+        self, request: public.GrantMassSendRequest, context: grpc.aio.ServicerContext
+    ) -> public.GrantMassSendResponse:
         fields = Fields()
         fields.identifier("store_id", request.store_id)
         fields.done()
@@ -360,8 +378,8 @@ class PushService(public_grpc.PushServiceServicer):
 
     # -- the delivery ledger (P7) -----------------------------------------------------------------
 
-    async def StreamDeliveries(  # type: ignore[no-untyped-def]
-        self, request, context
+    async def StreamDeliveries(
+        self, request: public.StreamDeliveriesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[public.StreamDeliveriesResponse]:
         current_principal().require(Role.UPSTREAM, rule_id="P7", why="the delivery ledger is for notification systems")
         deliveries = self.backends.stream(

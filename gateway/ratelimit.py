@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -26,7 +27,7 @@ from google.rpc import error_details_pb2
 from gateway import metrics
 from gateway.auth import Principal, current_principal
 from services.common.errors import ServiceError
-from services.common.interceptors import Interceptor, abort_with
+from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with
 from services.common.rules import AbuseRules
 
 # Above this many buckets, the full ones (indistinguishable from new) are dropped.
@@ -109,11 +110,13 @@ class RateLimitInterceptor(Interceptor):
             metrics.rate_limited.labels(principal.role.value).inc()
             await abort_with(context, RateLimited(principal.role.value, wait))
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         await self._admit(context)
         return await call(request, context)
 
-    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
         await self._admit(context)
         async for item in call(request, context):
             yield item

@@ -7,6 +7,7 @@ its kind's validator (``kinds``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from qun.campaigns.v1 import campaigns_pb2 as pb
@@ -115,9 +116,9 @@ def new_trumpet(request: pb.CreateTrumpetRequest) -> NewTrumpet:
     )
 
 
-def _ids(f: Fields, name: str, values: object, most: int) -> tuple[str, ...]:
+def _ids(f: Fields, name: str, values: Iterable[str], most: int) -> tuple[str, ...]:
     out: list[str] = []
-    items = list(values)  # type: ignore[call-overload]
+    items = list(values)
     if len(items) > most:
         f.fail(name, f"at most {most} entries (bounds.order_entries), got {len(items)}")
         return ()

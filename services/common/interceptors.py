@@ -64,7 +64,7 @@ class Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
     def __init__(self) -> None:
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         name = handler_call_details.method
         if handler is None or name.startswith(EXEMPT_PREFIXES):
@@ -175,7 +175,7 @@ class MetricsInterceptor(Interceptor):
             series = self._series[info.full_method] = metrics.server_series(info.labels)
         return series
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         series = self._method(info)
         series.started.inc()
         start = time.perf_counter()
@@ -191,7 +191,9 @@ class MetricsInterceptor(Interceptor):
             series.seconds.observe(time.perf_counter() - start)
             series.handled(code.name).inc()
 
-    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
         series = self._method(info)
         series.started.inc()
         start = time.perf_counter()
@@ -216,7 +218,7 @@ class LoggingInterceptor(Interceptor):
     service's log holds what someone will ask about.
     """
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         token = request_id_var.set(metadata_value(context, REQUEST_ID_HEADER) or uuid.uuid4().hex)
         start = time.perf_counter()
         try:
@@ -246,7 +248,7 @@ class InternalAuthInterceptor(Interceptor):
         super().__init__()
         self._token = token.encode()
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         presented = metadata_value(context, INTERNAL_TOKEN_HEADER).encode()
         if not hmac.compare_digest(presented, self._token):
             await abort_with(context, Unauthenticated("missing or wrong internal service credential"))
@@ -260,7 +262,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: ServiceError) -> 
 class ErrorInterceptor(Interceptor):
     """Expected refusals become rich statuses; anything else is a bug: INTERNAL, counted."""
 
-    async def around(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
         try:
             refusal = malformed(request)
             if refusal is not None:
@@ -275,7 +277,9 @@ class ErrorInterceptor(Interceptor):
             log.exception("unexpected error", extra={"fields": {"method": info.full_method}})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
-    async def around_stream(self, info, request, context, call):  # type: ignore[no-untyped-def]
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
         try:
             refusal = malformed(request)
             if refusal is not None:

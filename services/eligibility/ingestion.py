@@ -273,7 +273,7 @@ class Ingestion(FactsUnit):
         await self._lock([fact.invitee_id])
         stmt = self._insert(invitations).values(inviter_id=fact.inviter_id, invitee_id=fact.invitee_id)
         result = await self.session.execute(stmt.on_conflict_do_nothing())
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if result.rowcount == 0:  # type: ignore[attr-defined]  # a DML result has a rowcount; Result is typed without it
             return []  # known invitation: nothing changes
         if not (await self._standing(fact.invitee_id)).blacklisted:
             return []

@@ -22,6 +22,8 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.common.clock import Clock
 from services.common.db import Database, is_unavailable
 from services.common.jobs import JobReport, StoreBackoff, settle_stores
@@ -54,7 +56,7 @@ class Jobs:
         self.clock = clock
         self.backoffs = {job: StoreBackoff(job) for job in (DAILY_COUNTS, LEVELS, SLEEPING)}
 
-    def _repository(self, session, actor: str) -> LifecycleRepository:  # type: ignore[no-untyped-def]
+    def _repository(self, session: AsyncSession, actor: str) -> LifecycleRepository:
         return LifecycleRepository(session, self.rules, self.clock.now(), actor or SYSTEM_ACTOR)
 
     def _backoff(self, job: str, retry_now: bool) -> StoreBackoff:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import grpc
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from qun.groups.v1 import lifecycle_pb2, lifecycle_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
@@ -51,10 +54,12 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         self.clock = clock
         self.jobs = jobs
 
-    def _repository(self, session, context) -> LifecycleRepository:  # type: ignore[no-untyped-def]
+    def _repository(self, session: AsyncSession, context: grpc.aio.ServicerContext) -> LifecycleRepository:
         return LifecycleRepository(session, self.rules, self.clock.now(), metadata_value(context, ACTOR_HEADER))
 
-    async def RecordMonthlyMetrics(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecordMonthlyMetrics(
+        self, request: lifecycle_pb2.RecordMonthlyMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.RecordMonthlyMetricsResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         if not MONTH.match(request.month):
@@ -78,7 +83,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             previous_level=settled.previous if settled.previous is not None else 0,
         )
 
-    async def RecordDailyCounts(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecordDailyCounts(
+        self, request: lifecycle_pb2.RecordDailyCountsRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.RecordDailyCountsResponse:
         f = Fields()
         if request.day and not DAY.match(request.day):
             f.fail("day", f"must be YYYY-MM-DD, got {request.day!r}")
@@ -92,7 +99,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             failures=[failure_to_proto(f) for f in report.failed],
         )
 
-    async def RunLevelJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def RunLevelJob(
+        self, request: lifecycle_pb2.RunLevelJobRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.RunLevelJobResponse:
         f = Fields()
         if request.month and not MONTH.match(request.month):
             f.fail("month", f"must be YYYY-MM, got {request.month!r}")
@@ -114,7 +123,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             failures=[failure_to_proto(f) for f in report.failed],
         )
 
-    async def ApplyForExpansion(self, request, context):  # type: ignore[no-untyped-def]
+    async def ApplyForExpansion(
+        self, request: lifecycle_pb2.ApplyForExpansionRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.ApplyForExpansionResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.done()
@@ -122,7 +133,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             view, granted = await self._repository(session, context).apply_for_expansion(request.store_id)
         return lifecycle_pb2.ApplyForExpansionResponse(granted_members=granted, member_capacity=view.member_capacity)
 
-    async def GetCapacity(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetCapacity(
+        self, request: lifecycle_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.GetCapacityResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.done()
@@ -130,7 +143,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             view = await self._repository(session, context).capacity(request.store_id)
         return _capacity_to_proto(view)
 
-    async def SetSleepingPlan(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetSleepingPlan(
+        self, request: lifecycle_pb2.SetSleepingPlanRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.SetSleepingPlanResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.in_range("inactivity_days", request.inactivity_days, 0, MAX_INACTIVITY_DAYS)
@@ -140,7 +155,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             plan = await self._repository(session, context).set_sleeping_plan(request.store_id, request.enabled, days)
         return lifecycle_pb2.SetSleepingPlanResponse(enabled=plan.enabled, inactivity_days=plan.inactivity_days)
 
-    async def RecordActivity(self, request, context):  # type: ignore[no-untyped-def]
+    async def RecordActivity(
+        self, request: lifecycle_pb2.RecordActivityRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.RecordActivityResponse:
         f = Fields()
         f.identifier("group_set_id", request.group_set_id)
         f.identifier("consumer_id", request.consumer_id)
@@ -153,7 +170,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             await self._repository(session, context).record_activity(request.group_set_id, request.consumer_id, at)
         return lifecycle_pb2.RecordActivityResponse()
 
-    async def RunSleepingJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def RunSleepingJob(
+        self, request: lifecycle_pb2.RunSleepingJobRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.RunSleepingJobResponse:
         report = await self.jobs.run_sleeping(metadata_value(context, ACTOR_HEADER), retry_now=True)
         return lifecycle_pb2.RunSleepingJobResponse(
             notified=sum(o.notified for o in report.settled.values()),
@@ -161,7 +180,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             failures=[failure_to_proto(f) for f in report.failed],
         )
 
-    async def ListAuditEntries(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListAuditEntries(
+        self, request: lifecycle_pb2.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.ListAuditEntriesResponse:
         f = Fields()
         f.identifier("store_id", request.store_id, required=False)
         f.identifier("streamer_id", request.streamer_id, required=False)
@@ -190,7 +211,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
             next_page_token=encode_position(last),
         )
 
-    async def ListCandidates(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListCandidates(
+        self, request: lifecycle_pb2.ListCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.ListCandidatesResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
         f.identifier("consumer_id", request.consumer_id)
@@ -207,7 +230,9 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         set_timestamp(reply, "first_group_created_at", found.first_group_created_at)
         return reply
 
-    async def ListMemberIds(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListMemberIds(
+        self, request: lifecycle_pb2.ListMemberIdsRequest, context: grpc.aio.ServicerContext
+    ) -> lifecycle_pb2.ListMemberIdsResponse:
         f = Fields()
         f.identifier("group_set_id", request.group_set_id)
         limit = f.page_size("page_size", request.page_size, default=500)

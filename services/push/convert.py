@@ -61,8 +61,8 @@ def push_to_proto(row: PushRow) -> push_pb2.Push:
         store_id=row.store_id,
         # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
         # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
-        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]
-        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]
+        kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]  # the enum names match the protos (tests/unit/push/test_kinds.py)
+        state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]  # the enum names match the protos (tests/unit/push/test_kinds.py)
         title=row.title,
         body=row.body,
         grant_id=row.grant_id or "",

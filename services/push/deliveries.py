@@ -116,7 +116,7 @@ class Deliveries(PushUnit):
                 .from_select(["store_id", "push_id", "recipient_id", "written_at"], source)
                 .on_conflict_do_nothing()
             )
-            written = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            written = int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DML result has a rowcount; Result is typed without it
             # Last, so the head's row lock is held only until this transaction commits.
             seq = (
                 await self.session.execute(

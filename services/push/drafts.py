@@ -166,7 +166,7 @@ class Drafts(PushUnit):
             .where(grants.c.store_id == store_id, grants.c.grant_id == grant_id, grants.c.push_id.is_(None))
             .values(push_id=push_id)
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+        if result.rowcount == 1:  # type: ignore[attr-defined]  # a DML result has a rowcount; Result is typed without it
             return []
         return domain.p5_grant(grant_id, await self.grant(store_id, grant_id))
 

@@ -45,7 +45,7 @@ class Quotas(PushUnit):
                 )
                 .on_conflict_do_nothing(index_elements=["store_id", "year", "kind"])
             )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            if result.rowcount == 1:  # type: ignore[attr-defined]  # a DML result has a rowcount; Result is typed without it
                 recorded.append(await self.session.get_one(NoticeRow, (store_id, notice_id)))
         return recorded
 

@@ -376,7 +376,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                             push = await repository.push(batch.store_id, batch.push_id)
                             if len(pushes) > 256:
                                 pushes.clear()
-                            pushes[batch.push_id] = push  # type: ignore[assignment]
+                            pushes[batch.push_id] = push  # type: ignore[assignment]  # found just above: not None here
                     if not ids:
                         break
                     assert push is not None

@@ -23,7 +23,7 @@ KIND = 24
 TITLE = 64
 
 
-def _when(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+def _when(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]  # a migration's column, typed as Alembic wrote it
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
