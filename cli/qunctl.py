@@ -14,6 +14,9 @@ folder's secrets.env), so this is a tool for local use and demos. The data folde
 QUN_DATA_DIR, else the checkout's data/ (from any directory); the gateway is --gateway,
 QUN_GATEWAY_ADDR, the port base (--port-base, QUN_PORT_BASE), the stack running from the
 data folder, or 127.0.0.1:50051.
+
+Kept as one module (about 560 lines): one command-line program, one small function per
+subcommand; the stack, the RPC caller and the fact builders are modules of their own.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Each process is started so that it dies with the supervisor (``PR_SET_PDEATHSIG`
 supervisor killed outright, or a closed terminal, leaves no process holding a port. A stack
 started by ``qunctl up`` records itself in ``<data>/stack.json`` (supervisor, processes,
 endpoints), which ``qunctl down`` and ``qunctl``'s default gateway address read.
+
+Kept as one module (about 470 lines): the supervisor of the local stack (start, wait for
+SERVING, stop in order, ``make down``), whose parts share its state file and process table.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Generated (do not edit by hand; change this module or ``deploy/topology.py``,
 Hand-written next to them: the alert and recording rules with their tests,
 Grafana provisioning, the Dockerfile. ``--check`` exits 1 when a
 generated file differs from what the code says (``make deploy-check``).
+
+Kept as one module (about 840 lines): one generator, so compose and Kubernetes come from the
+same process list in one pass and ``--check`` compares every file it writes.
 """
 
 from __future__ import annotations

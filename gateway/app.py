@@ -14,9 +14,10 @@ from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
 from gateway.facts import FactService, StoreBlacklistRemovals
 from gateway.groups import GroupService
-from gateway.operations import Discovery, GroupOperations
+from gateway.operations import GroupOperations
 from gateway.push import PushService, RecallNotices
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
+from gateway.recommendations import Discovery
 from gateway.settings import GatewaySettings, load_gateway_settings
 from qun.campaigns.v1 import campaigns_pb2_grpc as internal_campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2_grpc

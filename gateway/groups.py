@@ -4,6 +4,9 @@ Backends never call each other, so every flow spanning them is here:
 create = eligibility verdict, then groups; join = groups state, eligibility
 verdict over the set's threshold, then groups add. Refusals from both sides
 are merged, so the caller sees every failed rule at once (SPEC X1, C14).
+
+Kept as one module (about 540 lines): it is one public service, and its RPCs share the join
+flow's helpers (merging both backends' refusals, the kept group-set copies).
 """
 
 from __future__ import annotations

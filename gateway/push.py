@@ -9,6 +9,9 @@ quota ledger and the notices read the same figures first, so a recall chance
 earned is noticed (P4) whenever the account's figures pass through; fact
 reports that can earn one (orders, follows, broadcasts, revisit rates) pass
 them through too (``RecallNotices``, an observer of the fact reports).
+
+Kept as one module (about 440 lines): one public service; the submission flow (figures,
+draft, audience stream, seal) is most of it and reads best in one place.
 """
 
 from __future__ import annotations

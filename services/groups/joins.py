@@ -17,6 +17,9 @@ The locks are taken in the order the rest of the service uses (owner, then
 set; see ``repository``), so the caps of SPEC T6 hold across replicas. The
 statements are built once, with bound parameters, so SQLAlchemy finds their
 compiled form without rebuilding them.
+
+Kept as one module (about 430 lines): the join path's statements are built together, so the
+SQLite and PostgreSQL forms of one join stay side by side.
 """
 
 from __future__ import annotations
