@@ -8,12 +8,14 @@ callable; ``Scripted`` answers from a list and records what it was sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import grpc
 from grpc.aio import AioRpcError, Metadata
 
+from gateway.auth import Principal, principal_var
 from gateway.backends import Backends
 from gateway.downstream import Downstream
 
@@ -117,3 +119,13 @@ def backends(*, timeout: float = 1.0, attempts: int = 3, **stubs: Any) -> Backen
     if stubs:
         raise TypeError(f"no such backend: {', '.join(stubs)}")
     return Backends(**chosen, downstream=Downstream(timeout=timeout, attempts=attempts))
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """Runs the block as ``principal``, as the bearer-token interceptor binds one for a call."""
+    token = principal_var.set(principal)
+    try:
+        yield
+    finally:
+        principal_var.reset(token)

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.auth import Principal, Role, principal_var
+from gateway.auth import Principal, Role
 from gateway.backends import Retry
 from gateway.downstream import MIN_DEADLINE_SECONDS, Relayed
 from gateway.push import PushService
@@ -19,7 +19,7 @@ from qun.eligibility.v1 import eligibility_pb2
 from qun.gateway.v1 import push_pb2 as public
 from qun.push.v1 import push_pb2 as internal
 from services.common.errors import PermissionDenied
-from tests.unit.gateway.fakes import Context, Scripted, Streaming, Stub, backends, rpc_error
+from tests.unit.gateway.fakes import Context, Scripted, Streaming, Stub, acting_as, backends, rpc_error
 
 UNAVAILABLE = rpc_error(grpc.StatusCode.UNAVAILABLE)
 
@@ -96,10 +96,6 @@ DRAFT = internal.CreateDraftResponse(push=internal.Push(push_id="p1", store_id="
 SEALED = internal.SubmitDraftResponse(push=internal.Push(push_id="p1", store_id="s1"))
 
 
-def as_caller(principal: Principal) -> Any:
-    return principal_var.set(principal)
-
-
 def push_service(**methods: Any) -> tuple[PushService, dict[str, Any]]:
     eligibility = {k: v for k, v in methods.items() if k in ("GetPushFacts", "StreamPushAudience")}
     push = {k: v for k, v in methods.items() if k not in eligibility}
@@ -118,34 +114,25 @@ async def test_a_draft_whose_audience_fails_midway_is_discarded_and_the_failure_
         AppendAudience=Scripted(internal.AppendAudienceResponse()),
         DiscardDraft=Scripted(internal.DiscardDraftResponse()),
     )
-    token = as_caller(MAIN)
-    try:
+    with acting_as(MAIN):
         with pytest.raises(Relayed):
             await service.SubmitPush(submission(), Context())
-    finally:
-        principal_var.reset(token)
     assert [r.push_id for r in calls["DiscardDraft"].requests] == ["p1"]
 
 
 async def test_a_submission_named_by_a_request_id_is_retried_and_a_replay_answers_the_first_push() -> None:
     replayed = internal.CreateDraftResponse(push=internal.Push(push_id="p0", store_id="s1"), replayed=True)
     service, calls = push_service(GetPushFacts=Scripted(FACTS), CreateDraft=Scripted(UNAVAILABLE, replayed))
-    token = as_caller(MAIN)
-    try:
+    with acting_as(MAIN):
         answer = await service.SubmitPush(submission("r1"), Context())
-    finally:
-        principal_var.reset(token)
     assert answer.push.push_id == "p0" and len(calls["CreateDraft"].requests) == 2
 
 
 async def test_a_submission_without_a_request_id_is_never_repeated() -> None:
     service, calls = push_service(GetPushFacts=Scripted(FACTS), CreateDraft=Scripted(UNAVAILABLE, DRAFT))
-    token = as_caller(MAIN)
-    try:
+    with acting_as(MAIN):
         with pytest.raises(Relayed):
             await service.SubmitPush(submission(), Context())
-    finally:
-        principal_var.reset(token)
     assert len(calls["CreateDraft"].requests) == 1
 
 
@@ -163,10 +150,7 @@ async def test_push_calls_refuse_the_wrong_role_before_any_backend_is_called(
     method: str, request_: Any, principal: Principal, rule: str
 ) -> None:
     service, _ = push_service()  # any backend call fails the test
-    token = as_caller(principal)
-    try:
+    with acting_as(principal):
         with pytest.raises(PermissionDenied) as refused:
             await getattr(service, method)(request_, Context())
-    finally:
-        principal_var.reset(token)
     assert refused.value.metadata["rules"] == rule
