@@ -36,7 +36,7 @@ from services.common.errors import (
     failures_of,
     verdict,
 )
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 
 CAPACITY_RULES = frozenset({"T1", "T2", "T4"})
 ALREADY_MEMBER_RULE = "C13"
@@ -137,9 +137,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def GetGroupSet(
         self, request: gateway_pb2.GetGroupSetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetGroupSetResponse:
-        fields = Fields()
-        fields.identifier("group_set_id", request.group_set_id)
-        fields.done()
+        require_ids(request, "group_set_id")
         found = await self.backends.group_set(request.group_set_id, context)
         staff = caller_is_staff(found)
         return gateway_pb2.GetGroupSetResponse(group_set=convert.group_set(found, show_staff_fields=staff))
@@ -307,9 +305,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def LeaveGroupSet(
         self, request: gateway_pb2.LeaveGroupSetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.LeaveGroupSetResponse:
-        fields = Fields()
-        fields.identifier("group_set_id", request.group_set_id)
-        fields.done()
+        require_ids(request, "group_set_id")
         consumer = current_principal()
         consumer.require(Role.CONSUMER)
         await self.backends.call(
@@ -425,10 +421,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
 
     @staticmethod
     def _validate_admin(request: gateway_pb2.AddAdminRequest | gateway_pb2.RemoveAdminRequest) -> None:
-        fields = Fields()
-        fields.identifier("group_set_id", request.group_set_id)
-        fields.identifier("account_id", request.account_id)
-        fields.done()
+        require_ids(request, "group_set_id", "account_id")
 
     async def AddAdmin(
         self, request: gateway_pb2.AddAdminRequest, context: grpc.aio.ServicerContext
@@ -479,9 +472,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def UpdateGroupSetSettings(
         self, request: gateway_pb2.UpdateGroupSetSettingsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.UpdateGroupSetSettingsResponse:
-        fields = Fields()
-        fields.identifier("group_id", request.group_id)
-        fields.done()
+        require_ids(request, "group_id")
         principal = current_principal()
         if not request.group_id.startswith(SUB_GROUP_PREFIX):
             # A sub-group id goes straight to groups, which refuses it (R3) without changes.
@@ -502,9 +493,7 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     async def DissolveGroupSet(
         self, request: gateway_pb2.DissolveGroupSetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DissolveGroupSetResponse:
-        fields = Fields()
-        fields.identifier("group_set_id", request.group_set_id)
-        fields.done()
+        require_ids(request, "group_set_id")
         await self._owned_set(request.group_set_id, context, "admins cannot dissolve a group; only the owner can")
         await self.backends.call(
             self.backends.groups.DissolveGroupSet,

@@ -33,7 +33,7 @@ from qun.gateway.v1 import push_pb2 as public
 from qun.gateway.v1 import push_pb2_grpc as public_grpc
 from qun.push.v1 import push_pb2 as internal
 from services.common.errors import PermissionDenied
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 from services.push import kinds as push_kinds
 
 log = logging.getLogger("qun.gateway.push")
@@ -214,9 +214,7 @@ class PushService(public_grpc.PushServiceServicer):
     async def CancelPush(
         self, request: public.CancelPushRequest, context: grpc.aio.ServicerContext
     ) -> public.CancelPushResponse:
-        fields = Fields()
-        fields.identifier("push_id", request.push_id)
-        fields.done()
+        require_ids(request, "push_id")
         principal = current_principal()
         principal.require(Role.STORE_MAIN, rule_id="P6", why="only the store's main account cancels its pushes")
         reply = await self.backends.call(
@@ -285,9 +283,7 @@ class PushService(public_grpc.PushServiceServicer):
     async def GetPush(
         self, request: public.GetPushRequest, context: grpc.aio.ServicerContext
     ) -> public.GetPushResponse:
-        fields = Fields()
-        fields.identifier("push_id", request.push_id)
-        fields.done()
+        require_ids(request, "push_id")
         principal = current_principal()
         principal.require(Role.STORE_MAIN, Role.STORE_SUB, Role.OPS)
         found = await self._get(request.push_id, context)
@@ -359,9 +355,7 @@ class PushService(public_grpc.PushServiceServicer):
     async def GrantMassSend(
         self, request: public.GrantMassSendRequest, context: grpc.aio.ServicerContext
     ) -> public.GrantMassSendResponse:
-        fields = Fields()
-        fields.identifier("store_id", request.store_id)
-        fields.done()
+        require_ids(request, "store_id")
         principal = current_principal()
         principal.require(Role.OPS, Role.UPSTREAM, rule_id="P5", why="mass-send grants come from official activities")
         await self._facts(request.store_id, context)  # NOT_FOUND for a store nobody reported

@@ -23,7 +23,7 @@ from qun.groups.v1 import groups_pb2, lifecycle_pb2
 from services.common.clock import Clock
 from services.common.errors import NotFound, failures_of, verdict
 from services.common.rules import Rules
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 
 THRESHOLD_KINDS = {
     "follow": discovery.ThresholdKind.FOLLOW,
@@ -170,9 +170,7 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
     async def CheckPostComponent(
         self, request: operations_pb2.CheckPostComponentRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.CheckPostComponentResponse:
-        fields = Fields()
-        fields.identifier("group_set_id", request.group_set_id)
-        fields.done()
+        require_ids(request, "group_set_id")
         principal = current_principal()
         found = await self.backends.group_set(request.group_set_id, context)
         is_main = principal.role is Role.STORE_MAIN and principal.subject == found.owner_account_id

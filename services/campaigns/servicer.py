@@ -49,7 +49,7 @@ from services.common.jobs import failure_to_proto
 from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
 from services.common.rules import Rules
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 
 T = TypeVar("T")
 U = TypeVar("U", bound=UnitOfWork)
@@ -80,10 +80,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         return pb.UpsertItemResponse(item=item_to_proto(row), created=created)
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.GetItemResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("item_id", request.item_id)
-        f.done()
+        require_ids(request, "store_id", "item_id")
         row = await self._run(UnitOfWork, lambda repo: repo.item(request.store_id, request.item_id))
         return pb.GetItemResponse(item=item_to_proto(row))
 
@@ -126,10 +123,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def GetActivity(
         self, request: pb.GetActivityRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetActivityResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.done()
+        require_ids(request, "store_id", "activity_id")
         view = await self._run(UnitOfWork, lambda repo: repo.activity_view(request.store_id, request.activity_id))
         return pb.GetActivityResponse(activity=activity_to_proto(view, self.clock.now()))
 
@@ -154,20 +148,14 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         self, request: pb.GetItemGroupBuyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetItemGroupBuyResponse:
         """V3: whether the item is in a group buy running now (the gateway then hides the item-page module)."""
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("item_id", request.item_id)
-        f.done()
+        require_ids(request, "store_id", "item_id")
         running = await self._run(Activities, lambda repo: repo.running_group_buy(request.store_id, request.item_id))
         return pb.GetItemGroupBuyResponse(in_group_buy=running is not None, activity_id=running or "")
 
     async def EndActivity(
         self, request: pb.EndActivityRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndActivityResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.done()
+        require_ids(request, "store_id", "activity_id")
         view, card, posted = await self._write(
             Activities, lambda repo: repo.end_activity(request.store_id, request.activity_id)
         )
@@ -243,10 +231,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def GetPurchase(
         self, request: pb.GetPurchaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPurchaseResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("purchase_id", request.purchase_id)
-        f.done()
+        require_ids(request, "store_id", "purchase_id")
         row = await self._run(Items, lambda repo: repo.get_purchase(request.store_id, request.purchase_id))
         return pb.GetPurchaseResponse(purchase=purchase_to_proto(row))
 
@@ -277,11 +262,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def CancelPurchase(
         self, request: pb.CancelPurchaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelPurchaseResponse:
-        f = Fields()
-        f.identifier("request_id", request.request_id)
-        f.identifier("store_id", request.store_id)
-        f.identifier("purchase_id", request.purchase_id)
-        f.done()
+        require_ids(request, "request_id", "store_id", "purchase_id")
         row, stock, replayed = await self._write(
             Items, lambda repo: repo.cancel_purchase(request.request_id, request.store_id, request.purchase_id)
         )
@@ -357,11 +338,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         return pb.VoteResponse(tally=tally, option_index=option)
 
     async def CheckIn(self, request: pb.CheckInRequest, context: grpc.aio.ServicerContext) -> pb.CheckInResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "store_id", "activity_id", "consumer_id")
         day, days, replayed = await self._write(
             Interactions,
             lambda repo: repo.check_in(
@@ -375,10 +352,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def GetFlashSaleResults(
         self, request: pb.GetFlashSaleResultsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetFlashSaleResultsResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.done()
+        require_ids(request, "store_id", "activity_id")
         view, figures, card = await self._run(
             EndCards, lambda repo: repo.flash_sale_results(request.store_id, request.activity_id)
         )

@@ -115,3 +115,14 @@ class Fields:
     def done(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
+
+
+def require_ids(request: Message, *names: str) -> None:
+    """Each named field of ``request`` present and a well-formed id; INVALID_ARGUMENT naming every one that is not.
+
+    The opening of most calls that name their records by id, said once.
+    """
+    fields = Fields()
+    for name in names:
+        fields.identifier(name, getattr(request, name))
+    fields.done()

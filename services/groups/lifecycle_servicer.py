@@ -20,7 +20,7 @@ from services.common.jobs import failure_to_proto
 from services.common.page_tokens import decode_page_token, decode_position, encode_page_token, encode_position
 from services.common.rules import Rules
 from services.common.timestamps import set_timestamp, to_timestamp
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 from services.groups import lifecycle
 from services.groups.convert import group_set_to_proto
 from services.groups.jobs import Jobs
@@ -126,9 +126,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
     async def ApplyForExpansion(
         self, request: lifecycle_pb2.ApplyForExpansionRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.ApplyForExpansionResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.done()
+        require_ids(request, "store_id")
         async with self.db.transaction() as session:
             view, granted = await self._repository(session, context).apply_for_expansion(request.store_id)
         return lifecycle_pb2.ApplyForExpansionResponse(granted_members=granted, member_capacity=view.member_capacity)
@@ -136,9 +134,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
     async def GetCapacity(
         self, request: lifecycle_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.GetCapacityResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.done()
+        require_ids(request, "store_id")
         async with self.db.transaction() as session:
             view = await self._repository(session, context).capacity(request.store_id)
         return _capacity_to_proto(view)
@@ -214,10 +210,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
     async def ListCandidates(
         self, request: lifecycle_pb2.ListCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.ListCandidatesResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "store_id", "consumer_id")
         async with self.db.transaction() as session:
             found = await Reads(session, self.rules, self.clock.now()).candidates(request.store_id, request.consumer_id)
         reply = lifecycle_pb2.ListCandidatesResponse(

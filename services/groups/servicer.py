@@ -34,7 +34,7 @@ from services.common.page_tokens import (
 )
 from services.common.races import retry_lost_race
 from services.common.rules import GROUP_LEVELS, Rules
-from services.common.validation import MAX_NAME_CHARS, Fields
+from services.common.validation import MAX_NAME_CHARS, Fields, require_ids
 from services.groups import memberships, metrics
 from services.groups import rules as domain
 from services.groups.convert import (
@@ -127,9 +127,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def GetGroupSet(
         self, request: groups_pb2.GetGroupSetRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.GetGroupSetResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.done()
+        require_ids(request, "group_set_id")
         async with self.db.transaction() as session:
             record = await self._unit(GroupSets, session, context).group_set(request.group_set_id)
         return groups_pb2.GetGroupSetResponse(group_set=group_set_to_proto(record, self.rules))
@@ -187,9 +185,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def DissolveGroupSet(
         self, request: groups_pb2.DissolveGroupSetRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.DissolveGroupSetResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.done()
+        require_ids(request, "group_set_id")
         async with self.db.transaction() as session:
             await self._unit(GroupSets, session, context).dissolve(request.group_set_id)
         return groups_pb2.DissolveGroupSetResponse()
@@ -212,9 +208,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def GetGroupLevel(
         self, request: groups_pb2.GetGroupLevelRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.GetGroupLevelResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.done()
+        require_ids(request, "store_id")
         async with self.db.transaction() as session:
             level = await self._unit(GroupsUnit, session, context).store_level(request.store_id)
         return groups_pb2.GetGroupLevelResponse(level=level)
@@ -224,10 +218,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def CheckJoin(
         self, request: groups_pb2.CheckJoinRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.CheckJoinResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "group_set_id", "consumer_id")
         async with self.db.read() as connection:
             record, failures, is_staff = await JoinRepository(connection, self.rules, self.clock.now()).check(
                 request.group_set_id, request.consumer_id
@@ -278,10 +269,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def RemoveMember(
         self, request: groups_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.RemoveMemberResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "group_set_id", "consumer_id")
         async with self.db.transaction() as session:
             kind = await self._unit(Members, session, context).remove_member(request.group_set_id, request.consumer_id)
         metrics.leaves.labels(str(kind)).inc()
@@ -384,10 +372,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def GetMembership(
         self, request: groups_pb2.GetMembershipRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.GetMembershipResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "group_set_id", "consumer_id")
         async with self.db.read() as statements:
             record = await memberships.membership(statements, request.group_set_id, request.consumer_id)
         return groups_pb2.GetMembershipResponse(membership=membership_to_proto(record))
@@ -397,10 +382,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def AddAdmin(
         self, request: groups_pb2.AddAdminRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.AddAdminResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("account_id", request.account_id)
-        f.done()
+        require_ids(request, "group_set_id", "account_id")
         async with self.db.transaction() as session:
             record = await self._unit(GroupSets, session, context).add_admin(request.group_set_id, request.account_id)
         return groups_pb2.AddAdminResponse(group_set=group_set_to_proto(record, self.rules))
@@ -408,10 +390,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def RemoveAdmin(
         self, request: groups_pb2.RemoveAdminRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.RemoveAdminResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        f.identifier("account_id", request.account_id)
-        f.done()
+        require_ids(request, "group_set_id", "account_id")
         async with self.db.transaction() as session:
             record = await self._unit(GroupSets, session, context).remove_admin(
                 request.group_set_id, request.account_id

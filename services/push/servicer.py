@@ -25,7 +25,7 @@ from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
 from services.common.rules import Rules
 from services.common.timestamps import set_timestamp, to_timestamp
-from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields
+from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields, require_ids
 from services.push import metrics
 from services.push import rules as domain
 from services.push.convert import (
@@ -134,10 +134,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def SubmitDraft(
         self, request: push_pb2.SubmitDraftRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.SubmitDraftResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("push_id", request.push_id)
-        f.done()
+        require_ids(request, "store_id", "push_id")
         try:
             async with self.db.transaction() as session:
                 row = await self._unit(Drafts, session).submit_draft(request.store_id, request.push_id)
@@ -157,10 +154,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def DiscardDraft(
         self, request: push_pb2.DiscardDraftRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.DiscardDraftResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("push_id", request.push_id)
-        f.done()
+        require_ids(request, "store_id", "push_id")
         async with self.db.transaction() as session:
             await self._unit(Drafts, session).discard_draft(request.store_id, request.push_id)
         return push_pb2.DiscardDraftResponse()
@@ -170,11 +164,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def CancelPush(
         self, request: push_pb2.CancelPushRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.CancelPushResponse:
-        f = Fields()
-        f.identifier("push_id", request.push_id)
-        f.identifier("store_id", request.store_id)
-        f.identifier("account_id", request.account_id)
-        f.done()
+        require_ids(request, "push_id", "store_id", "account_id")
         async with self.db.transaction() as session:
             change = await self._unit(Reviews, session).cancel(request.push_id, request.store_id)
         metrics.pushes.labels(change.push.kind, PushState.CANCELLED.value).inc()
@@ -238,9 +228,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def GetPush(
         self, request: push_pb2.GetPushRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.GetPushResponse:
-        f = Fields()
-        f.identifier("push_id", request.push_id)
-        f.done()
+        require_ids(request, "push_id")
         async with self.db.transaction() as session:
             row = await self._unit(PushUnit, session).submitted(request.push_id)
         return push_pb2.GetPushResponse(push=push_to_proto(row))
