@@ -7,10 +7,15 @@ SQLAlchemy's ``Result`` below; a statement run on the driver answers with the sa
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import Select, exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.base import Executable
+
+# A column type's bind or result processing for one dialect (None: the value passes as it is).
+Processor = Callable[[Any], Any] | None
 
 
 class Unsupported(Exception):
@@ -57,3 +62,33 @@ def row_type(keys: list[str]) -> Any:
         raise Unsupported(str(error)) from None
     row = type("Row", (base,), {"__slots__": (), "_mapping": property(lambda row: row._asdict())})
     return row
+
+
+class CompiledStatement:
+    """What both driver paths read off SQLAlchemy's compilation of one statement, once.
+
+    The SQL, its parameters in order with each type's bind processing, the
+    defaults of optional parameters, and what a row holds: a SELECT's columns,
+    or what a write RETURNs, with each type's result processing.
+    """
+
+    __slots__ = ("sql", "names", "binds", "defaults", "row", "results")
+
+    def read_compiled(self, statement: Executable, compiled: Any, dialect: Dialect) -> None:
+        self.sql: str = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup)
+        self.binds: tuple[Processor, ...] = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
+        )
+        self.defaults: dict[str, Any] = {
+            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+        }
+        if isinstance(statement, Select):
+            columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
+        else:
+            columns = list(compiled.effective_returning or ())
+            keys = [column.key for column in columns]  # type: ignore[misc]  # RETURNING lists table columns, all named
+        self.row: Any = row_type(keys) if keys else None
+        self.results: tuple[Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )

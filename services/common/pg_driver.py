@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, exc
+from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.base import Executable
 
-from services.common.driver_rows import DriverRows, row_type
+from services.common.driver_rows import CompiledStatement, DriverRows, row_type
 
-Processor = Callable[[Any], Any] | None
 DIALECT = sa_asyncpg.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialect classes are untyped
 # asyncpg's errors for a connection that is gone (the server restarted, the network broke).
 CONNECTION_LOST = (
@@ -45,14 +44,14 @@ CONNECTION_LOST = (
 )
 
 
-class PgPrepared:
+class PgPrepared(CompiledStatement):
     """One statement compiled for PostgreSQL: its SQL, its parameters in order, its columns' processors.
 
     A statement with expanding parameters (``IN`` a list) is rendered for each
     call's lists (``construct_expanded_state``); asyncpg prepares each shape once.
     """
 
-    __slots__ = ("compiled", "expanding", "sql", "names", "binds", "defaults", "row", "results")
+    __slots__ = ("compiled", "expanding")
 
     def __init__(self, statement: Executable) -> None:
         compiled = statement.execution_options().compile(dialect=DIALECT)  # type: ignore[attr-defined]  # every statement given is a ClauseElement
@@ -60,21 +59,7 @@ class PgPrepared:
             raise exc.ArgumentError("the PostgreSQL driver path takes positional statements only")
         self.compiled = compiled
         self.expanding = bool(compiled.literal_execute_params or compiled.post_compile_params)
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup)
-        self.binds: tuple[Processor, ...] = tuple(
-            compiled.binds[name].type.dialect_impl(DIALECT).bind_processor(DIALECT) for name in self.names
-        )
-        self.defaults = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
-        if isinstance(statement, Select):
-            columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
-        else:
-            columns = list(compiled.effective_returning or ())
-            keys = [column.key for column in columns]  # type: ignore[misc]  # RETURNING lists table columns, all named
-        self.row: Any = row_type(keys) if keys else None
-        self.results: tuple[Processor, ...] = tuple(
-            column.type.dialect_impl(DIALECT).result_processor(DIALECT, None) for column in columns
-        )
+        self.read_compiled(statement, compiled, DIALECT)
 
     def bound(self, parameters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its parameters in order, processed, for one call."""

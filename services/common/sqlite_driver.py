@@ -20,14 +20,14 @@ Driver errors are raised as SQLAlchemy's (an ``IntegrityError`` is an
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, exc
+from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import Executable
 
-from services.common.driver_rows import DriverRows, Unsupported, row_type
+from services.common.driver_rows import CompiledStatement, DriverRows, Unsupported
 
 ON_DRIVER_OPTION = "qun_on_driver"
 ON_DRIVER = {ON_DRIVER_OPTION: True}
@@ -40,13 +40,10 @@ def on_driver(statement: Statement) -> Statement:
     return statement.execution_options(**ON_DRIVER)
 
 
-Processor = Callable[[Any], Any] | None
-
-
-class Prepared:
+class Prepared(CompiledStatement):
     """One statement compiled for SQLite: its SQL, its parameters in order, its columns' processors."""
 
-    __slots__ = ("statement", "sql", "names", "binds", "defaults", "row", "results")
+    __slots__ = ("statement",)
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         # A copy is compiled and asked about: a DML statement remembers what it was asked, and a
@@ -57,22 +54,7 @@ class Prepared:
         if compiled.insert_prefetch or compiled.update_prefetch:
             raise Unsupported("column defaults computed in Python")
         self.statement = statement
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup)
-        self.binds: tuple[Processor, ...] = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
-        )
-        self.defaults = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
-        # What a row holds: a SELECT's columns, or what a write RETURNs.
-        if isinstance(statement, Select):
-            columns, keys = list(statement.selected_columns), list(statement.selected_columns.keys())
-        else:
-            columns = list(compiled.effective_returning or ())
-            keys = [column.key for column in columns]  # type: ignore[misc]  # RETURNING lists table columns, all named
-        self.row: Any = row_type(keys) if keys else None
-        self.results: tuple[Processor, ...] = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        )
+        self.read_compiled(statement, compiled, dialect)
 
     def values(self, parameters: Mapping[str, Any]) -> list[Any] | None:
         """The statement's parameters in order, processed; None when one it has no default for is missing."""
