@@ -19,7 +19,7 @@ from services.common import errors
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.rules import Rules
-from services.common.validation import Fields
+from services.common.validation import Fields, require_ids
 from services.eligibility import metrics
 from services.eligibility import rules as domain_rules
 from services.eligibility.convert import (
@@ -88,9 +88,8 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
     async def GetAccount(
         self, request: eligibility_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.GetAccountResponse:
-        fields = Fields()
-        account_id = fields.identifier("account_id", request.account_id)
-        fields.done()
+        require_ids(request, "account_id")
+        account_id = request.account_id
         async with self.db.transaction() as session:
             account = await VerdictReads(session, self.rules).account(account_id)
         if account is None:
@@ -100,9 +99,8 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
     async def GetStore(
         self, request: eligibility_pb2.GetStoreRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.GetStoreResponse:
-        fields = Fields()
-        store_id = fields.identifier("store_id", request.store_id)
-        fields.done()
+        require_ids(request, "store_id")
+        store_id = request.store_id
         async with self.db.transaction() as session:
             store = await VerdictReads(session, self.rules).store(store_id)
         if store is None:
@@ -189,9 +187,8 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
     async def GetPushFacts(
         self, request: eligibility_pb2.GetPushFactsRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.GetPushFactsResponse:
-        fields = Fields()
-        store_id = fields.identifier("store_id", request.store_id)
-        fields.done()
+        require_ids(request, "store_id")
+        store_id = request.store_id
         async with self.db.transaction() as session:
             found = await PushFactsReads(session, self.rules).push_facts(store_id, self.clock.now())
         if found is None:
