@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from qun.common.v1 import facts_pb2, groups_pb2
 from qun.eligibility.v1 import eligibility_pb2
+from services.common.messages import message_from
 from services.common.rules import BoundsRules
 from services.common.validation import Fields
 from services.eligibility import rules as domain_rules
@@ -296,23 +297,8 @@ def parse_threshold(
 
 
 def account_to_proto(account: Account) -> facts_pb2.AccountFact:
-    return facts_pb2.AccountFact(
-        account_id=account.account_id,
-        role=ROLE_PROTOS[account.role],
-        store_id=account.store_id,
-        broadcast_permitted=account.broadcast_permitted,
-        own_store_id=account.own_store_id,
-    )
+    return message_from(facts_pb2.AccountFact, account, role=ROLE_PROTOS[account.role])
 
 
 def push_facts_to_proto(found: PushFacts) -> eligibility_pb2.GetPushFactsResponse:
-    reply = eligibility_pb2.GetPushFactsResponse(
-        store_id=found.store_id,
-        main_account_id=found.main_account_id,
-        subscribers=found.subscribers,
-        old_customer_fans=found.old_customer_fans,
-        recent_broadcasts=found.recent_broadcasts,
-    )
-    if found.revisit_rate_bp is not None:
-        reply.revisit_rate_bp = found.revisit_rate_bp
-    return reply
+    return message_from(eligibility_pb2.GetPushFactsResponse, found)

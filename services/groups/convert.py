@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from qun.common.v1 import groups_pb2 as common_groups_pb2
 from qun.groups.v1 import groups_pb2
+from services.common.messages import message_from
 from services.common.rules import Rules
-from services.common.timestamps import to_timestamp
 from services.common.validation import Fields
 from services.groups import rules as domain
 from services.groups.records import GroupSetRecord, MembershipRecord, RemovalRecord
@@ -96,59 +96,26 @@ def threshold_to_proto(threshold: Threshold) -> common_groups_pb2.Threshold:
 
 def group_set_to_proto(record: GroupSetRecord, rules: Rules) -> groups_pb2.GroupSet:
     limits = domain.set_limits(rules, record.kind)
-    return groups_pb2.GroupSet(
+    return message_from(
+        groups_pb2.GroupSet,
+        record,
         group_set_id=record.id,
         kind=KIND_TO_PROTO[record.kind],
-        name=record.name,
-        owner_account_id=record.owner_account_id,
-        store_id=record.store_id,
-        streamer_id=record.streamer_id,
         threshold=threshold_to_proto(record.threshold),
-        password_digest=record.password_digest,
-        threshold_version=record.threshold_version,
-        is_public=record.is_public,
-        announcement=record.announcement,
-        newcomer_reply=record.newcomer_reply,
-        member_count=record.member_count,
         capacity=limits.group_set_capacity,
         sub_groups=[
-            groups_pb2.SubGroup(
-                sub_group_id=s.id,
-                seq=s.seq,
-                name=s.name,
-                member_count=s.member_count,
-                capacity=limits.sub_group_capacity,
-            )
+            message_from(groups_pb2.SubGroup, s, sub_group_id=s.id, capacity=limits.sub_group_capacity)
             for s in record.sub_groups
         ],
         admin_ids=list(record.admin_ids),
-        created_at=to_timestamp(record.created_at),
     )
 
 
 def membership_to_proto(record: MembershipRecord, notice_days: int = 0) -> groups_pb2.Membership:
-    out = groups_pb2.Membership(
-        group_set_id=record.group_set_id,
-        sub_group_id=record.sub_group_id,
-        sub_group_name=record.sub_group_name,
-        consumer_id=record.consumer_id,
-        joined_at=to_timestamp(record.joined_at),
-    )
-    if record.notified_at is not None:
-        out.notified_at.CopyFrom(to_timestamp(record.notified_at))
-        out.removal_after.CopyFrom(to_timestamp(record.notified_at + timedelta(days=notice_days)))
-    return out
+    notified = record.notified_at
+    removal_after = notified + timedelta(days=notice_days) if notified is not None else None
+    return message_from(groups_pb2.Membership, record, removal_after=removal_after)
 
 
 def removal_to_proto(record: RemovalRecord) -> groups_pb2.Removal:
-    return groups_pb2.Removal(
-        group_set_id=record.group_set_id,
-        group_set_name=record.group_set_name,
-        store_id=record.store_id,
-        consumer_id=record.consumer_id,
-        cause=CAUSE_TO_PROTO[record.cause],
-        reason=record.reason,
-        barred=record.barred,
-        actor_id=record.actor_id,
-        removed_at=to_timestamp(record.removed_at),
-    )
+    return message_from(groups_pb2.Removal, record, cause=CAUSE_TO_PROTO[record.cause])

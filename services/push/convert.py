@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qun.push.v1 import push_pb2
-from services.common.timestamps import set_timestamp, to_timestamp
+from services.common.messages import message_from
 from services.common.validation import ID_PATTERN, Fields
 from services.push.kinds import DECLARATIONS
 from services.push.models import GrantRow, NoticeRow, PushRow
@@ -45,61 +45,28 @@ def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> Account
 
 
 def facts_to_proto(facts: AccountFacts) -> push_pb2.AccountFacts:
-    out = push_pb2.AccountFacts(
-        subscribers=facts.subscribers,
-        old_customer_fans=facts.old_customer_fans,
-        recent_broadcasts=facts.recent_broadcasts,
-    )
-    if facts.revisit_rate_bp is not None:
-        out.revisit_rate_bp = facts.revisit_rate_bp
-    return out
+    return message_from(push_pb2.AccountFacts, facts)
 
 
 def push_to_proto(row: PushRow) -> push_pb2.Push:
-    out = push_pb2.Push(
-        push_id=row.push_id,
-        store_id=row.store_id,
+    return message_from(
+        push_pb2.Push,
+        row,
         # A row this version cannot read (written past its checks) shows as unspecified rather than failing the
         # whole answer: one store's bad row must not break ops' queue across stores (SPEC D3, P8).
         kind=KIND_PROTOS.get(row.kind, push_pb2.PUSH_KIND_UNSPECIFIED),  # type: ignore[call-overload]  # the enum names match the protos (tests/unit/push/test_kinds.py)
         state=STATE_PROTOS.get(row.state, push_pb2.PUSH_STATE_UNSPECIFIED),  # type: ignore[call-overload]  # the enum names match the protos (tests/unit/push/test_kinds.py)
-        title=row.title,
-        body=row.body,
-        grant_id=row.grant_id or "",
-        audience_size=row.audience_size,
         submitted_by=row.account_id,
-        reviewed_by=row.reviewed_by or "",
-        review_note=row.review_note,
-        delivered_count=row.delivered_count,
         facts=facts_to_proto(facts_from_json(row.facts)),
-        quota_returned=row.quota_returned,
     )
-    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
-        set_timestamp(out, name, getattr(row, name))
-    return out
 
 
 def notice_to_proto(row: NoticeRow) -> push_pb2.Notice:
-    return push_pb2.Notice(
-        notice_id=row.notice_id,
-        store_id=row.store_id,
-        kind=KIND_PROTOS[PushKind(row.kind)],
-        year=row.year,
-        text=row.text,
-        created_at=to_timestamp(row.created_at),
-    )
+    return message_from(push_pb2.Notice, row, kind=KIND_PROTOS[PushKind(row.kind)])
 
 
 def grant_to_proto(row: GrantRow) -> push_pb2.Grant:
-    return push_pb2.Grant(
-        grant_id=row.grant_id,
-        store_id=row.store_id,
-        audience_size=row.audience_size,
-        activity=row.activity,
-        granted_by=row.granted_by,
-        granted_at=to_timestamp(row.granted_at),
-        push_id=row.push_id or "",
-    )
+    return message_from(push_pb2.Grant, row)
 
 
 def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
