@@ -136,9 +136,7 @@ class Discovery(operations_pb2_grpc.DiscoveryServiceServicer):
         self, request: operations_pb2.GetItemPageModuleRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.GetItemPageModuleResponse:
         consumer = self._consumer(request.store_id)
-        fields = Fields()
-        fields.identifier("item_id", request.item_id, required=False)
-        fields.done()
+        require_ids(request, optional=("item_id",))
         # V3: hidden when the caller says the item is in a group buy, or a group buy of it runs in qun.
         (candidates, listed), group_buy = await asyncio.gather(
             self._candidates(request.store_id, consumer, context),

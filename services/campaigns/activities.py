@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from services.campaigns import rules as domain
 from services.campaigns.end_cards import EndCards
@@ -20,6 +20,7 @@ from services.campaigns.models import Activity, EndCard, GroupSlot, Pool, Trumpe
 from services.campaigns.repository import ActivityView, UnitOfWork, has_ended, item_facts, window_of
 from services.common.errors import Failure, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 
 
@@ -81,16 +82,7 @@ class Activities(UnitOfWork):
         query = select(Activity).where(Activity.store_id == store_id)
         if group_set_id:
             query = query.where(Activity.group_set_id == group_set_id)
-        if after is not None:
-            created, last = after
-            query = query.where(
-                or_(Activity.created_at > created, and_(Activity.created_at == created, Activity.activity_id > last))
-            )
-        rows = list(
-            await self.session.scalars(query.order_by(Activity.created_at, Activity.activity_id).limit(limit + 1))
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, cursor = await keyset_page(self.session, query, Activity.created_at, Activity.activity_id, after, limit)
         pools: dict[str, list[Pool]] = {r.activity_id: [] for r in rows}
         if rows:
             for p in await self.session.scalars(
@@ -100,7 +92,7 @@ class Activities(UnitOfWork):
             ):
                 pools[p.activity_id].append(p)
         views = [ActivityView(r, tuple(pools[r.activity_id])) for r in rows]
-        return views, ((rows[-1].created_at, rows[-1].activity_id) if more and rows else None)
+        return views, cursor
 
     async def running_group_buy(self, store_id: str, item_id: str) -> str | None:
         """V3: the group buy of this item running now (the earliest to end), if any."""

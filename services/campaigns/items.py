@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from services.campaigns import rules as domain
 from services.campaigns.models import STOCK_CEILING, Claim, Item, Purchase, Restock
 from services.campaigns.repository import UnitOfWork
 from services.campaigns.rules import ClaimState, Platform
 from services.common.errors import NotFound, RuleRefusal
+from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 
 
@@ -131,17 +132,7 @@ class Items(UnitOfWork):
             query = query.where(Purchase.flash_sale_id == flash_sale_id)
         if consumer_id:
             query = query.where(Purchase.consumer_id == consumer_id)
-        if after is not None:
-            created, last = after
-            query = query.where(
-                or_(Purchase.created_at > created, and_(Purchase.created_at == created, Purchase.purchase_id > last))
-            )
-        rows = list(
-            await self.session.scalars(query.order_by(Purchase.created_at, Purchase.purchase_id).limit(limit + 1))
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, ((rows[-1].created_at, rows[-1].purchase_id) if more and rows else None)
+        return await keyset_page(self.session, query, Purchase.created_at, Purchase.purchase_id, after, limit)
 
     async def cancel_purchase(self, request_id: str, store_id: str, purchase_id: str) -> tuple[Purchase, int, bool]:
         """The quantity goes back to stock and the prizes to the wallet, once.

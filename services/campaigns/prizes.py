@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 
 from services.campaigns import rules as domain
 from services.campaigns.kinds import ActivityKind
@@ -20,6 +20,7 @@ from services.campaigns.repository import UnitOfWork, window_of
 from services.campaigns.rules import ClaimState
 from services.common.errors import Failure, InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 
 
@@ -160,13 +161,5 @@ class Prizes(UnitOfWork):
         self, store_id: str, consumer_id: str, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[Claim], tuple[datetime, str] | None, int]:
         query = select(Claim).where(Claim.store_id == store_id, Claim.consumer_id == consumer_id)
-        if after is not None:
-            claimed, last = after
-            query = query.where(
-                or_(Claim.claimed_at > claimed, and_(Claim.claimed_at == claimed, Claim.claim_id > last))
-            )
-        rows = list(await self.session.scalars(query.order_by(Claim.claimed_at, Claim.claim_id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = (rows[-1].claimed_at, rows[-1].claim_id) if more and rows else None
+        rows, cursor = await keyset_page(self.session, query, Claim.claimed_at, Claim.claim_id, after, limit)
         return rows, cursor, await self._held(store_id, consumer_id)

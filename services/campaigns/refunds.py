@@ -22,6 +22,7 @@ from services.campaigns.repository import UnitOfWork
 from services.campaigns.rules import ClaimState, PrizeKind
 from services.common.bounds import joined_sum, split_sum
 from services.common.ids import new_id
+from services.common.keysets import keyset_page
 
 REFUND_EXPIRED_RED_PACKET = "expired_red_packet"
 REFUND_UNCLAIMED_POOL = "unclaimed_pool"
@@ -59,20 +60,13 @@ class Refunds(UnitOfWork):
         self, store_id: str, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[Refund], tuple[datetime, str] | None, int]:
         query = select(Refund).where(Refund.store_id == store_id)
-        if after is not None:
-            created, last = after
-            query = query.where(
-                or_(Refund.created_at > created, and_(Refund.created_at == created, Refund.refund_id > last))
-            )
-        rows = list(await self.session.scalars(query.order_by(Refund.created_at, Refund.refund_id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, cursor = await keyset_page(self.session, query, Refund.created_at, Refund.refund_id, after, limit)
         # The store's ledger over the years: no bound on its rows, so summed exactly (``split_sum``: SQLite's
         # sum() would raise past int64); the caller reports it saturated (D2).
         high, low = (
             await self.session.execute(select(*split_sum(Refund.amount_fen)).where(Refund.store_id == store_id))
         ).one()
-        return rows, ((rows[-1].created_at, rows[-1].refund_id) if more and rows else None), joined_sum(high, low)
+        return rows, cursor, joined_sum(high, low)
 
     async def stores_with_expired_prizes(self, limit: int, skip: Collection[str] = ()) -> list[str]:
         """Read without locks: which stores the job visits, one transaction each.

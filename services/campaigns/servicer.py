@@ -49,7 +49,7 @@ from services.common.jobs import failure_to_proto
 from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
 from services.common.rules import Rules
-from services.common.validation import Fields, require_ids
+from services.common.validation import Fields, require_ids, require_page
 
 T = TypeVar("T")
 U = TypeVar("U", bound=UnitOfWork)
@@ -130,11 +130,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def ListActivities(
         self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListActivitiesResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("group_set_id", request.group_set_id, required=False)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id", optional=("group_set_id",))
         cursor = decode_keyset(request.page_token)
         views, after = await self._run(
             Activities, lambda repo: repo.list_activities(request.store_id, request.group_set_id, cursor, limit)
@@ -236,13 +232,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
         return pb.GetPurchaseResponse(purchase=purchase_to_proto(row))
 
     async def ListSales(self, request: pb.ListSalesRequest, context: grpc.aio.ServicerContext) -> pb.ListSalesResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("item_id", request.item_id, required=False)
-        f.identifier("flash_sale_id", request.flash_sale_id, required=False)
-        f.identifier("consumer_id", request.consumer_id, required=False)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id", optional=("item_id", "flash_sale_id", "consumer_id"))
         cursor = decode_keyset(request.page_token)
         rows, after = await self._run(
             Items,
@@ -273,13 +263,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def ClaimPrize(
         self, request: pb.ClaimPrizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClaimPrizeResponse:
-        f = Fields()
-        f.identifier("request_id", request.request_id)
-        f.identifier("store_id", request.store_id)
-        f.identifier("activity_id", request.activity_id)
-        f.identifier("pool_id", request.pool_id, required=False)
-        f.identifier("consumer_id", request.consumer_id)
-        f.done()
+        require_ids(request, "request_id", "store_id", "activity_id", "consumer_id", optional=("pool_id",))
         try:
             outcome = await self._write(
                 Prizes,
@@ -301,11 +285,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def ListWallet(
         self, request: pb.ListWalletRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListWalletResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        f.identifier("consumer_id", request.consumer_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id", "consumer_id")
         cursor = decode_keyset(request.page_token)
         rows, after, held = await self._run(
             Prizes, lambda repo: repo.wallet(request.store_id, request.consumer_id, cursor, limit)
@@ -381,10 +361,7 @@ class CampaignsServiceServicer(campaigns_pb2_grpc.CampaignsServiceServicer):
     async def ListRefunds(
         self, request: pb.ListRefundsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRefundsResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id")
         cursor = decode_keyset(request.page_token)
         rows, after, total = await self._run(Refunds, lambda repo: repo.list_refunds(request.store_id, cursor, limit))
         return pb.ListRefundsResponse(

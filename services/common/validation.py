@@ -117,12 +117,28 @@ class Fields:
             raise InvalidArgument(self.violations)
 
 
-def require_ids(request: Message, *names: str) -> None:
-    """Each named field of ``request`` present and a well-formed id; INVALID_ARGUMENT naming every one that is not.
+def require_ids(request: Message, *names: str, optional: Collection[str] = ()) -> None:
+    """Each named field of ``request`` present and a well-formed id (each ``optional`` one well-formed if set);
+    INVALID_ARGUMENT naming every one that is not.
 
     The opening of most calls that name their records by id, said once.
     """
+    fields = _ids(request, names, optional)
+    fields.done()
+
+
+def require_page(request: Message, *names: str, optional: Collection[str] = (), default: int = 50) -> int:
+    """``require_ids`` for a listing call, its ``page_size`` checked with the ids; the page size to read."""
+    fields = _ids(request, names, optional)
+    limit = fields.page_size("page_size", getattr(request, "page_size"), default)
+    fields.done()
+    return limit
+
+
+def _ids(request: Message, names: Collection[str], optional: Collection[str]) -> Fields:
     fields = Fields()
     for name in names:
         fields.identifier(name, getattr(request, name))
-    fields.done()
+    for name in optional:
+        fields.identifier(name, getattr(request, name), required=False)
+    return fields

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 
 from services.common.errors import InvalidArgument, NotFound, RuleRefusal
 from services.common.ids import new_id
+from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
 from services.groups.models import Admin, GroupSet, Membership, SubGroup
@@ -48,15 +49,7 @@ class GroupSets(GroupsUnit):
         self, key: str, after: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[GroupSetRecord], tuple[datetime, str] | None]:
         query = select(GroupSet).where(GroupSet.owner_key == key, GroupSet.dissolved_at.is_(None))
-        if after is not None:
-            created, last_id = after
-            query = query.where(
-                (GroupSet.created_at > created) | ((GroupSet.created_at == created) & (GroupSet.id > last_id))
-            )
-        rows = list(await self.session.scalars(query.order_by(GroupSet.created_at, GroupSet.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = (rows[-1].created_at, rows[-1].id) if more and rows else None
+        rows, cursor = await keyset_page(self.session, query, GroupSet.created_at, GroupSet.id, after, limit)
         return await self._records(rows), cursor
 
     async def create_group_set(self, new: NewGroupSet) -> CreateResult:

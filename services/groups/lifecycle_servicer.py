@@ -20,7 +20,7 @@ from services.common.jobs import failure_to_proto
 from services.common.page_tokens import decode_page_token, decode_position, encode_page_token, encode_position
 from services.common.rules import Rules
 from services.common.timestamps import set_timestamp, to_timestamp
-from services.common.validation import Fields, require_ids
+from services.common.validation import Fields, require_ids, require_page
 from services.groups import lifecycle
 from services.groups.convert import group_set_to_proto
 from services.groups.jobs import Jobs
@@ -226,10 +226,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
     async def ListMemberIds(
         self, request: lifecycle_pb2.ListMemberIdsRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.ListMemberIdsResponse:
-        f = Fields()
-        f.identifier("group_set_id", request.group_set_id)
-        limit = f.page_size("page_size", request.page_size, default=500)
-        f.done()
+        limit = require_page(request, "group_set_id", default=500)
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
             ids, last = await Reads(session, self.rules, self.clock.now()).member_ids(

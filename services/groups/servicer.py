@@ -34,7 +34,7 @@ from services.common.page_tokens import (
 )
 from services.common.races import retry_lost_race
 from services.common.rules import GROUP_LEVELS, Rules
-from services.common.validation import MAX_NAME_CHARS, Fields, require_ids
+from services.common.validation import MAX_NAME_CHARS, Fields, require_ids, require_page
 from services.groups import memberships, metrics
 from services.groups import rules as domain
 from services.groups.convert import (
@@ -338,10 +338,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def ListRemovals(
         self, request: groups_pb2.ListRemovalsRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.ListRemovalsResponse:
-        f = Fields()
-        f.identifier("consumer_id", request.consumer_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "consumer_id")
         before = decode_position(request.page_token)
         async with self.db.transaction() as session:
             records, after = await self._unit(Members, session, context).list_removals(
@@ -355,10 +352,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     async def ListMemberships(
         self, request: groups_pb2.ListMembershipsRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.ListMembershipsResponse:
-        f = Fields()
-        f.identifier("consumer_id", request.consumer_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "consumer_id")
         cursor = decode_page_token(request.page_token, 1)
         async with self.db.transaction() as session:
             records, after = await self._unit(Members, session, context).list_memberships(

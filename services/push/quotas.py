@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from services.common.ids import new_id
+from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.push import rules as domain
 from services.push.models import (
@@ -53,19 +54,9 @@ class Quotas(PushUnit):
         self, store_id: str, before: tuple[datetime, str] | None, limit: int
     ) -> tuple[list[NoticeRow], tuple[datetime, str] | None]:
         stmt = select(NoticeRow).where(NoticeRow.store_id == store_id)
-        if before is not None:
-            at, last_id = before
-            stmt = stmt.where(
-                (NoticeRow.created_at < at) | ((NoticeRow.created_at == at) & (NoticeRow.notice_id < last_id))
-            )
-        rows = list(
-            await self.session.scalars(
-                stmt.order_by(NoticeRow.created_at.desc(), NoticeRow.notice_id.desc()).limit(limit + 1)
-            )
+        return await keyset_page(
+            self.session, stmt, NoticeRow.created_at, NoticeRow.notice_id, before, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1].created_at, rows[-1].notice_id) if more and rows else None
 
     async def grant_mass_send(
         self, store_id: str, audience_size: int, activity: str, granted_by: str, request_id: str

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, literal, select, tuple_, update
+from sqlalchemy import delete, func, select, update
 
 from services.common.errors import NotFound, RuleRefusal
-from services.common.sqltypes import UtcDateTime
+from services.common.keysets import keyset_page
 from services.push import rules as domain
 from services.push.kinds import Quota, declaration
 from services.push.models import (
@@ -103,20 +103,9 @@ class Reviews(PushUnit):
             PushRow.submitted_at.is_not(None),
             PushRow.state.in_([s.value for s in domain.SUBMITTED_STATES]),
         )
-        if before is not None:
-            at, last_id = before
-            stmt = stmt.where(
-                (PushRow.submitted_at < at) | ((PushRow.submitted_at == at) & (PushRow.push_id < last_id))
-            )
-        rows = list(
-            await self.session.scalars(
-                stmt.order_by(PushRow.submitted_at.desc(), PushRow.push_id.desc()).limit(limit + 1)
-            )
+        return await keyset_page(
+            self.session, stmt, PushRow.submitted_at, PushRow.push_id, before, limit, newest_first=True
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more and rows else None
-        return rows, (last.submitted_at, last.push_id) if last is not None and last.submitted_at else None
 
     async def pending_reviews(
         self, kind: PushKind | None, store_id: str, after: tuple[datetime, str] | None, limit: int
@@ -129,17 +118,7 @@ class Reviews(PushUnit):
             stmt = stmt.where(PushRow.store_id == store_id)
         if kind is not None:
             stmt = stmt.where(PushRow.kind == kind.value)
-        if after is not None:
-            at, last_id = after
-            # A row value comparison, which an index on (submitted_at, push_id) serves as one range.
-            stmt = stmt.where(
-                tuple_(PushRow.submitted_at, PushRow.push_id) > tuple_(literal(at, UtcDateTime()), literal(last_id))
-            )
-        rows = list(await self.session.scalars(stmt.order_by(PushRow.submitted_at, PushRow.push_id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more and rows else None
-        return rows, (last.submitted_at, last.push_id) if last is not None and last.submitted_at else None
+        return await keyset_page(self.session, stmt, PushRow.submitted_at, PushRow.push_id, after, limit)
 
     async def review_queue(self) -> tuple[datetime | None, int]:
         """The oldest pending submission and how many are pending, across every store (P8's gauges)."""

@@ -25,7 +25,7 @@ from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
 from services.common.rules import Rules
 from services.common.timestamps import set_timestamp, to_timestamp
-from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields, require_ids
+from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields, require_ids, require_page
 from services.push import metrics
 from services.push import rules as domain
 from services.push.convert import (
@@ -236,10 +236,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def ListPushes(
         self, request: push_pb2.ListPushesRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.ListPushesResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id")
         before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
             rows, after = await self._unit(Reviews, session).list_pushes(request.store_id, before, limit)
@@ -292,10 +289,7 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
     async def ListNotices(
         self, request: push_pb2.ListNoticesRequest, context: grpc.aio.ServicerContext
     ) -> push_pb2.ListNoticesResponse:
-        f = Fields()
-        f.identifier("store_id", request.store_id)
-        limit = f.page_size("page_size", request.page_size)
-        f.done()
+        limit = require_page(request, "store_id")
         before = decode_keyset(request.page_token)
         async with self.db.transaction() as session:
             rows, after = await self._unit(Quotas, session).list_notices(request.store_id, before, limit)
