@@ -16,7 +16,7 @@ The one place the gateway decides access beyond a role (``Principal.require``):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -26,7 +26,7 @@ from gateway.backends import Backends, Retry
 from gateway.downstream import Relayed
 from qun.eligibility.v1 import eligibility_pb2
 from services.common.errors import PermissionDenied
-from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with
+from services.common.interceptors import GateInterceptor, abort_with
 
 STORE_ROLES = frozenset({Role.STORE_MAIN, Role.STORE_SUB})
 LIVE_GROUP_KIND = 2  # qun.common.v1.GroupKind.GROUP_KIND_LIVE
@@ -133,7 +133,7 @@ class MainAccounts:
             )
 
 
-class StoreAccountGuard(Interceptor):
+class StoreAccountGuard(GateInterceptor):
     """After authentication: a ``store_main`` caller must be its store's main account now (``MainAccounts``).
 
     The gateway binds ``accounts`` once its channels are open.
@@ -143,7 +143,7 @@ class StoreAccountGuard(Interceptor):
         super().__init__()
         self.accounts: MainAccounts | None = None
 
-    async def _admit(self, context: Any) -> None:
+    async def admit(self, request: Any, context: Any) -> None:
         principal = current_principal()
         if principal.role is not Role.STORE_MAIN:
             return
@@ -153,14 +153,3 @@ class StoreAccountGuard(Interceptor):
             await self.accounts.verify(principal, context)
         except (PermissionDenied, Relayed) as error:
             await abort_with(context, error)
-
-    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        await self._admit(context)
-        return await call(request, context)
-
-    async def around_stream(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
-    ) -> AsyncIterator[Any]:
-        await self._admit(context)
-        async for item in call(request, context):
-            yield item

@@ -17,7 +17,7 @@ check only makes sure no backend (and no job, later) ever sees such a value.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with
+from services.common.interceptors import GateInterceptor, abort_with
 from services.common.rules import GROUP_LEVELS, MAX_INT64, BoundsRules, load_rules
 from services.common.validation import MAX_PAGE_SIZE, MAX_TEXT_CHARS
 
@@ -194,29 +194,18 @@ class BoundsCheck:
             self._walk(value, path + ".", found)
 
 
-class BoundsInterceptor(Interceptor):
+class BoundsInterceptor(GateInterceptor):
     """After authentication: INVALID_ARGUMENT, naming each field and its bound, before any backend is called."""
 
     def __init__(self, bounds: BoundsRules) -> None:
         super().__init__()
         self.check = BoundsCheck(bounds)
 
-    async def _admit(self, request: Any, context: Any) -> None:
+    async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         if isinstance(request, Message):
             violations = self.check.violations(request)
             if violations:
                 await abort_with(context, InvalidArgument(violations))
-
-    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        await self._admit(request, context)
-        return await call(request, context)
-
-    async def around_stream(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
-    ) -> AsyncIterator[Any]:
-        await self._admit(request, context)
-        async for item in call(request, context):
-            yield item
 
 
 def reference(bounds: BoundsRules) -> str:

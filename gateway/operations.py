@@ -135,16 +135,7 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
             context,
             retry=Retry.SAFE,
         )
-        return operations_pb2.GetCapacityResponse(
-            level=view.level,
-            members=view.members,
-            member_capacity=view.member_capacity,
-            group_sets=view.group_sets,
-            group_set_capacity=view.group_set_capacity,
-            extra_members=view.extra_members,
-            utilisation_bp=view.utilisation_bp,
-            history=[operations_pb2.MonthLevel(month=h.month, level=h.level) for h in view.history],
-        )
+        return convert(view, operations_pb2.GetCapacityResponse)
 
     async def SetSleepingPlan(
         self, request: operations_pb2.SetSleepingPlanRequest, context: grpc.aio.ServicerContext

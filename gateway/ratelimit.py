@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2
 from gateway import metrics
 from gateway.auth import Principal, current_principal
 from services.common.errors import ServiceError
-from services.common.interceptors import Interceptor, MethodInfo, Streaming, Unary, abort_with
+from services.common.interceptors import GateInterceptor, abort_with
 from services.common.rules import AbuseRules
 
 # Above this many buckets, the full ones (indistinguishable from new) are dropped.
@@ -96,27 +96,16 @@ class RateLimiter:
                 del self.buckets[key]
 
 
-class RateLimitInterceptor(Interceptor):
+class RateLimitInterceptor(GateInterceptor):
     """After authentication: refuses a principal's call once its bucket is empty."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         super().__init__()
         self.limiter = limiter
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+    async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         principal = current_principal()
         wait = self.limiter.take(principal)
         if wait > 0:
             metrics.rate_limited.labels(principal.role.value).inc()
             await abort_with(context, RateLimited(principal.role.value, wait))
-
-    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        await self._admit(context)
-        return await call(request, context)
-
-    async def around_stream(
-        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
-    ) -> AsyncIterator[Any]:
-        await self._admit(context)
-        async for item in call(request, context):
-            yield item

@@ -7,11 +7,12 @@ Wrapped handlers are cached per method, so a call pays for the wrapping once.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,24 @@ class Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
             yield item
 
 
+class GateInterceptor(Interceptor):
+    """Base of the checks that admit or refuse a call before it runs (``admit`` aborts to refuse), streams alike."""
+
+    async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedError
+
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
+        await self.admit(request, context)
+        return await call(request, context)
+
+    async def around_stream(
+        self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
+    ) -> AsyncIterator[Any]:
+        await self.admit(request, context)
+        async for item in call(request, context):
+            yield item
+
+
 class MalformedRequest:
     """Stands for a request body that did not decode; the error interceptor refuses it."""
 
@@ -175,40 +194,34 @@ class MetricsInterceptor(Interceptor):
             series = self._series[info.full_method] = metrics.server_series(info.labels)
         return series
 
-    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
+    @contextlib.contextmanager
+    def _observed(self, info: MethodInfo, context: grpc.aio.ServicerContext, failed: grpc.StatusCode) -> Iterator[None]:
+        """Counts the call and times it; an exception without a status of its own counts as ``failed``."""
         series = self._method(info)
         series.started.inc()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return await call(request, context)
+            yield
         except BaseException:
             code = _code_of(context)
             if code is grpc.StatusCode.OK:
-                code = grpc.StatusCode.UNKNOWN
+                code = failed
             raise
         finally:
             series.seconds.observe(time.perf_counter() - start)
             series.handled(code.name).inc()
 
+    async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
+        with self._observed(info, context, grpc.StatusCode.UNKNOWN):
+            return await call(request, context)
+
     async def around_stream(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
     ) -> AsyncIterator[Any]:
-        series = self._method(info)
-        series.started.inc()
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        with self._observed(info, context, grpc.StatusCode.CANCELLED):
             async for item in call(request, context):
                 yield item
-        except BaseException:
-            code = _code_of(context)
-            if code is grpc.StatusCode.OK:
-                code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            series.seconds.observe(time.perf_counter() - start)
-            series.handled(code.name).inc()
 
 
 class LoggingInterceptor(Interceptor):

@@ -17,9 +17,9 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.interceptors import ACTOR_HEADER, metadata_value
 from services.common.jobs import failure_to_proto
+from services.common.messages import message_from
 from services.common.page_tokens import decode_page_token, decode_position, encode_page_token, encode_position
 from services.common.rules import Rules
-from services.common.timestamps import set_timestamp, to_timestamp
 from services.common.validation import Fields, require_ids, require_page
 from services.groups import lifecycle
 from services.groups.convert import group_set_to_proto
@@ -35,16 +35,8 @@ MAX_INACTIVITY_DAYS = 3650
 
 
 def _capacity_to_proto(view: CapacityView) -> lifecycle_pb2.GetCapacityResponse:
-    return lifecycle_pb2.GetCapacityResponse(
-        level=view.level,
-        members=view.members,
-        member_capacity=view.member_capacity,
-        group_sets=view.group_sets,
-        group_set_capacity=view.group_set_capacity,
-        extra_members=view.extra_members,
-        utilisation_bp=view.utilisation_bp,
-        history=[lifecycle_pb2.MonthLevel(month=m, level=lv) for m, lv in view.history],
-    )
+    history = [lifecycle_pb2.MonthLevel(month=m, level=lv) for m, lv in view.history]
+    return message_from(lifecycle_pb2.GetCapacityResponse, view, history=history)
 
 
 class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
@@ -192,18 +184,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         async with self.db.transaction() as session:
             rows, last = await Reads(session, self.rules, self.clock.now()).audit_entries(key, after, limit)
         return lifecycle_pb2.ListAuditEntriesResponse(
-            entries=[
-                lifecycle_pb2.AuditEntry(
-                    id=r.id,
-                    at=to_timestamp(r.at),
-                    actor=r.actor,
-                    action=r.action,
-                    target=r.target,
-                    old_value=r.old_value,
-                    new_value=r.new_value,
-                )
-                for r in rows
-            ],
+            entries=[message_from(lifecycle_pb2.AuditEntry, r) for r in rows],
             next_page_token=encode_position(last),
         )
 
@@ -213,15 +194,14 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         require_ids(request, "store_id", "consumer_id")
         async with self.db.transaction() as session:
             found = await Reads(session, self.rules, self.clock.now()).candidates(request.store_id, request.consumer_id)
-        reply = lifecycle_pb2.ListCandidatesResponse(
+        return message_from(
+            lifecycle_pb2.ListCandidatesResponse,
+            found,
             candidates=[
                 lifecycle_pb2.Candidate(group_set=group_set_to_proto(record, self.rules), full=full)
                 for record, full in found.sets
             ],
-            consumer_in_store_group=found.consumer_in_store_group,
         )
-        set_timestamp(reply, "first_group_created_at", found.first_group_created_at)
-        return reply
 
     async def ListMemberIds(
         self, request: lifecycle_pb2.ListMemberIdsRequest, context: grpc.aio.ServicerContext

@@ -21,10 +21,11 @@ from qun.push.v1 import push_pb2, push_pb2_grpc
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import Aborted, RuleRefusal
+from services.common.messages import message_from
 from services.common.page_tokens import decode_keyset, encode_keyset
 from services.common.races import retry_lost_race
 from services.common.rules import Rules
-from services.common.timestamps import set_timestamp, to_timestamp
+from services.common.timestamps import to_timestamp
 from services.common.validation import ID_PATTERN, MAX_NAME_CHARS, MAX_TEXT_CHARS, Fields, require_ids, require_page
 from services.push import metrics
 from services.push import rules as domain
@@ -255,17 +256,18 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
         async with self.db.transaction() as session:
             quota = await self._unit(PushUnit, session, now).quota_state(store_id)
         await self._observe(store_id, facts, now)
-        reply = push_pb2.GetQuotaLedgerResponse(store_id=store_id, as_of=to_timestamp(now), facts=facts_to_proto(facts))
-        for entry in domain.ledger(facts, quota, now, self.rules, self.market):
-            out = reply.entries.add(
+        entries = [
+            message_from(
+                push_pb2.QuotaEntry,
+                entry,
                 kind=KIND_PROTOS[entry.kind],
-                remaining=entry.remaining,
-                available_now=entry.available_now,
                 unmet=[failure.to_proto() for failure in entry.unmet],
-                audience_size=entry.audience_size,
             )
-            set_timestamp(out, "next_possible_at", entry.next_possible_at)
-        return reply
+            for entry in domain.ledger(facts, quota, now, self.rules, self.market)
+        ]
+        return push_pb2.GetQuotaLedgerResponse(
+            store_id=store_id, as_of=to_timestamp(now), facts=facts_to_proto(facts), entries=entries
+        )
 
     async def ObserveAccount(
         self, request: push_pb2.ObserveAccountRequest, context: grpc.aio.ServicerContext
@@ -362,14 +364,13 @@ class PushServiceServicer(push_pb2_grpc.PushServiceServicer):
                     if not ids:
                         break
                     assert push is not None
-                    yield push_pb2.StreamDeliveriesResponse(
-                        store_id=batch.store_id,
-                        push_id=batch.push_id,
+                    yield message_from(
+                        push_pb2.StreamDeliveriesResponse,
+                        batch,
                         kind=KIND_PROTOS[PushKind(push.kind)],
                         title=push.title,
                         body=push.body,
                         recipient_ids=ids,
-                        written_at=to_timestamp(batch.written_at),
                         cursor=f"{batch.ledger_seq}/{ids[-1]}",
                     )
                     start = ids[-1]
