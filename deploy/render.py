@@ -424,6 +424,20 @@ def deployment(process: Process, all_processes: list[Process]) -> dict[str, Any]
     }
 
 
+def service_ports(process: Process) -> list[dict[str, Any]]:
+    """The ports both Services of a process expose: gRPC (h2c, for load balancers that speak it) and metrics."""
+    return [
+        {
+            "name": "grpc",
+            "port": process.grpc_port,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+    ]
+
+
 def service(process: Process) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -432,16 +446,7 @@ def service(process: Process) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector(process),
-            "ports": [
-                {
-                    "name": "grpc",
-                    "port": process.grpc_port,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-                {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
-            ],
+            "ports": service_ports(process),
         },
     }
 
@@ -455,16 +460,7 @@ def pod_service(process: Process) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "selector": selector(process),
-            "ports": [
-                {
-                    "name": "grpc",
-                    "port": process.grpc_port,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-                {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
-            ],
+            "ports": service_ports(process),
         },
     }
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError
 
 from qun.common.v1 import facts_pb2, groups_pb2
@@ -18,6 +20,7 @@ from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
 from services.common import errors
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.messages import message_from
 from services.common.rules import Rules
 from services.common.validation import Fields, require_ids
 from services.eligibility import metrics
@@ -37,6 +40,7 @@ from services.eligibility.ingestion import Escalation, Ingestion
 from services.eligibility.push_facts import PushFactsReads
 from services.eligibility.verdicts import VerdictReads
 
+T = TypeVar("T")
 log = logging.getLogger("qun.eligibility")
 
 # Deadlocks and serialisation failures on PostgreSQL: the batch is retried whole.
@@ -88,31 +92,26 @@ class EligibilityServiceServicer(eligibility_pb2_grpc.EligibilityServiceServicer
     async def GetAccount(
         self, request: eligibility_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.GetAccountResponse:
-        require_ids(request, "account_id")
-        account_id = request.account_id
-        async with self.db.transaction() as session:
-            account = await VerdictReads(session, self.rules).account(account_id)
-        if account is None:
-            raise errors.NotFound("account", account_id)
+        account = await self._found(request, "account", lambda reads: reads.account(request.account_id))
         return eligibility_pb2.GetAccountResponse(account=account_to_proto(account))
 
     async def GetStore(
         self, request: eligibility_pb2.GetStoreRequest, context: grpc.aio.ServicerContext
     ) -> eligibility_pb2.GetStoreResponse:
-        require_ids(request, "store_id")
-        store_id = request.store_id
-        async with self.db.transaction() as session:
-            store = await VerdictReads(session, self.rules).store(store_id)
-        if store is None:
-            raise errors.NotFound("store", store_id)
+        store = await self._found(request, "store", lambda reads: reads.store(request.store_id))
         return eligibility_pb2.GetStoreResponse(
-            store=facts_pb2.StoreFact(
-                store_id=store.store_id,
-                platform=PLATFORM_PROTOS[store.platform],
-                main_account_id=store.main_account_id,
-                operating_normally=store.operating_normally,
-            )
+            store=message_from(facts_pb2.StoreFact, store, platform=PLATFORM_PROTOS[store.platform])
         )
+
+    async def _found(self, request: Message, kind: str, read: Callable[[VerdictReads], Awaitable[T | None]]) -> T:
+        """The ``kind`` that ``read`` finds by the request's ``<kind>_id`` (checked first); NOT_FOUND if none."""
+        require_ids(request, f"{kind}_id")
+        record_id = getattr(request, f"{kind}_id")
+        async with self.db.transaction() as session:
+            found = await read(VerdictReads(session, self.rules))
+        if found is None:
+            raise errors.NotFound(kind, record_id)
+        return found
 
     async def CheckCreate(
         self, request: eligibility_pb2.CheckCreateRequest, context: grpc.aio.ServicerContext

@@ -94,33 +94,38 @@ def _set_with_consumer(*, lock: bool) -> Select[Any]:
     return stmt.with_for_update(of=sets) if lock else stmt
 
 
-_OWNER_OF_SET = select(owners).where(
-    owners.c.owner_key == select(sets.c.owner_key).where(sets.c.id == SET_ID).scalar_subquery()
+# The join's statements; on SQLite each runs on the sqlite3 driver, compiled once (``on_driver``).
+_OWNER_OF_SET = on_driver(
+    select(owners).where(owners.c.owner_key == select(sets.c.owner_key).where(sets.c.id == SET_ID).scalar_subquery())
 )
-_LOCK_OWNER_OF_SET = _OWNER_OF_SET.with_for_update(of=owners)
-_SET_FOR_CHECK = _set_with_consumer(lock=False)
-_SET_FOR_JOIN = _set_with_consumer(lock=True)
-_SUB_GROUPS = select(sub_groups).where(sub_groups.c.group_set_id == SET_ID).order_by(sub_groups.c.seq)
-_ADMINS = select(admins.c.account_id).where(admins.c.group_set_id == SET_ID).order_by(admins.c.added_at)
-_EARLIER_JOIN = select(join_requests).where(
-    join_requests.c.group_set_id == SET_ID,
-    join_requests.c.consumer_id == CONSUMER,
-    join_requests.c.request_id == bindparam("request_id"),
+_LOCK_OWNER_OF_SET = on_driver(_OWNER_OF_SET.with_for_update(of=owners))
+_SET_FOR_CHECK = on_driver(_set_with_consumer(lock=False))
+_SET_FOR_JOIN = on_driver(_set_with_consumer(lock=True))
+_SUB_GROUPS = on_driver(select(sub_groups).where(sub_groups.c.group_set_id == SET_ID).order_by(sub_groups.c.seq))
+_ADMINS = on_driver(select(admins.c.account_id).where(admins.c.group_set_id == SET_ID).order_by(admins.c.added_at))
+_EARLIER_JOIN = on_driver(
+    select(join_requests).where(
+        join_requests.c.group_set_id == SET_ID,
+        join_requests.c.consumer_id == CONSUMER,
+        join_requests.c.request_id == bindparam("request_id"),
+    )
 )
 NOW = bindparam("now", type_=UtcDateTime())
 # The writes of a join, every value a bound parameter of ``JoinWrite``'s names.
-_NEW_SUB_GROUP = insert(sub_groups).values(
-    id=bindparam("sub_id"),
-    group_set_id=SET_ID,
-    seq=bindparam("sub_seq"),
-    name=bindparam("sub_name"),
-    member_count=1,
-    created_at=NOW,
+_NEW_SUB_GROUP = on_driver(
+    insert(sub_groups).values(
+        id=bindparam("sub_id"),
+        group_set_id=SET_ID,
+        seq=bindparam("sub_seq"),
+        name=bindparam("sub_name"),
+        member_count=1,
+        created_at=NOW,
+    )
 )
-_COUNT_SUB_GROUP = (
+_COUNT_SUB_GROUP = on_driver(
     update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(member_count=sub_groups.c.member_count + 1)
 )
-_COUNT_SET = (
+_COUNT_SET = on_driver(
     update(sets)
     .where(sets.c.id == SET_ID)
     .values(
@@ -128,64 +133,33 @@ _COUNT_SET = (
         sub_group_count=sets.c.sub_group_count + bindparam("new_sub_groups"),
     )
 )
-_COUNT_OWNER = (
+_COUNT_OWNER = on_driver(
     update(owners).where(owners.c.owner_key == bindparam("owner")).values(member_count=owners.c.member_count + 1)
 )
-_FIRST_JOIN = insert(first_joins).values(group_set_id=SET_ID, consumer_id=CONSUMER, first_joined_at=NOW)
-_MEMBERSHIP = insert(memberships).values(
-    group_set_id=SET_ID,
-    consumer_id=CONSUMER,
-    sub_group_id=bindparam("sub_id"),
-    request_id=bindparam("member_request"),
-    newcomer_reply=bindparam("reply"),
-    messages_hidden=bindparam("hidden"),
-    joined_at=NOW,
-    last_active_at=None,
-    notified_at=None,
+_FIRST_JOIN = on_driver(insert(first_joins).values(group_set_id=SET_ID, consumer_id=CONSUMER, first_joined_at=NOW))
+_MEMBERSHIP = on_driver(
+    insert(memberships).values(
+        group_set_id=SET_ID,
+        consumer_id=CONSUMER,
+        sub_group_id=bindparam("sub_id"),
+        request_id=bindparam("member_request"),
+        newcomer_reply=bindparam("reply"),
+        messages_hidden=bindparam("hidden"),
+        joined_at=NOW,
+        last_active_at=None,
+        notified_at=None,
+    )
 )
-_JOIN_REQUEST = insert(join_requests).values(
-    group_set_id=SET_ID,
-    consumer_id=CONSUMER,
-    request_id=bindparam("request"),
-    sub_group_id=bindparam("sub_id"),
-    sub_group_name=bindparam("sub_name"),
-    newcomer_reply=bindparam("reply"),
-    joined_at=NOW,
-)
-# On SQLite each runs on the driver, compiled once (``sqlite_driver``).
-(
-    _OWNER_OF_SET,
-    _LOCK_OWNER_OF_SET,
-    _SET_FOR_CHECK,
-    _SET_FOR_JOIN,
-    _SUB_GROUPS,
-    _ADMINS,
-    _EARLIER_JOIN,
-    _NEW_SUB_GROUP,
-    _COUNT_SUB_GROUP,
-    _COUNT_SET,
-    _COUNT_OWNER,
-    _FIRST_JOIN,
-    _MEMBERSHIP,
-    _JOIN_REQUEST,
-) = map(
-    on_driver,
-    (
-        _OWNER_OF_SET,
-        _LOCK_OWNER_OF_SET,
-        _SET_FOR_CHECK,
-        _SET_FOR_JOIN,
-        _SUB_GROUPS,
-        _ADMINS,
-        _EARLIER_JOIN,
-        _NEW_SUB_GROUP,
-        _COUNT_SUB_GROUP,
-        _COUNT_SET,
-        _COUNT_OWNER,
-        _FIRST_JOIN,
-        _MEMBERSHIP,
-        _JOIN_REQUEST,
-    ),
+_JOIN_REQUEST = on_driver(
+    insert(join_requests).values(
+        group_set_id=SET_ID,
+        consumer_id=CONSUMER,
+        request_id=bindparam("request"),
+        sub_group_id=bindparam("sub_id"),
+        sub_group_name=bindparam("sub_name"),
+        newcomer_reply=bindparam("reply"),
+        joined_at=NOW,
+    )
 )
 
 
