@@ -7,7 +7,7 @@ SQLAlchemy's ``Result`` below; a statement run on the driver answers with the sa
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Select, exc
@@ -91,4 +91,13 @@ class CompiledStatement:
         self.row: Any = row_type(keys) if keys else None
         self.results: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+
+    def made(self, records: Sequence[Any]) -> DriverRows:
+        """The driver's records as rows of this statement, each value through its type's result processing."""
+        make, results = self.row._make, self.results
+        if not any(results):
+            return DriverRows([make(record) for record in records])
+        return DriverRows(
+            [make([v if p is None else p(v) for p, v in zip(results, record, strict=True)]) for record in records]
         )

@@ -276,29 +276,25 @@ class ErrorInterceptor(Interceptor):
     """Expected refusals become rich statuses; anything else is a bug: INTERNAL, counted."""
 
     async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        try:
-            refusal = malformed(request)
-            if refusal is not None:
-                raise refusal
+        async with self._answered(info, request, context):
             return await call(request, context)
-        except ServiceError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            metrics.internal_errors.labels(info.service, info.method).inc()
-            log.exception("unexpected error", extra={"fields": {"method": info.full_method}})
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable: a failed call is aborted")  # pragma: no cover
 
     async def around_stream(
         self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Streaming
     ) -> AsyncIterator[Any]:
+        async with self._answered(info, request, context):
+            async for item in call(request, context):
+                yield item
+
+    @contextlib.asynccontextmanager
+    async def _answered(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Refuses a malformed request; a refusal becomes its rich status, anything else INTERNAL (counted, logged)."""
         try:
             refusal = malformed(request)
             if refusal is not None:
                 raise refusal
-            async for item in call(request, context):
-                yield item
+            yield
         except ServiceError as error:
             await abort_with(context, error)
         except grpc.aio.AbortError:

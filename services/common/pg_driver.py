@@ -86,12 +86,7 @@ class PgPrepared(CompiledStatement):
             return DriverRows([])
         if self.row is None:  # a text statement: its columns are what the server answered
             return DriverRows([row_type(list(record.keys()))._make(record) for record in records])
-        make, results = self.row._make, self.results
-        if not any(results):
-            return DriverRows([make(record) for record in records])
-        return DriverRows(
-            [make([v if p is None else p(v) for p, v in zip(results, record, strict=True)]) for record in records]
-        )
+        return self.made(records)
 
 
 class PgStatements:

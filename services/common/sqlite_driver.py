@@ -78,12 +78,7 @@ class Prepared(CompiledStatement):
             raise exc.DBAPIError.instance(self.sql, values, error, dialect.loaded_dbapi.Error) from error
         if not fetched:
             return DriverRows([])
-        make, results = self.row._make, self.results
-        if not any(results):
-            return DriverRows([make(row) for row in fetched])
-        return DriverRows(
-            [make([value if p is None else p(value) for p, value in zip(results, row, strict=True)]) for row in fetched]
-        )
+        return self.made(fetched)
 
 
 class PreparedStatements:

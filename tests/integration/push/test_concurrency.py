@@ -249,7 +249,11 @@ async def test_p7_100k_recipients_exactly_once_through_sigkill_mid_dispatch(
 
     # A notification system following the ledger through a replica reads each recipient once.
     seen: Counter[str] = Counter()
-    async for message in stubs[1].StreamDeliveries(p.StreamDeliveriesRequest(chunk_size=10_000), timeout=120):
+    async for message in stubs[1].StreamDeliveries(
+        p.StreamDeliveriesRequest(chunk_size=10_000),
+        timeout=120,
+        wait_for_ready=True,  # its channel may still be backing off from the kill
+    ):
         assert message.push_id == push_id and message.body == "老客回访"
         seen.update(message.recipient_ids)
     assert len(seen) == RECIPIENTS and set(seen.values()) == {1}
