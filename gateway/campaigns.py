@@ -247,10 +247,14 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self, request: public.ListSalesRequest, context: grpc.aio.ServicerContext
     ) -> public.ListSalesResponse:
         require_store_scope(current_principal(), request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
-        reply = await self.backends.call(
-            self.backends.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, retry=Retry.SAFE
+        return await self.backends.relay(
+            self.backends.campaigns.ListSales,
+            request,
+            internal.ListSalesRequest,
+            public.ListSalesResponse,
+            context,
+            retry=Retry.SAFE,
         )
-        return convert(reply, public.ListSalesResponse)
 
     # -- activities (merchant) ---------------------------------------------------------------
 
@@ -320,13 +324,14 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         group_set_id = await self._activity_set(request.store_id, request.activity_id, context)
         await self._staff_set(group_set_id, principal, context)
-        reply = await self.backends.call(
+        return await self.backends.relay(
             self.backends.campaigns.EndActivity,
-            convert(request, internal.EndActivityRequest),
+            request,
+            internal.EndActivityRequest,
+            public.EndActivityResponse,
             context,
             retry=Retry.SAFE,
         )
-        return convert(reply, public.EndActivityResponse)
 
     async def GetActivity(
         self, request: public.GetActivityRequest, context: grpc.aio.ServicerContext
@@ -368,25 +373,27 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self, request: public.GetFlashSaleResultsRequest, context: grpc.aio.ServicerContext
     ) -> public.GetFlashSaleResultsResponse:
         require_store_staff(current_principal(), request.store_id)
-        reply = await self.backends.call(
+        return await self.backends.relay(
             self.backends.campaigns.GetFlashSaleResults,
-            convert(request, internal.GetFlashSaleResultsRequest),
+            request,
+            internal.GetFlashSaleResultsRequest,
+            public.GetFlashSaleResultsResponse,
             context,
             retry=Retry.SAFE,
         )
-        return convert(reply, public.GetFlashSaleResultsResponse)
 
     async def ListRefunds(
         self, request: public.ListRefundsRequest, context: grpc.aio.ServicerContext
     ) -> public.ListRefundsResponse:
         require_store_staff(current_principal(), request.store_id)
-        reply = await self.backends.call(
+        return await self.backends.relay(
             self.backends.campaigns.ListRefunds,
-            convert(request, internal.ListRefundsRequest),
+            request,
+            internal.ListRefundsRequest,
+            public.ListRefundsResponse,
             context,
             retry=Retry.SAFE,
         )
-        return convert(reply, public.ListRefundsResponse)
 
     # -- consumers ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from qun.gateway.v1 import gateway_pb2
 from qun.groups.v1 import groups_pb2
 from services.common.errors import InvalidArgument
+from services.common.messages import set_field
 
 M = TypeVar("M", bound=Message)
 # Copies one set field's value into the target message.
@@ -35,15 +36,16 @@ Step = Callable[[Any, Message], None]
 TIMESTAMP = Timestamp.DESCRIPTOR.full_name
 
 
-def convert(source: Message, target: type[M], **scalars: Any) -> M:
-    """``source`` copied field by field into a new ``target`` (unknown fields dropped), then ``scalars`` set."""
+def convert(source: Message, target: type[M], /, **fields: Any) -> M:
+    """``source`` copied field by field into a new ``target`` (unknown fields dropped), then ``fields`` set over it
+    (as ``message_from`` sets them: a message copied in, a list extending, None leaving the copy as it is)."""
     out = target()
     try:
         _copy(source, out)
     except ValueError as error:  # e.g. a timestamp outside 0001..9999, nanos out of range
         raise InvalidArgument.one("request", f"cannot be read: {error}") from None
-    for name, value in scalars.items():
-        setattr(out, name, value)
+    for name, value in fields.items():
+        set_field(out, name, value)
     return out
 
 
@@ -78,7 +80,7 @@ def _step(field: FieldDescriptor, other: FieldDescriptor) -> Step:
     name = field.name
     if field.message_type is not None:
         if field.message_type.GetOptions().map_entry:
-            raise TypeError(f"{field.full_name}: maps are not copied (neither contract has one)")
+            return _map_step(field, other)
         assert other.message_type is not None  # the kinds were compared above
         copy = _message_copy(field.message_type, other.message_type)
         if field.is_repeated:
@@ -95,6 +97,19 @@ def _step(field: FieldDescriptor, other: FieldDescriptor) -> Step:
     if field.is_repeated:
         return lambda values, out: getattr(out, name).extend(values)
     return lambda value, out: setattr(out, name, value)
+
+
+def _map_step(field: FieldDescriptor, other: FieldDescriptor) -> Step:
+    """A map of scalars (a refusal's figures) is copied entry by entry when both sides hold the same kinds."""
+    assert field.message_type is not None and other.message_type is not None  # both are map entries
+    kinds = [
+        [(entry.fields_by_name[part].cpp_type, entry.fields_by_name[part].message_type) for part in ("key", "value")]
+        for entry in (field.message_type, other.message_type)
+    ]
+    if kinds[0] != kinds[1] or kinds[0][1][1] is not None:
+        raise TypeError(f"{field.full_name}: only maps of the same scalars are copied")
+    name = field.name
+    return lambda values, out: getattr(out, name).update(values)
 
 
 def _message_copy(source: Descriptor, target: Descriptor) -> Callable[[Message, Message], None]:

@@ -129,13 +129,14 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         self, request: operations_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.GetCapacityResponse:
         require_store_staff(current_principal(), request.store_id)
-        view = await self.backends.call(
+        return await self.backends.relay(
             self.backends.lifecycle.GetCapacity,
-            convert(request, lifecycle_pb2.GetCapacityRequest),
+            request,
+            lifecycle_pb2.GetCapacityRequest,
+            operations_pb2.GetCapacityResponse,
             context,
             retry=Retry.SAFE,
         )
-        return convert(view, operations_pb2.GetCapacityResponse)
 
     async def SetSleepingPlan(
         self, request: operations_pb2.SetSleepingPlanRequest, context: grpc.aio.ServicerContext
@@ -160,13 +161,14 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 raise PermissionDenied("a streamer reads its own audit trail")
         else:
             require_store_staff(principal, request.store_id)
-        listed = await self.backends.call(
+        return await self.backends.relay(
             self.backends.lifecycle.ListAuditEntries,
-            convert(request, lifecycle_pb2.ListAuditEntriesRequest),
+            request,
+            lifecycle_pb2.ListAuditEntriesRequest,
+            operations_pb2.ListAuditEntriesResponse,
             context,
             retry=Retry.SAFE,
         )
-        return convert(listed, operations_pb2.ListAuditEntriesResponse)
 
     async def WhatIfThreshold(
         self, request: operations_pb2.WhatIfThresholdRequest, context: grpc.aio.ServicerContext

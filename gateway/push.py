@@ -71,30 +71,9 @@ def figures(facts: internal.AccountFacts) -> public.PushFigures:
 
 
 def push_message(msg: internal.Push) -> public.Push:
-    out = public.Push(
-        push_id=msg.push_id,
-        store_id=msg.store_id,
-        kind=public.PushKind.ValueType(msg.kind),
-        state=STATES.get(msg.state, public.PUSH_STATE_UNSPECIFIED),
-        title=msg.title,
-        body=msg.body,
-        grant_id=msg.grant_id,
-        audience_size=msg.audience_size,
-        submitted_by=msg.submitted_by,
-        reviewed_by=msg.reviewed_by,
-        review_note=msg.review_note,
-        delivered_count=msg.delivered_count,
-        figures=figures(msg.facts),
-        quota_returned=msg.quota_returned,
+    return convert(
+        msg, public.Push, state=STATES.get(msg.state, public.PUSH_STATE_UNSPECIFIED), figures=figures(msg.facts)
     )
-    for name in ("submitted_at", "reviewed_at", "send_at", "sent_at", "cancelled_at"):
-        if msg.HasField(name):
-            getattr(out, name).CopyFrom(getattr(msg, name))
-    return out
-
-
-def notice_message(msg: internal.Notice) -> public.PushNotice:
-    return convert(msg, public.PushNotice)
 
 
 class PushService(public_grpc.PushServiceServicer):
@@ -150,14 +129,11 @@ class PushService(public_grpc.PushServiceServicer):
         facts = account_facts(await self._facts(principal.store_id, context))
         draft = await self.backends.call(
             self.backends.push.CreateDraft,
-            internal.CreateDraftRequest(
-                request_id=request.request_id,
+            convert(
+                request,
+                internal.CreateDraftRequest,
                 store_id=principal.store_id,
                 account_id=principal.subject,
-                kind=internal.PushKind.ValueType(request.kind),
-                title=request.title,
-                body=request.body,
-                grant_id=request.grant_id,
                 facts=facts,
             ),
             context,
@@ -238,12 +214,7 @@ class PushService(public_grpc.PushServiceServicer):
         principal.require(Role.OPS, rule_id="P6", why="only ops review pushes")
         reply = await self.backends.call(
             self.backends.push.ReviewPush,
-            internal.ReviewPushRequest(
-                push_id=request.push_id,
-                decision=internal.ReviewDecision.ValueType(request.decision),
-                reviewer_id=principal.subject,
-                note=request.note,
-            ),
+            convert(request, internal.ReviewPushRequest, reviewer_id=principal.subject),
             context,
             retry=Retry.NEVER,
         )
@@ -261,22 +232,12 @@ class PushService(public_grpc.PushServiceServicer):
         fields.done()
         reply = await self.backends.call(
             self.backends.push.ListPendingReviews,
-            internal.ListPendingReviewsRequest(
-                page_size=request.page_size,
-                page_token=request.page_token,
-                kind=internal.PushKind.ValueType(request.kind),
-                store_id=request.store_id,
-            ),
+            convert(request, internal.ListPendingReviewsRequest),
             context,
             retry=Retry.SAFE,
         )
-        return public.ListPendingReviewsResponse(
-            reviews=[
-                public.PendingReview(push=push_message(r.push), window_ends_at=r.window_ends_at) for r in reply.reviews
-            ],
-            next_page_token=reply.next_page_token,
-            as_of=reply.as_of,
-        )
+        reviews = [convert(r, public.PendingReview, push=push_message(r.push)) for r in reply.reviews]
+        return convert(reply, public.ListPendingReviewsResponse, reviews=reviews)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -297,13 +258,11 @@ class PushService(public_grpc.PushServiceServicer):
         store_id = self._store_to_read(request.store_id)
         reply = await self.backends.call(
             self.backends.push.ListPushes,
-            internal.ListPushesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
+            convert(request, internal.ListPushesRequest, store_id=store_id),
             context,
             retry=Retry.SAFE,
         )
-        return public.ListPushesResponse(
-            pushes=[push_message(p) for p in reply.pushes], next_page_token=reply.next_page_token
-        )
+        return convert(reply, public.ListPushesResponse, pushes=[push_message(p) for p in reply.pushes])
 
     async def GetQuotaLedger(
         self, request: public.GetQuotaLedgerRequest, context: grpc.aio.ServicerContext
@@ -316,18 +275,7 @@ class PushService(public_grpc.PushServiceServicer):
             context,
             retry=Retry.SAFE,
         )
-        out = public.GetQuotaLedgerResponse(store_id=store_id, as_of=reply.as_of, figures=figures(reply.facts))
-        for entry in reply.entries:
-            item = out.entries.add(
-                kind=public.PushKind.ValueType(entry.kind),
-                remaining=entry.remaining,
-                available_now=entry.available_now,
-                unmet=entry.unmet,
-                audience_size=entry.audience_size,
-            )
-            if entry.HasField("next_possible_at"):
-                item.next_possible_at.CopyFrom(entry.next_possible_at)
-        return out
+        return convert(reply, public.GetQuotaLedgerResponse, store_id=store_id, figures=figures(reply.facts))
 
     async def ListPushNotices(
         self, request: public.ListPushNoticesRequest, context: grpc.aio.ServicerContext
@@ -342,13 +290,11 @@ class PushService(public_grpc.PushServiceServicer):
         )
         reply = await self.backends.call(
             self.backends.push.ListNotices,
-            internal.ListNoticesRequest(store_id=store_id, page_size=request.page_size, page_token=request.page_token),
+            convert(request, internal.ListNoticesRequest, store_id=store_id),
             context,
             retry=Retry.SAFE,
         )
-        return public.ListPushNoticesResponse(
-            notices=[notice_message(n) for n in reply.notices], next_page_token=reply.next_page_token
-        )
+        return convert(reply, public.ListPushNoticesResponse)
 
     # -- grants (P5) -------------------------------------------------------------------------------
 
@@ -361,13 +307,7 @@ class PushService(public_grpc.PushServiceServicer):
         await self._facts(request.store_id, context)  # NOT_FOUND for a store nobody reported
         reply = await self.backends.call(
             self.backends.push.GrantMassSend,
-            internal.GrantMassSendRequest(
-                request_id=request.request_id,
-                store_id=request.store_id,
-                audience_size=request.audience_size,
-                activity=request.activity,
-                granted_by=principal.subject,
-            ),
+            convert(request, internal.GrantMassSendRequest, granted_by=principal.subject),
             context,
             retry=Retry.with_request_id(request.request_id),
         )
@@ -385,16 +325,7 @@ class PushService(public_grpc.PushServiceServicer):
             context,
         )
         async for item in deliveries:
-            yield public.StreamDeliveriesResponse(
-                store_id=item.store_id,
-                push_id=item.push_id,
-                kind=public.PushKind.ValueType(item.kind),
-                title=item.title,
-                body=item.body,
-                recipient_ids=item.recipient_ids,
-                written_at=item.written_at,
-                cursor=item.cursor,
-            )
+            yield convert(item, public.StreamDeliveriesResponse)
 
 
 class RecallNotices:

@@ -10,7 +10,7 @@ How a value is set:
 - ``None`` leaves the field unset (its default; for a timestamp or a
   ``optional`` scalar, absent), as ``row.item_id or ""`` would;
 - an aware ``datetime`` becomes a ``Timestamp``;
-- a list or tuple extends a repeated field;
+- a list or tuple replaces a repeated field's values;
 - a message is copied into a message field;
 - anything else is assigned, so a type the field cannot hold fails loudly
   (``TypeError``) rather than being dropped.
@@ -51,7 +51,9 @@ def set_field(message: Message, name: str, value: Any) -> None:
     elif isinstance(value, Message):
         getattr(message, name).CopyFrom(value)
     elif isinstance(value, (list, tuple)):
-        getattr(message, name).extend(value)
+        repeated = getattr(message, name)
+        del repeated[:]  # replaces what a copy put there
+        repeated.extend(value)
     elif callable(value):  # a method that shares a field's name (``Row.count``), never a value
         raise TypeError(f"{type(message).__name__}.{name}: pass it by keyword, the source's is a method")
     else:

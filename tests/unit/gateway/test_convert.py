@@ -91,3 +91,21 @@ def test_the_copy_gives_what_the_json_copy_gave(source: type[Message], target: t
             )
 
     check()
+
+
+def test_a_refusals_figures_map_is_copied_entry_by_entry() -> None:
+    from qun.gateway.v1 import push_pb2 as public_push
+    from qun.push.v1 import push_pb2 as internal_push
+
+    entry = internal_push.QuotaEntry(kind=internal_push.PUSH_KIND_RECALL_TIER_2, remaining=0)
+    entry.unmet.add(rule_id="P2", reason="TOO_FEW", figures={"old_customer_fans": "90", "required": "100"})
+    copied = convert(entry, public_push.QuotaEntry)
+    assert copied.kind == public_push.PUSH_KIND_RECALL_TIER_2
+    assert dict(copied.unmet[0].figures) == {"old_customer_fans": "90", "required": "100"}
+
+
+def test_a_named_field_replaces_what_the_copy_put_there() -> None:
+    reply = internal.ListSalesResponse(purchases=[internal.PurchaseRecord(purchase_id="p1")], next_page_token="t")
+    copied = convert(reply, public.ListSalesResponse, purchases=[public.PurchaseRecord(purchase_id="p2")])
+    assert [p.purchase_id for p in copied.purchases] == ["p2"]
+    assert copied.next_page_token == "t"
