@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from gateway.convert import convert
 from gateway.downstream import MIN_DEADLINE_SECONDS, Downstream, Relayed
 from qun.campaigns.v1 import campaigns_pb2_grpc
 from qun.eligibility.v1 import eligibility_pb2, eligibility_pb2_grpc
@@ -80,20 +79,6 @@ class Backends:
     ) -> Response:
         """One unary call within what is left of the caller's deadline."""
         return await self.downstream.within(context, method, request, safe=retry is Retry.SAFE)
-
-    async def relay(
-        self,
-        method: Callable[..., Awaitable[Any]],
-        request: Message,
-        internal: type[Message],
-        public: type[M],
-        context: grpc.aio.ServicerContext,
-        *,
-        retry: Retry,
-    ) -> M:
-        """A public request passed on as the backend's ``internal`` request, its answer copied back as ``public``."""
-        reply = await self.call(method, convert(request, internal), context, retry=retry)
-        return convert(reply, public)
 
     async def stream(
         self,

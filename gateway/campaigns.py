@@ -247,14 +247,10 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self, request: public.ListSalesRequest, context: grpc.aio.ServicerContext
     ) -> public.ListSalesResponse:
         require_store_scope(current_principal(), request.store_id, *STORE_ROLES, anywhere=(Role.UPSTREAM,))
-        return await self.backends.relay(
-            self.backends.campaigns.ListSales,
-            request,
-            internal.ListSalesRequest,
-            public.ListSalesResponse,
-            context,
-            retry=Retry.SAFE,
+        reply = await self.backends.call(
+            self.backends.campaigns.ListSales, convert(request, internal.ListSalesRequest), context, retry=Retry.SAFE
         )
+        return convert(reply, public.ListSalesResponse)
 
     # -- activities (merchant) ---------------------------------------------------------------
 
@@ -324,14 +320,13 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         principal = current_principal()
         group_set_id = await self._activity_set(request.store_id, request.activity_id, context)
         await self._staff_set(group_set_id, principal, context)
-        return await self.backends.relay(
+        reply = await self.backends.call(
             self.backends.campaigns.EndActivity,
-            request,
-            internal.EndActivityRequest,
-            public.EndActivityResponse,
+            convert(request, internal.EndActivityRequest),
             context,
             retry=Retry.SAFE,
         )
+        return convert(reply, public.EndActivityResponse)
 
     async def GetActivity(
         self, request: public.GetActivityRequest, context: grpc.aio.ServicerContext
@@ -373,27 +368,25 @@ class CampaignService(public_grpc.CampaignServiceServicer):
         self, request: public.GetFlashSaleResultsRequest, context: grpc.aio.ServicerContext
     ) -> public.GetFlashSaleResultsResponse:
         require_store_staff(current_principal(), request.store_id)
-        return await self.backends.relay(
+        reply = await self.backends.call(
             self.backends.campaigns.GetFlashSaleResults,
-            request,
-            internal.GetFlashSaleResultsRequest,
-            public.GetFlashSaleResultsResponse,
+            convert(request, internal.GetFlashSaleResultsRequest),
             context,
             retry=Retry.SAFE,
         )
+        return convert(reply, public.GetFlashSaleResultsResponse)
 
     async def ListRefunds(
         self, request: public.ListRefundsRequest, context: grpc.aio.ServicerContext
     ) -> public.ListRefundsResponse:
         require_store_staff(current_principal(), request.store_id)
-        return await self.backends.relay(
+        reply = await self.backends.call(
             self.backends.campaigns.ListRefunds,
-            request,
-            internal.ListRefundsRequest,
-            public.ListRefundsResponse,
+            convert(request, internal.ListRefundsRequest),
             context,
             retry=Retry.SAFE,
         )
+        return convert(reply, public.ListRefundsResponse)
 
     # -- consumers ---------------------------------------------------------------------------
 

@@ -129,14 +129,13 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         self, request: operations_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.GetCapacityResponse:
         require_store_staff(current_principal(), request.store_id)
-        return await self.backends.relay(
+        reply = await self.backends.call(
             self.backends.lifecycle.GetCapacity,
-            request,
-            lifecycle_pb2.GetCapacityRequest,
-            operations_pb2.GetCapacityResponse,
+            convert(request, lifecycle_pb2.GetCapacityRequest),
             context,
             retry=Retry.SAFE,
         )
+        return convert(reply, operations_pb2.GetCapacityResponse)
 
     async def SetSleepingPlan(
         self, request: operations_pb2.SetSleepingPlanRequest, context: grpc.aio.ServicerContext
@@ -161,14 +160,13 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
                 raise PermissionDenied("a streamer reads its own audit trail")
         else:
             require_store_staff(principal, request.store_id)
-        return await self.backends.relay(
+        reply = await self.backends.call(
             self.backends.lifecycle.ListAuditEntries,
-            request,
-            lifecycle_pb2.ListAuditEntriesRequest,
-            operations_pb2.ListAuditEntriesResponse,
+            convert(request, lifecycle_pb2.ListAuditEntriesRequest),
             context,
             retry=Retry.SAFE,
         )
+        return convert(reply, operations_pb2.ListAuditEntriesResponse)
 
     async def WhatIfThreshold(
         self, request: operations_pb2.WhatIfThresholdRequest, context: grpc.aio.ServicerContext
