@@ -47,6 +47,7 @@ from cli.stack import (
     check_environment,
     dying_with_this_process,
     free_port,
+    http_port_for,
     is_stack_supervisor,
     passed_through,
     port_base,
@@ -228,6 +229,7 @@ def refuse_if_running(data_dir: Path, base: int | None, prometheus: bool) -> Non
     ports = ports_for(base)
     names = {grpc: name for name, (grpc, _) in ports.items()}
     names.update({metrics: f"{name} metrics" for name, (_, metrics) in ports.items()})
+    names[http_port_for(base)] = "gateway http"
     if prometheus:
         names[prometheus_port(base)] = "prometheus"
     taken = holders(sorted(names))

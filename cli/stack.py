@@ -43,6 +43,7 @@ PORT_BASE_ENV = "QUN_PORT_BASE"
 DEFAULT_PORT_BASE = 50050
 METRICS_OFFSET = 10
 PROMETHEUS_OFFSET = 9
+HTTP_OFFSET = 8  # the gateway's JSON-over-HTTP (Connect) port: B+8
 DEFAULT_PROMETHEUS_PORT = 9090
 # What the stack decides for each process; every other QUN_* variable of the caller's environment
 # is passed through to every process (log level, rules file, clock file, job interval …).
@@ -51,6 +52,7 @@ STACK_OWNED_ENV = frozenset(
         "QUN_DATA_DIR",
         "QUN_GRPC_PORT",
         "QUN_METRICS_PORT",
+        "QUN_HTTP_PORT",
         "QUN_DATABASE_URL",
         "QUN_INTERNAL_TOKEN",
         "QUN_TOKEN_SECRET",
@@ -118,6 +120,11 @@ def ports_for(base: int | None) -> dict[str, tuple[int, int]]:
     }
 
 
+def http_port_for(base: int | None) -> int:
+    """The gateway's HTTP port: its documented default, or moved to ``base``."""
+    return spec("gateway").http_port if base is None else base + HTTP_OFFSET
+
+
 def prometheus_port(base: int | None) -> int:
     return DEFAULT_PROMETHEUS_PORT if base is None else base + PROMETHEUS_OFFSET
 
@@ -183,10 +190,15 @@ class Endpoint:
     name: str
     grpc_port: int
     metrics_port: int
+    http_port: int = 0  # the gateway's JSON-over-HTTP (Connect) port
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -226,6 +238,7 @@ class Stack:
             else:
                 grpc_port, metrics_port = free_port(), free_port()
             endpoints[name] = Endpoint(name, grpc_port, metrics_port)
+        endpoints["gateway"].http_port = http_port_for(self.port_base) if self.fixed_ports else free_port()
         return endpoints
 
     @property
@@ -244,6 +257,8 @@ class Stack:
             **{spec(backend).addr_env: self.endpoints[backend].address for backend in BACKENDS},
             PYTHONUNBUFFERED="1",
         )
+        if name == "gateway":
+            env["QUN_HTTP_PORT"] = str(self.gateway.http_port)
         if name in self.database_urls:
             env["QUN_DATABASE_URL"] = self.database_urls[name]
         env.update(self.extra_env)
@@ -365,6 +380,7 @@ class Stack:
             "supervisor": os.getpid(),
             "processes": {name: process.pid for name, process in self.processes.items()},
             "gateway": self.gateway.address,
+            "http": self.gateway.http_url,
             "port_base": self.port_base,
             "endpoints": {name: [e.grpc_port, e.metrics_port] for name, e in self.endpoints.items()},
             "prometheus": prometheus_url,
@@ -407,7 +423,7 @@ class Stack:
         return {name: self.stop_process(name) for name in reversed(PROCESSES) if name in self.processes}
 
     def describe(self) -> str:
-        lines = [f"gateway  grpc://{self.gateway.address}"]
+        lines = [f"gateway  grpc://{self.gateway.address}  {self.gateway.http_url} (JSON over HTTP)"]
         for name in PROCESSES:
             endpoint = self.endpoints[name]
             lines.append(f"{name:<12} grpc {endpoint.address:<18} metrics {endpoint.metrics_url}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import grpc
@@ -14,6 +15,7 @@ from gateway.campaigns import CampaignService
 from gateway.downstream import Downstream
 from gateway.facts import FactService, StoreBlacklistRemovals
 from gateway.groups import GroupService
+from gateway.http import HttpFront, http_loop, listening_socket, with_cors
 from gateway.operations import GroupOperations
 from gateway.push import PushService, RecallNotices
 from gateway.ratelimit import RateLimiter, RateLimitInterceptor
@@ -36,10 +38,21 @@ from qun.push.v1 import push_pb2_grpc as internal_push_pb2_grpc
 from services.common.client import internal_channel
 from services.common.clock import Clock
 from services.common.interceptors import Interceptor
+from services.common.loops import Loop
 from services.common.rules import Rules
 from services.common.server import ServiceApp
 from services.common.settings import Settings
 from services.common.tls import TlsFiles
+
+# The public API: every service of qun.gateway.v1, on the gRPC port and on the HTTP port alike.
+PUBLIC_SERVICES = (
+    gateway_pb2.DESCRIPTOR.services_by_name["GroupService"],
+    gateway_pb2.DESCRIPTOR.services_by_name["FactService"],
+    operations_pb2.DESCRIPTOR.services_by_name["GroupOperationsService"],
+    operations_pb2.DESCRIPTOR.services_by_name["DiscoveryService"],
+    campaigns_pb2.DESCRIPTOR.services_by_name["CampaignService"],
+    public_push_pb2.DESCRIPTOR.services_by_name["PushService"],
+)
 
 
 class GatewayApp(ServiceApp):
@@ -56,6 +69,7 @@ class GatewayApp(ServiceApp):
         self.config = gateway_settings or load_gateway_settings(settings)
         self.channels: list[grpc.aio.Channel] = []
         self.account_guard = StoreAccountGuard()
+        self.http_socket: socket.socket | None = None
 
     def tls(self) -> TlsFiles | None:
         """The gateway's own port is the public API: plaintext here (TLS ends at the ingress); its
@@ -78,6 +92,8 @@ class GatewayApp(ServiceApp):
         return channel
 
     async def open(self, server: grpc.aio.Server) -> Sequence[str]:
+        if self.config.http_bind:
+            self.http_socket = listening_socket(self.config.http_bind)
         groups_channel = self._channel(self.config.groups_addr)
         backends = Backends(
             eligibility=eligibility_pb2_grpc.EligibilityServiceStub(self._channel(self.config.eligibility_addr)),
@@ -101,17 +117,20 @@ class GatewayApp(ServiceApp):
         operations_pb2_grpc.add_GroupOperationsServiceServicer_to_server(GroupOperations(backends), server)
         operations_pb2_grpc.add_DiscoveryServiceServicer_to_server(Discovery(backends, self.rules, self.clock), server)
         campaigns_pb2_grpc.add_CampaignServiceServicer_to_server(CampaignService(backends), server)
-        services = gateway_pb2.DESCRIPTOR.services_by_name
-        operations = operations_pb2.DESCRIPTOR.services_by_name
-        return [
-            services["GroupService"].full_name,
-            services["FactService"].full_name,
-            operations["GroupOperationsService"].full_name,
-            operations["DiscoveryService"].full_name,
-            campaigns_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
-            public_push_pb2.DESCRIPTOR.services_by_name["PushService"].full_name,
-        ]
+        return [service.full_name for service in PUBLIC_SERVICES]
+
+    def loops(self) -> Sequence[Loop]:
+        """The HTTP port, when configured: its calls go through this process's own gRPC port (ADR 0012)."""
+        if self.http_socket is None:
+            return ()
+        host = self.settings.grpc_addr.rsplit(":", 1)[0]
+        loopback = grpc.aio.insecure_channel(f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}")
+        self.channels.append(loopback)
+        front = with_cors(HttpFront(loopback, PUBLIC_SERVICES), self.config.cors_origins)
+        return (http_loop(front, self.http_socket, self.settings.grace_seconds),)
 
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
+        if self.http_socket is not None:
+            self.http_socket.close()

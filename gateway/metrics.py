@@ -1,6 +1,6 @@
 """Domain metrics only the gateway can count: it alone sees every join's outcome."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 joins = Counter(
     "qun_joins_total",
@@ -9,6 +9,14 @@ joins = Counter(
 )
 creates = Counter(
     "qun_group_set_creates_total", "Group-set creations through the gateway by outcome.", ("kind", "outcome")
+)
+http_requests = Counter(
+    "qun_http_requests_total",
+    "Calls on the gateway's HTTP port (Connect) by procedure and HTTP status; each is also a gRPC call.",
+    ("procedure", "status"),
+)
+http_seconds = Histogram(
+    "qun_http_request_seconds", "Time to answer a call on the gateway's HTTP port, by procedure.", ("procedure",)
 )
 rate_limited = Counter(
     "qun_gateway_rate_limited_total",

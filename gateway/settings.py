@@ -16,6 +16,8 @@ TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
 REPLICAS_ENV = "QUN_GATEWAY_REPLICAS"
 JWKS_FILE_ENV = "QUN_JWKS_FILE"
 JWKS_URL_ENV = "QUN_JWKS_URL"
+HTTP_PORT_ENV = "QUN_HTTP_PORT"
+CORS_ENV = "QUN_HTTP_CORS_ORIGINS"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class GatewaySettings:
     downstream_attempts: int
     # How many gateway replicas share the rate limits of the rules file (each takes its share).
     replicas: int = 1
+    # host:port of the JSON-over-HTTP (Connect) port; empty: none.
+    http_bind: str = ""
+    # Origins whose browsers may call the HTTP port (CORS); none by default, "*" for any.
+    cors_origins: tuple[str, ...] = ()
 
 
 def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> GatewaySettings:
@@ -53,7 +59,17 @@ def load_gateway_settings(base: Settings, env: dict[str, str] | None = None) -> 
         downstream_timeout=timeout,
         downstream_attempts=int_setting(env, "QUN_DOWNSTREAM_ATTEMPTS", 3, 1, 10),
         replicas=int_setting(env, REPLICAS_ENV, 1, 1, 1000),
+        http_bind=http_bind(env),
+        cors_origins=tuple(origin.strip() for origin in env.get(CORS_ENV, "").split(",") if origin.strip()),
     )
+
+
+def http_bind(env: dict[str, str]) -> str:
+    """Where the HTTP port listens: ``QUN_HTTP_HOST`` (else ``QUN_HOST``) and ``QUN_HTTP_PORT`` (0 turns it off)."""
+    port = int_setting(env, HTTP_PORT_ENV, spec("gateway").http_port, 0, 65535)
+    if port == 0:
+        return ""
+    return f"{env.get('QUN_HTTP_HOST', env.get('QUN_HOST', '127.0.0.1'))}:{port}"
 
 
 def token_keys(env: dict[str, str]) -> TokenKeys:

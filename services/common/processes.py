@@ -17,6 +17,7 @@ class ProcessSpec:
     grpc_port: int  # default loopback ports
     metrics_port: int
     database: bool  # owns a database, migrated before it starts
+    http_port: int = 0  # the gateway's JSON-over-HTTP port (Connect); 0: the process serves none
 
     @property
     def addr_env(self) -> str:
@@ -34,7 +35,7 @@ PROCESS_SPECS: tuple[ProcessSpec, ...] = (
     ProcessSpec("groups", "services.groups", 50053, 9453, database=True),
     ProcessSpec("campaigns", "services.campaigns", 50054, 9454, database=True),
     ProcessSpec("push", "services.push", 50055, 9455, database=True),
-    ProcessSpec("gateway", "gateway", 50051, 9451, database=False),
+    ProcessSpec("gateway", "gateway", 50051, 9451, database=False, http_port=8080),
 )
 # Processes of the benchmark only (never deployed): the baseline echo service and the proxy before it.
 BENCH_SPECS: tuple[ProcessSpec, ...] = (

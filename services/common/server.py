@@ -51,6 +51,8 @@ class ServiceApp:
 
     def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        # The gRPC port once bound (``Server.start`` sets it before the loops start).
+        self.port = 0
         self.rules = rules or load_rules()
         self.clock = clock or clock_from_env({"QUN_CLOCK_FILE": settings.clock_file})
 
@@ -138,6 +140,7 @@ class Server:
         await self.server.start()
         await self.app.check_ready()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        self.app.port = self.port
         self.loops.start(self.app.loops())
         log.info(
             "serving",

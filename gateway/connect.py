@@ -1,0 +1,182 @@
+"""Every public RPC in the Connect protocol (JSON or binary over HTTP), answered by the gRPC gateway itself.
+
+A Connect call is passed, as the same message, to the gateway's own gRPC
+port over loopback, with the caller's bearer token, request id and deadline
+(``connect-timeout-ms``). So one implementation serves both transports: the
+same authentication, role rules, rate limits, bounds, handlers, metrics and
+logs (``docs/adr/0012-json-over-http.md``). A gRPC refusal comes back as a
+Connect error with the same code and the same details (``Verdict``,
+``BadRequest``, ``ErrorInfo``), which the Connect JSON error form carries
+both packed and decoded (``debug``).
+
+The protocol itself (content types, envelopes, compression, the JSON error
+form, streaming) is the ``connectrpc`` library's; the endpoints are built
+from the public services' descriptors, so a new RPC needs nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+from connectrpc import _codec
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo
+from connectrpc.request import RequestContext
+from connectrpc.server import ConnectASGIApplication, Endpoint
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
+
+from services.common.interceptors import REQUEST_ID_HEADER
+from services.common.server import MAX_MESSAGE_BYTES
+
+log = logging.getLogger("qun.http")
+
+# What a Connect caller's headers carry on to the gRPC call (lower case, as both transports name them).
+FORWARDED_HEADERS = ("authorization", REQUEST_ID_HEADER, "traceparent", "tracestate")
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class JsonCodec(_codec.ProtoJSONCodec[Any]):
+    """JSON with every field, zero and false included (a client reads ``0``, not a missing key, at a boundary);
+    a body that is not the request's JSON is the caller's error (INVALID_ARGUMENT), not an unknown one."""
+
+    def encode(self, message: Message) -> bytes:
+        return json_format.MessageToJson(
+            message, always_print_fields_with_no_presence=True, indent=None, ensure_ascii=False
+        ).encode()
+
+    def decode(self, data: bytes | bytearray, message: Any) -> Any:
+        try:
+            json_format.Parse(bytes(data), message)
+        except (json_format.ParseError, UnicodeDecodeError) as error:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"the body is not a {message.DESCRIPTOR.name}: {error}") from None
+        return message
+
+
+class ProtoCodec(_codec.ProtoBinaryCodec[Any]):
+    """Binary protobuf; a body that does not decode is INVALID_ARGUMENT."""
+
+    def decode(self, data: bytes | bytearray, message: Any) -> Any:
+        try:
+            message.ParseFromString(bytes(data))
+        except DecodeError as error:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"the body is not a {message.DESCRIPTOR.name}: {error}") from None
+        return message
+
+
+def install_codecs() -> None:
+    """Puts the two codecs above in the library's table, which every Connect application reads.
+
+    The library has no per-application codec setting yet (its own comment says so), so the table
+    is updated in place; ``tests/unit/gateway/test_connect.py`` fails if that stops taking effect.
+    """
+    json_codec = JsonCodec()
+    _codec._codecs.update(  # noqa: SLF001 - see the docstring
+        {_codec.CODEC_NAME_JSON: json_codec, _codec.CODEC_NAME_JSON_CHARSET_UTF8: json_codec}
+    )
+    _codec._codecs[_codec.CODEC_NAME_PROTO] = ProtoCodec()  # noqa: SLF001
+
+
+def connect_error(error: grpc.aio.AioRpcError) -> ConnectError:
+    """The gRPC status as a Connect error: the same code, message and details."""
+    details: Sequence[Any] = ()
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            details = list(status.details)
+    code = error.code()
+    name = code.name.lower() if code is not None else "unknown"
+    return ConnectError(Code(name) if name != "cancelled" else Code.CANCELED, error.details() or "", details)
+
+
+class Forwarder:
+    """Calls one public method on the gateway's own gRPC port with what the Connect request carried."""
+
+    def __init__(self, channel: grpc.aio.Channel, method: MethodDescriptor) -> None:
+        self.path = f"/{method.containing_service.full_name}/{method.name}"
+        request = message_factory.GetMessageClass(method.input_type)
+        output = message_factory.GetMessageClass(method.output_type)
+        options = {"request_serializer": request.SerializeToString, "response_deserializer": output.FromString}
+        if method.server_streaming:
+            self.stream_call = channel.unary_stream(self.path, **options)
+        else:
+            self.unary_call = channel.unary_unary(self.path, **options)
+
+    async def unary(self, request: Message, ctx: RequestContext[Any, Any]) -> Message:
+        try:
+            reply: Message = await self.unary_call(request, metadata=_metadata(ctx), timeout=_timeout(ctx))
+        except grpc.aio.AioRpcError as error:
+            raise connect_error(error) from None
+        except Exception:
+            raise _internal(self.path) from None
+        return reply
+
+    async def stream(self, request: Message, ctx: RequestContext[Any, Any]) -> AsyncIterator[Message]:
+        call = self.stream_call(request, metadata=_metadata(ctx), timeout=_timeout(ctx))
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise connect_error(error) from None
+        except Exception:
+            raise _internal(self.path) from None
+        finally:
+            call.cancel()  # the HTTP caller went away: the gRPC stream ends with it
+
+
+def _internal(path: str) -> ConnectError:
+    """A failure of this front itself: logged here, INTERNAL to the caller, who learns nothing of it."""
+    log.exception("the HTTP front failed a call", extra={"fields": {"method": path}})
+    return ConnectError(Code.INTERNAL, "internal error")
+
+
+def _metadata(ctx: RequestContext[Any, Any]) -> list[tuple[str, str]]:
+    headers = ctx.request_headers()
+    return [(name, headers[name]) for name in FORWARDED_HEADERS if name in headers]
+
+
+def _timeout(ctx: RequestContext[Any, Any]) -> float | None:
+    remaining = ctx.timeout_ms()
+    return None if remaining is None else max(remaining, 1.0) / 1000.0
+
+
+def endpoints(channel: grpc.aio.Channel, services: Sequence[ServiceDescriptor]) -> dict[str, Any]:
+    """A Connect endpoint for every method of ``services``, keyed by its path, forwarding over ``channel``."""
+    found: dict[str, Any] = {}
+    for service in services:
+        for method in service.methods:
+            info: MethodInfo[Any, Any] = MethodInfo(
+                name=method.name,
+                service_name=service.full_name,
+                input=message_factory.GetMessageClass(method.input_type),
+                output=message_factory.GetMessageClass(method.output_type),
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+            )
+            forward = Forwarder(channel, method)
+            if method.client_streaming:
+                raise ValueError(f"{forward.path}: the public API has no client streams")
+            found[forward.path] = (
+                Endpoint.server_stream(info, forward.stream)
+                if method.server_streaming
+                else Endpoint.unary(info, forward.unary)
+            )
+    return found
+
+
+class ConnectApp(ConnectASGIApplication[Mapping[str, Any]]):
+    """The public services as one ASGI application (paths ``/<package>.<Service>/<Method>``)."""
+
+    def __init__(self, routes: Mapping[str, Any]) -> None:
+        install_codecs()
+        super().__init__(service=routes, endpoints=lambda found: found, read_max_bytes=MAX_MESSAGE_BYTES)
+        self.paths = frozenset(routes)
+
+    @property
+    def path(self) -> str:
+        return "/"
