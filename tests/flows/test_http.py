@@ -1,0 +1,216 @@
+"""The public API as a web client sees it: JSON over HTTP in the Connect protocol, every service a real process.
+
+A real HTTP client (httpx) against the running stack's HTTP port: a create and a join, a refusal with its
+rules and figures, a server stream, a bad token and a bad body, HTTP/2 without TLS, health, metrics, and
+the request id a caller can quote. Each answer is compared with what the gRPC port says for the same call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from gateway.auth import Principal, Role
+from qun.gateway.v1 import campaigns_pb2 as pb
+from qun.gateway.v1 import gateway_pb2
+from tests.flows.test_campaigns import OPS, Shop, at, shop  # noqa: F401 - shop is the fixture used below
+from tests.flows.test_create_and_join import join, new_group, new_store
+from tests.support import facts
+from tests.support.stack import GatewayClient, RunningStack, unique
+
+GROUPS = "/qun.gateway.v1.GroupService"
+CAMPAIGNS = "/qun.gateway.v1.CampaignService"
+END_STREAM = 0x02
+
+
+def bearer(gw: GatewayClient, principal: Principal) -> dict[str, str]:
+    return dict(gw.auth(principal))
+
+
+@pytest.fixture
+async def http(platform: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=platform.stack.gateway.http_url, timeout=10) as client:
+        yield client
+
+
+async def test_create_and_join_in_json_then_read_it_back_over_grpc(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    consumer = unique("c")
+    await gw.report(facts.consumer(consumer, follows=(store_id,)))
+    created = await http.post(
+        f"{GROUPS}/CreateGroupSet",
+        json={"kind": "GROUP_KIND_STORE", "name": "粉丝群", "threshold": {"follow": {}}},
+        headers=bearer(gw, gw.main_account(main_id, store_id)),
+    )
+    assert created.status_code == 200, created.text
+    assert created.headers["content-type"].startswith("application/json")
+    group = created.json()["groupSet"]
+    # Zero and false fields are there: a client reads 0 members, not a missing key.
+    assert (group["name"], group["memberCount"], group["isPublic"]) == ("粉丝群", 0, False)
+    assert group["subGroups"][0]["name"] == "粉丝群1"
+
+    joined = await http.post(
+        f"{GROUPS}/JoinGroupSet", json={"groupSetId": group["groupSetId"]}, headers=bearer(gw, gw.consumer(consumer))
+    )
+    assert joined.status_code == 200, joined.text
+    membership = joined.json()["membership"]
+    assert (membership["groupSetId"], membership["subGroupId"]) == (
+        group["groupSetId"],
+        group["subGroups"][0]["subGroupId"],
+    )
+    again = await join(gw, consumer, group["groupSetId"])  # the gRPC port sees the same membership
+    assert again.membership.sub_group_id == membership["subGroupId"]
+
+
+async def test_a_refused_join_names_every_failed_rule_as_the_grpc_port_does(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    group = await new_group(gw, store_id, main_id)
+    stranger = unique("c")
+    await gw.report(facts.consumer(stranger, score=100))  # follows nobody, too low a score
+    with pytest.raises(grpc.aio.AioRpcError) as over_grpc:
+        await join(gw, stranger, group.group_set_id)
+
+    refused = await http.post(
+        f"{GROUPS}/JoinGroupSet", json={"groupSetId": group.group_set_id}, headers=bearer(gw, gw.consumer(stranger))
+    )
+    assert refused.status_code == 400
+    error = refused.json()
+    assert error["code"] == over_grpc.value.code().name.lower() == "failed_precondition"
+    assert error["message"] == over_grpc.value.details()
+    verdicts = [d["debug"] for d in error["details"] if d["type"] == "qun.common.v1.Verdict"]
+    assert verdicts, error
+    failed = {f["ruleId"]: f for f in verdicts[0]["failures"]}
+    assert {"C2", "C9"} <= set(failed)
+    assert failed["C2"]["figures"]["taoqi_score"] == "100"
+    assert refused.headers["x-request-id"]
+
+
+async def test_a_bad_token_and_a_token_of_the_wrong_role(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    group = await new_group(gw, store_id, main_id)
+    body = {"groupSetId": group.group_set_id}
+    forged = await http.post(f"{GROUPS}/JoinGroupSet", json=body, headers={"authorization": "Bearer not-a-token"})
+    assert (forged.status_code, forged.json()["code"]) == (401, "unauthenticated")
+    missing = await http.post(f"{GROUPS}/JoinGroupSet", json=body)
+    assert (missing.status_code, missing.json()["code"]) == (401, "unauthenticated")
+    merchant = await http.post(
+        f"{GROUPS}/JoinGroupSet", json=body, headers=bearer(gw, gw.main_account(main_id, store_id))
+    )
+    assert (merchant.status_code, merchant.json()["code"]) == (403, "permission_denied")
+
+
+async def test_a_bad_body_is_invalid_argument_and_a_value_past_its_bound_names_the_field(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    owner = bearer(gw, gw.main_account(main_id, store_id))
+    broken = await http.post(
+        f"{GROUPS}/CreateGroupSet", content=b'{"kind": ', headers={**owner, "content-type": "application/json"}
+    )
+    assert (broken.status_code, broken.json()["code"]) == (400, "invalid_argument")
+    wrong_field = await http.post(f"{GROUPS}/CreateGroupSet", json={"kindd": 1}, headers=owner)
+    assert (wrong_field.status_code, wrong_field.json()["code"]) == (400, "invalid_argument")
+    too_long = await http.post(
+        f"{GROUPS}/CreateGroupSet",
+        json={"kind": "GROUP_KIND_STORE", "name": "群" * 200, "threshold": {"follow": {}}},
+        headers=owner,
+    )
+    assert (too_long.status_code, too_long.json()["code"]) == (400, "invalid_argument")
+    [bad_request] = [d["debug"] for d in too_long.json()["details"] if d["type"] == "google.rpc.BadRequest"]
+    assert [v["field"] for v in bad_request["fieldViolations"]] == ["name"]
+    listed = await gw.groups.ListGroupSets(
+        gateway_pb2.ListGroupSetsRequest(store_id=store_id),
+        metadata=gw.auth(gw.main_account(main_id, store_id)),
+    )
+    assert list(listed.group_sets) == []  # nothing was created by any of them
+
+
+def envelope(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message).encode()
+    return struct.pack(">BI", 0, len(payload)) + payload
+
+
+async def envelopes(answer: httpx.Response) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """The Connect stream's messages as (flags, JSON), the last one flagged end-of-stream."""
+    buffered = b""
+    async for chunk in answer.aiter_bytes():
+        buffered += chunk
+        while len(buffered) >= 5:
+            flags, size = struct.unpack(">BI", buffered[:5])
+            if len(buffered) < 5 + size:
+                break
+            yield flags, json.loads(buffered[5 : 5 + size] or b"{}")
+            buffered = buffered[5 + size :]
+
+
+async def test_a_server_stream_over_http_and_its_refusal(shop: Shop, platform: RunningStack) -> None:  # noqa: F811
+    start = platform.now
+    item_id = await shop.item(stock=10)
+    sale = await shop.flash_sale(item_id, minutes=30)
+    member, outsider = await shop.member(), await shop.outsider()
+    await shop.buy(member, item_id, 3, sale.activity_id)
+    try:
+        await at(platform, start + timedelta(minutes=31))
+        await shop.api.RunExpiry(pb.RunExpiryRequest(), metadata=shop.gw.auth(OPS))
+    finally:
+        await at(platform, start)
+    request = envelope({"storeId": shop.store_id, "groupSetId": shop.group.group_set_id})
+    streaming = {"content-type": "application/connect+json", "connect-timeout-ms": "5000"}
+    async with httpx.AsyncClient(base_url=platform.stack.gateway.http_url, timeout=10) as client:
+        async with client.stream(
+            "POST", f"{CAMPAIGNS}/WatchEndCards", content=request, headers={**streaming, **dict(shop.consumer(member))}
+        ) as watched:
+            assert watched.status_code == 200
+            async for flags, message in envelopes(watched):
+                assert flags == 0, message
+                card = message["endCard"]
+                assert (card["activityId"], card["unitsSold"]) == (sale.activity_id, "3")
+                break
+
+        async with client.stream(
+            "POST",
+            f"{CAMPAIGNS}/WatchEndCards",
+            content=request,
+            headers={**streaming, **dict(shop.consumer(outsider))},
+        ) as refused:
+            frames = [frame async for frame in envelopes(refused)]
+    assert [flags for flags, _ in frames] == [END_STREAM]
+    assert frames[0][1]["error"]["code"] == "permission_denied"
+
+
+async def test_http2_without_tls_health_metrics_and_the_request_id(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    health = await http.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"status": "SERVING"})
+    upstream = bearer(gw, Principal("upstream-http", Role.UPSTREAM))
+    async with httpx.AsyncClient(base_url=platform.stack.gateway.http_url, http1=False, http2=True) as h2:
+        answer = await h2.post(
+            "/qun.gateway.v1.FactService/ReportFacts",
+            json={"facts": [{"taoqiScore": {"consumerId": unique("c"), "score": 500}}]},
+            headers={**upstream, "x-request-id": "quote-me-1"},
+        )
+    assert answer.http_version == "HTTP/2"
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-request-id"] == "quote-me-1"
+    await asyncio.sleep(0)
+    with urllib.request.urlopen(platform.stack.gateway.metrics_url, timeout=5) as page:
+        text = page.read().decode()
+    assert 'qun_http_requests_total{procedure="/qun.gateway.v1.FactService/ReportFacts",status="200"}' in text
+    # The same call was a gRPC call of the gateway too: one implementation, counted once more there.
+    assert 'grpc_method="ReportFacts"' in text
