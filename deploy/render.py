@@ -143,6 +143,7 @@ def compose_process(process: Process, all_processes: list[Process]) -> dict[str,
         depends[f"migrate-{process.name}"] = {"condition": "service_completed_successfully"}
     if not process.backend:  # the gateway
         env[TOKEN_SECRET_ENV] = TOKEN_SECRET
+        env["QUN_HTTP_PORT"] = str(process.http_port)
         for backend in (p for p in all_processes if p.backend):
             env[backend.addr_env] = f"{backend.name}:{backend.grpc_port}"
             depends[backend.name] = {"condition": "service_healthy"}
@@ -150,10 +151,13 @@ def compose_process(process: Process, all_processes: list[Process]) -> dict[str,
         **qun_image(),
         "command": [process.name],
         "environment": env,
-        "expose": [str(process.grpc_port), str(process.metrics_port)],
+        "expose": [str(port) for port in (process.grpc_port, process.metrics_port, process.http_port) if port],
     }
     if not process.backend:
-        service["ports"] = [f"{PUBLISH_HOST}:${{QUN_GATEWAY_PORT:-{process.grpc_port}}}:{process.grpc_port}"]
+        service["ports"] = [
+            f"{PUBLISH_HOST}:${{QUN_GATEWAY_PORT:-{process.grpc_port}}}:{process.grpc_port}",
+            f"{PUBLISH_HOST}:${{QUN_GATEWAY_HTTP_PORT:-{process.http_port}}}:{process.http_port}",
+        ]
     service.update(
         {
             "healthcheck": {
@@ -335,6 +339,7 @@ def deployment(process: Process, all_processes: list[Process]) -> dict[str, Any]
         env.append(database_env(process))
     if not process.backend:
         env.append(secret_env(TOKEN_SECRET_ENV, "token-secret"))
+        env.append({"name": "QUN_HTTP_PORT", "value": str(process.http_port)})
         # The headless Service names every ready pod: the gateway's channel spreads calls over them all
         # (round_robin, services.common.client) instead of riding one connection to one pod.
         for backend in (p for p in all_processes if p.backend):
@@ -352,6 +357,7 @@ def deployment(process: Process, all_processes: list[Process]) -> dict[str, Any]
         "ports": [
             {"name": "grpc", "containerPort": process.grpc_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": process.metrics_port, "protocol": "TCP"},
+            *([{"name": "http", "containerPort": process.http_port, "protocol": "TCP"}] if process.http_port else []),
         ],
         "env": env,
         "startupProbe": {**grpc_probe, "periodSeconds": 2, "failureThreshold": 30, "timeoutSeconds": 2},
@@ -435,6 +441,11 @@ def service_ports(process: Process) -> list[dict[str, Any]]:
             "appProtocol": "kubernetes.io/h2c",
         },
         {"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+        *(
+            [{"name": "http", "port": process.http_port, "targetPort": "http", "protocol": "TCP"}]
+            if process.http_port
+            else []
+        ),
     ]
 
 
@@ -509,7 +520,10 @@ def network_policy(process: Process, gateway: Process) -> dict[str, Any]:
     grpc_from: list[dict[str, Any]] = (
         [] if not process.backend else [{"podSelector": {"matchLabels": selector(gateway)}}]
     )
-    grpc_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": "grpc"}]}
+    public_ports = [{"protocol": "TCP", "port": "grpc"}]
+    if process.http_port:  # the gateway's JSON-over-HTTP port is as public as its gRPC port
+        public_ports.append({"protocol": "TCP", "port": "http"})
+    grpc_rule: dict[str, Any] = {"ports": public_ports}
     if grpc_from:
         grpc_rule["from"] = grpc_from
     return {

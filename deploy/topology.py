@@ -32,6 +32,7 @@ class Process:
     metrics_port: int
     database: bool  # owns a database, migrated by a one-shot job before it starts
     backend: bool  # reached only through the gateway
+    http_port: int = 0  # the gateway's JSON-over-HTTP (Connect) port; 0: none
     min_replicas: int = 2
     max_replicas: int = 6
     cpu_request: str = "100m"
@@ -77,6 +78,7 @@ def processes() -> list[Process]:
             metrics_port=spec.metrics_port,
             database=spec.database,
             backend=spec.name in BACKENDS,
+            http_port=spec.http_port,
         )
         result.append(replace(process, **TUNING.get(spec.name, {})))  # type: ignore[arg-type]  # TUNING names Process fields
     return result

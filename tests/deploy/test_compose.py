@@ -77,7 +77,8 @@ def test_ports_health_checks_and_addresses_agree(compose_model: dict[str, Any], 
     env = settings_env(services[gateway.name])
     config = load_gateway_settings(load_settings(gateway.name, env), env)
     published = {int(port["target"]) for port in services[gateway.name].get("ports", [])}
-    assert published == {gateway.grpc_port}, "the gateway, and only its gRPC port, is published"
+    http_port = int(config.http_bind.rpartition(":")[2])
+    assert published == {gateway.grpc_port, http_port}, "the gateway, and only its gRPC and HTTP ports, is published"
     for backend in (p for p in procs if p.backend):
         address = getattr(config, f"{backend.name}_addr", None) or env.get(backend.addr_env)
         assert address == f"{backend.name}:{backend.grpc_port}", f"gateway reaches {backend.name} at {address}"

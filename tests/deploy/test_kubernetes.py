@@ -95,7 +95,10 @@ def test_deployments_agree_with_the_settings_they_feed(
         grpc_port = int(settings.grpc_addr.rpartition(":")[2])
         assert settings.grpc_addr.startswith("0.0.0.0:")
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports == {"grpc": grpc_port, "metrics": settings.metrics_port}
+        expected = {"grpc": grpc_port, "metrics": settings.metrics_port}
+        if gateway is not None:  # and the JSON-over-HTTP port its settings bind
+            expected["http"] = int(gateway.http_bind.rpartition(":")[2])
+        assert ports == expected
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": grpc_port}, f"{process.name} {probe}"
         assert env["QUN_RULES_FILE"] == RULES_FILE
@@ -125,7 +128,8 @@ def test_services_select_the_pods_and_name_their_ports(
         for name in (process.k8s_name, f"{process.k8s_name}-pods"):
             service = objects[("Service", name)]
             assert service["spec"]["selector"].items() <= labels.items(), name
-            assert {p["targetPort"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
+            named = {"grpc", "metrics"} | ({"http"} if process.http_port else set())
+            assert {p["targetPort"] for p in service["spec"]["ports"]} == named
         assert objects[("Service", f"{process.k8s_name}-pods")]["spec"]["clusterIP"] == "None"
 
 
