@@ -115,7 +115,7 @@ up: proto
 down: $(VENV)/.runtime
 	$(PY) -m cli --data-dir data down
 
-test: proto venv check lint-proto breaking deploy-check e2e
+test: proto venv check lint-proto breaking deploy-check browser-tools e2e
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not faults" tests
 	$(MAKE) faults
 
@@ -144,7 +144,7 @@ clean:
 	rm -rf gen .pytest_cache
 
 # --- Deploy and operate: docker compose, Kubernetes, Prometheus, Grafana, end-to-end ----------
-.PHONY: deploy-tools deploy-render deploy-check e2e
+.PHONY: deploy-tools deploy-render deploy-check browser-tools e2e
 
 COMPOSE_BIN = $(VENV)/$(SITE)/compose/docker-compose
 K8S_VERSION ?= 1.30.0
@@ -157,6 +157,10 @@ COMPOSE_CHECK_ENV = QUN_POSTGRES_PASSWORD=check QUN_GRAFANA_ADMIN_PASSWORD=check
 # compose binary and kubernetes-validate come with the venv (the dev group of pyproject.toml).
 deploy-tools: $(VENV)/.installed
 	@bash deploy/install-prometheus.sh
+
+# Debian's chromium and chromedriver, for the ops console's browser test (tests/browser).
+browser-tools:
+	@bash tests/browser/install-chromium.sh
 
 # Rewrites the generated deployment files from the process list (deploy/render.py).
 deploy-render: $(VENV)/.installed

@@ -55,6 +55,15 @@ def refusal(failures: list[Failure]) -> RuleRefusal:
     )
 
 
+def _explained_for(account_id: str) -> Principal | None:
+    """X1 for ops: an ``Explain…`` call may name the account it explains (support answering "why can't
+    this account …"); only ops may, and the answer is the named account's, with its own role's rules."""
+    if not account_id:
+        return None
+    current_principal().require(Role.OPS, why="only ops explain a decision for another account")
+    return Principal(account_id, Role.OPS)
+
+
 class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
@@ -127,8 +136,9 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
     ) -> gateway_pb2.ExplainCreateResponse:
         fields = Fields()
         fields.enum("kind", request.kind, common_pb2.GroupKind)
+        fields.identifier("account_id", request.account_id, required=False)
         fields.done()
-        principal = self._creator(request.kind)
+        principal = _explained_for(request.account_id) or self._creator(request.kind)
         check = await self._check_create(principal, request.kind, context)
         return gateway_pb2.ExplainCreateResponse(verdict=check.verdict)
 
@@ -172,11 +182,12 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         return principal
 
     @staticmethod
-    def _validate_join(group_set_id: str, password: str, request_id: str = "") -> None:
+    def _validate_join(group_set_id: str, password: str, request_id: str = "", consumer_id: str = "") -> None:
         fields = Fields()
         fields.identifier("group_set_id", group_set_id)
         fields.text("password", password, max_chars=MAX_PASSWORD_CHARS)
         fields.identifier("request_id", request_id, required=False)
+        fields.identifier("consumer_id", consumer_id, required=False)
         fields.done()
 
     def _eligibility_request(
@@ -295,8 +306,8 @@ class GroupService(gateway_pb2_grpc.GroupServiceServicer):
         self, request: gateway_pb2.ExplainJoinRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ExplainJoinResponse:
         """X1: what JoinGroupSet would answer; for a member, allowed (their membership) and ``already_member``."""
-        self._validate_join(request.group_set_id, request.password)
-        consumer = self._joiner()
+        self._validate_join(request.group_set_id, request.password, consumer_id=request.consumer_id)
+        consumer = _explained_for(request.consumer_id) or self._joiner()
         _, _, _, failures = await self._join_verdict(consumer.subject, request.group_set_id, request.password, context)
         if any(f.rule_id == ALREADY_MEMBER_RULE for f in failures):
             return gateway_pb2.ExplainJoinResponse(verdict=verdict([]), already_member=True)

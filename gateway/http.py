@@ -1,4 +1,4 @@
-"""The gateway's HTTP port: every public RPC in the Connect protocol, health, and CORS when configured.
+"""The gateway's HTTP port: every public RPC in the Connect protocol, the ops console, health, and CORS.
 
 Served by hypercorn (HTTP/1.1, and HTTP/2 without TLS by prior knowledge or
 upgrade) as one of the gateway's loops: it starts once the gRPC port serves,
@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,6 +35,8 @@ from services.common.loops import Loop
 log = logging.getLogger("qun.http")
 
 HEALTH_PATH = "/healthz"
+CONSOLE_PATH = "/console"
+CONSOLE_FILES = Path(__file__).parent / "console"
 HEALTH_TIMEOUT_SECONDS = 1.0
 # What a browser on another origin may send and read (when CORS is on).
 CORS_HEADERS = (
@@ -53,12 +56,16 @@ class HttpFront:
     def __init__(self, channel: grpc.aio.Channel, services: Sequence[Any]) -> None:
         self.connect = ConnectApp(endpoints(channel, services))
         self.health = health_pb2_grpc.HealthStub(channel)
+        self.console = Console(CONSOLE_FILES)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return  # lifespan: nothing to start (the gateway is serving before this server starts)
         if scope["path"] == HEALTH_PATH:
             await self._health(send)
+            return
+        if scope["path"] in ("/", CONSOLE_PATH) or scope["path"].startswith(f"{CONSOLE_PATH}/"):
+            await self.console(scope, send)
             return
         request_id = _header(scope, REQUEST_ID_HEADER) or uuid.uuid4().hex
         scope = _with_header(scope, REQUEST_ID_HEADER, request_id)
@@ -87,14 +94,50 @@ class HttpFront:
         except grpc.aio.AioRpcError:
             serving = False
         body = json.dumps({"status": "SERVING" if serving else "NOT_SERVING"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200 if serving else 503,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 200 if serving else 503, [(b"content-type", b"application/json")], body)
+
+
+class Console:
+    """The ops console's few files (``gateway/console``), read once and served from memory.
+
+    Only the files named here are served, so no path a browser sends can reach another file. The page
+    runs no script but its own and is never framed (a push's text is a merchant's words).
+    """
+
+    TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
+    HEADERS = [
+        (
+            b"content-security-policy",
+            b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cache-control", b"no-cache"),
+    ]
+
+    def __init__(self, folder: Path) -> None:
+        self.files = {
+            f"{CONSOLE_PATH}/{path.name}": (self.TYPES[path.suffix].encode(), path.read_bytes())
+            for path in sorted(folder.iterdir())
+            if path.suffix in self.TYPES
+        }
+
+    async def __call__(self, scope: Any, send: Any) -> None:
+        path = scope["path"]
+        if path in ("/", CONSOLE_PATH):
+            await _answer(send, 308, [(b"location", f"{CONSOLE_PATH}/".encode())], b"")
+            return
+        found = self.files.get(f"{CONSOLE_PATH}/index.html" if path == f"{CONSOLE_PATH}/" else path)
+        if found is None or scope["method"] not in ("GET", "HEAD"):
+            await _answer(send, 404, [(b"content-type", b"text/plain")], b"not found")
+            return
+        content_type, body = found
+        await _answer(send, 200, [(b"content-type", content_type), *self.HEADERS], body)
+
+
+async def _answer(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: Any, name: str) -> str:

@@ -482,3 +482,37 @@ async def test_a_join_into_a_known_set_needs_two_backend_calls(gw: GatewayClient
     await join(gw, second, group.group_set_id)
     # eligibility's CheckJoin and groups' AddMember; the set's threshold was kept from the first join
     assert client_calls(platform, "CheckJoin") == checks + 1
+
+
+async def test_X1_ops_explain_create_and_join_for_another_account_and_nobody_else_may(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    store_id, main_id = await new_store(gw, platform)
+    group = await new_group(gw, store_id, main_id)
+    stranger = unique("c")
+    await gw.report(facts.consumer(stranger, score=350))
+    ops = gw.auth(Principal("ops-support", Role.OPS))
+    joining = await gw.groups.ExplainJoin(
+        gateway_pb2.ExplainJoinRequest(group_set_id=group.group_set_id, consumer_id=stranger), metadata=ops
+    )
+    assert {f.rule_id for f in joining.verdict.failures} == {"C2", "C9"}
+    creating = await gw.groups.ExplainCreate(
+        gateway_pb2.ExplainCreateRequest(kind=common_pb2.GROUP_KIND_STORE, account_id=stranger), metadata=ops
+    )
+    assert [f.rule_id for f in creating.verdict.failures] == ["E1"]
+    owner = await gw.groups.ExplainCreate(
+        gateway_pb2.ExplainCreateRequest(kind=common_pb2.GROUP_KIND_STORE, account_id=main_id), metadata=ops
+    )
+    assert not owner.verdict.failures  # the store's main account may create
+    # Only ops ask on another account's behalf: a consumer, or a store naming its own owner, is refused.
+    for principal, request in (
+        (gw.consumer(stranger), gateway_pb2.ExplainJoinRequest(group_set_id=group.group_set_id, consumer_id="c-other")),
+        (
+            gw.main_account(main_id, store_id),
+            gateway_pb2.ExplainCreateRequest(kind=common_pb2.GROUP_KIND_STORE, account_id=main_id),
+        ),
+    ):
+        call = gw.groups.ExplainJoin if isinstance(request, gateway_pb2.ExplainJoinRequest) else gw.groups.ExplainCreate
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(request, metadata=gw.auth(principal))  # type: ignore[operator]
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED

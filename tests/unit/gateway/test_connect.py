@@ -178,3 +178,18 @@ def test_the_json_codec_is_the_one_every_connect_app_reads() -> None:
     assert isinstance(_codec.get_codec("json"), JsonCodec)
     encoded = _codec.get_codec("json").encode(gateway_pb2.GroupSet())  # type: ignore[union-attr]
     assert json.loads(encoded)["memberCount"] == 0
+
+
+async def test_the_console_serves_its_own_files_and_nothing_else() -> None:
+    async with client(FakeChannel({})) as http:
+        home = await http.get("/")
+        page = await http.get("/console/")
+        script = await http.get("/console/console.js")
+        escape = await http.get("/console/../gateway/app.py")
+        other = await http.get("/console/app.py")
+        posted = await http.post("/console/index.html")
+    assert (home.status_code, home.headers["location"]) == (308, "/console/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]  # no script but its own runs
+    assert script.status_code == 200 and "ListPendingReviews" in script.text
+    assert [escape.status_code, other.status_code, posted.status_code] == [404, 404, 404]
