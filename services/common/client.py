@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.interceptors import ACTOR_HEADER, INTERNAL_TOKEN_HEADER, REQUEST_ID_HEADER, MethodInfo
 from services.common.logs import actor_var, request_id_var
 from services.common.tls import TlsFiles
@@ -52,8 +52,15 @@ class _Unary:
         self._inner = inner
         self._series = metrics.client_series(info.labels) if channel.record_metrics else None
         self._channel = channel
+        self._method = info.full_method
 
     async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
+        if tracing.enabled():
+            with tracing.client_span(self._method):
+                return await self._call(request, timeout, metadata, **kw)
+        return await self._call(request, timeout, metadata, **kw)
+
+    async def _call(self, request: Any, timeout: float | None, metadata: Any, **kw: Any) -> Any:
         call = self._inner(request, timeout=timeout, metadata=self._channel.metadata(metadata), **kw)
         series = self._series
         if series is None:
@@ -101,6 +108,7 @@ class CredentialedChannel:
         actor = actor_var.get()
         if actor:
             items.append((ACTOR_HEADER, actor))
+        tracing.outgoing(items)
         return tuple(items)
 
     def unary_unary(self, method: str, *args: Any, **kw: Any) -> _Unary:

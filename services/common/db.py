@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
 
-from services.common import sqlite_inline
+from services.common import sqlite_inline, tracing
 from services.common.driver_rows import DriverRows
 from services.common.errors import ServiceError, Unavailable
 from services.common.pg_driver import PgDriver
@@ -246,6 +246,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine, self._plain = _engines(url, pool_size)
+        tracing.instrument_engine(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite: the one connection is taken in turn (see create_engine).
         self._turn = None if self.is_postgres else asyncio.Lock()

@@ -279,6 +279,12 @@ def failures_from_status(status: status_pb2.Status | None) -> list[Failure]:
     ]
 
 
+def refusal_rules(error: ServiceError) -> str:
+    """The rule ids a refusal names (its ``ErrorInfo``'s ``rules``, e.g. ``C2,C9``); empty for other errors."""
+    info = error_info(error.to_status())
+    return info.metadata.get("rules", "") if info is not None else ""
+
+
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

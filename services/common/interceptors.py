@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from services.common import metrics
-from services.common.errors import InvalidArgument, ServiceError, Unauthenticated
-from services.common.logs import request_id_var
+from services.common import metrics, tracing
+from services.common.errors import InvalidArgument, ServiceError, Unauthenticated, refusal_rules
+from services.common.logs import current_ids, request_id_var
 
 log = logging.getLogger("qun.rpc")
 
@@ -225,25 +225,44 @@ class MetricsInterceptor(Interceptor):
 
 
 class LoggingInterceptor(Interceptor):
-    """Binds the request id (from ``x-request-id`` or new) and logs each outcome.
+    """Binds the request id (from ``x-request-id`` or new) and the call's trace (``services.common.tracing``),
+    and logs each outcome.
 
     Successful calls log at DEBUG; refusals and failures at INFO, so a busy
-    service's log holds what someone will ask about.
+    service's log holds what someone will ask about. With ``answer_ids`` (the
+    gateway: the public API) every answer's metadata carries the request id and
+    the trace id, so a caller who gets an error has something to quote.
     """
 
+    def __init__(self, *, answer_ids: bool = False) -> None:
+        super().__init__()
+        self.answer_ids = answer_ids
+
     async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        token = request_id_var.set(metadata_value(context, REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        request_id = metadata_value(context, REQUEST_ID_HEADER) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
         start = time.perf_counter()
         try:
-            response = await call(request, context)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("rpc", extra={"fields": self._fields(info, "OK", start)})
-            return response
-        except BaseException:
-            log.info("rpc", extra={"fields": self._fields(info, _code_of(context).name, start)})
-            raise
+            with tracing.server_span(info.full_method, context.invocation_metadata()):
+                if self.answer_ids:
+                    await context.send_initial_metadata(self._ids(request_id))
+                try:
+                    response = await call(request, context)
+                except BaseException:
+                    log.info("rpc", extra={"fields": self._fields(info, _code_of(context).name, start)})
+                    raise
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("rpc", extra={"fields": self._fields(info, "OK", start)})
+                return response
         finally:
             request_id_var.reset(token)
+
+    @staticmethod
+    def _ids(request_id: str) -> tuple[tuple[str, str], ...]:
+        trace_id, _ = current_ids()
+        if trace_id:
+            return ((REQUEST_ID_HEADER, request_id), (tracing.TRACE_ID_HEADER, trace_id))
+        return ((REQUEST_ID_HEADER, request_id),)
 
     @staticmethod
     def _fields(info: MethodInfo, code: str, start: float) -> dict[str, object]:
@@ -296,6 +315,8 @@ class ErrorInterceptor(Interceptor):
                 raise refusal
             yield
         except ServiceError as error:
+            if tracing.enabled():
+                tracing.refused(refusal_rules(error))
             await abort_with(context, error)
         except grpc.aio.AbortError:
             raise

@@ -8,9 +8,19 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # Who a call acts for (the gateway's principal), carried to the backends for the audit trail.
 actor_var: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="")
+
+
+def current_ids() -> tuple[str, str]:
+    """The current trace and span ids in hex (the caller's, when this process makes no spans); empty if none."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return "", ""
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,6 +39,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        trace_id, span_id = current_ids()
+        if trace_id:
+            entry["trace_id"], entry["span_id"] = trace_id, span_id
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.base import Executable
 
+from services.common import tracing
 from services.common.driver_rows import CompiledStatement, DriverRows, row_type
 
 DIALECT = sa_asyncpg.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialect classes are untyped
@@ -108,6 +109,12 @@ class PgStatements:
     async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> DriverRows:
         prepared = self._driver.prepared(statement)
         sql, values = prepared.bound(parameters or {})
+        if tracing.enabled():
+            with tracing.sql_span(sql, "postgresql"):
+                return await self._run(prepared, sql, values)
+        return await self._run(prepared, sql, values)
+
+    async def _run(self, prepared: PgPrepared, sql: str, values: list[Any]) -> DriverRows:
         try:
             records = await self.connection.fetch(sql, *values)
         except CONNECTION_LOST:

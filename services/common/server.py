@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tracing
 from services.common.clock import Clock, clock_from_env
 from services.common.interceptors import (
     ErrorInterceptor,
@@ -48,6 +50,8 @@ class ServiceApp:
     """What one process serves. Subclasses register their servicers in ``open``."""
 
     name: str = ""
+    # Whether each answer's metadata names its request id and trace id (the public API: the gateway).
+    answers_ids: bool = False
 
     def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -108,7 +112,7 @@ class Server:
         self.server = grpc.aio.server(
             interceptors=[
                 MetricsInterceptor(),
-                LoggingInterceptor(),
+                LoggingInterceptor(answer_ids=app.answers_ids),
                 app.auth_interceptor(),
                 *app.guard_interceptors(),
                 ErrorInterceptor(),
@@ -180,12 +184,19 @@ class Server:
 def run(app_type: type[ServiceApp], settings: Settings) -> None:
     """Entry point of a service process."""
     configure_logging(settings.service, settings.log_level)
+    try:
+        tracing.configure_tracing(settings.service, os.environ)
+    except ValueError as error:
+        raise SystemExit(f"{settings.service}: {error}") from None
     rules = load_rules()
     log.info("rules loaded", extra={"fields": {"rules": json.loads(json.dumps(rules.as_dict()))}})
 
     async def serve() -> None:
         # grpc.aio binds its server to the loop running when it is built: build it inside asyncio.run.
-        await Server(app_type(settings, rules)).run_until_signalled()
+        try:
+            await Server(app_type(settings, rules)).run_until_signalled()
+        finally:
+            tracing.shutdown()
 
     asyncio.run(serve())
 

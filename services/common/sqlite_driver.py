@@ -27,6 +27,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import Executable
 
+from services.common import tracing
 from services.common.driver_rows import CompiledStatement, DriverRows, Unsupported
 
 ON_DRIVER_OPTION = "qun_on_driver"
@@ -71,6 +72,12 @@ class Prepared(CompiledStatement):
 
     def run(self, cursor: sqlite3.Cursor, values: list[Any], dialect: Dialect) -> DriverRows:
         """Runs with ``values`` (from ``values()``); driver errors raised as SQLAlchemy's."""
+        if tracing.enabled():
+            with tracing.sql_span(self.sql, "sqlite"):
+                return self._run(cursor, values, dialect)
+        return self._run(cursor, values, dialect)
+
+    def _run(self, cursor: sqlite3.Cursor, values: list[Any], dialect: Dialect) -> DriverRows:
         try:
             cursor.execute(self.sql, values)
             fetched = cursor.fetchall() if self.row is not None else []

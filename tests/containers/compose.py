@@ -100,7 +100,7 @@ def host_network_override(model: dict[str, Any], port_map: dict[int, int], image
             changed: dict[str, str] = {}
             for key, value in env.items():
                 value = str(value)
-                if key in ("QUN_GRPC_PORT", "QUN_METRICS_PORT"):
+                if key in ("QUN_GRPC_PORT", "QUN_METRICS_PORT", "QUN_HTTP_PORT"):
                     changed[key] = str(port_map[int(value)])
                 elif key == "QUN_HOST":
                     changed[key] = "127.0.0.1"

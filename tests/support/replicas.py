@@ -102,6 +102,7 @@ def replicas(
                 QUN_DATABASE_URL=database_url,
                 QUN_GRPC_PORT=str(port),
                 QUN_METRICS_PORT=str(free_port()),
+                QUN_HTTP_PORT=str(free_port()),  # a gateway replica's HTTP port (backends have none)
                 QUN_INTERNAL_TOKEN=INTERNAL_TOKEN,
                 QUN_LOG_LEVEL="WARNING",
                 QUN_GRACE_SECONDS="2",

@@ -66,7 +66,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]
 def extra_process(platform: RunningStack, name: str, module: str, log: Path, **env: str) -> Iterator[Extra]:
     grpc_port, metrics_port = free_port(), free_port()
     process_env = platform.stack.env_for(name)
-    process_env.update(QUN_GRPC_PORT=str(grpc_port), QUN_METRICS_PORT=str(metrics_port), **env)
+    process_env.update(
+        QUN_GRPC_PORT=str(grpc_port), QUN_METRICS_PORT=str(metrics_port), QUN_HTTP_PORT=str(free_port()), **env
+    )
     with log.open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", module], env=process_env, stdout=out, stderr=out)
     extra = Extra(name, grpc_port, metrics_port, process)
