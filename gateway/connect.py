@@ -34,6 +34,7 @@ from google.rpc import status_pb2
 
 from services.common.interceptors import REQUEST_ID_HEADER
 from services.common.server import MAX_MESSAGE_BYTES
+from services.common.tracing import TRACE_ID_HEADER
 
 log = logging.getLogger("qun.http")
 
@@ -109,12 +110,15 @@ class Forwarder:
             self.unary_call = channel.unary_unary(self.path, **options)
 
     async def unary(self, request: Message, ctx: RequestContext[Any, Any]) -> Message:
+        call = self.unary_call(request, metadata=_metadata(ctx), timeout=_timeout(ctx))
         try:
-            reply: Message = await self.unary_call(request, metadata=_metadata(ctx), timeout=_timeout(ctx))
+            reply: Message = await call
         except grpc.aio.AioRpcError as error:
+            _trace_header(ctx, error.initial_metadata())
             raise connect_error(error) from None
         except Exception:
             raise _internal(self.path) from None
+        _trace_header(ctx, await call.initial_metadata())
         return reply
 
     async def stream(self, request: Message, ctx: RequestContext[Any, Any]) -> AsyncIterator[Message]:
@@ -134,6 +138,13 @@ def _internal(path: str) -> ConnectError:
     """A failure of this front itself: logged here, INTERNAL to the caller, who learns nothing of it."""
     log.exception("the HTTP front failed a call", extra={"fields": {"method": path}})
     return ConnectError(Code.INTERNAL, "internal error")
+
+
+def _trace_header(ctx: RequestContext[Any, Any], metadata: Any) -> None:
+    """The trace id the gRPC answer named (``x-trace-id``), on the HTTP answer too."""
+    for key, value in metadata or ():
+        if key == TRACE_ID_HEADER:
+            ctx.response_headers()[TRACE_ID_HEADER] = value
 
 
 def _metadata(ctx: RequestContext[Any, Any]) -> list[tuple[str, str]]:

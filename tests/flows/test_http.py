@@ -203,11 +203,17 @@ async def test_http2_without_tls_health_metrics_and_the_request_id(
         answer = await h2.post(
             "/qun.gateway.v1.FactService/ReportFacts",
             json={"facts": [{"taoqiScore": {"consumerId": unique("c"), "score": 500}}]},
-            headers={**upstream, "x-request-id": "quote-me-1"},
+            headers={
+                **upstream,
+                "x-request-id": "quote-me-1",
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            },
         )
     assert answer.http_version == "HTTP/2"
     assert answer.status_code == 200, answer.text
+    # Both ids to quote; the caller's trace continues through the gateway even with tracing off here.
     assert answer.headers["x-request-id"] == "quote-me-1"
+    assert answer.headers["x-trace-id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     await asyncio.sleep(0)
     with urllib.request.urlopen(platform.stack.gateway.metrics_url, timeout=5) as page:
         text = page.read().decode()

@@ -23,6 +23,7 @@ from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2
 
 CREATE = "/qun.gateway.v1.GroupService/CreateGroupSet"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 
 class Refusal(grpc.aio.AioRpcError):
@@ -44,13 +45,16 @@ class FakeChannel:
         self.sent: list[tuple[str, Any, dict[str, str], float | None]] = []
 
     def unary_unary(self, path: str, request_serializer: Any, response_deserializer: Any, **_: Any) -> Any:
-        async def call(request: Any, metadata: Any = (), timeout: float | None = None) -> Any:
+        async def answer(request: Any, metadata: Any, timeout: float | None) -> Any:
             wire = request_serializer(request)  # what goes over loopback, decoded as the server would
             self.sent.append((path, type(request).FromString(wire), dict(metadata), timeout))
-            answer = self.answers[path]
-            if isinstance(answer, Exception):
-                raise answer
-            return response_deserializer(answer.SerializeToString())
+            found = self.answers[path]
+            if isinstance(found, Exception):
+                raise found
+            return response_deserializer(found.SerializeToString())
+
+        def call(request: Any, metadata: Any = (), timeout: float | None = None) -> FakeCall:
+            return FakeCall(answer(request, metadata, timeout))
 
         return call
 
@@ -60,6 +64,19 @@ class FakeChannel:
             return Stream([response_deserializer(m.SerializeToString()) for m in self.answers[path]])
 
         return call
+
+
+class FakeCall:
+    """A unary call as grpc.aio gives it: awaited for the answer, asked for the answer's headers."""
+
+    def __init__(self, answer: Any) -> None:
+        self._answer = answer
+
+    def __await__(self) -> Any:
+        return self._answer.__await__()
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata(("x-request-id", "req-1"), ("x-trace-id", TRACE_ID))
 
 
 class Stream:
@@ -98,7 +115,7 @@ async def test_a_json_call_reaches_the_grpc_method_as_the_same_message_with_toke
     )
     assert metadata == {"authorization": "Bearer t", "x-request-id": "req-1"}
     assert timeout is not None and 0 < timeout <= 1.5
-    assert answer.headers["x-request-id"] == "req-1"
+    assert (answer.headers["x-request-id"], answer.headers["x-trace-id"]) == ("req-1", TRACE_ID)
     body = answer.json()["groupSet"]
     # Zero and false fields are in the JSON: a client reads 0, not a missing key, at the boundaries.
     assert body["groupSetId"] == "gs1" and body["memberCount"] == 0 and body["isPublic"] is False
