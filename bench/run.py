@@ -171,7 +171,7 @@ class Bench:
                 self.work / f"data-{uuid.uuid4().hex[:6]}",
                 database_urls=urls,
                 fixed_ports=False,
-                extra_env={"QUN_LOG_LEVEL": "WARNING"},
+                extra_env={"QUN_LOG_LEVEL": "WARNING", **self.args.tracing_env},
             )
             started = time.perf_counter()
             stack.start()
@@ -292,12 +292,34 @@ class Bench:
     # -- report ------------------------------------------------------------------------------
 
     def report(self) -> str:
-        header = f"qun bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, db {self.args.db}"
+        header = (
+            f"qun bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+            f"db {self.args.db}, tracing {self.args.tracing}"
+        )
         lines = [header, "", "| row | figure | target | met |", "|---|---|---|---|"]
         for row in self.rows:
             met = "—" if row.met is None else ("yes" if row.met else "NO")
             lines.append(f"| {row.name} | {row.figure} | {row.target} | {met} |")
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def tracing_sink(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The ``OTEL_*`` settings of the run: none (tracing off), or 1% sampled and exported over OTLP to a
+    collector in this process, which keeps what it receives as a real one would."""
+    if args.tracing == "off":
+        yield {}
+        return
+    from tests.support.otlp import Collector
+
+    with Collector() as collector:
+        yield {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        }
+        print(f"tracing: {len(collector.spans())} spans received")
 
 
 Key = TypeVar("Key")
@@ -310,8 +332,8 @@ def mean_of(runs: dict[Key, list[dict[str, Any]]], figure: str) -> dict[Key, flo
 
 def run_one(args: argparse.Namespace) -> list[Row]:
     """Every row on one database: the baselines, the flows, the bursts (PostgreSQL), the push."""
-    with tempfile.TemporaryDirectory(prefix="qun-bench-") as work:
-        bench = Bench(args, Path(work))
+    with tempfile.TemporaryDirectory(prefix="qun-bench-") as work, tracing_sink(args) as traced:
+        bench = Bench(argparse.Namespace(**{**vars(args), "tracing_env": traced}), Path(work))
         steps: list[Callable[[], None]] = [bench.baseline, bench.flows, bench.push]
         for step in steps:
             step()
@@ -319,11 +341,12 @@ def run_one(args: argparse.Namespace) -> list[Row]:
     print("\n" + table)
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (args.results / f"bench-{args.db}-{stamp}.md").write_text(table + "\n")
-    (args.results / f"bench-{args.db}-{stamp}.json").write_text(
+    name = f"bench-{args.db}{'-traced' if args.tracing != 'off' else ''}-{stamp}"
+    (args.results / f"{name}.md").write_text(table + "\n")
+    (args.results / f"{name}.json").write_text(
         json.dumps([row.__dict__ for row in bench.rows], indent=2, ensure_ascii=False, default=str)
     )
-    print(f"\nwritten to {args.results}/bench-{args.db}-{stamp}.md and .json")
+    print(f"\nwritten to {args.results}/{name}.md and .json")
     return bench.rows
 
 
@@ -339,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "sampled"],
+        default="off",
+        help="sampled: every process traces 1%% of requests (OTEL_TRACES_SAMPLER_ARG=0.01) to an OTLP collector",
+    )
     args = parser.parse_args(argv)
     databases = [args.db] if args.db != "both" else ["sqlite", *(["postgres"] if postgres_reachable() else [])]
     if args.db == "both" and "postgres" not in databases:
