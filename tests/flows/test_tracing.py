@@ -51,17 +51,25 @@ def by_service(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
     return found
 
 
-async def test_a_join_is_one_trace_across_the_gateway_eligibility_groups_and_their_sql(
-    gw: GatewayClient, platform: RunningStack, collector: Collector
-) -> None:
+async def group_and_consumer(
+    gw: GatewayClient, platform: RunningStack, *, follows: bool, score: int = 600
+) -> tuple[str, str]:
+    """A new store's group-set (follow threshold) and a new consumer, who follows the store or not."""
     store_id, main_id = await new_store(gw, platform)
     group = await new_group(gw, store_id, main_id)
     consumer = unique("c")
-    await gw.report(facts.consumer(consumer, follows=(store_id,)))
+    await gw.report(facts.consumer(consumer, score=score, follows=(store_id,) if follows else ()))
+    return group.group_set_id, consumer
+
+
+async def test_a_join_is_one_trace_across_the_gateway_eligibility_groups_and_their_sql(
+    gw: GatewayClient, platform: RunningStack, collector: Collector
+) -> None:
+    group_set_id, consumer = await group_and_consumer(gw, platform, follows=True)
     trace = uuid.uuid4().hex
     parent = f"00-{trace}-b7ad6b7169203331-01"  # the caller's own trace, continued
     call = gw.groups.JoinGroupSet(
-        gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id),
+        gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id),
         metadata=(*gw.auth(gw.consumer(consumer)), ("traceparent", parent)),
     )
     await call
@@ -93,12 +101,9 @@ async def test_a_join_is_one_trace_across_the_gateway_eligibility_groups_and_the
 async def test_a_refusals_span_carries_its_rule_ids(
     gw: GatewayClient, platform: RunningStack, collector: Collector
 ) -> None:
-    store_id, main_id = await new_store(gw, platform)
-    group = await new_group(gw, store_id, main_id)
-    stranger = unique("c")
-    await gw.report(facts.consumer(stranger, score=100))
+    group_set_id, stranger = await group_and_consumer(gw, platform, follows=False, score=100)
     call = gw.groups.JoinGroupSet(
-        gateway_pb2.JoinGroupSetRequest(group_set_id=group.group_set_id), metadata=gw.auth(gw.consumer(stranger))
+        gateway_pb2.JoinGroupSetRequest(group_set_id=group_set_id), metadata=gw.auth(gw.consumer(stranger))
     )
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call
