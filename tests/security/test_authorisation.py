@@ -153,6 +153,8 @@ def requests(world: World, activity_id: str, purchase_id: str) -> dict[str, Call
             kind=common_pb2.GROUP_KIND_STORE, name=unique("群"), threshold=follow
         ),
         "ExplainCreate": lambda: gateway_pb2.ExplainCreateRequest(kind=common_pb2.GROUP_KIND_STORE),
+        # The caller's own verdict; naming another account (ops only, X1) is test_create_and_join's.
+        "ExplainJoin": lambda: gateway_pb2.ExplainJoinRequest(group_set_id=world.group_set_id),
         "ListGroupSets": lambda: gateway_pb2.ListGroupSetsRequest(store_id=world.store_id),
         "LeaveGroupSet": lambda: gateway_pb2.LeaveGroupSetRequest(group_set_id=world.spare_group_set_id),
         "AddAdmin": lambda: gateway_pb2.AddAdminRequest(group_set_id=world.spare_group_set_id, account_id=world.sub_id),
