@@ -243,13 +243,15 @@ class LoggingInterceptor(Interceptor):
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         try:
-            with tracing.server_span(info.full_method, context.invocation_metadata()):
+            with tracing.server_span(info.full_method, context.invocation_metadata()) as span:
                 if self.answer_ids:
                     await context.send_initial_metadata(self._ids(request_id))
                 try:
                     response = await call(request, context)
                 except BaseException:
-                    log.info("rpc", extra={"fields": self._fields(info, _code_of(context).name, start)})
+                    code = _code_of(context)
+                    tracing.answered(span, code.name, code.value[0])
+                    log.info("rpc", extra={"fields": self._fields(info, code.name, start)})
                     raise
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("rpc", extra={"fields": self._fields(info, "OK", start)})

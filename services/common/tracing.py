@@ -28,7 +28,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 log = logging.getLogger("qun.tracing")
 
@@ -37,6 +37,8 @@ TRACESTATE = "tracestate"
 TRACE_ID_HEADER = "x-trace-id"
 REFUSAL_RULES = "qun.refusal.rules"
 EXPORTERS = ("otlp", "console")
+# The gRPC codes that mean the server failed (OpenTelemetry's RPC conventions); the rest are answers.
+SERVER_FAILURES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 tracer = trace.get_tracer("qun")
 _provider: Any = None
@@ -111,8 +113,24 @@ def server_span(full_method: str, metadata: Any) -> Iterator[Span | None]:
         return
     service, _, method = full_method.lstrip("/").rpartition("/")
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
-    with tracer.start_as_current_span(full_method, context=parent, kind=SpanKind.SERVER, attributes=attributes) as span:
+    with tracer.start_as_current_span(
+        full_method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,  # a refusal is an answer, not a failure: ``answered`` says which
+        set_status_on_exception=False,
+    ) as span:
         yield span
+
+
+def answered(span: Span | None, code: str, number: int) -> None:
+    """The call's gRPC status on its span; an error status only for what the server failed to do."""
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute("rpc.grpc.status_code", number)
+    if code in SERVER_FAILURES:
+        span.set_status(Status(StatusCode.ERROR, code))
 
 
 @contextlib.contextmanager

@@ -118,6 +118,7 @@ async def test_a_refusals_span_carries_its_rule_ids(
     spans = collector.trace(trace_id, until=refused_span)
     [root] = [s for s in spans if s.service == "qun-gateway" and s.kind == SERVER]
     assert set(root.attributes["qun.refusal.rules"].split(",")) >= {"C2", "C9"}
+    assert root.attributes["rpc.grpc.status_code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     # The gateway's log line for the refusal names the trace and the request id the caller was given.
     request_id = dict(refused.value.initial_metadata())["x-request-id"]
     log = (platform.stack.data_dir / "logs" / "gateway.log").read_text()
