@@ -69,11 +69,12 @@ def docker_engine() -> bool:
 def with_docker(project: str, pytest_args: list[str]) -> int:
     """The compose file as it is, images built by compose. (Not exercised on machines without a
     Docker engine, where podman below is used instead.)"""
-    gateway_port, prometheus_port, grafana_port = free_ports(3)
+    gateway_port, prometheus_port, grafana_port, http_port = free_ports(4)
     image = f"qun-e2e:{project}"
     env = deployment_env(
         QUN_IMAGE=image,
         QUN_GATEWAY_PORT=str(gateway_port),
+        QUN_GATEWAY_HTTP_PORT=str(http_port),
         QUN_PROMETHEUS_PORT=str(prometheus_port),
         QUN_GRAFANA_PORT=str(grafana_port),
     )
@@ -100,6 +101,7 @@ def with_docker(project: str, pytest_args: list[str]) -> int:
             env["QUN_TOKEN_SECRET"],
             pytest_args,
             QUN_E2E_PROMETHEUS_URL=f"http://127.0.0.1:{prometheus_port}",
+            QUN_E2E_HTTP=f"http://127.0.0.1:{http_port}",
         )
     finally:
         if code != 0:
@@ -164,6 +166,7 @@ def with_podman(project: str, pytest_args: list[str]) -> int:
                 for name, service in env_model.items()
                 if "QUN_METRICS_PORT" in service.get("environment", {})
             ),
+            QUN_E2E_HTTP=f"http://127.0.0.1:{env_model['gateway']['environment']['QUN_HTTP_PORT']}",
         )
     finally:
         if health_checks:

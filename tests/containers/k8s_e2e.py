@@ -346,6 +346,10 @@ class K8sRun:
         workload = self.plan.workload(GATEWAY)
         return self.endpoint(workload, workload.pods[0], "grpc")
 
+    def gateway_http(self) -> str:
+        workload = self.plan.workload(GATEWAY)
+        return f"http://{self.endpoint(workload, workload.pods[0], 'http')}"
+
     def memory(self) -> str:
         """Memory in use by the run's containers, per Deployment (all its pods) and in all."""
         try:
@@ -444,6 +448,7 @@ def run(project: str, overlay: Path, pytest_args: list[str]) -> int:
                 QUN_E2E_METRICS_TARGETS=",".join(
                     f"{name}={address}" for name, addresses in k8s.metrics_targets().items() for address in addresses
                 ),
+                QUN_E2E_HTTP=k8s.gateway_http(),
             )
             log(f"memory after the suite: {k8s.memory()}")
             if code == 0:

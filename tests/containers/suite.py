@@ -11,7 +11,13 @@ from tests.containers.images import ROOT
 from tests.containers.shell import log
 
 # What names the deployment to tests/e2e (its harness.py); set here, never inherited.
-E2E_TARGET_VARIABLES = {"QUN_E2E_GATEWAY", "QUN_E2E_TOKEN_SECRET", "QUN_E2E_METRICS_TARGETS", "QUN_E2E_PROMETHEUS_URL"}
+E2E_TARGET_VARIABLES = {
+    "QUN_E2E_GATEWAY",
+    "QUN_E2E_TOKEN_SECRET",
+    "QUN_E2E_METRICS_TARGETS",
+    "QUN_E2E_PROMETHEUS_URL",
+    "QUN_E2E_HTTP",
+}
 
 
 def run_suite(

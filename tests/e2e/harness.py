@@ -11,6 +11,7 @@ environment; without it the suite starts the local stack itself.
                              again for each of its replicas): the suite starts its own
                              Prometheus scraping them, with deploy/prometheus/rules.yml
     QUN_E2E_PROMETHEUS_URL   or: the deployment's Prometheus (e.g. http://127.0.0.1:9090)
+    QUN_E2E_HTTP             the gateway's JSON-over-HTTP base URL (e.g. http://127.0.0.1:8080)
     QUN_E2E_WAIT_SECONDS     how long to wait for scrapes to show the traffic (default 30, or
                              120 with the deployment's own Prometheus)
     QUN_E2E_RATE_INTERVAL    the window put in for Grafana's $__rate_interval (default 1m)
@@ -56,6 +57,8 @@ class Deployment:
     prometheus_url: str = ""
     local: bool = False
     description: str = ""
+    # The gateway's JSON-over-HTTP (Connect) base URL, e.g. http://127.0.0.1:8080.
+    http_url: str = ""
 
     def token(self, subject: str, role: str, store: str = "", ttl_seconds: int = 600) -> str:
         """An HS256 bearer token as the gateway expects it (issuer "qun")."""
@@ -84,7 +87,15 @@ def from_environment(env: dict[str, str] | None = None) -> Deployment | None:
     prometheus_url = env.get("QUN_E2E_PROMETHEUS_URL", "").rstrip("/")
     if not targets and not prometheus_url:
         raise Unconfigured("set QUN_E2E_METRICS_TARGETS (process=host:port,…) or QUN_E2E_PROMETHEUS_URL")
-    return Deployment(gateway, secret, targets, prometheus_url, local=False, description=f"gateway {gateway}")
+    return Deployment(
+        gateway,
+        secret,
+        targets,
+        prometheus_url,
+        local=False,
+        description=f"gateway {gateway}",
+        http_url=env.get("QUN_E2E_HTTP", "").rstrip("/"),
+    )
 
 
 @contextlib.contextmanager
@@ -115,6 +126,7 @@ def local_deployment(tmp: Path) -> Iterator[Deployment]:
                 metrics_targets={name: [f"127.0.0.1:{e.metrics_port}"] for name, e in stack.endpoints.items()},
                 local=True,
                 description=f"local stack on {'PostgreSQL' if use_postgres else 'SQLite'}",
+                http_url=stack.gateway.http_url,
             )
         finally:
             codes = stack.stop()
