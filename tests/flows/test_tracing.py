@@ -78,12 +78,14 @@ async def test_a_join_is_one_trace_across_the_gateway_eligibility_groups_and_the
 
     def complete(spans: list[ReceivedSpan]) -> bool:
         services = by_service(spans)
+        ids = {span.span_id for span in spans}
         # Each process exports in its own batches: wait for the gateway's server span too, not only some span.
         return (
             all(name in services for name in ("qun-gateway", "qun-eligibility", "qun-groups"))
             and any(s.kind == SERVER for s in services["qun-gateway"])
             and sum(s.kind == SERVER for name in ("qun-eligibility", "qun-groups") for s in services[name]) >= 2
             and any("db.statement" in span.attributes and span.service == "qun-groups" for span in spans)
+            and all(span.parent_id in ids or span.kind == SERVER and span.service == "qun-gateway" for span in spans)
         )
 
     spans = collector.trace(trace, until=complete)
