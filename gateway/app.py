@@ -57,7 +57,7 @@ PUBLIC_SERVICES = (
 
 class GatewayApp(ServiceApp):
     name = "gateway"
-    answers_ids = True
+    answer_ids = True
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,9 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import metrics
 from gateway.connect import ConnectApp, endpoints
 from services.common.interceptors import REQUEST_ID_HEADER
+from services.common.logs import request_id_or_new
 from services.common.loops import Loop
+from services.common.tracing import TRACE_ID_HEADER
 
 log = logging.getLogger("qun.http")
 
@@ -47,7 +48,7 @@ CORS_HEADERS = (
     "x-request-id",
     "traceparent",
 )
-CORS_EXPOSED = ("x-request-id",)
+CORS_EXPOSED = (REQUEST_ID_HEADER, TRACE_ID_HEADER)
 
 
 class HttpFront:
@@ -67,7 +68,7 @@ class HttpFront:
         if scope["path"] in ("/", CONSOLE_PATH) or scope["path"].startswith(f"{CONSOLE_PATH}/"):
             await self.console(scope, send)
             return
-        request_id = _header(scope, REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request_id_or_new(_header(scope, REQUEST_ID_HEADER))
         scope = _with_header(scope, REQUEST_ID_HEADER, request_id)
         procedure = scope["path"] if scope["path"] in self.connect.paths else "unknown"
         status = 0

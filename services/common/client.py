@@ -55,7 +55,7 @@ class _Unary:
         self._method = info.full_method
 
     async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **kw: Any) -> Any:
-        if tracing.enabled():
+        if tracing.recording():  # a sampled request's span (none at all when tracing is off)
             with tracing.client_span(self._method):
                 return await self._call(request, timeout, metadata, **kw)
         return await self._call(request, timeout, metadata, **kw)

@@ -11,7 +11,6 @@ import contextlib
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from grpc_status import rpc_status
 
 from services.common import metrics, tracing
 from services.common.errors import InvalidArgument, ServiceError, Unauthenticated, refusal_rules
-from services.common.logs import current_ids, request_id_var
+from services.common.logs import current_ids, request_id_or_new, request_id_var
 
 log = logging.getLogger("qun.rpc")
 
@@ -239,7 +238,7 @@ class LoggingInterceptor(Interceptor):
         self.answer_ids = answer_ids
 
     async def around(self, info: MethodInfo, request: Any, context: grpc.aio.ServicerContext, call: Unary) -> Any:
-        request_id = metadata_value(context, REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request_id_or_new(metadata_value(context, REQUEST_ID_HEADER))
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         try:
@@ -317,7 +316,7 @@ class ErrorInterceptor(Interceptor):
                 raise refusal
             yield
         except ServiceError as error:
-            if tracing.enabled():
+            if tracing.recording():  # the rules are read off the refusal only for a span that keeps them
                 tracing.refused(refusal_rules(error))
             await abort_with(context, error)
         except grpc.aio.AbortError:

@@ -6,13 +6,22 @@ import contextvars
 import json
 import logging
 import sys
+import uuid
 from datetime import UTC, datetime
 
 from opentelemetry import trace
 
+from services.common.validation import ID_PATTERN
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # Who a call acts for (the gateway's principal), carried to the backends for the audit trail.
 actor_var: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="")
+
+
+def request_id_or_new(offered: str) -> str:
+    """The caller's request id when it is a well-formed id (at most 64 id characters), else a new one:
+    a caller's value is logged and repeated in the answer, so it is bounded like every other (D2)."""
+    return offered if ID_PATTERN.match(offered) else uuid.uuid4().hex
 
 
 def current_ids() -> tuple[str, str]:

@@ -109,7 +109,7 @@ class PgStatements:
     async def execute(self, statement: Executable, parameters: Mapping[str, Any] | None = None) -> DriverRows:
         prepared = self._driver.prepared(statement)
         sql, values = prepared.bound(parameters or {})
-        if tracing.enabled():
+        if tracing.recording():  # a sampled request's span (none at all when tracing is off)
             with tracing.sql_span(sql, "postgresql"):
                 return await self._run(prepared, sql, values)
         return await self._run(prepared, sql, values)

@@ -51,7 +51,7 @@ class ServiceApp:
 
     name: str = ""
     # Whether each answer's metadata names its request id and trace id (the public API: the gateway).
-    answers_ids: bool = False
+    answer_ids: bool = False
 
     def __init__(self, settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -112,7 +112,7 @@ class Server:
         self.server = grpc.aio.server(
             interceptors=[
                 MetricsInterceptor(),
-                LoggingInterceptor(answer_ids=app.answers_ids),
+                LoggingInterceptor(answer_ids=app.answer_ids),
                 app.auth_interceptor(),
                 *app.guard_interceptors(),
                 ErrorInterceptor(),

@@ -72,7 +72,7 @@ class Prepared(CompiledStatement):
 
     def run(self, cursor: sqlite3.Cursor, values: list[Any], dialect: Dialect) -> DriverRows:
         """Runs with ``values`` (from ``values()``); driver errors raised as SQLAlchemy's."""
-        if tracing.enabled():
+        if tracing.recording():  # a sampled request's span (none at all when tracing is off)
             with tracing.sql_span(self.sql, "sqlite"):
                 return self._run(cursor, values, dialect)
         return self._run(cursor, values, dialect)

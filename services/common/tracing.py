@@ -51,7 +51,7 @@ def enabled() -> bool:
 
 def configure_tracing(service: str, env: Mapping[str, str]) -> bool:
     """Installs the SDK and its exporter when ``env`` asks for one; True when tracing is on."""
-    global _provider, tracer
+    global _provider
     exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if exporter == "none" or (not exporter and not endpoint):
@@ -74,8 +74,7 @@ def configure_tracing(service: str, env: Mapping[str, str]) -> bool:
     provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER(_ARG)
     provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
-    _provider = provider
-    tracer = trace.get_tracer("qun")
+    _provider = provider  # ``tracer`` (a proxy) makes its spans from now on
     log.info("tracing on", extra={"fields": {"exporter": exporter or "otlp", "sampler": str(provider.sampler)}})
     return True
 
@@ -111,13 +110,11 @@ def server_span(full_method: str, metadata: Any) -> Iterator[Span | None]:
         finally:
             otel_context.detach(token)
         return
-    service, _, method = full_method.lstrip("/").rpartition("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
     with tracer.start_as_current_span(
         full_method,
         context=parent,
         kind=SpanKind.SERVER,
-        attributes=attributes,
+        attributes=_rpc_attributes(full_method),
         record_exception=False,  # a refusal is an answer, not a failure: ``answered`` says which
         set_status_on_exception=False,
     ) as span:
@@ -135,22 +132,14 @@ def answered(span: Span | None, code: str, number: int) -> None:
 
 @contextlib.contextmanager
 def client_span(full_method: str) -> Iterator[None]:
-    """A CLIENT span around a call to a backend (when the call's trace is sampled)."""
-    if not _sampled():
-        yield
-        return
-    service, _, method = full_method.lstrip("/").rpartition("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
-    with tracer.start_as_current_span(full_method, kind=SpanKind.CLIENT, attributes=attributes):
+    """A CLIENT span around a call to a backend; callers ask ``recording()`` first (unsampled: no span)."""
+    with tracer.start_as_current_span(full_method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(full_method)):
         yield
 
 
 @contextlib.contextmanager
 def sql_span(sql: str, system: str) -> Iterator[None]:
-    """A CLIENT span around one statement a driver runs itself (when the call's trace is sampled)."""
-    if not _sampled():
-        yield
-        return
+    """A CLIENT span around one statement a driver runs itself; callers ask ``recording()`` first."""
     operation = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "SQL"
     attributes = {"db.system": system, "db.statement": sql, "db.operation": operation}
     with tracer.start_as_current_span(operation, kind=SpanKind.CLIENT, attributes=attributes):
@@ -167,19 +156,23 @@ def outgoing(items: list[tuple[str, str]]) -> None:
 
 
 def refused(rules: str) -> None:
-    """Marks the current span with a refusal's rule ids (``C2,C9``)."""
-    span = trace.get_current_span()
-    if rules and span.is_recording():
-        span.set_attribute(REFUSAL_RULES, rules)
+    """Marks the current span with a refusal's rule ids (``C2,C9``); callers ask ``recording()`` first."""
+    if rules:
+        trace.get_current_span().set_attribute(REFUSAL_RULES, rules)
 
 
-def _sampled() -> bool:
+def recording() -> bool:
     """Whether a child span would be recorded: tracing is on and the current span is sampled.
 
     Children of an unsampled span are not made at all (a parent-based sampler would drop them anyway), so
     tracing 1% of requests costs the other 99% one server span and the ``traceparent`` they pass on.
     """
     return _provider is not None and trace.get_current_span().is_recording()
+
+
+def _rpc_attributes(full_method: str) -> dict[str, str]:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
 def _trace_headers(metadata: Any) -> dict[str, str]:

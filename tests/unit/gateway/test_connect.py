@@ -210,3 +210,14 @@ async def test_the_console_serves_its_own_files_and_nothing_else() -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]  # no script but its own runs
     assert script.status_code == 200 and "ListPendingReviews" in script.text
     assert [escape.status_code, other.status_code, posted.status_code] == [404, 404, 404]
+
+
+@pytest.mark.parametrize("offered", ["x" * 65, "two words", "-leading-dash", "a/b\\c"])
+async def test_a_request_id_that_is_not_a_well_formed_id_is_replaced_not_echoed(offered: str) -> None:
+    created = gateway_pb2.CreateGroupSetResponse(group_set=gateway_pb2.GroupSet(group_set_id="gs1"))
+    channel = FakeChannel({CREATE: created})
+    async with client(channel) as http:
+        answer = await http.post(CREATE, json={}, headers={"x-request-id": offered})
+    [(_, _, metadata, _)] = channel.sent
+    assert metadata["x-request-id"] != offered and len(metadata["x-request-id"]) == 32
+    assert answer.headers["x-request-id"] == metadata["x-request-id"]  # the id the call was logged under
