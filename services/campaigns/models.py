@@ -51,6 +51,8 @@ DAY_CHARS = 10  # YYYY-MM-DD
 class Base(NamedConstraints, DeclarativeBase):
     """The campaigns database. Its primary keys predate the naming convention and keep PostgreSQL's names."""
 
+    tenant_column = "store_id"
+
     unnamed = ("pk",)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
@@ -31,6 +31,19 @@ def alembic_config(service: str, url: str) -> Config:
 def upgrade(service: str, url: str, revision: str = "head") -> None:
     """Upgrades synchronously; call it outside a running event loop."""
     command.upgrade(alembic_config(service, url), revision)
+
+
+def replace_primary_key(table: str, name: str, columns: list[str]) -> None:
+    """Gives ``table`` a new primary key of ``columns`` under the same name (on SQLite by copying the table).
+
+    For a migration's ``upgrade``: the key's columns exist already; only their order or set changes.
+    """
+    if op.get_bind().dialect.name == "sqlite":  # the copied table takes the new key in place of the old
+        with op.batch_alter_table(table, recreate="always") as batch:
+            batch.create_primary_key(name, columns)
+        return
+    op.drop_constraint(name, table, type_="primary")
+    op.create_primary_key(name, table, columns)
 
 
 def run_env(metadata: MetaData) -> None:

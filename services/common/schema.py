@@ -1,4 +1,4 @@
-"""The declarative base of every service's tables: its own ``MetaData``, qun's constraint names.
+"""The declarative base of every service's tables: its own ``MetaData``, qun's constraint names, its tenant column.
 
 Each service has its own database and Alembic history, so each has its own
 ``MetaData``; they all name constraints by one convention, so a migration can
@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
+from services.common.sharding import SHARDING
+
 NAMING_CONVENTION: Mapping[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -45,12 +47,16 @@ class NamedConstraints:
     """Mixed into a service's ``DeclarativeBase``: gives it a ``MetaData`` of its own with the convention."""
 
     unnamed: ClassVar[tuple[str, ...]] = ()
+    # The column its tables are distributed by when sharded (``services.common.sharding``).
+    tenant_column: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         # Only the service's base itself (a direct subclass of DeclarativeBase) gets a MetaData; its tables
         # share it. Set before DeclarativeBase's own hook, which builds the registry from it.
         if DeclarativeBase in cls.__bases__ and "metadata" not in cls.__dict__:
-            cls.metadata = MetaData(naming_convention=naming_convention(cls.unnamed))  # type: ignore[attr-defined]  # set before the registry exists
+            cls.metadata = MetaData(  # type: ignore[attr-defined]  # set before the registry exists
+                naming_convention=naming_convention(cls.unnamed), info={SHARDING: cls.tenant_column}
+            )
         super().__init_subclass__(**kw)
 
 

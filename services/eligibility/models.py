@@ -1,9 +1,10 @@
 """The eligibility service's tables (SQLAlchemy 2.x declarative).
 
-Tables that grow with users lead their primary key with the owning store's id
-(orders, 微淘 levels, follows, crowds) or the consumer's id (consumer facts,
-blacklists, invitations by inviter, fan levels), so the data can later be
-distributed by that column without a redesign (DESIGN "Data and concurrency").
+Tables that grow with a store lead their primary key with the store's id
+(orders, 微淘 levels, follows, crowds, blacklists), fan levels with the
+streamer's and invitations with the inviter's; a consumer's platform-wide
+facts are reference tables, read with any store's rows. Each table's
+declaration says which (``services.common.sharding``, ADR 0014).
 The schema itself is created by ``migrations/versions``, never ``create_all``.
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, SmallInteger, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.schema import NamedConstraints
+from services.common.sharding import distributed_by, reference
 from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
@@ -23,11 +25,14 @@ ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
 class Base(NamedConstraints, DeclarativeBase):
     """The eligibility database."""
 
+    tenant_column = "store_id"
+
 
 class AccountRow(Base):
     """An account and its role (SPEC §0, E1, E4, C8)."""
 
     __tablename__ = "accounts"
+    __table_args__ = ({"info": reference("an account's role and store, read with whichever store it acts on")},)
 
     account_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
@@ -93,6 +98,7 @@ class ConsumerRow(Base):
     """
 
     __tablename__ = "consumers"
+    __table_args__ = ({"info": reference("a consumer's platform-wide facts, read with any store's rows")},)
 
     consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     real_name_verified: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
@@ -100,12 +106,13 @@ class ConsumerRow(Base):
 
 
 class MerchantBlacklistRow(Base):
-    """One store's blacklist entry for a consumer, keyed by consumer for C6 counts (SPEC C5, C6)."""
+    """One store's blacklist entry for a consumer (SPEC C5); the index by consumer serves C6's counts."""
 
     __tablename__ = "merchant_blacklist"
+    __table_args__ = (Index("ix_merchant_blacklist_consumer", "consumer_id", "store_id"),)
 
-    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     listed: Mapped[bool] = mapped_column(Boolean)
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -114,6 +121,7 @@ class PlatformBlacklistRow(Base):
     """The platform blacklist entry of a consumer and why it exists (SPEC C4, C6, C7)."""
 
     __tablename__ = "platform_blacklist"
+    __table_args__ = ({"info": reference("the platform's list, read with any store's rows")},)
 
     consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     listed: Mapped[bool] = mapped_column(Boolean)
@@ -135,6 +143,7 @@ class InvitationRow(Base):
     __table_args__ = (
         # A newly blacklisted consumer's inviters.
         Index("ix_invitations_invitee_id", "invitee_id", "inviter_id"),
+        {"info": distributed_by("inviter_id")},
     )
 
 
@@ -153,9 +162,10 @@ class FanLevelRow(Base):
     """A consumer's fan level with a streamer, as ``domain.FanLevel`` values (SPEC C10)."""
 
     __tablename__ = "fan_levels"
+    __table_args__ = ({"info": distributed_by("streamer_id")},)
 
-    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     streamer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     level: Mapped[int] = mapped_column(SmallInteger)
 
 
@@ -235,5 +245,6 @@ class OldFanBasisRow(Base):
     """The P3 numbers and calendar the stored counts were made with; other numbers mean a recount."""
 
     __tablename__ = "old_fan_basis"
+    __table_args__ = ({"info": reference("one row: the numbers every store's counts were made with")},)
 
     basis: Mapped[str] = mapped_column(String(ID), primary_key=True)

@@ -129,7 +129,7 @@ class LifecycleRepository(GroupsUnit):
                 set_={k: stmt.excluded[k] for k in values if k not in ("store_id", "month")},
             )
         )
-        if await self.session.get(JobSettlement, (LEVEL_JOB, month, store_id)) is None:
+        if await self.session.get(JobSettlement, (store_id, LEVEL_JOB, month)) is None:
             return None
         return await self.settle_level(store_id, month, recompute=True)
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.request_ids import FINGERPRINT_CHARS
 from services.common.schema import NamedConstraints
+from services.common.sharding import distributed_by
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
@@ -35,9 +36,15 @@ NAME_CHARS = 64
 SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
 
 
+# Tables of stores only, keyed by the store's id (ADR 0014: a store's owner key will be its id).
+STORE_ONLY = distributed_by("store_id")
+
+
 class Base(NamedConstraints, DeclarativeBase):
     """The groups database. Its primary and foreign keys predate the naming convention and keep PostgreSQL's
     names."""
+
+    tenant_column = "owner_key"
 
     unnamed = ("pk", "fk")
 
@@ -153,6 +160,7 @@ class GroupLevel(Base):
     """A store's group level for one month, kept as history (T2, T8)."""
 
     __tablename__ = "group_levels"
+    __table_args__ = ({"info": STORE_ONLY},)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "YYYY-MM"
@@ -164,6 +172,7 @@ class DailyMemberCount(Base):
     """A store's members at the end of one day; T7 averages them over a month."""
 
     __tablename__ = "daily_member_counts"
+    __table_args__ = ({"info": STORE_ONLY},)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # "YYYY-MM-DD"
@@ -174,6 +183,7 @@ class MonthlyMetrics(Base):
     """The month's group performance figures upstream systems report (T8)."""
 
     __tablename__ = "monthly_metrics"
+    __table_args__ = ({"info": STORE_ONLY},)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
@@ -187,6 +197,7 @@ class CapacityGrant(Base):
     """One granted large-group expansion application (T3)."""
 
     __tablename__ = "capacity_grants"
+    __table_args__ = ({"info": STORE_ONLY},)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -203,10 +214,12 @@ class JobSettlement(Base):
     """
 
     __tablename__ = "job_settlements"
+    # The stores a job settled for a period, read by the job as it resumes.
+    __table_args__ = (Index("ix_job_settlements_period", "job", "period", "store_id"), {"info": STORE_ONLY})
 
+    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     job: Mapped[str] = mapped_column(String(32), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
-    store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     settled_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
@@ -214,6 +227,7 @@ class SleepingPlan(Base):
     """A store's sleeping-customer plan (C15): on or off, and its inactivity window."""
 
     __tablename__ = "sleeping_plans"
+    __table_args__ = ({"info": STORE_ONLY},)
 
     store_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     enabled: Mapped[bool] = mapped_column(Boolean)

@@ -35,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.request_ids import FINGERPRINT_CHARS
 from services.common.schema import NamedConstraints
+from services.common.sharding import coordinator, distributed_by
 from services.common.sqltypes import UtcDateTime
 
 ID = 64  # services.common.validation.ID_PATTERN allows at most 64 characters
@@ -48,6 +49,8 @@ PENDING_WHERE = "state = 'pending_review'"
 
 class Base(NamedConstraints, DeclarativeBase):
     """The push database."""
+
+    tenant_column = "store_id"
 
 
 class PushAccountRow(Base):
@@ -221,13 +224,21 @@ class DeliveryBatchRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     written_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (Index("ix_delivery_batches_ledger_seq", "ledger_seq", unique=True),)
+    __table_args__ = (
+        Index("ix_delivery_batches_ledger_seq", "ledger_seq", unique=True),
+        {
+            "info": distributed_by(
+                "store_id", ix_delivery_batches_ledger_seq="the platform's ledger order; per shard in ADR 0014"
+            )
+        },
+    )
 
 
 class LedgerHeadRow(Base):
     """The last ledger sequence number given out; its row lock orders batch commits."""
 
     __tablename__ = "ledger_head"
+    __table_args__ = ({"info": coordinator("the platform's one delivery ledger; its per-shard design is ADR 0014")},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger)

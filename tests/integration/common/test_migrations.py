@@ -88,3 +88,22 @@ async def test_every_name_the_models_give_is_the_databases(service: str, db_url:
         # SQLite keeps no names of primary keys, and its unique constraints' only in the table's DDL.
         named = {name for name in named if name[0] not in ("pk",)}
     assert sorted(named - have) == []
+
+
+@pytest.mark.parametrize("service", SERVICES_WITH_DATABASES)
+async def test_primary_keys_have_the_models_column_order(service: str, db_url: str) -> None:
+    """A key's order is what a sharded database distributes by (ADR 0014); Alembic's comparison ignores it."""
+    assert await asyncio.to_thread(migrations_main, [service, "--url", db_url]) == 0
+    metadata: MetaData = importlib.import_module(f"services.{service}.models").Base.metadata
+
+    def keys(connection: Connection) -> dict[str, list[str]]:
+        found = inspect(connection)
+        return {table: found.get_pk_constraint(table)["constrained_columns"] for table in metadata.tables}
+
+    engine = create_engine(async_url(db_url), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            have = await connection.run_sync(keys)
+    finally:
+        await engine.dispose()
+    assert have == {name: [c.name for c in table.primary_key.columns] for name, table in metadata.tables.items()}
