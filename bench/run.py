@@ -258,7 +258,7 @@ class Bench:
         # Two sets each, one per run of the store: a run's joiners fill at most one set (5,000 seats).
         small_store, small_groups = seeder.store_with_groups("small", sets=2)
         big_store, big_groups = seeder.store_with_groups("big", sets=2)
-        seed_members(stack.env_for("groups"), f"store:{big_store}", big_groups[0], 500_000)
+        seed_members(stack.env_for("groups"), big_store, big_groups[0], 500_000)  # a store's owner key is its id
         # Small, big, big, small: a machine that speeds up or slows down during the row moves both alike.
         stores = {"small": (small_store, small_groups), "big": (big_store, big_groups)}
         runs: dict[str, list[dict[str, Any]]] = {"small": [], "big": []}

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, update
 from services.common.db import Database
 from services.common.rules import load_rules
 from services.common.settings import database_url
-from services.groups.models import CapacityOwner, GroupSet, Membership, SubGroup
+from services.groups.models import CapacityOwner, GroupSet, GroupSetOwner, Membership, SubGroup
 
 CHUNK = 20_000
 
@@ -30,7 +30,7 @@ async def _seed(url: str, owner_key: str, group_set_id: str, members: int) -> No
     now = datetime.now(UTC)
     try:
         async with db.transaction() as session:
-            template = await session.get(GroupSet, group_set_id)
+            template = await session.get(GroupSet, (owner_key, group_set_id))
             assert template is not None
             sets_needed = members // store.group_set_capacity
             set_ids = [f"{group_set_id}x{i}" for i in range(sets_needed)]
@@ -58,11 +58,13 @@ async def _seed(url: str, owner_key: str, group_set_id: str, members: int) -> No
                         dissolved_at=None,
                     )
                 )
+                session.add(GroupSetOwner(group_set_id=set_id, owner_key=owner_key))
             await session.flush()
             for set_id in set_ids:
                 for seq in range(1, store.sub_groups_per_set + 1):
                     session.add(
                         SubGroup(
+                            owner_key=owner_key,
                             id=f"{set_id}s{seq}",
                             group_set_id=set_id,
                             seq=seq,
@@ -84,6 +86,7 @@ async def _seed(url: str, owner_key: str, group_set_id: str, members: int) -> No
             )
         rows = (
             {
+                "owner_key": owner_key,
                 "group_set_id": set_id,
                 "consumer_id": f"seed{i}-{k}",
                 "sub_group_id": f"{set_id}s{k // store.sub_group_capacity + 1}",

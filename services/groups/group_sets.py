@@ -13,7 +13,7 @@ from services.common.ids import new_id
 from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
-from services.groups.models import Admin, GroupSet, Membership, SubGroup
+from services.groups.models import Admin, GroupSet, GroupSetOwner, Membership, SubGroup
 from services.groups.records import (
     CreateResult,
     GroupSetRecord,
@@ -25,6 +25,7 @@ from services.groups.records import (
 )
 from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind
+from services.groups.set_owners import owner_of
 
 
 def create_fingerprint(new: NewGroupSet) -> str:
@@ -40,7 +41,7 @@ class GroupSets(GroupsUnit):
     """Group-sets, their settings and admins."""
 
     async def group_set(self, group_set_id: str) -> GroupSetRecord:
-        row = await self.session.get(GroupSet, group_set_id)
+        row = await self._set_row(group_set_id)
         if row is None or row.dissolved_at is not None:
             raise NotFound("group_set", group_set_id)
         return (await self._records([row]))[0]
@@ -58,15 +59,15 @@ class GroupSets(GroupsUnit):
         A request id is the owner's: the same request answers the set it created (``created`` false).
         """
         fingerprint = create_fingerprint(new)
+        key = domain.owner_key(new.kind, new.store_id, new.streamer_id)
         if new.request_id:
-            earlier = await self._created_by_request(new, fingerprint)
+            earlier = await self._created_by_request(key, new, fingerprint)
             if earlier is not None:
                 return CreateResult(earlier, created=False)
-        key = domain.owner_key(new.kind, new.store_id, new.streamer_id)
         await self._ensure_owner(key, new.kind)
         owner = await self._lock_owner(key)
         if new.request_id:  # a concurrent replay may have committed while we waited for the lock
-            earlier = await self._created_by_request(new, fingerprint)
+            earlier = await self._created_by_request(key, new, fingerprint)
             if earlier is not None:
                 return CreateResult(earlier, created=False)
         account = await self._account_fill(new.kind, owner, new.store_id)
@@ -96,21 +97,24 @@ class GroupSets(GroupsUnit):
             dissolved_at=None,
         )
         self.session.add(row)
+        self.session.add(GroupSetOwner(group_set_id=row.id, owner_key=key))
         self.audit(key, "group_set.create", row.id, "", f"{new.kind} {new.name!r} {describe_threshold(new.threshold)}")
         await self.session.flush()
         self.session.add(self._new_sub_group(row, 1))
         for account_id in new.admin_ids:
-            self.session.add(Admin(group_set_id=row.id, account_id=account_id, added_at=self.now))
+            self.session.add(Admin(owner_key=key, group_set_id=row.id, account_id=account_id, added_at=self.now))
             self.audit(row.owner_key, "admin.add", row.id, "", account_id)
         owner.group_set_count += 1
         await self.session.flush()
         return CreateResult((await self._records([row]))[0], created=True)
 
-    async def _created_by_request(self, new: NewGroupSet, fingerprint: str) -> GroupSetRecord | None:
+    async def _created_by_request(self, key: str, new: NewGroupSet, fingerprint: str) -> GroupSetRecord | None:
         """The set an earlier call with this request id created; RequestIdReused when it asked for another."""
         row = await self.session.scalar(
             select(GroupSet).where(
-                GroupSet.owner_account_id == new.owner_account_id, GroupSet.request_id == new.request_id
+                GroupSet.owner_key == key,
+                GroupSet.owner_account_id == new.owner_account_id,
+                GroupSet.request_id == new.request_id,
             )
         )
         if row is None:
@@ -123,13 +127,17 @@ class GroupSets(GroupsUnit):
 
         Returns the kind, or None when it was already dissolved (a retry changes nothing).
         """
-        key = await self._owner_key_of(group_set_id, include_dissolved=True)
+        key = await self._owner_key_of(group_set_id)
         owner = await self._lock_owner(key)
-        row = await self._lock_set(group_set_id, include_dissolved=True)
+        row = await self._lock_set(key, group_set_id, include_dissolved=True)
         if row.dissolved_at is not None:
             return None
-        await self.session.execute(delete(Membership).where(Membership.group_set_id == row.id))
-        await self.session.execute(update(SubGroup).where(SubGroup.group_set_id == row.id).values(member_count=0))
+        await self.session.execute(
+            delete(Membership).where(Membership.owner_key == key, Membership.group_set_id == row.id)
+        )
+        await self.session.execute(
+            update(SubGroup).where(SubGroup.owner_key == key, SubGroup.group_set_id == row.id).values(member_count=0)
+        )
         owner.member_count -= row.member_count
         owner.group_set_count -= 1
         self.audit(key, "group_set.dissolve", row.id, f"{row.member_count} members", "dissolved")
@@ -140,11 +148,11 @@ class GroupSets(GroupsUnit):
 
     async def update_settings(self, group_id: str, change: SettingsChange) -> GroupSetRecord:
         """R3: only on a group-set; C11: a new threshold bumps the version, members stay."""
-        row = await self.session.scalar(
-            select(GroupSet).where(GroupSet.id == group_id).with_for_update().execution_options(populate_existing=True)
-        )
+        key = await owner_of(self.session, group_id)
+        row = None if key is None else await self._lock_set(key, group_id, include_dissolved=True)
         if row is None:
-            sub = await self.session.get(SubGroup, group_id)
+            # Off the hot path: a sub-group's id is looked for on every node.
+            sub = await self.session.scalar(select(SubGroup).where(SubGroup.id == group_id))
             if sub is not None:
                 raise RuleRefusal(domain.settings_target_failures(sub.group_set_id))
             raise NotFound("group_set", group_id)
@@ -167,7 +175,7 @@ class GroupSets(GroupsUnit):
                 self.audit(row.owner_key, f"setting.{field}", row.id, str(getattr(row, field)), str(value))
         if change.name is not None and change.name != row.name:
             row.name = change.name  # T5: the sub-groups keep being named after their set
-            for sub in await self._sub_group_rows(row.id):
+            for sub in await self._sub_group_rows(row):
                 sub.name = domain.sub_group_name(change.name, sub.seq)
         if change.announcement is not None:
             row.announcement = change.announcement
@@ -181,22 +189,29 @@ class GroupSets(GroupsUnit):
     # -- admins (R2) -------------------------------------------------------------------------
 
     async def add_admin(self, group_set_id: str, account_id: str) -> GroupSetRecord:
-        row = await self._lock_set(group_set_id)
+        key = await self._owner_key_of(group_set_id)
+        row = await self._lock_set(key, group_set_id)
         if account_id == row.owner_account_id:
             raise InvalidArgument.one("account_id", "the owner cannot be an admin of their own group-set")
-        if await self.session.get(Admin, (row.id, account_id)) is None:
-            count = await self.session.scalar(select(func.count()).where(Admin.group_set_id == row.id)) or 0
+        if await self.session.get(Admin, (key, row.id, account_id)) is None:
+            count = (
+                await self.session.scalar(
+                    select(func.count()).where(Admin.owner_key == key, Admin.group_set_id == row.id)
+                )
+                or 0
+            )
             failures = domain.admin_limit_failures(self.rules, int(count))
             if failures:
                 raise RuleRefusal(failures)
-            self.session.add(Admin(group_set_id=row.id, account_id=account_id, added_at=self.now))
+            self.session.add(Admin(owner_key=key, group_set_id=row.id, account_id=account_id, added_at=self.now))
             self.audit(row.owner_key, "admin.add", row.id, "", account_id)
             await self.session.flush()
         return (await self._records([row]))[0]
 
     async def remove_admin(self, group_set_id: str, account_id: str) -> GroupSetRecord:
-        row = await self._lock_set(group_set_id)
-        admin = await self.session.get(Admin, (row.id, account_id))
+        key = await self._owner_key_of(group_set_id)
+        row = await self._lock_set(key, group_set_id)
+        admin = await self.session.get(Admin, (key, row.id, account_id))
         if admin is None:
             raise NotFound("admin", f"{group_set_id}/{account_id}")
         await self.session.delete(admin)

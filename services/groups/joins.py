@@ -4,7 +4,9 @@ A join is the busiest write there is, so this path skips the ORM
 (docs/adr/0006-hot-paths-off-the-orm.md) and reads what a
 decision needs in as few round trips as the rules allow:
 
-* the capacity owner, locked, found through the set in one statement;
+* the set's owner, from ``set_owners`` (kept by the process once read), which
+  every statement names (ADR 0014);
+* the capacity owner, locked;
 * the set, locked, with the consumer's membership, first-join flag and the
   store's group level (T2) as subqueries of the same statement;
 * the set's sub-groups (at most ``sub_groups_per_set`` rows);
@@ -64,6 +66,7 @@ from services.groups.records import (
     set_fill,
 )
 from services.groups.rules import GroupKind
+from services.groups.set_owners import owner_of
 
 owners = table_of(CapacityOwner)
 sets = table_of(GroupSet)
@@ -74,37 +77,48 @@ join_requests = table_of(JoinRequest)
 admins = table_of(Admin)
 levels = table_of(GroupLevel)
 
-SET_ID, CONSUMER = bindparam("set_id"), bindparam("consumer")
+OWNER, SET_ID, CONSUMER = bindparam("owner"), bindparam("set_id"), bindparam("consumer")
 
 
 def _set_with_consumer(*, lock: bool) -> Select[Any]:
     """The set, and what the join needs to know of the consumer and the store beside it."""
-    member = exists().where(memberships.c.group_set_id == sets.c.id, memberships.c.consumer_id == CONSUMER)
-    joined_before = exists().where(first_joins.c.group_set_id == sets.c.id, first_joins.c.consumer_id == CONSUMER)
-    level = (
+    member = exists().where(
+        memberships.c.owner_key == OWNER, memberships.c.group_set_id == SET_ID, memberships.c.consumer_id == CONSUMER
+    )
+    joined_before = exists().where(
+        first_joins.c.owner_key == OWNER, first_joins.c.group_set_id == SET_ID, first_joins.c.consumer_id == CONSUMER
+    )
+    level = (  # a store's owner key is its id; a streamer's finds no level
         select(levels.c.level)
-        .where(levels.c.store_id == sets.c.store_id, levels.c.month <= bindparam("month"))
+        .where(levels.c.store_id == OWNER, levels.c.month <= bindparam("month"))
         .order_by(levels.c.month.desc())
         .limit(1)
         .scalar_subquery()
     )
     stmt = select(
         sets, member.label("is_member"), joined_before.label("joined_before"), level.label("store_level")
-    ).where(sets.c.id == SET_ID)
+    ).where(sets.c.owner_key == OWNER, sets.c.id == SET_ID)
     return stmt.with_for_update(of=sets) if lock else stmt
 
 
 # The join's statements; on SQLite each runs on the sqlite3 driver, compiled once (``on_driver``).
-_OWNER_OF_SET = on_driver(
-    select(owners).where(owners.c.owner_key == select(sets.c.owner_key).where(sets.c.id == SET_ID).scalar_subquery())
-)
-_LOCK_OWNER_OF_SET = on_driver(_OWNER_OF_SET.with_for_update(of=owners))
+_OWNER = on_driver(select(owners).where(owners.c.owner_key == OWNER))
+_LOCK_OWNER = on_driver(_OWNER.with_for_update(of=owners))
 _SET_FOR_CHECK = on_driver(_set_with_consumer(lock=False))
 _SET_FOR_JOIN = on_driver(_set_with_consumer(lock=True))
-_SUB_GROUPS = on_driver(select(sub_groups).where(sub_groups.c.group_set_id == SET_ID).order_by(sub_groups.c.seq))
-_ADMINS = on_driver(select(admins.c.account_id).where(admins.c.group_set_id == SET_ID).order_by(admins.c.added_at))
+_SUB_GROUPS = on_driver(
+    select(sub_groups)
+    .where(sub_groups.c.owner_key == OWNER, sub_groups.c.group_set_id == SET_ID)
+    .order_by(sub_groups.c.seq)
+)
+_ADMINS = on_driver(
+    select(admins.c.account_id)
+    .where(admins.c.owner_key == OWNER, admins.c.group_set_id == SET_ID)
+    .order_by(admins.c.added_at)
+)
 _EARLIER_JOIN = on_driver(
     select(join_requests).where(
+        join_requests.c.owner_key == OWNER,
         join_requests.c.group_set_id == SET_ID,
         join_requests.c.consumer_id == CONSUMER,
         join_requests.c.request_id == bindparam("request_id"),
@@ -114,6 +128,7 @@ NOW = bindparam("now", type_=UtcDateTime())
 # The writes of a join, every value a bound parameter of ``JoinWrite``'s names.
 _NEW_SUB_GROUP = on_driver(
     insert(sub_groups).values(
+        owner_key=OWNER,
         id=bindparam("sub_id"),
         group_set_id=SET_ID,
         seq=bindparam("sub_seq"),
@@ -123,22 +138,27 @@ _NEW_SUB_GROUP = on_driver(
     )
 )
 _COUNT_SUB_GROUP = on_driver(
-    update(sub_groups).where(sub_groups.c.id == bindparam("sub_id")).values(member_count=sub_groups.c.member_count + 1)
+    update(sub_groups)
+    .where(sub_groups.c.owner_key == OWNER, sub_groups.c.id == bindparam("sub_id"))
+    .values(member_count=sub_groups.c.member_count + 1)
 )
 _COUNT_SET = on_driver(
     update(sets)
-    .where(sets.c.id == SET_ID)
+    .where(sets.c.owner_key == OWNER, sets.c.id == SET_ID)
     .values(
         member_count=sets.c.member_count + 1,
         sub_group_count=sets.c.sub_group_count + bindparam("new_sub_groups"),
     )
 )
 _COUNT_OWNER = on_driver(
-    update(owners).where(owners.c.owner_key == bindparam("owner")).values(member_count=owners.c.member_count + 1)
+    update(owners).where(owners.c.owner_key == OWNER).values(member_count=owners.c.member_count + 1)
 )
-_FIRST_JOIN = on_driver(insert(first_joins).values(group_set_id=SET_ID, consumer_id=CONSUMER, first_joined_at=NOW))
+_FIRST_JOIN = on_driver(
+    insert(first_joins).values(owner_key=OWNER, group_set_id=SET_ID, consumer_id=CONSUMER, first_joined_at=NOW)
+)
 _MEMBERSHIP = on_driver(
     insert(memberships).values(
+        owner_key=OWNER,
         group_set_id=SET_ID,
         consumer_id=CONSUMER,
         sub_group_id=bindparam("sub_id"),
@@ -152,6 +172,7 @@ _MEMBERSHIP = on_driver(
 )
 _JOIN_REQUEST = on_driver(
     insert(join_requests).values(
+        owner_key=OWNER,
         group_set_id=SET_ID,
         consumer_id=CONSUMER,
         request_id=bindparam("request"),
@@ -217,7 +238,7 @@ def _writes_in_one(new_sub_group: bool, first_join: bool, with_request: bool) ->
     return select(parts[-1].c.written).add_cte(*parts[:-1])
 
 
-# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0005).
+# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0006, which reads the owner).
 _JOIN_IN_ONE = text(
     "SELECT status, kind, sub_group_id, sub_group_name, new_sub_group, newcomer_reply FROM qun_join("
     ":set_id, :consumer, :version, :request, :hidden, :now, :month, :new_sub_id, "
@@ -252,11 +273,11 @@ class JoinRepository:
 
     async def check(self, group_set_id: str, consumer_id: str) -> tuple[GroupSetRecord, list[Any], bool]:
         """The groups side of a join, read-only: C13 and every capacity rule, and is_staff."""
-        params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
+        params = await self._params(group_set_id, consumer_id)
         row = (await self.connection.execute(_SET_FOR_CHECK, params)).first()
         if row is None or row.dissolved_at is not None:
             raise NotFound("group_set", group_set_id)
-        owner = (await self.connection.execute(_OWNER_OF_SET, params)).first()
+        owner = (await self.connection.execute(_OWNER, params)).first()
         subs = (await self.connection.execute(_SUB_GROUPS, params)).all()
         admin_ids = tuple((await self.connection.execute(_ADMINS, params)).scalars())
         sub_records = [SubGroupRecord(s.id, s.seq, s.name, s.member_count) for s in subs]
@@ -289,8 +310,8 @@ class JoinRepository:
         member left (``services.common.request_ids``).
         """
         execute = self.connection.execute
-        params = {"set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
-        owner = (await execute(_LOCK_OWNER_OF_SET, params)).first()
+        params = await self._params(group_set_id, consumer_id)
+        owner = (await execute(_LOCK_OWNER, params)).first()
         row = (await execute(_SET_FOR_JOIN, params)).first()
         if owner is None or row is None or row.dissolved_at is not None:
             raise NotFound("group_set", group_set_id)
@@ -304,7 +325,7 @@ class JoinRepository:
                 return JoinResult(kind, membership, earlier.newcomer_reply, new_sub_group=False, replayed=True)
         if row.is_member:
             # Joining is idempotent: a member asking again gets the membership they have (C13 keeps it one).
-            existing = (await execute(_MEMBERSHIP_OF, {"set_id": group_set_id, "consumer": consumer_id})).first()
+            existing = (await execute(_MEMBERSHIP_OF, params)).first()
             if existing is not None:
                 membership = MembershipRecord(*existing)
                 return JoinResult(kind, membership, "", new_sub_group=False, replayed=True, already_member=True)
@@ -376,6 +397,13 @@ class JoinRepository:
         return JoinResult(
             GroupKind(row.kind), membership, row.newcomer_reply, new_sub_group=row.new_sub_group, replayed=False
         )
+
+    async def _params(self, group_set_id: str, consumer_id: str) -> dict[str, Any]:
+        """The parameters every statement of the join names: the set's owner first (ADR 0014)."""
+        owner = await owner_of(self.connection, group_set_id)
+        if owner is None:
+            raise NotFound("group_set", group_set_id)
+        return {"owner": owner, "set_id": group_set_id, "consumer": consumer_id, "month": month_of(self.now)}
 
     async def _write(self, write: JoinWrite) -> None:
         params = write.params()

@@ -41,7 +41,6 @@ from services.groups.records import RemovalRecord
 from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind, RemovalCause
 
-STORE_PREFIX = "store:"
 LEVEL_JOB = "levels"
 
 
@@ -87,11 +86,11 @@ class LifecycleRepository(GroupsUnit):
         counted = select(DailyMemberCount.store_id).where(DailyMemberCount.day == day)
         keys = await self.session.scalars(
             select(CapacityOwner.owner_key)
-            .where(CapacityOwner.owner_key.startswith(STORE_PREFIX))
+            .where(CapacityOwner.kind == str(GroupKind.STORE))
             .order_by(CapacityOwner.owner_key)
         )
         done = set(await self.session.scalars(counted))
-        return [store for store in (key[len(STORE_PREFIX) :] for key in keys) if store not in done]
+        return [store for store in keys if store not in done]  # a store's owner key is its id
 
     async def record_daily_count(self, store_id: str, day: str) -> int | None:
         """T7: one store's member count for ``day``; None when that day was recorded already."""
@@ -286,7 +285,8 @@ class LifecycleRepository(GroupsUnit):
 
     async def record_activity(self, group_set_id: str, consumer_id: str, at: datetime) -> None:
         """Activity moves the member's last-active time forward and clears a notice (X5)."""
-        member = await self.session.get(Membership, (group_set_id, consumer_id), with_for_update=True)
+        key = await self._owner_key_of(group_set_id)
+        member = await self.session.get(Membership, (key, group_set_id, consumer_id), with_for_update=True)
         if member is None:
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
         if member.last_active_at is None or at > member.last_active_at:
@@ -311,7 +311,7 @@ class LifecycleRepository(GroupsUnit):
         cutoff = self.now - timedelta(days=plan.inactivity_days)
         rows = await self.session.execute(
             select(Membership.group_set_id, Membership.consumer_id)
-            .join(GroupSet, GroupSet.id == Membership.group_set_id)
+            .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
             .where(
                 GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, ""),
                 GroupSet.dissolved_at.is_(None),
@@ -330,8 +330,8 @@ class LifecycleRepository(GroupsUnit):
         """Applies C15/X5 to one member under the same locks as a leave; a removal is kept for the member (R5)."""
         key = await self._owner_key_of(group_set_id)
         await self._lock_owner(key)
-        await self._lock_set(group_set_id)
-        member = await self.session.get(Membership, (group_set_id, consumer_id), populate_existing=True)
+        await self._lock_set(key, group_set_id)
+        member = await self.session.get(Membership, (key, group_set_id, consumer_id), populate_existing=True)
         if member is None:
             return SleepingAction.KEEP, None
         action = lifecycle.sleeping_action(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from services.common.errors import NotFound, PermissionDenied
+from services.common.ids import ordered_id
 from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
 from services.groups.models import Admin, GroupSet, Membership, Removal, SubGroup
@@ -21,7 +22,7 @@ class Members(GroupsUnit):
     ) -> tuple[list[MembershipRecord], str | None]:
         query = (
             select(Membership, SubGroup.name)
-            .join(SubGroup, SubGroup.id == Membership.sub_group_id)
+            .join(SubGroup, (SubGroup.owner_key == Membership.owner_key) & (SubGroup.id == Membership.sub_group_id))
             .where(Membership.consumer_id == consumer_id)
         )
         if after is not None:
@@ -36,7 +37,7 @@ class Members(GroupsUnit):
         """A leave frees room in the sub-group, the set and the account."""
         key = await self._owner_key_of(group_set_id)
         owner = await self._lock_owner(key)
-        row = await self._lock_set(group_set_id)
+        row = await self._lock_set(key, group_set_id)
         if not await self._free_seat(owner, row, consumer_id):
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
         return GroupKind(row.kind)
@@ -62,11 +63,12 @@ class Members(GroupsUnit):
         """
         key = await self._owner_key_of(group_set_id)
         owner = await self._lock_owner(key)
-        row = await self._lock_set(group_set_id)
+        row = await self._lock_set(key, group_set_id)
         fingerprint = request_fingerprint(cause=cause, reason=reason, barred=barred)
         if request_id:
             earlier = await self.session.scalar(
                 select(Removal).where(
+                    Removal.owner_key == key,
                     Removal.group_set_id == row.id,
                     Removal.consumer_id == consumer_id,
                     Removal.request_id == request_id,
@@ -75,7 +77,7 @@ class Members(GroupsUnit):
             if earlier is not None:
                 check_same_request(request_id, earlier.request_fingerprint, fingerprint, "removal")
                 return removal_record(earlier, row), True
-        is_admin = await self.session.get(Admin, (row.id, consumer_id)) is not None
+        is_admin = await self.session.get(Admin, (key, row.id, consumer_id)) is not None
         refusal = domain.removal_refusal(
             cause, target_is_owner=consumer_id == row.owner_account_id, target_is_admin=is_admin
         )
@@ -86,6 +88,8 @@ class Members(GroupsUnit):
                 return None, False
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
         removal = Removal(
+            owner_key=key,
+            id=ordered_id(self.now),
             consumer_id=consumer_id,
             group_set_id=row.id,
             cause=str(cause),
@@ -107,7 +111,7 @@ class Members(GroupsUnit):
         return list(
             await self.session.scalars(
                 select(Membership.group_set_id)
-                .join(GroupSet, GroupSet.id == Membership.group_set_id)
+                .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
                 .where(
                     Membership.consumer_id == consumer_id,
                     GroupSet.store_id == store_id,
@@ -123,7 +127,7 @@ class Members(GroupsUnit):
         """The consumer's removals, newest first (R5: the removed member reads why)."""
         query = (
             select(Removal, GroupSet)
-            .join(GroupSet, GroupSet.id == Removal.group_set_id)
+            .join(GroupSet, (GroupSet.owner_key == Removal.owner_key) & (GroupSet.id == Removal.group_set_id))
             .where(Removal.consumer_id == consumer_id)
         )
         if before is not None:

@@ -1,9 +1,11 @@
 """The groups database: group-sets, sub-groups, memberships, admins, levels.
 
 Counters live on the rows that are locked for a join (the capacity owner and
-the group-set, SPEC T6), so a join never counts a store's members. Tables
-that grow with users are keyed by the owning account or the group-set first,
-so they can be distributed by owner later (DESIGN "Past one database").
+the group-set, SPEC T6), so a join never counts a store's members. Every
+table that grows leads its key with the owner (``owner_key``: a store's id,
+or ``streamer/<id>``; the store tables' ``store_id`` is the same value), so
+a sharded database keeps one owner's rows on one node (ADR 0014); a set's
+owner is found by its id in the reference table ``group_set_owners``.
 The schema itself is created by the Alembic history in ``migrations/``.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -27,11 +30,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.request_ids import FINGERPRINT_CHARS
 from services.common.schema import NamedConstraints
-from services.common.sharding import distributed_by
+from services.common.sharding import distributed_by, reference
 from services.common.sqltypes import UtcDateTime
 
 ID_CHARS = 64  # validation.ID_PATTERN allows at most 64
-KEY_CHARS = 80  # "streamer:" + an id
+KEY_CHARS = 80  # "streamer/" + an id
 NAME_CHARS = 64
 SUB_GROUP_NAME_CHARS = 80  # a group-set name plus its sequence number (T5)
 
@@ -41,16 +44,13 @@ STORE_ONLY = distributed_by("store_id")
 
 
 class Base(NamedConstraints, DeclarativeBase):
-    """The groups database. Its primary and foreign keys predate the naming convention and keep PostgreSQL's
-    names."""
+    """The groups database, distributed by owner (ADR 0014)."""
 
     tenant_column = "owner_key"
 
-    unnamed = ("pk", "fk")
-
 
 class CapacityOwner(Base):
-    """A store (``store:<id>``) or streamer (``streamer:<id>``): the lock and counters of T2/T4."""
+    """A store (its id) or a streamer (``streamer/<id>``): the lock and counters of T2/T4."""
 
     __tablename__ = "capacity_owners"
 
@@ -62,15 +62,26 @@ class CapacityOwner(Base):
     extra_members: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class GroupSetOwner(Base):
+    """Which owner a group-set belongs to: a reference table, so a call naming only the set finds its owner on
+    any node."""
+
+    __tablename__ = "group_set_owners"
+    __table_args__ = ({"info": reference("one row per group-set, written once; read first by set-only calls")},)
+
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS))
+
+
 class GroupSet(Base):
     __tablename__ = "group_sets"
     __table_args__ = (
-        UniqueConstraint("owner_account_id", "request_id", name="uq_group_sets_owner_request"),
+        UniqueConstraint("owner_key", "owner_account_id", "request_id", name="uq_group_sets_owner_request"),
         Index("ix_group_sets_owner_listing", "owner_key", "created_at", "id"),
     )
 
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), ForeignKey("capacity_owners.owner_key"), primary_key=True)
     id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
-    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), ForeignKey("capacity_owners.owner_key"))
     kind: Mapped[str] = mapped_column(String(8))
     name: Mapped[str] = mapped_column(String(NAME_CHARS))
     owner_account_id: Mapped[str] = mapped_column(String(ID_CHARS))
@@ -92,12 +103,21 @@ class GroupSet(Base):
     dissolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+def _in_set() -> ForeignKeyConstraint:
+    """A row of one group-set: its owner and set refer to the set's key, so both live on the owner's node."""
+    return ForeignKeyConstraint(["owner_key", "group_set_id"], ["group_sets.owner_key", "group_sets.id"])
+
+
 class SubGroup(Base):
     __tablename__ = "sub_groups"
-    __table_args__ = (UniqueConstraint("group_set_id", "seq", name="uq_sub_groups_set_seq"),)
+    __table_args__ = (
+        UniqueConstraint("owner_key", "group_set_id", "seq", name="uq_sub_groups_set_seq"),
+        _in_set(),
+    )
 
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
     id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"))
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS))
     seq: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(SUB_GROUP_NAME_CHARS))
     member_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -108,11 +128,16 @@ class Membership(Base):
     """One consumer in one sub-group; the primary key is SPEC C13's last guard."""
 
     __tablename__ = "memberships"
-    __table_args__ = (Index("ix_memberships_consumer", "consumer_id", "group_set_id"),)
+    __table_args__ = (
+        Index("ix_memberships_consumer", "consumer_id", "group_set_id"),
+        _in_set(),
+        ForeignKeyConstraint(["owner_key", "sub_group_id"], ["sub_groups.owner_key", "sub_groups.id"]),
+    )
 
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
-    sub_group_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("sub_groups.id"))
+    sub_group_id: Mapped[str] = mapped_column(String(ID_CHARS))
     request_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
     newcomer_reply: Mapped[str] = mapped_column(Text, default="")
     messages_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -126,8 +151,10 @@ class FirstJoin(Base):
     """A consumer ever joined this group-set: the newcomer auto-reply is shown once (R3)."""
 
     __tablename__ = "first_joins"
+    __table_args__ = (_in_set(),)
 
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     first_joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -136,8 +163,10 @@ class JoinRequest(Base):
     """The first answer to an AddMember request id, replayed even after the member left."""
 
     __tablename__ = "join_requests"
+    __table_args__ = (_in_set(),)
 
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     sub_group_id: Mapped[str] = mapped_column(String(ID_CHARS))
@@ -150,8 +179,10 @@ class Admin(Base):
     """A super admin of a group-set (R2)."""
 
     __tablename__ = "admins"
+    __table_args__ = (_in_set(),)
 
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"), primary_key=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(ID_CHARS), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
@@ -235,13 +266,16 @@ class SleepingPlan(Base):
 
 
 class AuditEntry(Base):
-    """Who changed what, when, old → new (X4); read per store or streamer."""
+    """Who changed what, when, old → new (X4); read per store or streamer, in the order of ``id``.
+
+    ``id`` is minted in time order (``services.common.ids.ordered_id``): the key leads with the owner, and
+    SQLite numbers only a key of one column.
+    """
 
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_owner", "owner_key", "id"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS))
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     actor: Mapped[str] = mapped_column(String(ID_CHARS))
     action: Mapped[str] = mapped_column(String(32))
@@ -253,19 +287,21 @@ class AuditEntry(Base):
 class Removal(Base):
     """A member removed by someone else: the owner, an admin, a store blacklist, the sleeping plan (R5, C15).
 
-    Kept for the removed consumer to read why (keyed by consumer first); the
-    request id makes a retried removal answer as the first did.
+    Kept for the removed consumer to read why (by consumer, newest first: ``id`` is minted in time order);
+    the request id makes a retried removal answer as the first did.
     """
 
     __tablename__ = "removals"
     __table_args__ = (
         Index("ix_removals_consumer", "consumer_id", "id"),
-        UniqueConstraint("group_set_id", "consumer_id", "request_id", name="uq_removals_request"),
+        UniqueConstraint("owner_key", "group_set_id", "consumer_id", "request_id", name="uq_removals_request"),
+        _in_set(),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    owner_key: Mapped[str] = mapped_column(String(KEY_CHARS), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     consumer_id: Mapped[str] = mapped_column(String(ID_CHARS))
-    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS), ForeignKey("group_sets.id"))
+    group_set_id: Mapped[str] = mapped_column(String(ID_CHARS))
     cause: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
     barred: Mapped[bool] = mapped_column(Boolean, default=False)

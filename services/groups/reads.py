@@ -12,6 +12,7 @@ from services.groups.models import AuditEntry, CapacityOwner, GroupSet, Membersh
 from services.groups.records import GroupSetRecord, set_fill
 from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind
+from services.groups.set_owners import owner_of
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Reads(GroupsUnit):
         )
         in_store = await self.session.scalar(
             select(Membership.group_set_id)
-            .join(GroupSet, GroupSet.id == Membership.group_set_id)
+            .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
             .where(Membership.consumer_id == consumer_id, GroupSet.store_id == store_id)
             .limit(1)
         )
@@ -71,7 +72,12 @@ class Reads(GroupsUnit):
         return Candidates(with_fill, in_store is not None, first)
 
     async def member_ids(self, group_set_id: str, after: str | None, limit: int) -> tuple[list[str], str | None]:
-        query = select(Membership.consumer_id).where(Membership.group_set_id == group_set_id)
+        key = await owner_of(self.session, group_set_id)
+        if key is None:
+            return [], None
+        query = select(Membership.consumer_id).where(
+            Membership.owner_key == key, Membership.group_set_id == group_set_id
+        )
         if after is not None:
             query = query.where(Membership.consumer_id > after)
         ids = list(await self.session.scalars(query.order_by(Membership.consumer_id).limit(limit + 1)))

@@ -18,8 +18,9 @@ locked values:
 
 The same order everywhere means no deadlocks. On SQLite the engine already
 runs one writer at a time (``BEGIN IMMEDIATE``), and ``FOR UPDATE`` is not
-rendered. The memberships primary key (group-set, consumer) is the last
-guard for C13. A join reads only the set's sub-groups (at most
+rendered. The memberships primary key (owner, group-set, consumer) is the
+last guard for C13. Every statement names the set's owner, found first by the
+set's id in ``group_set_owners`` (ADR 0014). A join reads only the set's sub-groups (at most
 ``sub_groups_per_set`` rows) and the locked counters; it never counts a
 store's members.
 """
@@ -30,17 +31,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound
-from services.common.ids import new_id
+from services.common.ids import new_id, ordered_id
 from services.common.inserts import dialect_insert
 from services.common.rules import Rules
 from services.groups import rules as domain
-from services.groups.models import Admin, AuditEntry, CapacityOwner, GroupLevel, GroupSet, Membership, SubGroup
+from services.groups.models import (
+    Admin,
+    AuditEntry,
+    CapacityOwner,
+    GroupLevel,
+    GroupSet,
+    Membership,
+    SubGroup,
+)
 from services.groups.records import GroupSetRecord, SubGroupRecord, group_set_record, month_of
 from services.groups.rules import GroupKind
+from services.groups.set_owners import owner_of
 
 SYSTEM_ACTOR = "system"
 U = TypeVar("U", bound="GroupsUnit")
@@ -64,6 +74,7 @@ class GroupsUnit:
         self.session.add(
             AuditEntry(
                 owner_key=owner_key,
+                id=ordered_id(self.now),
                 at=self.now,
                 actor=self.actor,
                 action=action,
@@ -109,10 +120,10 @@ class GroupsUnit:
 
         False when the consumer is not a member.
         """
-        membership = await self.session.get(Membership, (row.id, consumer_id), populate_existing=True)
+        membership = await self.session.get(Membership, (row.owner_key, row.id, consumer_id), populate_existing=True)
         if membership is None:
             return False
-        sub = await self.session.get(SubGroup, membership.sub_group_id, populate_existing=True)
+        sub = await self.session.get(SubGroup, (row.owner_key, membership.sub_group_id), populate_existing=True)
         assert sub is not None
         await self.session.delete(membership)
         sub.member_count -= 1
@@ -123,16 +134,17 @@ class GroupsUnit:
 
     # -- locks and shared reads ----------------------------------------------------------------
 
-    async def _owner_key_of(self, group_set_id: str, *, include_dissolved: bool = False) -> str:
-        """The set's capacity owner, read without a lock: it never changes."""
-        found = (
-            await self.session.execute(
-                select(GroupSet.owner_key, GroupSet.dissolved_at).where(GroupSet.id == group_set_id)
-            )
-        ).first()
-        if found is None or (found.dissolved_at is not None and not include_dissolved):
+    async def _owner_key_of(self, group_set_id: str) -> str:
+        """The set's capacity owner, from the reference table every node holds; it never changes."""
+        found = await owner_of(self.session, group_set_id)
+        if found is None:
             raise NotFound("group_set", group_set_id)
-        return str(found.owner_key)
+        return found
+
+    async def _set_row(self, group_set_id: str) -> GroupSet | None:
+        """The set by its id alone, without a lock; None when there is no such set."""
+        found = await owner_of(self.session, group_set_id)
+        return None if found is None else await self.session.get(GroupSet, (found, group_set_id))
 
     async def _ensure_owner(self, key: str, kind: GroupKind) -> None:
         await self.session.execute(
@@ -152,10 +164,10 @@ class GroupsUnit:
             raise NotFound("capacity_owner", key)
         return owner
 
-    async def _lock_set(self, group_set_id: str, *, include_dissolved: bool = False) -> GroupSet:
+    async def _lock_set(self, key: str, group_set_id: str, *, include_dissolved: bool = False) -> GroupSet:
         row = await self.session.scalar(
             select(GroupSet)
-            .where(GroupSet.id == group_set_id)
+            .where(GroupSet.owner_key == key, GroupSet.id == group_set_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -163,11 +175,11 @@ class GroupsUnit:
             raise NotFound("group_set", group_set_id)
         return row
 
-    async def _sub_group_rows(self, group_set_id: str) -> list[SubGroup]:
+    async def _sub_group_rows(self, row: GroupSet) -> list[SubGroup]:
         return list(
             await self.session.scalars(
                 select(SubGroup)
-                .where(SubGroup.group_set_id == group_set_id)
+                .where(SubGroup.owner_key == row.owner_key, SubGroup.group_set_id == row.id)
                 .order_by(SubGroup.seq)
                 .execution_options(populate_existing=True)
             )
@@ -175,6 +187,7 @@ class GroupsUnit:
 
     def _new_sub_group(self, row: GroupSet, seq: int) -> SubGroup:
         return SubGroup(
+            owner_key=row.owner_key,
             id=new_id("sg"),
             group_set_id=row.id,
             seq=seq,
@@ -192,18 +205,21 @@ class GroupsUnit:
     async def _records(self, rows: Sequence[GroupSet]) -> list[GroupSetRecord]:
         """Group-sets with their sub-groups and admins, two queries for any number of sets."""
         ids = [r.id for r in rows]
+        keys = [(r.owner_key, r.id) for r in rows]
         subs: dict[str, list[SubGroupRecord]] = {i: [] for i in ids}
         admins: dict[str, list[str]] = {i: [] for i in ids}
         if ids:
             for sub in await self.session.scalars(
                 select(SubGroup)
-                .where(SubGroup.group_set_id.in_(ids))
+                .where(tuple_(SubGroup.owner_key, SubGroup.group_set_id).in_(keys))
                 .order_by(SubGroup.group_set_id, SubGroup.seq)
                 .execution_options(populate_existing=True)
             ):
                 subs[sub.group_set_id].append(SubGroupRecord(sub.id, sub.seq, sub.name, sub.member_count))
             for admin in await self.session.scalars(
-                select(Admin).where(Admin.group_set_id.in_(ids)).order_by(Admin.group_set_id, Admin.added_at)
+                select(Admin)
+                .where(tuple_(Admin.owner_key, Admin.group_set_id).in_(keys))
+                .order_by(Admin.group_set_id, Admin.added_at)
             ):
                 admins[admin.group_set_id].append(admin.account_id)
         return [group_set_record(r, subs[r.id], admins[r.id]) for r in rows]

@@ -156,9 +156,16 @@ def account_limits(rules: Rules, kind: GroupKind, level: int, extra_members: int
     return AccountLimits(rules.live_groups.group_sets_per_streamer, rules.live_groups.members_per_streamer)
 
 
+STREAMER_PREFIX = "streamer/"  # "/" is in no id (services.common.validation.ID_PATTERN)
+
+
 def owner_key(kind: GroupKind, store_id: str, streamer_id: str) -> str:
-    """The account whose caps a group-set counts against: its store (T2) or its streamer (T4)."""
-    return f"store:{store_id}" if kind is GroupKind.STORE else f"streamer:{streamer_id}"
+    """The account whose caps a group-set counts against: its store (T2) or its streamer (T4).
+
+    A store's key is its id, so groups' store tables (keyed by ``store_id``) are spread like its owner
+    rows (ADR 0014); a streamer's is prefixed with what no id holds, so the two never meet.
+    """
+    return store_id if kind is GroupKind.STORE else f"{STREAMER_PREFIX}{streamer_id}"
 
 
 def sub_group_name(group_set_name: str, seq: int) -> str:

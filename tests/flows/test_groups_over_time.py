@@ -636,7 +636,7 @@ async def test_D3_the_trigger_settles_every_store_but_a_poisoned_one_and_lists_i
     async with groups_database(platform) as db:
         async with db.transaction() as session:
             await session.execute(
-                update(CapacityOwner).where(CapacityOwner.owner_key == f"store:{poisoned}").values(member_count=-3)
+                update(CapacityOwner).where(CapacityOwner.owner_key == poisoned).values(member_count=-3)
             )
             await session.execute(
                 update(MonthlyMetrics).where(MonthlyMetrics.store_id == poisoned).values(open_rate_bp=-7)
@@ -662,7 +662,7 @@ async def test_D3_the_trigger_settles_every_store_but_a_poisoned_one_and_lists_i
         finally:
             async with db.transaction() as session:
                 await session.execute(
-                    update(CapacityOwner).where(CapacityOwner.owner_key == f"store:{poisoned}").values(member_count=1)
+                    update(CapacityOwner).where(CapacityOwner.owner_key == poisoned).values(member_count=1)
                 )
                 await session.execute(
                     update(MonthlyMetrics).where(MonthlyMetrics.store_id == poisoned).values(open_rate_bp=150)

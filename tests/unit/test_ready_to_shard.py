@@ -22,7 +22,7 @@ from sqlalchemy import Column, Index, Table, UniqueConstraint, bindparam, insert
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.visitors import iterate
 
 import services
@@ -37,38 +37,11 @@ from services.push import models as push
 
 BASES = (campaigns.Base, eligibility.Base, groups.Base, push.Base)
 
-# groups' tables keyed by a group-set's id, and the join's statements that find them by it, are re-keyed by their
-# owner in the next step (ADR 0014, "Groups"). Strict: an entry that starts to pass must leave its list.
-KEYS_NOT_YET = frozenset(
-    {"group_sets", "sub_groups", "memberships", "first_joins", "join_requests", "admins", "removals", "audit_entries"}
-)
-REFERENCES_NOT_YET = frozenset({"sub_groups", "memberships", "first_joins", "join_requests", "admins", "removals"})
-HOT_NOT_YET = frozenset(
-    f"services.groups.{name}"
-    for name in (
-        "joins._MEMBERSHIP_OF",
-        "joins._OWNER_OF_SET",
-        "joins._LOCK_OWNER_OF_SET",
-        "joins._SET_FOR_CHECK",
-        "joins._SET_FOR_JOIN",
-        "joins._SUB_GROUPS",
-        "joins._ADMINS",
-        "joins._EARLIER_JOIN",
-        "joins._NEW_SUB_GROUP",
-        "joins._COUNT_SUB_GROUP",
-        "joins._COUNT_SET",
-        "joins._FIRST_JOIN",
-        "joins._MEMBERSHIP",
-        "joins._JOIN_REQUEST",
-        "memberships.MEMBERSHIP",
-    )
-)
-NOT_YET = pytest.mark.xfail(strict=True, reason="groups are re-keyed by owner next (ADR 0014)")
 ALL_TABLES = [table for base in BASES for table in base.metadata.sorted_tables]
 
 
-def _tables(not_yet: frozenset[str] = frozenset()) -> list[Any]:
-    return [pytest.param(t, id=t.name, marks=[NOT_YET] if t.name in not_yet else []) for t in ALL_TABLES]
+def _tables() -> list[Any]:
+    return [pytest.param(t, id=t.name) for t in ALL_TABLES]
 
 
 def distributed(table: Table) -> Distributed | None:
@@ -84,7 +57,7 @@ def test_every_table_says_how_it_is_sharded(table: Table) -> None:
         assert declared.reason.strip(), f"{table.name}: a reference or coordinator table says why"
 
 
-@pytest.mark.parametrize("table", _tables(KEYS_NOT_YET))
+@pytest.mark.parametrize("table", _tables())
 def test_a_distributed_table_leads_its_keys_with_its_tenant(table: Table) -> None:
     declared = distributed(table)
     if declared is None:
@@ -105,7 +78,7 @@ def test_a_distributed_table_leads_its_keys_with_its_tenant(table: Table) -> Non
         assert declared.column in columns, f"{table.name}: unique key {name} {columns} lacks {declared.column}"
 
 
-@pytest.mark.parametrize("table", _tables(REFERENCES_NOT_YET))
+@pytest.mark.parametrize("table", _tables())
 def test_foreign_keys_stay_on_one_node(table: Table) -> None:
     declared = sharding_of(table)
     for key in table.foreign_key_constraints:
@@ -143,10 +116,7 @@ def _hot_statements() -> Iterator[tuple[str, Executable]]:
             )
 
 
-HOT = [
-    pytest.param(name, statement, id=name, marks=[NOT_YET] if name in HOT_NOT_YET else [])
-    for name, statement in _hot_statements()
-]
+HOT = [pytest.param(name, statement, id=name) for name, statement in _hot_statements()]
 
 
 def _base_table(element: Any) -> Table | None:
@@ -172,33 +142,60 @@ def _is_column(element: Any, table: Table, name: str) -> bool:
     return isinstance(element, Column) and element.name == name and _base_table(element.table) is table
 
 
-def _pinned(statement: Executable, table: Table, column: str) -> bool:
-    """The statement fixes ``table.column``: an equality with a parameter or another tenant column, or an insert of it."""
+def _bound_pins(statement: Executable, table: Table, column: str) -> set[str]:
+    """The parameters ``table.column`` is set equal to, or inserted as."""
     if isinstance(statement, Insert) and _base_table(statement.table) is table:
-        return (
-            statement._values is None
-            or any(  # type: ignore[attr-defined]
-                getattr(key, "name", key) == column
-                for key in (statement._values or {})  # type: ignore[attr-defined]
-            )
-            or bool(statement._multi_values)
-            or statement.select is not None
-        )  # type: ignore[attr-defined]
+        values = statement._values  # type: ignore[attr-defined]  # what .values() was given
+        if values is None:
+            return {column}  # the column's own parameter
+        value = next((v for k, v in values.items() if getattr(k, "name", k) == column), None)
+        return {value.key} if isinstance(value, BindParameter) else set()
+    pins = set()
     for element in iterate(statement):  # type: ignore[arg-type]
         if isinstance(element, BinaryExpression) and element.operator is operators.eq:
             for side, other in ((element.left, element.right), (element.right, element.left)):
-                if _is_column(side, table, column) and isinstance(other, BindParameter | ColumnElement):
-                    return True
-    return False
+                if _is_column(side, table, column) and isinstance(other, BindParameter):
+                    pins.add(str(other.key))
+    return pins
+
+
+def _joined_tenants(statement: Executable) -> list[tuple[Table, Table]]:
+    """Pairs of distributed tables whose tenant columns the statement sets equal (a join on one node)."""
+    pairs = []
+    for element in iterate(statement):  # type: ignore[arg-type]
+        if isinstance(element, BinaryExpression) and element.operator is operators.eq:
+            left, right = element.left, element.right
+            if isinstance(left, Column) and isinstance(right, Column):
+                a, b = _base_table(left.table), _base_table(right.table)
+                da, db = (distributed(a) if a is not None else None), (distributed(b) if b is not None else None)
+                if da and db and left.name == da.column and right.name == db.column:
+                    pairs.append((a, b))
+    return pairs  # type: ignore[return-value]
+
+
+def _pins(statement: Executable) -> dict[Table, set[str]]:
+    """Each distributed table of the statement and the parameters that fix its tenant, through joins too."""
+    pins = {
+        table: _bound_pins(statement, table, declared.column)
+        for table in _tables(statement)
+        if (declared := distributed(table)) is not None
+    }
+    for _ in range(len(pins)):
+        for a, b in _joined_tenants(statement):
+            pins[a] |= pins.get(b, set())
+            pins[b] |= pins.get(a, set())
+    return pins
 
 
 @pytest.mark.parametrize(("name", "statement"), HOT)
 def test_every_hot_statement_runs_on_one_node(name: str, statement: Executable) -> None:
-    for table in _tables(statement):
-        declared = distributed(table)
-        if declared is None:
-            continue
-        assert _pinned(statement, table, declared.column), f"{name} does not fix {table.name}.{declared.column}"
+    by_column: dict[str, set[str]] = {}
+    for table, pins in _pins(statement).items():
+        column = distributed(table).column  # type: ignore[union-attr]
+        assert pins, f"{name} does not fix {table.name}.{column}"
+        by_column.setdefault(column, set()).update(pins)
+    for column, pins in by_column.items():
+        assert len(pins) == 1, f"{name} fixes {column} to several values {sorted(pins)}: its rows are on several nodes"
 
 
 def test_the_hot_statements_were_found() -> None:
@@ -223,7 +220,6 @@ def _join_function() -> str:
     return found
 
 
-@NOT_YET
 def test_the_join_function_names_the_tenant_in_every_statement() -> None:
     body = _join_function().split("BEGIN", 1)[1]
     tables = {table.name: distributed(table) for table in groups.Base.metadata.sorted_tables}
@@ -240,10 +236,20 @@ def test_the_join_function_names_the_tenant_in_every_statement() -> None:
 
 def test_the_check_tells_a_store_pinned_statement_from_one_that_is_not() -> None:
     items = campaigns.Base.metadata.tables["items"]
-    assert _pinned(
-        select(items).where(items.c.store_id == bindparam("s"), items.c.item_id == bindparam("i")), items, "store_id"
+    restocks = campaigns.Base.metadata.tables["restocks"]
+    by_store = select(items).where(items.c.store_id == bindparam("s"), items.c.item_id == bindparam("i"))
+    assert _pins(by_store) == {items: {"s"}}
+    assert _pins(select(items).where(items.c.item_id == bindparam("i"))) == {items: set()}
+    assert _pins(select(items).where(items.c.store_id > bindparam("s"))) == {items: set()}
+    assert _pins(insert(items).values(store_id=bindparam("s"), item_id="i")) == {items: {"s"}}
+    assert _pins(insert(items).values(item_id="i")) == {items: set()}
+    joined = by_store.join_from(items, restocks, restocks.c.store_id == items.c.store_id)
+    assert _pins(joined) == {items: {"s"}, restocks: {"s"}}
+    two_stores = select(items, restocks).where(
+        items.c.store_id == bindparam("s"), restocks.c.store_id == bindparam("t")
     )
-    assert not _pinned(select(items).where(items.c.item_id == bindparam("i")), items, "store_id")
-    assert not _pinned(select(items).where(items.c.store_id > bindparam("s")), items, "store_id")
-    assert _pinned(insert(items).values(store_id=bindparam("s"), item_id="i"), items, "store_id")
-    assert not _pinned(insert(items).values(item_id="i"), items, "store_id")
+    assert _pins(two_stores) == {items: {"s"}, restocks: {"t"}}
+    with pytest.raises(AssertionError, match="several values"):
+        test_every_hot_statement_runs_on_one_node("two stores", two_stores)
+    with pytest.raises(AssertionError, match="does not fix"):
+        test_every_hot_statement_runs_on_one_node("by item", select(items).where(items.c.item_id == bindparam("i")))

@@ -182,10 +182,10 @@ async def test_t6_caps_hold_across_two_replicas_under_concurrent_joins(
         assert gs["sub_group_count"] == len(set_subs) <= most
         assert set_subs == list(range(1, len(set_subs) + 1))
     store_total = in_set[a.group_set_id] + in_set[b.group_set_id]
-    assert owners["store:s1"]["member_count"] == store_total == STORE_MEMBERS
-    assert owners["store:s2"]["member_count"] == in_set[d.group_set_id] == STORE_SET
-    assert owners["streamer:h1"]["member_count"] == in_set[live.group_set_id] == LIVE_SUB * LIVE_SUBS
-    assert {k: o["group_set_count"] for k, o in owners.items()} == {"store:s1": 2, "store:s2": 1, "streamer:h1": 1}
+    assert owners["s1"]["member_count"] == store_total == STORE_MEMBERS
+    assert owners["s2"]["member_count"] == in_set[d.group_set_id] == STORE_SET
+    assert owners["streamer/h1"]["member_count"] == in_set[live.group_set_id] == LIVE_SUB * LIVE_SUBS
+    assert {k: o["group_set_count"] for k, o in owners.items()} == {"s1": 2, "s2": 1, "streamer/h1": 1}
 
     # Both replicas report the same, true state.
     for stub in stubs:

@@ -33,20 +33,22 @@ NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
 
 SEED = f"""
 INSERT INTO capacity_owners (owner_key, kind, member_count, group_set_count, extra_members)
-VALUES ('store:big', 'store', {BIG_SETS * SET_CAPACITY - 10}, {BIG_SETS}, 450000);
+VALUES ('big', 'store', {BIG_SETS * SET_CAPACITY - 10}, {BIG_SETS}, 450000);
 INSERT INTO group_levels (store_id, month, level, updated_at) VALUES ('big', '2026-06', 4, now());
 INSERT INTO group_sets (id, owner_key, kind, name, owner_account_id, store_id, streamer_id, threshold_kind,
     threshold_params, password_digest, threshold_version, is_public, announcement, newcomer_reply,
     member_count, sub_group_count, request_id, created_at, dissolved_at)
-SELECT 'gs_big' || i, 'store:big', 'store', '大群' || i, 'm-big', 'big', NULL, 'follow', '{{}}', '', 1, true, '', '',
+SELECT 'gs_big' || i, 'big', 'store', '大群' || i, 'm-big', 'big', NULL, 'follow', '{{}}', '', 1, true, '', '',
     CASE WHEN i = 1 THEN {SET_CAPACITY - 10} ELSE {SET_CAPACITY} END, 10, NULL, now(), NULL
 FROM generate_series(1, {BIG_SETS}) i;
-INSERT INTO sub_groups (id, group_set_id, seq, name, member_count, created_at)
-SELECT 'sg_big' || i || '_' || j, 'gs_big' || i, j, '大群' || i || j,
+INSERT INTO group_set_owners (group_set_id, owner_key) SELECT 'gs_big' || i, 'big' FROM generate_series(1, {BIG_SETS}) i;
+INSERT INTO sub_groups (owner_key, id, group_set_id, seq, name, member_count, created_at)
+SELECT 'big', 'sg_big' || i || '_' || j, 'gs_big' || i, j, '大群' || i || j,
     CASE WHEN i = 1 AND j = 10 THEN 490 ELSE 500 END, now()
 FROM generate_series(1, {BIG_SETS}) i, generate_series(1, 10) j;
-INSERT INTO memberships (group_set_id, consumer_id, sub_group_id, request_id, newcomer_reply, messages_hidden, joined_at)
-SELECT 'gs_big' || i, 'c' || i || '_' || k, 'sg_big' || i || '_' || ((k - 1) / 500 + 1), NULL, '', false, now()
+INSERT INTO memberships (owner_key, group_set_id, consumer_id, sub_group_id, request_id, newcomer_reply,
+    messages_hidden, joined_at)
+SELECT 'big', 'gs_big' || i, 'c' || i || '_' || k, 'sg_big' || i || '_' || ((k - 1) / 500 + 1), NULL, '', false, now()
 FROM generate_series(1, {BIG_SETS}) i, generate_series(1, {SET_CAPACITY}) k
 WHERE NOT (i = 1 AND k > {SET_CAPACITY - 10});
 ANALYZE;
