@@ -59,9 +59,7 @@ async def seed(db: Database) -> None:
     """
     async with db.transaction() as session:
         for store, members in ((GOOD[0], 3), (GOOD[1], 5), (BAD, -1)):
-            session.add(
-                CapacityOwner(owner_key=store, kind="store", member_count=members, group_set_count=1)
-            )
+            session.add(CapacityOwner(owner_key=store, kind="store", member_count=members, group_set_count=1))
             session.add(
                 MonthlyMetrics(
                     store_id=store,
@@ -79,9 +77,7 @@ async def seed(db: Database) -> None:
 
 async def repair(db: Database) -> None:
     async with db.transaction() as session:
-        await session.execute(
-            update(CapacityOwner).where(CapacityOwner.owner_key == BAD).values(member_count=4)
-        )
+        await session.execute(update(CapacityOwner).where(CapacityOwner.owner_key == BAD).values(member_count=4))
         await session.execute(update(MonthlyMetrics).where(MonthlyMetrics.store_id == BAD).values(open_rate_bp=150))
         await session.execute(update(SleepingPlan).where(SleepingPlan.store_id == BAD).values(inactivity_days=30))
 
