@@ -4,7 +4,9 @@ Every groups statement names the set's owner, so a sharded database runs it
 on the owner's node (ADR 0014); the owner comes from ``group_set_owners``, a
 reference table every node holds. A set never changes owner, so each
 process keeps the answers it read (at most ``KEPT`` sets, the least recently
-asked forgotten first), and a hot set's calls cost no extra round trip.
+asked forgotten first), and a hot set's calls cost no extra round trip. Set
+ids are random (``services.common.ids.new_id``), so a kept answer never
+names another set's owner.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -27,6 +29,18 @@ from services.common.migrations import SERVICES_WITH_DATABASES
 from services.common.migrations import main as migrations_main
 from services.common.settings import async_url
 
+T = TypeVar("T")
+
+
+async def _read(db_url: str, read: Callable[[Connection], T]) -> T:
+    """What ``read`` finds in the migrated database, over a connection of its own."""
+    engine = create_engine(async_url(db_url), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(read)
+    finally:
+        await engine.dispose()
+
 
 @pytest.mark.parametrize("service", SERVICES_WITH_DATABASES)
 async def test_migrations_match_the_models(service: str, db_url: str) -> None:
@@ -40,13 +54,8 @@ async def test_migrations_match_the_models(service: str, db_url: str) -> None:
     def tables(connection: Connection) -> set[str]:
         return set(inspect(connection).get_table_names())
 
-    engine = create_engine(async_url(db_url), pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            assert await connection.run_sync(differences) == []
-            assert await connection.run_sync(tables) >= set(metadata.tables)
-    finally:
-        await engine.dispose()
+    assert await _read(db_url, differences) == []
+    assert await _read(db_url, tables) >= set(metadata.tables)
 
 
 @pytest.mark.parametrize("service", SERVICES_WITH_DATABASES)
@@ -78,12 +87,7 @@ async def test_every_name_the_models_give_is_the_databases(service: str, db_url:
             names |= {("ix", table, str(i["name"])) for i in found.get_indexes(table)}
         return names
 
-    engine = create_engine(async_url(db_url), pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            have = await connection.run_sync(database_names)
-    finally:
-        await engine.dispose()
+    have = await _read(db_url, database_names)
     if not db_url.startswith("postgresql"):
         # SQLite keeps no names of primary keys, and its unique constraints' only in the table's DDL.
         named = {name for name in named if name[0] not in ("pk",)}
@@ -100,10 +104,6 @@ async def test_primary_keys_have_the_models_column_order(service: str, db_url: s
         found = inspect(connection)
         return {table: found.get_pk_constraint(table)["constrained_columns"] for table in metadata.tables}
 
-    engine = create_engine(async_url(db_url), pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            have = await connection.run_sync(keys)
-    finally:
-        await engine.dispose()
-    assert have == {name: [c.name for c in table.primary_key.columns] for name, table in metadata.tables.items()}
+    assert await _read(db_url, keys) == {
+        name: [c.name for c in table.primary_key.columns] for name, table in metadata.tables.items()
+    }
