@@ -238,10 +238,10 @@ def _writes_in_one(new_sub_group: bool, first_join: bool, with_request: bool) ->
     return select(parts[-1].c.written).add_cte(*parts[:-1])
 
 
-# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0006, which reads the owner).
+# PostgreSQL: a plain join in one statement (the ``qun_join`` function of migration 0006), on the set's owner.
 _JOIN_IN_ONE = text(
     "SELECT status, kind, sub_group_id, sub_group_name, new_sub_group, newcomer_reply FROM qun_join("
-    ":set_id, :consumer, :version, :request, :hidden, :now, :month, :new_sub_id, "
+    ":owner, :set_id, :consumer, :version, :request, :hidden, :now, :month, :new_sub_id, "
     ":store_sub_cap, :store_set_cap, :store_max_subs, :live_sub_cap, :live_set_cap, :live_max_subs, "
     ":store_members, :max_members, :live_members)"
 )
@@ -379,7 +379,11 @@ class JoinRepository:
         every other case (a replay, a member, a changed threshold, a cap), which
         ``add`` then answers, refusals and all.
         """
+        owner = await owner_of(self.connection, group_set_id)
+        if owner is None:
+            return None  # ``add`` answers NOT_FOUND
         params = {
+            "owner": owner,
             "set_id": group_set_id,
             "consumer": consumer_id,
             "version": threshold_version,

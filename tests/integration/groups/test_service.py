@@ -171,6 +171,21 @@ async def test_t4_streamer_group_set_cap(stub: groups_pb2_grpc.GroupsServiceStub
     assert (failures[0].rule_id, failures[0].figures["cap"]) == ("T4", str(cap))
 
 
+async def test_t2_t4_a_store_named_like_a_streamers_key_keeps_its_own_caps(
+    stub: groups_pb2_grpc.GroupsServiceStub, rules: Rules
+) -> None:
+    """Ids may hold ``:`` but no ``/``: store "streamer:host-1" and streamer "host-1" are two owners (ADR 0014)."""
+    for i in range(rules.live_groups.group_sets_per_streamer):
+        await create(stub, live_set(name=f"粉丝群{i}"))
+    twin = await create(stub, store_set(store="streamer:host-1", owner="streamer-store-main"))
+    await join(stub, twin, "c1")
+    code, failures, _ = await refusal(stub.CreateGroupSet(live_set(name="one too many")))
+    assert (code, failures[0].rule_id) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "T4")
+    assert (await get(stub, twin)).member_count == 1
+    listed = await stub.ListGroupSets(groups_pb2.ListGroupSetsRequest(store_id="streamer:host-1"))
+    assert [g.group_set_id for g in listed.group_sets] == [twin.group_set_id]
+
+
 async def test_create_request_id_replay_returns_the_first_answer(stub: groups_pb2_grpc.GroupsServiceStub) -> None:
     first = await create(stub, store_set(request_id="req-1"))
     assert await create(stub, store_set(request_id="req-1")) == first

@@ -12,8 +12,8 @@
 * ``group_set_owners`` is a reference table from a set's id to its owner, for
   calls that name only the set.
 * A job's settlements are keyed by the store first.
-* ``qun_join`` reads the owner from ``group_set_owners`` and names it in every
-  statement.
+* ``qun_join`` takes the set's owner as its first argument and names it in
+  every statement, so a sharded database can run it on the owner's node.
 
 The re-keyed tables are built anew, filled from the old ones, and put in their
 place. That is one way on SQLite and PostgreSQL alike.
@@ -279,7 +279,7 @@ OLD_TABLES = (
 
 JOIN_FUNCTION = """
 CREATE OR REPLACE FUNCTION qun_join(
-    p_set text, p_consumer text, p_version bigint, p_request text, p_hidden boolean, p_now timestamptz,
+    p_owner text, p_set text, p_consumer text, p_version bigint, p_request text, p_hidden boolean, p_now timestamptz,
     p_month text, p_new_sub_id text,
     p_store_sub_cap int, p_store_set_cap int, p_store_max_subs int,
     p_live_sub_cap int, p_live_set_cap int, p_live_max_subs int,
@@ -288,7 +288,6 @@ CREATE OR REPLACE FUNCTION qun_join(
     OUT new_sub_group boolean, OUT newcomer_reply text
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    v_owner text;
     o capacity_owners%ROWTYPE;
     s group_sets%ROWTYPE;
     sub_cap int; set_cap int; max_subs int; member_cap int; base int; lvl int;
@@ -297,26 +296,24 @@ DECLARE
     joined_before boolean;
 BEGIN
     status := 'fallback';
-    SELECT g.owner_key INTO v_owner FROM group_set_owners g WHERE g.group_set_id = p_set;
+    SELECT * INTO o FROM capacity_owners WHERE owner_key = p_owner FOR UPDATE;
     IF NOT FOUND THEN RETURN; END IF;
-    SELECT * INTO o FROM capacity_owners WHERE owner_key = v_owner FOR UPDATE;
-    IF NOT FOUND THEN RETURN; END IF;
-    SELECT * INTO s FROM group_sets WHERE owner_key = v_owner AND id = p_set FOR UPDATE;
+    SELECT * INTO s FROM group_sets WHERE owner_key = p_owner AND id = p_set FOR UPDATE;
     IF NOT FOUND OR s.dissolved_at IS NOT NULL OR s.threshold_version <> p_version THEN RETURN; END IF;
     kind := s.kind;
     IF p_request <> '' AND EXISTS (SELECT 1 FROM join_requests
-            WHERE owner_key = v_owner AND group_set_id = p_set AND consumer_id = p_consumer
+            WHERE owner_key = p_owner AND group_set_id = p_set AND consumer_id = p_consumer
               AND request_id = p_request) THEN
         RETURN;
     END IF;
     IF EXISTS (SELECT 1 FROM memberships
-            WHERE owner_key = v_owner AND group_set_id = p_set AND consumer_id = p_consumer) THEN
+            WHERE owner_key = p_owner AND group_set_id = p_set AND consumer_id = p_consumer) THEN
         RETURN;
     END IF;
     IF s.kind = 'store' THEN
         sub_cap := p_store_sub_cap; set_cap := p_store_set_cap; max_subs := p_store_max_subs;
         SELECT level INTO lvl FROM group_levels
-            WHERE store_id = v_owner AND month <= p_month ORDER BY month DESC LIMIT 1;
+            WHERE store_id = p_owner AND month <= p_month ORDER BY month DESC LIMIT 1;
         base := p_store_members[coalesce(lvl, 0) + 1];
         member_cap := CASE WHEN o.extra_members <= 0 THEN base
                            ELSE least(base + o.extra_members, greatest(base, p_max_members)) END;
@@ -326,40 +323,40 @@ BEGIN
     END IF;
     IF s.member_count >= set_cap OR o.member_count >= member_cap THEN RETURN; END IF;
     SELECT * INTO found_sub FROM sub_groups
-        WHERE owner_key = v_owner AND group_set_id = p_set AND member_count < sub_cap ORDER BY seq LIMIT 1;
+        WHERE owner_key = p_owner AND group_set_id = p_set AND member_count < sub_cap ORDER BY seq LIMIT 1;
     IF FOUND THEN
         UPDATE sub_groups SET member_count = member_count + 1
-            WHERE owner_key = v_owner AND id = found_sub.id;
+            WHERE owner_key = p_owner AND id = found_sub.id;
         sub_group_id := found_sub.id; sub_group_name := found_sub.name; new_sub_group := false;
     ELSE
         SELECT count(*), coalesce(max(seq), 0) INTO subs, last_seq FROM sub_groups
-            WHERE owner_key = v_owner AND group_set_id = p_set;
+            WHERE owner_key = p_owner AND group_set_id = p_set;
         IF subs >= max_subs THEN RETURN; END IF;
         sub_group_id := p_new_sub_id; sub_group_name := s.name || (last_seq + 1)::text; new_sub_group := true;
         INSERT INTO sub_groups (owner_key, id, group_set_id, seq, name, member_count, created_at)
-            VALUES (v_owner, p_new_sub_id, p_set, last_seq + 1, sub_group_name, 1, p_now);
+            VALUES (p_owner, p_new_sub_id, p_set, last_seq + 1, sub_group_name, 1, p_now);
     END IF;
     UPDATE group_sets SET member_count = member_count + 1,
                           sub_group_count = sub_group_count + CASE WHEN new_sub_group THEN 1 ELSE 0 END
-        WHERE owner_key = v_owner AND id = p_set;
-    UPDATE capacity_owners SET member_count = member_count + 1 WHERE owner_key = v_owner;
+        WHERE owner_key = p_owner AND id = p_set;
+    UPDATE capacity_owners SET member_count = member_count + 1 WHERE owner_key = p_owner;
     joined_before := EXISTS (SELECT 1 FROM first_joins
-        WHERE owner_key = v_owner AND group_set_id = p_set AND consumer_id = p_consumer);
+        WHERE owner_key = p_owner AND group_set_id = p_set AND consumer_id = p_consumer);
     IF joined_before THEN
         newcomer_reply := '';
     ELSE
         newcomer_reply := s.newcomer_reply;
         INSERT INTO first_joins (owner_key, group_set_id, consumer_id, first_joined_at)
-            VALUES (v_owner, p_set, p_consumer, p_now);
+            VALUES (p_owner, p_set, p_consumer, p_now);
     END IF;
     INSERT INTO memberships (owner_key, group_set_id, consumer_id, sub_group_id, request_id, newcomer_reply,
                              messages_hidden, joined_at, last_active_at, notified_at)
-        VALUES (v_owner, p_set, p_consumer, sub_group_id, nullif(p_request, ''), newcomer_reply, p_hidden, p_now,
+        VALUES (p_owner, p_set, p_consumer, sub_group_id, nullif(p_request, ''), newcomer_reply, p_hidden, p_now,
                 NULL, NULL);
     IF p_request <> '' THEN
         INSERT INTO join_requests (owner_key, group_set_id, consumer_id, request_id, sub_group_id, sub_group_name,
                                    newcomer_reply, joined_at)
-            VALUES (v_owner, p_set, p_consumer, p_request, sub_group_id, sub_group_name, newcomer_reply, p_now);
+            VALUES (p_owner, p_set, p_consumer, p_request, sub_group_id, sub_group_name, newcomer_reply, p_now);
     END IF;
     status := 'joined';
 END;
