@@ -38,8 +38,9 @@ from services.groups.models import (
     SleepingPlan,
 )
 from services.groups.records import RemovalRecord
-from services.groups.repository import GroupsUnit
+from services.groups.repository import GroupsUnit, its_set
 from services.groups.rules import GroupKind, RemovalCause
+from services.groups.set_owners import owner_of
 
 LEVEL_JOB = "levels"
 
@@ -285,8 +286,12 @@ class LifecycleRepository(GroupsUnit):
 
     async def record_activity(self, group_set_id: str, consumer_id: str, at: datetime) -> None:
         """Activity moves the member's last-active time forward and clears a notice (X5)."""
-        key = await self._owner_key_of(group_set_id)
-        member = await self.session.get(Membership, (key, group_set_id, consumer_id), with_for_update=True)
+        key = await owner_of(self.session, group_set_id)
+        member = (
+            None
+            if key is None
+            else await self.session.get(Membership, (key, group_set_id, consumer_id), with_for_update=True)
+        )
         if member is None:
             raise NotFound("membership", f"{group_set_id}/{consumer_id}")
         if member.last_active_at is None or at > member.last_active_at:
@@ -311,7 +316,7 @@ class LifecycleRepository(GroupsUnit):
         cutoff = self.now - timedelta(days=plan.inactivity_days)
         rows = await self.session.execute(
             select(Membership.group_set_id, Membership.consumer_id)
-            .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
+            .join(GroupSet, its_set(Membership))
             .where(
                 GroupSet.owner_key == domain.owner_key(GroupKind.STORE, store_id, ""),
                 GroupSet.dissolved_at.is_(None),

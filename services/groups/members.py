@@ -10,7 +10,7 @@ from services.common.request_ids import check_same_request, request_fingerprint
 from services.groups import rules as domain
 from services.groups.models import Admin, GroupSet, Membership, Removal, SubGroup
 from services.groups.records import MembershipRecord, RemovalRecord, membership_record, removal_record
-from services.groups.repository import GroupsUnit
+from services.groups.repository import GroupsUnit, its_set
 from services.groups.rules import GroupKind, RemovalCause
 
 
@@ -111,7 +111,7 @@ class Members(GroupsUnit):
         return list(
             await self.session.scalars(
                 select(Membership.group_set_id)
-                .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
+                .join(GroupSet, its_set(Membership))
                 .where(
                     Membership.consumer_id == consumer_id,
                     GroupSet.store_id == store_id,
@@ -125,11 +125,7 @@ class Members(GroupsUnit):
         self, consumer_id: str, before: int | None, limit: int
     ) -> tuple[list[RemovalRecord], int | None]:
         """The consumer's removals, newest first (R5: the removed member reads why)."""
-        query = (
-            select(Removal, GroupSet)
-            .join(GroupSet, (GroupSet.owner_key == Removal.owner_key) & (GroupSet.id == Removal.group_set_id))
-            .where(Removal.consumer_id == consumer_id)
-        )
+        query = select(Removal, GroupSet).join(GroupSet, its_set(Removal)).where(Removal.consumer_id == consumer_id)
         if before is not None:
             query = query.where(Removal.id < before)
         rows = list(await self.session.execute(query.order_by(Removal.id.desc()).limit(limit + 1)))

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from services.groups import rules as domain
 from services.groups.models import AuditEntry, CapacityOwner, GroupSet, Membership
 from services.groups.records import GroupSetRecord, set_fill
-from services.groups.repository import GroupsUnit
+from services.groups.repository import GroupsUnit, its_set
 from services.groups.rules import GroupKind
 from services.groups.set_owners import owner_of
 
@@ -60,7 +60,7 @@ class Reads(GroupsUnit):
         )
         in_store = await self.session.scalar(
             select(Membership.group_set_id)
-            .join(GroupSet, (GroupSet.owner_key == Membership.owner_key) & (GroupSet.id == Membership.group_set_id))
+            .join(GroupSet, its_set(Membership))
             .where(Membership.consumer_id == consumer_id, GroupSet.store_id == store_id)
             .limit(1)
         )

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound
@@ -46,6 +46,7 @@ from services.groups.models import (
     GroupLevel,
     GroupSet,
     Membership,
+    Removal,
     SubGroup,
 )
 from services.groups.records import GroupSetRecord, SubGroupRecord, group_set_record, month_of
@@ -53,6 +54,13 @@ from services.groups.rules import GroupKind
 from services.groups.set_owners import owner_of
 
 SYSTEM_ACTOR = "system"
+
+
+def its_set(model: type[Membership] | type[Removal]) -> ColumnElement[bool]:
+    """The join of a set's row (a membership, a removal) to its set: by the owner and the set, one node's rows."""
+    return (GroupSet.owner_key == model.owner_key) & (GroupSet.id == model.group_set_id)
+
+
 U = TypeVar("U", bound="GroupsUnit")
 
 
