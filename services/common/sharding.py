@@ -39,17 +39,18 @@ class Distributed:
 
 
 @dataclass(frozen=True)
-class Reference:
+class Undistributed:
+    """A table kept whole, and why."""
+
+    reason: str
+
+
+class Reference(Undistributed):
     """Copied whole to every node: small, read together with any tenant's rows."""
 
-    reason: str
 
-
-@dataclass(frozen=True)
-class Coordinator:
+class Coordinator(Undistributed):
     """One row for the whole platform, kept on the coordinator; its per-shard design is in ADR 0014."""
-
-    reason: str
 
 
 Sharding = Distributed | Reference | Coordinator
