@@ -51,7 +51,7 @@ from qun.gateway.v1 import campaigns_pb2_grpc as public_grpc
 from qun.groups.v1 import groups_pb2
 from services.campaigns import kinds as campaign_kinds
 from services.common.errors import Failure, InvalidArgument, NotFound, PermissionDenied, RuleRefusal
-from services.common.validation import Fields
+from services.common.validation import Fields, int64_digits
 
 # Who runs activities: the group-set's owner (the store's main account) and its super admins.
 ACTIVITY_ROLES = (Role.STORE_MAIN, Role.STORE_SUB, Role.STREAMER)
@@ -88,8 +88,9 @@ def seq_from_token(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         prefix, _, value = text.partition(":")
-        if prefix == "seq" and value.isdigit():
-            return int(value)
+        seq = int64_digits(value)
+        if prefix == "seq" and seq is not None:
+            return seq
     except (binascii.Error, UnicodeDecodeError):
         pass
     raise InvalidArgument.one("page_token", "not a token returned by this service")

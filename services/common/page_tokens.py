@@ -21,7 +21,7 @@ import json
 from datetime import UTC, datetime
 
 from services.common.errors import InvalidArgument
-from services.common.validation import ID_PATTERN
+from services.common.validation import ID_PATTERN, int64_digits
 
 FIELD = "page_token"
 LEGACY_SEPARATOR = "|"
@@ -96,6 +96,7 @@ def decode_position(token: str) -> int | None:
     parts = decode_page_token(token, 1)
     if parts is None:
         return None
-    if not parts[0].isdigit():
+    position = int64_digits(parts[0])
+    if position is None:
         raise _malformed()
-    return int(parts[0])
+    return position

@@ -34,6 +34,18 @@ MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 EnumValue = TypeVar("EnumValue", bound=int)  # a generated enum's ValueType, or a plain number
 
 
+def int64_digits(text: str) -> int | None:
+    """The number ``text`` writes in ASCII digits, when a signed 64-bit field holds it; else None.
+
+    For numbers read back from tokens and cursors a caller hands in: ``str.isdigit`` alone admits "²"
+    (which ``int`` refuses), and ``int`` alone admits numbers no column or field holds.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_INT64)):
+        return None
+    value = int(text)
+    return value if value <= MAX_INT64 else None
+
+
 class Fields:
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []

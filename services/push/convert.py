@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qun.push.v1 import push_pb2
 from services.common.messages import message_from
-from services.common.validation import ID_PATTERN, Fields
+from services.common.validation import ID_PATTERN, Fields, int64_digits
 from services.push.kinds import DECLARATIONS
 from services.push.models import GrantRow, NoticeRow, PushRow
 from services.push.repository import facts_from_json
@@ -73,8 +73,9 @@ def parse_cursor(f: Fields, cursor: str) -> tuple[int, str]:
     """``<ledger seq>/<last recipient read>``; empty for the beginning of the ledger."""
     if not cursor:
         return 0, ""
-    seq, _, recipient = cursor.partition("/")
-    if not seq.isdigit() or len(seq) > 18 or (recipient and not ID_PATTERN.match(recipient)):
+    text, _, recipient = cursor.partition("/")
+    seq = int64_digits(text)
+    if seq is None or (recipient and not ID_PATTERN.match(recipient)):
         f.fail("cursor", "not a cursor this service issued")
         return 0, ""
-    return int(seq), recipient
+    return seq, recipient

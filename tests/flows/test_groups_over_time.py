@@ -18,6 +18,7 @@ from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2, operations_pb2, operations_pb2_grpc
 from services.common.db import Database
 from services.common.errors import failures_from_status, status_from_error
+from services.common.page_tokens import encode_page_token
 from services.common.settings import database_url
 from services.common.timestamps import to_timestamp as ts
 from services.groups.models import CapacityOwner, MonthlyMetrics, SleepingPlan
@@ -426,6 +427,13 @@ async def test_X4_audit_trail_records_who_changed_what(gw: GatewayClient, platfo
             operations_pb2.ListAuditEntriesRequest(store_id=store_id), metadata=gw.auth(gw.consumer("c1"))
         )
     assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # A forged token naming a row number no key holds is the caller's error, not the database's.
+    forged = encode_page_token(str(2**63))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await ops_stub(gw).ListAuditEntries(
+            operations_pb2.ListAuditEntriesRequest(store_id=store_id, page_token=forged), metadata=owner
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "page_token" in str(refused.value.details())
 
 
 async def test_C14_a_refusal_names_the_groups_rules_too_when_the_gateway_knows_the_set(

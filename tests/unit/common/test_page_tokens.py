@@ -16,6 +16,7 @@ from services.common.page_tokens import (
     encode_page_token,
     encode_position,
 )
+from services.common.validation import int64_digits
 
 AT = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -57,6 +58,17 @@ def test_the_push_services_earlier_tokens_are_still_read() -> None:
     assert decode_keyset(queue, "2", "s1") == (AT, "ps_1")
 
 
+@pytest.mark.parametrize("forged", ["²", "١٢", "9" * 30, str(2**63), "-1", " 1", ""])
+def test_a_forged_position_is_malformed_not_an_error_later(forged: str) -> None:
+    """A number no key holds, or digits that are not ASCII, never reach the database (where they would fail)."""
+    with pytest.raises(InvalidArgument):
+        decode_position(encode_page_token(forged))
+
+
+def test_the_largest_position_a_key_holds_is_read() -> None:
+    assert decode_position(encode_position(2**63 - 1)) == 2**63 - 1
+
+
 def test_positions_and_plain_parts() -> None:
     assert decode_position(encode_position(42)) == 42 and encode_position(None) == ""
     assert decode_page_token(encode_page_token("gs_1"), 1) == ["gs_1"]
@@ -64,3 +76,23 @@ def test_positions_and_plain_parts() -> None:
         decode_position(encode_page_token("x"))
     with pytest.raises(InvalidArgument):
         decode_page_token(encode_page_token("a", "b"), 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("0", 0),
+        ("42", 42),
+        (str(2**63 - 1), 2**63 - 1),
+        (str(2**63), None),
+        ("9" * 40, None),
+        ("²", None),
+        ("١٢", None),
+        ("-1", None),
+        ("+1", None),
+        ("1.0", None),
+        ("", None),
+    ],
+)
+def test_int64_digits_reads_only_what_a_64_bit_field_holds(text: str, number: int | None) -> None:
+    assert int64_digits(text) == number
