@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import secrets
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 RANDOM_BYTES = 8
 # ordered_id: milliseconds since EPOCH above ORDERED_RANDOM_BITS random bits; fits a signed 64-bit
-# integer until 2069.
+# integer until MAX_ORDERED_AT (in 2069).
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 ORDERED_RANDOM_BITS = 22
+# The last moment whose milliseconds still fit: later ones would overflow a BIGINT key.
+MAX_ORDERED_AT = EPOCH + timedelta(milliseconds=(2**63 - 1) >> ORDERED_RANDOM_BITS)
 _last_ordered = 0
 _ordered_lock = threading.Lock()
 
