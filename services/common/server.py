@@ -94,7 +94,7 @@ class DatabaseApp(ServiceApp):
         from services.common.db import Database
 
         super().__init__(settings, rules, clock)
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     async def check_ready(self) -> None:
         await self.db.ping()

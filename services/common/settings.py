@@ -17,6 +17,10 @@ INTERNAL_TOKEN_ENV = "QUN_INTERNAL_TOKEN"
 MIN_SECRET_CHARS = 16
 
 
+DEFAULT_DB_POOL_SIZE = 10
+MAX_DB_POOL_SIZE = 100  # PostgreSQL's own default max_connections
+
+
 class SettingsError(ValueError):
     """The environment is misconfigured; the process must not start."""
 
@@ -36,6 +40,8 @@ class Settings:
     job_interval_seconds: float = 60.0
     # Gateway ↔ backend over TLS with client certificates (``services.common.tls``); None: plaintext.
     tls: TlsFiles | None = None
+    # PostgreSQL connections of the hot paths' pool; the ORM's pool is about a third beside it (``db``).
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
 
     @property
     def metrics_url(self) -> str:
@@ -120,6 +126,7 @@ def load_settings(service: str, env: dict[str, str] | None = None) -> Settings:
         clock_file=env.get("QUN_CLOCK_FILE", ""),
         job_interval_seconds=float_setting(env, "QUN_JOB_INTERVAL_SECONDS", 60.0),
         tls=tls_settings(env),
+        db_pool_size=int_setting(env, "QUN_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, MAX_DB_POOL_SIZE),
     )
 
 

@@ -20,6 +20,7 @@ from services.common.processes import BACKENDS
 from tests.support import postgres
 
 START = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+TEST_POOL_SIZE = 4  # each process's PostgreSQL pool (QUN_DB_POOL_SIZE)
 
 
 @dataclass
@@ -52,7 +53,13 @@ def running_stack(
             tmp / "data",
             database_urls=urls,
             fixed_ports=False,
-            extra_env={"QUN_CLOCK_FILE": str(clock_file), "QUN_LOG_LEVEL": "INFO", **(extra_env or {})},
+            extra_env={
+                "QUN_CLOCK_FILE": str(clock_file),
+                "QUN_LOG_LEVEL": "INFO",
+                # Two stacks of four databases run at once (pytest's workers) within PostgreSQL's 100 connections.
+                "QUN_DB_POOL_SIZE": str(TEST_POOL_SIZE),
+                **(extra_env or {}),
+            },
         )
         stack.start()
         try:

@@ -28,7 +28,16 @@ def test_settings_refuse_a_missing_internal_credential() -> None:
         load_settings("groups", env={})
 
 
-@pytest.mark.parametrize("env", [{"QUN_GRPC_PORT": "http"}, {"QUN_GRPC_PORT": "70000"}, {"QUN_LOG_LEVEL": "LOUD"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QUN_GRPC_PORT": "http"},
+        {"QUN_GRPC_PORT": "70000"},
+        {"QUN_LOG_LEVEL": "LOUD"},
+        {"QUN_DB_POOL_SIZE": "0"},
+        {"QUN_DB_POOL_SIZE": "101"},
+    ],
+)
 def test_settings_refuse_malformed_values(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         load_settings("groups", env={"QUN_INTERNAL_TOKEN": TOKEN, **env})
@@ -38,6 +47,8 @@ def test_settings_default_to_sqlite_in_the_data_folder() -> None:
     settings = load_settings("groups", env={"QUN_INTERNAL_TOKEN": TOKEN, "QUN_DATA_DIR": "var"})
     assert settings.database_url == "sqlite+aiosqlite:///var/groups.db"
     assert settings.grpc_addr == "127.0.0.1:50053"
+    assert settings.db_pool_size == 10
+    assert load_settings("groups", env={"QUN_INTERNAL_TOKEN": TOKEN, "QUN_DB_POOL_SIZE": "4"}).db_pool_size == 4
     assert async_url("postgresql://h:5432/db") == "postgresql+asyncpg://h:5432/db"
 
 
