@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.interceptors import GateInterceptor, abort_with
-from services.common.rules import GROUP_LEVELS, MAX_INT64, BoundsRules, load_rules
-from services.common.validation import MAX_PAGE_SIZE, MAX_TEXT_CHARS
+from services.common.rules import GROUP_LEVELS, BoundsRules, load_rules
+from services.common.validation import MAX_INT64, MAX_PAGE_SIZE, MAX_TEXT_CHARS
 
 BASIS_POINTS = 10_000  # a rate is at most 100%
 

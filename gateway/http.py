@@ -45,7 +45,7 @@ CORS_HEADERS = (
     "content-type",
     "connect-protocol-version",
     "connect-timeout-ms",
-    "x-request-id",
+    REQUEST_ID_HEADER,
     "traceparent",
 )
 CORS_EXPOSED = (REQUEST_ID_HEADER, TRACE_ID_HEADER)

@@ -7,8 +7,9 @@ from sqlalchemy import func, select, update
 from services.campaigns.kinds import ActivityKind
 from services.campaigns.models import Activity, EndCard, Purchase, StoreStream
 from services.campaigns.repository import ActivityView, UnitOfWork
-from services.common.bounds import MAX_INT32, joined_sum, saturated, split_sum
+from services.common.bounds import joined_sum, saturated, split_sum
 from services.common.errors import InvalidArgument
+from services.common.validation import MAX_INT32
 
 
 class EndCards(UnitOfWork):

@@ -24,12 +24,10 @@ from typing import Any
 from sqlalchemy import func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
-MAX_INT64 = 2**63 - 1
+from services.common.validation import MAX_INT64
+
 LOW_BITS = 32
 LOW_MASK = (1 << LOW_BITS) - 1
-
-
-MAX_INT32 = 2**31 - 1
 
 
 def saturated(total: int, most: int = MAX_INT64) -> int:

@@ -13,13 +13,16 @@ import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
+from services.common.validation import MAX_INT64
+
 RANDOM_BYTES = 8
 # ordered_id: milliseconds since EPOCH above ORDERED_RANDOM_BITS random bits; fits a signed 64-bit
 # integer until MAX_ORDERED_AT (in 2069).
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 ORDERED_RANDOM_BITS = 22
-# The last moment whose milliseconds still fit: later ones would overflow a BIGINT key.
-MAX_ORDERED_AT = EPOCH + timedelta(milliseconds=(2**63 - 1) >> ORDERED_RANDOM_BITS)
+# The last millisecond that fits a BIGINT key above the random bits; a clock past it mints as if at it.
+MAX_ORDERED_MILLIS = MAX_INT64 >> ORDERED_RANDOM_BITS
+MAX_ORDERED_AT = EPOCH + timedelta(milliseconds=MAX_ORDERED_MILLIS)
 _last_ordered = 0
 _ordered_lock = threading.Lock()
 
@@ -38,7 +41,7 @@ def ordered_id(now: datetime) -> int:
     the same millisecond are told apart by the random bits; the primary key refuses the rare repeat.
     """
     global _last_ordered
-    millis = max(0, int((now - EPOCH).total_seconds() * 1000))
+    millis = min(max(0, int((now - EPOCH).total_seconds() * 1000)), MAX_ORDERED_MILLIS)
     candidate = (millis << ORDERED_RANDOM_BITS) | secrets.randbits(ORDERED_RANDOM_BITS)
     with _ordered_lock:
         _last_ordered = max(candidate, _last_ordered + 1)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from services.common.calendar import MarketCalendar
+from services.common.validation import MAX_INT64
 
 DEFAULT_RULES_FILE = Path(__file__).resolve().parents[2] / "config" / "rules.toml"
 GROUP_LEVELS = 5  # L0..L4 (SPEC E5, T8)
-MAX_INT64 = 2**63 - 1
 
 
 class RulesError(ValueError):

@@ -12,10 +12,11 @@ names another set's owner.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.db import Statements
 from services.common.schema import table_of
 from services.common.sqlite_driver import on_driver
 from services.groups.models import GroupSetOwner
@@ -28,19 +29,13 @@ SET_OWNER = on_driver(select(set_owners.c.owner_key).where(set_owners.c.group_se
 _known: OrderedDict[str, str] = OrderedDict()
 
 
-class Executes(Protocol):
-    """A session or a driver connection: both run a Core statement."""
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
-
-
-async def owner_of(connection: Executes, group_set_id: str) -> str | None:
+async def owner_of(connection: Statements | AsyncSession, group_set_id: str) -> str | None:
     """The set's owner key; None when there is no such set."""
     key = _known.get(group_set_id)
     if key is not None:
         _known.move_to_end(group_set_id)
         return key
-    found = (await connection.execute(SET_OWNER, {"set_id": group_set_id})).scalar()
+    found = await connection.scalar(SET_OWNER, {"set_id": group_set_id})
     if found is not None:
         _known[group_set_id] = key = str(found)
         while len(_known) > KEPT:

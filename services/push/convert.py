@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qun.push.v1 import push_pb2
 from services.common.messages import message_from
-from services.common.validation import ID_PATTERN, Fields, int64_digits
+from services.common.validation import ID_PATTERN, MAX_INT32, Fields, int64_digits
 from services.push.kinds import DECLARATIONS
 from services.push.models import GrantRow, NoticeRow, PushRow
 from services.push.repository import facts_from_json
@@ -37,7 +37,7 @@ def parse_facts(f: Fields, msg: push_pb2.AccountFacts, present: bool) -> Account
         return AccountFacts()
     f.in_range("facts.subscribers", int(msg.subscribers), 0, MAX_FIGURE)
     f.in_range("facts.old_customer_fans", int(msg.old_customer_fans), 0, MAX_FIGURE)
-    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, 2**31 - 1)
+    f.in_range("facts.recent_broadcasts", msg.recent_broadcasts, 0, MAX_INT32)
     rate = msg.revisit_rate_bp if msg.HasField("revisit_rate_bp") else None
     if rate is not None:
         f.in_range("facts.revisit_rate_bp", rate, 0, MAX_RATE_BP)

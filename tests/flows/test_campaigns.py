@@ -22,8 +22,9 @@ from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import campaigns_pb2 as pb
 from qun.gateway.v1 import campaigns_pb2_grpc, gateway_pb2, operations_pb2, operations_pb2_grpc
 from services.common.errors import failures_from_status, field_violations, status_from_error
-from services.common.rules import MAX_INT64, load_rules
+from services.common.rules import load_rules
 from services.common.timestamps import to_timestamp as ts
+from services.common.validation import MAX_INT64
 from tests.flows.test_create_and_join import join, new_group, new_store, rules_of
 from tests.support import facts
 from tests.support.stack import GatewayClient, RunningStack, unique

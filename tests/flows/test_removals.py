@@ -295,3 +295,26 @@ async def test_R5_a_store_blacklist_fact_removes_the_consumer_from_the_stores_gr
         ]
     )
     assert len(await removals_of(gw, listed)) == 1
+
+
+async def test_R5_a_member_removed_by_two_stores_reads_the_newest_removal_first_page_by_page(
+    gw: GatewayClient, platform: RunningStack
+) -> None:
+    """Removals are numbered in the order they were written (ADR 0014), across stores and pages."""
+    first, second = await new_store(gw, platform), await new_store(gw, platform)
+    consumer = unique("c")
+    await gw.report(facts.consumer(consumer, follows=(first.store_id, second.store_id)))
+    for store in (first, second):
+        await join(gw, consumer, store.group_set_id)
+    await remove(gw, first.owner, first.group_set_id, consumer, reason="一")
+    await remove(gw, second.owner, second.group_set_id, consumer, reason="二")
+    mine = gw.auth(gw.consumer(consumer))
+    page = await gw.groups.ListMyRemovals(gateway_pb2.ListMyRemovalsRequest(page_size=1), metadata=mine)
+    rest = await gw.groups.ListMyRemovals(
+        gateway_pb2.ListMyRemovalsRequest(page_size=1, page_token=page.next_page_token), metadata=mine
+    )
+    assert [(r.store_id, r.reason) for r in [*page.removals, *rest.removals]] == [
+        (second.store_id, "二"),
+        (first.store_id, "一"),
+    ]
+    assert rest.next_page_token == ""

@@ -29,8 +29,9 @@ from services.campaigns.models import Pool, Purchase, Refund
 from services.common.clock import ManualClock
 from services.common.db import Database
 from services.common.loops import Loops
-from services.common.rules import MAX_INT64, Rules
+from services.common.rules import Rules
 from services.common.settings import async_url
+from services.common.validation import MAX_INT64
 from tests.integration.campaigns.helpers import CASH, Stub, buy, claim, flash_sale, fountain, item, pool
 from tests.support.inprocess import serve
 

@@ -45,20 +45,15 @@ OLD_ROWS = [
 
 
 async def _run(url: str, statements: list[str]) -> list[list[tuple[object, ...]]]:
+    """Runs ``statements`` in one transaction; the rows of each (none for a write)."""
     engine = create_engine(async_url(url), pool_size=1)
     try:
         async with engine.begin() as connection:
-            return [[tuple(row) for row in (await connection.execute(text(sql))).all()] for sql in statements]
-    finally:
-        await engine.dispose()
-
-
-async def _write(url: str, statements: list[str]) -> None:
-    engine = create_engine(async_url(url), pool_size=1)
-    try:
-        async with engine.begin() as connection:
+            found = []
             for sql in statements:
-                await connection.execute(text(sql))
+                result = await connection.execute(text(sql))
+                found.append([tuple(row) for row in result.all()] if result.returns_rows else [])
+            return found
     finally:
         await engine.dispose()
 
@@ -66,7 +61,7 @@ async def _write(url: str, statements: list[str]) -> None:
 async def test_old_rows_are_carried_over_to_keys_led_by_their_owner(db_url: str) -> None:
     url = database_url({"QUN_DATABASE_URL": db_url}, "groups")
     await asyncio.to_thread(upgrade, "groups", url, "0005")
-    await _write(db_url, OLD_ROWS)
+    await _run(db_url, OLD_ROWS)
     await asyncio.to_thread(upgrade, "groups", url)
     owners, sets, set_owners, subs, members, firsts, requests, admins, removals, audit = await _run(
         db_url,
@@ -96,7 +91,7 @@ async def test_old_rows_are_carried_over_to_keys_led_by_their_owner(db_url: str)
     # New rows are numbered after the copied ones, and keyed by their owner like them.
     later = ordered_id(datetime.now(UTC))
     assert later > 2
-    await _write(
+    await _run(
         db_url,
         [
             "INSERT INTO audit_entries (owner_key, id, at, actor, action, target, old_value, new_value) VALUES "

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.bounds import LOW_BITS, LOW_MASK, MAX_INT32, MAX_INT64, joined_sum, saturated
+from services.common.bounds import LOW_BITS, LOW_MASK, joined_sum, saturated
+from services.common.validation import MAX_INT32, MAX_INT64
 
 
 def test_D2_a_total_that_fits_is_itself_and_one_past_the_largest_is_the_largest() -> None:

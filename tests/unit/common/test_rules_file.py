@@ -77,7 +77,8 @@ def test_D2_bounds_whose_totals_overflow_64_bits_stop_the_process(tmp_path: Path
 
 
 def test_D2_the_default_bounds_keep_every_guarded_total_in_64_bits() -> None:
-    from services.common.rules import MAX_INT64, OVERFLOW_GUARDS
+    from services.common.rules import OVERFLOW_GUARDS
+    from services.common.validation import MAX_INT64
 
     bounds = load_rules(env={}).bounds
     assert bounds.money_fen == 10**12  # as the order facts have always been capped
