@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.message import Message
@@ -29,6 +29,11 @@ MAX_PAGE_SIZE = 500
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+# Months and days a caller names (a marketplace month ``YYYY-MM``, a day ``YYYY-MM-DD``) lie in the years a
+# timestamp field holds, so every period named can also be written as the instants it spans.
+FIRST_YEAR, LAST_YEAR = 1970, 9999
+MONTH_PATTERN = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
+DAY_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 EnumValue = TypeVar("EnumValue", bound=int)  # a generated enum's ValueType, or a plain number
@@ -92,6 +97,36 @@ class Fields:
             self.fail(field, f"must be positive, got {value}")
         elif value > high:
             self.fail(field, f"at most {high}, got {value}")
+        return value
+
+    def month(self, field: str, value: str, *, required: bool = True) -> str | None:
+        """A marketplace month, ``YYYY-MM``, from 1970-01 to 9999-12; None when absent or not one."""
+        if not value:
+            if required:
+                self.fail(field, "required")
+            return None
+        found = MONTH_PATTERN.match(value)
+        if found is None or not FIRST_YEAR <= int(found[1]) <= LAST_YEAR:
+            self.fail(field, f"must be a month YYYY-MM from {FIRST_YEAR}-01 to {LAST_YEAR}-12, got {value!r}")
+            return None
+        return value
+
+    def day(self, field: str, value: str, *, required: bool = True) -> str | None:
+        """A calendar day that exists, ``YYYY-MM-DD``, from 1970-01-01 to 9999-12-31 (no February 30); None when
+        absent or not one."""
+        if not value:
+            if required:
+                self.fail(field, "required")
+            return None
+        try:
+            found = date.fromisoformat(value) if DAY_PATTERN.match(value) else None
+        except ValueError:
+            found = None
+        if found is None or found.year < FIRST_YEAR:
+            self.fail(
+                field, f"must be a calendar day YYYY-MM-DD from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31, got {value!r}"
+            )
+            return None
         return value
 
     def instant(self, field: str, stamp: Timestamp | None) -> datetime | None:

@@ -6,7 +6,6 @@ the jobs it triggers are the ones the scheduler runs (``jobs.py``).
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import grpc
@@ -29,8 +28,6 @@ from services.groups.lifecycle_repository import CapacityView, LifecycleReposito
 from services.groups.reads import Reads
 from services.groups.rules import GroupKind, owner_key
 
-MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
-DAY = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 MAX_INACTIVITY_DAYS = 3650
 
 
@@ -54,11 +51,12 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
     ) -> lifecycle_pb2.RecordMonthlyMetricsResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
-        if not MONTH.match(request.month):
-            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        month = f.month("month", request.month)
         for name in ("open_rate_bp", "revisit_7d_bp", "conversion_bp"):
             f.in_range(name, getattr(request, name), 0, MAX_BASIS_POINTS)
         f.in_range("merchant_messages", request.merchant_messages, 0, self.rules.bounds.monthly_messages)
+        if month is not None and month > lifecycle.month_key(self.clock.now(), self.rules.calendar.market):
+            f.fail("month", f"{month} has not begun; figures are reported for a month begun or ended (T8)")
         f.done()
         figures = MonthFigures(
             0.0, request.open_rate_bp, request.revisit_7d_bp, request.conversion_bp, request.merchant_messages
@@ -79,10 +77,13 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         self, request: lifecycle_pb2.RecordDailyCountsRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.RecordDailyCountsResponse:
         f = Fields()
-        if request.day and not DAY.match(request.day):
-            f.fail("day", f"must be YYYY-MM-DD, got {request.day!r}")
+        asked = f.day("day", request.day, required=False)
+        now = self.clock.now()
+        if asked is not None and asked >= lifecycle.day_key(now, self.rules.calendar.market):
+            # The count is taken now and stands for the day: a day not ended would keep tonight's count out.
+            f.fail("day", f"{asked} has not ended; members are counted for a finished day (T7)")
         f.done()
-        day = request.day or lifecycle.day_key(self.clock.now() - timedelta(days=1), self.rules.calendar.market)
+        day = asked or lifecycle.day_key(now - timedelta(days=1), self.rules.calendar.market)
         report = await self.jobs.record_daily_counts(day, metadata_value(context, ACTOR_HEADER), retry_now=True)
         counted = sum(1 for members in report.settled.values() if members is not None)
         return lifecycle_pb2.RecordDailyCountsResponse(
@@ -95,8 +96,7 @@ class GroupLifecycleServicer(lifecycle_pb2_grpc.GroupLifecycleServiceServicer):
         self, request: lifecycle_pb2.RunLevelJobRequest, context: grpc.aio.ServicerContext
     ) -> lifecycle_pb2.RunLevelJobResponse:
         f = Fields()
-        if request.month and not MONTH.match(request.month):
-            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        f.month("month", request.month, required=False)
         f.done()
         current = lifecycle.month_key(self.clock.now(), self.rules.calendar.market)
         month = request.month or lifecycle.shift_month(current, -1)

@@ -11,7 +11,6 @@ of work, metrics, the answer); persistence is in the aggregates' modules.
 
 from __future__ import annotations
 
-import re
 from typing import TypeVar
 
 import grpc
@@ -52,7 +51,6 @@ from services.groups.records import CreateResult, JoinRefusal, JoinResult, NewGr
 from services.groups.repository import GroupsUnit
 from services.groups.rules import GroupKind, RemovalCause
 
-MONTH_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 U = TypeVar("U", bound=GroupsUnit)
 MAX_REASON_CHARS = 200  # a removal's reason, shown to the removed member (R5)
 
@@ -195,8 +193,7 @@ class GroupsServiceServicer(groups_pb2_grpc.GroupsServiceServicer):
     ) -> groups_pb2.SetGroupLevelResponse:
         f = Fields()
         f.identifier("store_id", request.store_id)
-        if not MONTH_PATTERN.match(request.month):
-            f.fail("month", f"must be YYYY-MM, got {request.month!r}")
+        f.month("month", request.month)
         f.in_range("level", request.level, 0, GROUP_LEVELS - 1)
         f.done()
         async with self.db.transaction() as session:

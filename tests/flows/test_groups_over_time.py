@@ -111,7 +111,8 @@ async def test_T7_T8_month_end_level_job_runs_once(gw: GatewayClient, platform: 
     await add_members(gw, store_id, group.group_set_id, 3)
     ops = ops_stub(gw)
     month = "2026-03"
-    for day in range(1, 32):
+    for day in range(1, 32):  # each day counted once it has ended in the marketplace (08:05 the next day there)
+        at(datetime(2026, 3, day, 0, 5, tzinfo=UTC) + timedelta(days=1))
         await ops.RunJob(
             operations_pb2.RunJobRequest(job=operations_pb2.JOB_DAILY_COUNTS, period=f"{month}-{day:02d}"),
             metadata=gw.auth(OPS),
