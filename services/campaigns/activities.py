@@ -17,8 +17,8 @@ from services.campaigns import rules as domain
 from services.campaigns.end_cards import EndCards
 from services.campaigns.kinds import ActivityKind, NewPool, declaration
 from services.campaigns.models import Activity, EndCard, GroupSlot, Pool, Trumpet
-from services.campaigns.repository import ActivityView, UnitOfWork, has_ended, item_facts, window_of
-from services.common.errors import Failure, NotFound, RuleRefusal
+from services.campaigns.repository import ActivityView, Lock, UnitOfWork, has_ended, item_facts, window_of
+from services.common.errors import Failure, RuleRefusal
 from services.common.ids import new_id
 from services.common.keysets import keyset_page
 from services.common.request_ids import check_same_request, request_fingerprint
@@ -205,14 +205,7 @@ class Activities(UnitOfWork):
 
     async def end_activity(self, store_id: str, activity_id: str) -> tuple[ActivityView, EndCard | None, bool]:
         """Ends it now (a no-op when it already ended); a flash sale's end card is posted once (M6)."""
-        row = await self.session.scalar(
-            select(Activity)
-            .where(Activity.store_id == store_id, Activity.activity_id == activity_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if row is None:
-            raise NotFound("activity", f"{store_id}/{activity_id}")
+        row = await self.activity(store_id, activity_id, lock=Lock.UPDATE)
         if row.ended_at is None and self.now < row.ends_at:
             row.ended_at = self.now
         card, posted = None, False

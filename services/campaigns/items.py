@@ -140,14 +140,8 @@ class Items(UnitOfWork):
         The request id's scope is the purchase, which is the whole of what the
         request asks: any later cancellation of it answers as the first did.
         """
-        row = await self.session.scalar(
-            select(Purchase)
-            .where(Purchase.store_id == store_id, Purchase.purchase_id == purchase_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if row is None:
-            raise NotFound("purchase", f"{store_id}/{purchase_id}")
+        query = select(Purchase).where(Purchase.store_id == store_id, Purchase.purchase_id == purchase_id)
+        row = await self.found(query.with_for_update(), "purchase", f"{store_id}/{purchase_id}")
         if row.cancelled_at is not None:
             return row, (await self.item(store_id, row.item_id)).stock, True
         row.cancelled_at = self.now

@@ -35,11 +35,12 @@ rendered.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.campaigns import rules as domain
@@ -50,6 +51,15 @@ from services.common.inserts import dialect_insert
 from services.common.rules import Rules
 
 U = TypeVar("U", bound="UnitOfWork")
+R = TypeVar("R")
+
+
+class Lock(enum.Enum):
+    """How a read row is locked until the transaction ends (PostgreSQL; SQLite has one writer at a time)."""
+
+    NONE = "none"
+    SHARE = "share"  # FOR SHARE: others may read and share it, not change it
+    UPDATE = "update"  # FOR UPDATE: this transaction alone changes it
 
 
 @dataclass(frozen=True)
@@ -95,24 +105,23 @@ class UnitOfWork:
 
     # -- rows every aggregate reads ----------------------------------------------------------
 
-    async def item(self, store_id: str, item_id: str) -> Item:
-        row = await self.session.scalar(
-            select(Item)
-            .where(Item.store_id == store_id, Item.item_id == item_id)
-            .execution_options(populate_existing=True)
-        )
-        if row is None:
-            raise NotFound("item", f"{store_id}/{item_id}")
-        return row
-
-    async def activity(self, store_id: str, activity_id: str, *, share_lock: bool = False) -> Activity:
-        query = select(Activity).where(Activity.store_id == store_id, Activity.activity_id == activity_id)
-        if share_lock:
-            query = query.with_for_update(read=True)
+    async def found(self, query: Select[tuple[R]], what: str, key: str) -> R:
+        """The row ``query`` finds, read afresh (``populate_existing``: a lock taken now sees the latest), or
+        NOT_FOUND naming ``what`` and ``key``."""
         row = await self.session.scalar(query.execution_options(populate_existing=True))
         if row is None:
-            raise NotFound("activity", f"{store_id}/{activity_id}")
+            raise NotFound(what, key)
         return row
+
+    async def item(self, store_id: str, item_id: str) -> Item:
+        query = select(Item).where(Item.store_id == store_id, Item.item_id == item_id)
+        return await self.found(query, "item", f"{store_id}/{item_id}")
+
+    async def activity(self, store_id: str, activity_id: str, *, lock: Lock = Lock.NONE) -> Activity:
+        query = select(Activity).where(Activity.store_id == store_id, Activity.activity_id == activity_id)
+        if lock is not Lock.NONE:
+            query = query.with_for_update(read=lock is Lock.SHARE)
+        return await self.found(query, "activity", f"{store_id}/{activity_id}")
 
     async def pools(self, store_id: str, activity_id: str) -> list[Pool]:
         return list(

@@ -7,7 +7,7 @@ SQLAlchemy's ``Result`` below; a statement run on the driver answers with the sa
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Select, exc
@@ -92,6 +92,19 @@ class CompiledStatement:
         self.results: tuple[Processor, ...] = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
+
+    def values(self, parameters: Mapping[str, Any]) -> list[Any] | None:
+        """The statement's parameters in order, processed; None when one it has no default for is missing."""
+        values = []
+        for name, process in zip(self.names, self.binds, strict=True):
+            if name in parameters:
+                value = parameters[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:
+                return None
+            values.append(process(value) if process is not None else value)
+        return values
 
     def made(self, records: Sequence[Any]) -> DriverRows:
         """The driver's records as rows of this statement, each value through its type's result processing."""

@@ -71,15 +71,10 @@ class PgPrepared(CompiledStatement):
                 processors[name](state.parameters[name]) if name in processors else state.parameters[name]
                 for name in state.positiontup or ()
             ]
-        values = []
-        for name, process in zip(self.names, self.binds, strict=True):
-            if name in parameters:
-                value = parameters[name]
-            elif name in self.defaults:
-                value = self.defaults[name]
-            else:
-                raise exc.ArgumentError(f"parameter {name!r} is missing")
-            values.append(process(value) if process is not None else value)
+        values = self.values(parameters)
+        if values is None:
+            missing = [name for name in self.names if name not in parameters and name not in self.defaults]
+            raise exc.ArgumentError(f"parameter {missing[0]!r} is missing")
         return self.sql, values
 
     def rows(self, records: list[asyncpg.Record]) -> DriverRows:

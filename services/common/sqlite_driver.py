@@ -20,7 +20,6 @@ Driver errors are raised as SQLAlchemy's (an ``IntegrityError`` is an
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import exc
@@ -56,19 +55,6 @@ class Prepared(CompiledStatement):
             raise Unsupported("column defaults computed in Python")
         self.statement = statement
         self.read_compiled(statement, compiled, dialect)
-
-    def values(self, parameters: Mapping[str, Any]) -> list[Any] | None:
-        """The statement's parameters in order, processed; None when one it has no default for is missing."""
-        values = []
-        for name, process in zip(self.names, self.binds, strict=True):
-            if name in parameters:
-                value = parameters[name]
-            elif name in self.defaults:
-                value = self.defaults[name]
-            else:
-                return None
-            values.append(process(value) if process is not None else value)
-        return values
 
     def run(self, cursor: sqlite3.Cursor, values: list[Any], dialect: Dialect) -> DriverRows:
         """Runs with ``values`` (from ``values()``); driver errors raised as SQLAlchemy's."""

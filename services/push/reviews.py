@@ -50,14 +50,18 @@ class Reviews(PushUnit):
             )
         row.quota_returned = True  # P1: a returned subscription push no longer starts the interval
 
-    async def review(self, push_id: str, approve: bool, reviewer_id: str, note: str) -> Transition:
-        store_id = await self.store_of(push_id)
-        if store_id is None:
+    async def _locked(self, push_id: str, store_id: str | None) -> tuple[PushRow, PushState]:
+        """The push, under its account's lock (P1–P5 quotas change with it); NOT_FOUND for another store's."""
+        found = await self.store_of(push_id)
+        if found is None or (store_id is not None and found != store_id):
             raise NotFound("push", push_id)
-        await self.lock_account(store_id)
-        row = await self.push(store_id, push_id, lock=True)
+        await self.lock_account(found)
+        row = await self.push(found, push_id, lock=True)
         assert row is not None
-        state = PushState(row.state)
+        return row, PushState(row.state)
+
+    async def review(self, push_id: str, approve: bool, reviewer_id: str, note: str) -> Transition:
+        row, state = await self._locked(push_id, None)
         if state is not PushState.PENDING_REVIEW:
             raise RuleRefusal([domain.not_pending(push_id, state)])
         row.reviewed_by = reviewer_id
@@ -77,13 +81,7 @@ class Reviews(PushUnit):
         return Transition(row, returned)
 
     async def cancel(self, push_id: str, store_id: str) -> Transition:
-        found = await self.store_of(push_id)
-        if found is None or found != store_id:
-            raise NotFound("push", push_id)
-        await self.lock_account(store_id)
-        row = await self.push(store_id, push_id, lock=True)
-        assert row is not None
-        state = PushState(row.state)
+        row, state = await self._locked(push_id, store_id)
         if state not in domain.CANCELLABLE_STATES:
             raise RuleRefusal([domain.not_cancellable(push_id, state)])
         row.state = PushState.CANCELLED.value
