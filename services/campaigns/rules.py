@@ -370,6 +370,13 @@ def activity_cap_failures(rules: Rules, existing: Iterable[Window], window: Wind
 # -- M12: the trumpet -------------------------------------------------------------------------
 
 
+def _later_by(instant: datetime, delay: timedelta) -> str:
+    """``instant + delay`` as ISO text; an activity starting in the last moments of year 9999 has no such time."""
+    if instant > datetime.max.replace(tzinfo=instant.tzinfo) - delay:
+        return "after 9999-12-31T23:59:59"
+    return (instant + delay).isoformat()
+
+
 def trumpet_failures(
     rules: Rules,
     *,
@@ -395,18 +402,19 @@ def trumpet_failures(
         failures.append(
             Failure("M12", "TRUMPET_ON_SUB_GROUP", "the trumpet is set on a sub-group, not on the group-set", {})
         )
-    earliest = activity.starts_at + timedelta(seconds=limits.trumpet_min_delay_seconds)
-    if display_starts_at < earliest:
+    delay = timedelta(seconds=limits.trumpet_min_delay_seconds)
+    if display_starts_at - activity.starts_at < delay:  # a difference: the sum may lie past the last datetime
+        earliest = _later_by(activity.starts_at, delay)
         failures.append(
             Failure(
                 "M12",
                 "TRUMPET_TOO_EARLY",
-                f"the trumpet shows from {earliest.isoformat()} at the earliest "
+                f"the trumpet shows from {earliest} at the earliest "
                 f"({limits.trumpet_min_delay_seconds} s after the activity starts), not {display_starts_at.isoformat()}",
                 {
                     "display_starts_at": display_starts_at.isoformat(),
                     "activity_starts_at": activity.starts_at.isoformat(),
-                    "earliest": earliest.isoformat(),
+                    "earliest": earliest,
                 },
             )
         )

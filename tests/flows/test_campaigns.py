@@ -476,6 +476,40 @@ async def test_M12_the_trumpet_is_the_main_accounts_on_a_sub_group_of_an_l3_stor
     assert made.trumpet.sub_group_id == sub_group and made.trumpet.group_set_id == shop.group.group_set_id
 
 
+async def test_M12_an_activity_in_the_last_minute_of_9999_is_refused_a_trumpet_not_an_internal_error(
+    shop: Shop,
+) -> None:
+    """The earliest display time (start + 1 minute) lies past the last time a timestamp holds."""
+    month = f"{shop.platform.now.year:04d}-{shop.platform.now.month:02d}"
+    await shop.gw.groups.SetGroupLevel(
+        gateway_pb2.SetGroupLevelRequest(store_id=shop.store_id, month=month, level=3), metadata=shop.gw.auth(OPS)
+    )
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=shop.platform.now.tzinfo)
+    late = await shop.api.CreateActivity(
+        pb.CreateActivityRequest(
+            group_set_id=shop.group.group_set_id,
+            title="最后一分钟",
+            starts_at=ts(last - timedelta(seconds=30)),
+            ends_at=ts(last),
+            check_in=pb.CheckInSpec(),
+        ),
+        metadata=shop.owner,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as early:
+        await shop.api.CreateTrumpet(
+            pb.CreateTrumpetRequest(
+                activity_id=late.activity.activity_id,
+                group_id=shop.group.sub_groups[0].sub_group_id,
+                display_starts_at=ts(last - timedelta(seconds=1)),
+                message="快来签到",
+            ),
+            metadata=shop.owner,
+        )
+    assert early.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    [failure] = failures_from_status(status_from_error(early.value))
+    assert (failure.reason, failure.figures["earliest"]) == ("TRUMPET_TOO_EARLY", "after 9999-12-31T23:59:59")
+
+
 @pytest.mark.parametrize("tool", ["store_red_packet", "task_reward"])
 async def test_M13_retired_tools_are_refused_with_that_reason(shop: Shop, tool: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -234,6 +234,28 @@ def test_M12_below_l3_before_ten_oh_one_and_on_the_group_set_are_all_refused(rul
     assert ids(trumpet(rules, display=timedelta(minutes=60))) == [("M12", "TRUMPET_AFTER_ACTIVITY")]
 
 
+def test_M12_an_activity_in_the_last_minute_of_9999_refuses_a_trumpet_and_names_no_impossible_time(
+    rules: Rules,
+) -> None:
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    late = c.Window(last - timedelta(seconds=30), last)
+    for display in (late.starts_at, last - timedelta(seconds=1)):  # 30 s or 29 s after the start
+        [early] = c.trumpet_failures(
+            rules, group_level=3, on_sub_group=True, activity=late, activity_ended_at=None, display_starts_at=display
+        )
+        assert (early.reason, early.figures["earliest"]) == ("TRUMPET_TOO_EARLY", "after 9999-12-31T23:59:59")
+    fits = c.Window(last - timedelta(seconds=61), last)  # 60 s after its start is still a time: shown as one
+    [early] = c.trumpet_failures(
+        rules, group_level=3, on_sub_group=True, activity=fits, activity_ended_at=None, display_starts_at=fits.starts_at
+    )
+    assert early.figures["earliest"] == "9999-12-31T23:59:58+00:00"
+    exact = c.Window(last - timedelta(seconds=60), last + timedelta(microseconds=999_999))
+    on_time = c.trumpet_failures(  # exactly 60 s after the start, at the last second: early no more
+        rules, group_level=3, on_sub_group=True, activity=exact, activity_ended_at=None, display_starts_at=last
+    )
+    assert on_time == []
+
+
 def test_M12_the_delay_and_the_level_come_from_the_rules_file(rules: Rules) -> None:
     relaxed = dataclasses.replace(
         rules, campaigns=dataclasses.replace(rules.campaigns, trumpet_min_level=2, trumpet_min_delay_seconds=0)
