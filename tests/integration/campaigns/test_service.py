@@ -455,6 +455,17 @@ async def test_M13_voting_and_check_in_are_member_activities(stub: Stub, clock: 
     assert (first.days_checked_in, same_day.replayed, next_day.days_checked_in) == (1, True, 2)
     assert next_day.day != first.day
 
+    # D1: the day turns at midnight in China (16:00 UTC), not at midnight UTC.
+    midnight = clock.now().replace(hour=16, minute=0, second=0, microsecond=0)
+    if midnight <= clock.now():
+        midnight += timedelta(days=1)
+    clock.set(midnight - timedelta(seconds=1))
+    before = await stub.CheckIn(check("c2"))
+    clock.set(midnight + timedelta(hours=7, minutes=59))  # still the same UTC day as midnight
+    after = await stub.CheckIn(check("c2"))
+    assert (before.days_checked_in, after.days_checked_in, after.replayed) == (1, 2, False)
+    assert (before.day, after.day) == (midnight.date().isoformat(), (midnight + timedelta(days=1)).date().isoformat())
+
 
 # -- M12: the trumpet -------------------------------------------------------------------------
 
