@@ -17,6 +17,7 @@ from the public services' descriptors, so a new RPC needs nothing here.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,34 @@ log = logging.getLogger("qun.http")
 # What a Connect caller's headers carry on to the gRPC call (lower case, as both transports name them).
 FORWARDED_HEADERS = ("authorization", REQUEST_ID_HEADER, "traceparent", "tracestate")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+TIMEOUT_HEADER = "connect-timeout-ms"
+# A body as read off the wire, compressed or not: one message and a stream envelope's 5-byte prefix.
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES + 5
+GZIP_WINDOW = 16 + zlib.MAX_WBITS  # zlib's wbits for a gzip header and trailer
+
+
+class BoundedGzip:
+    """gzip bodies, read no further than a message may be long (a few compressed bytes may expand to gigabytes),
+    and a body that is not gzip is the caller's error (INVALID_ARGUMENT), not an unknown one."""
+
+    def name(self) -> str:
+        return "gzip"
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        packer = zlib.compressobj(wbits=GZIP_WINDOW)
+        return packer.compress(data) + packer.flush()
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        reader = zlib.decompressobj(wbits=GZIP_WINDOW)
+        try:
+            out = reader.decompress(data, MAX_MESSAGE_BYTES + 1)
+        except zlib.error as error:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"the body is not gzip: {error}") from None
+        if len(out) > MAX_MESSAGE_BYTES:
+            raise ConnectError(Code.RESOURCE_EXHAUSTED, f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
+        if not reader.eof:
+            raise ConnectError(Code.INVALID_ARGUMENT, "the body is not gzip: it ends before its stream does")
+        return out
 
 
 class JsonCodec(_codec.ProtoJSONCodec[Any]):
@@ -153,6 +182,9 @@ def _metadata(ctx: RequestContext[Any, Any]) -> list[tuple[str, str]]:
 
 
 def _timeout(ctx: RequestContext[Any, Any]) -> float | None:
+    header = ctx.request_headers().get(TIMEOUT_HEADER)
+    if header is not None and not (header.isascii() and header.isdigit()):  # int() alone takes "-5", "+5", "1_0"
+        raise ConnectError(Code.INVALID_ARGUMENT, f"{TIMEOUT_HEADER} must be 1 to 10 digits, got {header[:20]!r}")
     remaining = ctx.timeout_ms()
     return None if remaining is None else max(remaining, 1.0) / 1000.0
 
@@ -185,8 +217,33 @@ class ConnectApp(ConnectASGIApplication[Mapping[str, Any]]):
 
     def __init__(self, routes: Mapping[str, Any]) -> None:
         install_codecs()
-        super().__init__(service=routes, endpoints=lambda found: found, read_max_bytes=MAX_MESSAGE_BYTES)
+        super().__init__(
+            service=routes,
+            endpoints=lambda found: found,
+            read_max_bytes=MAX_MESSAGE_BYTES,
+            compressions=[BoundedGzip()],
+        )
         self.paths = frozenset(routes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The library keeps a whole body before it weighs it: here a body is kept no further than the largest
+        message (RESOURCE_EXHAUSTED), so a caller cannot make the gateway hold gigabytes."""
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        read = 0
+
+        async def bounded() -> Any:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > MAX_BODY_BYTES:
+                # The rest is read and dropped, so the caller, still sending, gets the answer, not a reset.
+                while message.get("type") == "http.request" and message.get("more_body", False):
+                    message = await receive()
+                raise ConnectError(Code.RESOURCE_EXHAUSTED, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            return message
+
+        return await super().__call__(scope, bounded, send)
 
     @property
     def path(self) -> str:

@@ -8,6 +8,7 @@ the request id a caller can quote. Each answer is compared with what the gRPC po
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import struct
 import urllib.request
@@ -22,6 +23,7 @@ import pytest
 from gateway.auth import Principal, Role
 from qun.gateway.v1 import campaigns_pb2 as pb
 from qun.gateway.v1 import gateway_pb2
+from services.common.server import MAX_MESSAGE_BYTES
 from tests.flows.test_campaigns import OPS, Shop, at, shop  # noqa: F401 - shop is the fixture used below
 from tests.flows.test_create_and_join import join, new_group, new_store
 from tests.support import facts
@@ -138,6 +140,39 @@ async def test_a_bad_body_is_invalid_argument_and_a_value_past_its_bound_names_t
         metadata=gw.auth(gw.main_account(main_id, store_id)),
     )
     assert list(listed.group_sets) == []  # nothing was created by any of them
+
+
+async def test_bodies_and_headers_no_client_should_send_are_the_callers_errors_and_cost_no_memory(
+    http: httpx.AsyncClient, gw: GatewayClient, platform: RunningStack
+) -> None:
+    """gzip as Connect allows it; a body that is not gzip, ends early, or expands past the largest message
+    (a 50 MB bomb in 50 KB), a body past that size, and a timeout that is not digits: 4xx, never 500."""
+    store_id, main_id = await new_store(gw, platform)
+    json_body = {**bearer(gw, gw.main_account(main_id, store_id)), "content-type": "application/json"}
+    gzipped = {**json_body, "content-encoding": "gzip"}
+    listing = json.dumps({"storeId": store_id}).encode()
+    path = f"{GROUPS}/ListGroupSets"
+
+    async def answer(body: bytes, headers: dict[str, str]) -> tuple[int, str, str]:
+        got = await http.post(path, content=body, headers=headers)
+        reply = got.json()
+        return got.status_code, reply.get("code", "ok"), reply.get("message", "")
+
+    assert (await answer(gzip.compress(listing), gzipped))[:2] == (200, "ok")
+    assert (await answer(listing, {**json_body, "connect-timeout-ms": "5000"}))[:2] == (200, "ok")
+    bomb = gzip.compress(b'{"storeId": "' + b"a" * 50_000_000 + b'"}')
+    assert len(bomb) < 100_000
+    cases = [
+        (listing, gzipped, 400, "invalid_argument", "the body is not gzip"),
+        (gzip.compress(listing)[:-6], gzipped, 400, "invalid_argument", "ends before its stream does"),
+        (bomb, gzipped, 429, "resource_exhausted", f"larger than {MAX_MESSAGE_BYTES} bytes"),
+        (b'{"storeId": "' + b"a" * (MAX_MESSAGE_BYTES + 10) + b'"}', json_body, 429, "resource_exhausted", "larger"),
+    ]
+    for timeout in ("-5", "+500", "1_000", "5e3"):
+        cases.append((listing, {**json_body, "connect-timeout-ms": timeout}, 400, "invalid_argument", "timeout"))
+    for body, headers, status, code, says in cases:
+        got = await answer(body, headers)
+        assert got[:2] == (status, code) and says in got[2], (headers, got)
 
 
 def envelope(message: dict[str, Any]) -> bytes:
