@@ -43,6 +43,13 @@ log = logging.getLogger("qun.http")
 FORWARDED_HEADERS = ("authorization", REQUEST_ID_HEADER, "traceparent", "tracestate")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 TIMEOUT_HEADER = "connect-timeout-ms"
+# gRPC and gRPC-Web, which the library would also serve: gRPC has its own port, and this one speaks Connect only
+# (plain gRPC needs HTTP trailers that the ASGI server does not give, and was a 500 here).
+GRPC_CONTENT_TYPE = "application/grpc"
+STREAM_CONTENT_TYPE = "application/connect+"
+STREAM_ENCODING_HEADER = b"connect-content-encoding"
+UNCOMPRESSED = ("", "identity")
+COMPRESSED_FLAG = 0x01  # the first bit of a stream envelope's first byte
 # A body as read off the wire, compressed or not: one message and a stream envelope's 5-byte prefix.
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES + 5
 GZIP_WINDOW = 16 + zlib.MAX_WBITS  # zlib's wbits for a gzip header and trailer
@@ -212,6 +219,21 @@ def endpoints(channel: grpc.aio.Channel, services: Sequence[ServiceDescriptor]) 
     return found
 
 
+def _header(scope: Any, wanted: bytes) -> str:
+    """A request header's value, lower case ("" when absent)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == wanted:
+            return bytes(value).decode("latin-1").strip().lower()
+    return ""
+
+
+async def _unsupported_media_type(send: Any) -> None:
+    """415, as the library answers a content type it does not know, naming the ones this port reads."""
+    headers = [(b"accept-post", b"application/json, application/proto"), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 415, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class ConnectApp(ConnectASGIApplication[Mapping[str, Any]]):
     """The public services as one ASGI application (paths ``/<package>.<Service>/<Method>``)."""
 
@@ -226,24 +248,42 @@ class ConnectApp(ConnectASGIApplication[Mapping[str, Any]]):
         self.paths = frozenset(routes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """The library keeps a whole body before it weighs it: here a body is kept no further than the largest
-        message (RESOURCE_EXHAUSTED), so a caller cannot make the gateway hold gigabytes."""
+        """What the library leaves open, closed before it reads a request:
+
+        - it keeps a whole body before it weighs it: here a body is kept no further than the largest message
+          (RESOURCE_EXHAUSTED), so a caller cannot make the gateway hold gigabytes;
+        - gRPC and gRPC-Web content types are answered 415 (see ``GRPC_CONTENT_TYPE``);
+        - a stream's message flagged compressed where no compression is named is the caller's error
+          (INVALID_ARGUMENT); the library answers INTERNAL.
+        """
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
+        content_type = _header(scope, b"content-type")
+        if content_type.startswith(GRPC_CONTENT_TYPE):
+            return await _unsupported_media_type(send)
+        unnamed = (
+            content_type.startswith(STREAM_CONTENT_TYPE) and _header(scope, STREAM_ENCODING_HEADER) in UNCOMPRESSED
+        )
         read = 0
 
-        async def bounded() -> Any:
+        async def guarded() -> Any:
             nonlocal read
             message = await receive()
-            read += len(message.get("body", b""))
+            body = message.get("body", b"")
+            refusal = None
+            if unnamed and read == 0 and body and body[0] & COMPRESSED_FLAG:
+                refusal = ConnectError(Code.INVALID_ARGUMENT, "a message is flagged compressed, no compression named")
+            read += len(body)
             if read > MAX_BODY_BYTES:
+                refusal = ConnectError(Code.RESOURCE_EXHAUSTED, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            if refusal is not None:
                 # The rest is read and dropped, so the caller, still sending, gets the answer, not a reset.
                 while message.get("type") == "http.request" and message.get("more_body", False):
                     message = await receive()
-                raise ConnectError(Code.RESOURCE_EXHAUSTED, f"the body is larger than {MAX_BODY_BYTES} bytes")
+                raise refusal
             return message
 
-        return await super().__call__(scope, bounded, send)
+        return await super().__call__(scope, guarded, send)
 
     @property
     def path(self) -> str:

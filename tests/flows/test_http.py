@@ -173,6 +173,24 @@ async def test_bodies_and_headers_no_client_should_send_are_the_callers_errors_a
     for body, headers, status, code, says in cases:
         got = await answer(body, headers)
         assert got[:2] == (status, code) and says in got[2], (headers, got)
+    for grpc_type in (
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc-web",
+        "application/grpc-web+json",
+    ):
+        other = await http.post(path, content=b"\x00\x00\x00\x00\x00", headers={**json_body, "content-type": grpc_type})
+        assert other.status_code == 415  # gRPC is the other port's; here it was a 500
+
+    # A stream's message flagged compressed where no compression is named: the library said INTERNAL.
+    flagged = b"\x01" + struct.pack(">I", 2) + b"{}"
+    streamed = await http.post(
+        f"{CAMPAIGNS}/WatchEndCards",
+        content=flagged,
+        headers={**json_body, "content-type": "application/connect+json"},
+    )
+    [(flags, last)] = [message async for message in envelopes(streamed)]
+    assert flags == END_STREAM and last["error"]["code"] == "invalid_argument"
 
 
 def envelope(message: dict[str, Any]) -> bytes:
