@@ -9,7 +9,9 @@ resources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
+
+from services.common.processes import BACKENDS, PROCESS_SPECS, ProcessSpec
 
 IMAGE = "qun"
 IMAGE_TAG = "dev"
@@ -25,14 +27,10 @@ TOKEN_SECRET_ENV = "QUN_TOKEN_SECRET"
 
 
 @dataclass(frozen=True)
-class Process:
-    name: str
-    module: str
-    grpc_port: int
-    metrics_port: int
-    database: bool  # owns a database, migrated by a one-shot job before it starts
-    backend: bool  # reached only through the gateway
-    http_port: int = 0  # the gateway's JSON-over-HTTP (Connect) port; 0: none
+class Process(ProcessSpec):
+    """A process as ``services.common.processes`` lists it, with what its deployment adds."""
+
+    backend: bool = True  # reached only through the gateway
     min_replicas: int = 2
     max_replicas: int = 6
     cpu_request: str = "100m"
@@ -40,11 +38,6 @@ class Process:
     cpu_limit: str = "1"
     memory_limit: str = "512Mi"
     target_cpu_percent: int = 70
-
-    @property
-    def addr_env(self) -> str:
-        """The variable that tells the gateway where this backend listens."""
-        return f"QUN_{self.name.upper()}_ADDR"
 
     @property
     def k8s_name(self) -> str:
@@ -67,21 +60,10 @@ TUNING: dict[str, dict[str, object]] = {
 
 def processes() -> list[Process]:
     """Backends first, then the gateway: the order ``make up`` starts them in."""
-    from services.common.processes import BACKENDS, PROCESS_SPECS
-
-    result = []
-    for spec in PROCESS_SPECS:
-        process = Process(
-            name=spec.name,
-            module=spec.module,
-            grpc_port=spec.grpc_port,
-            metrics_port=spec.metrics_port,
-            database=spec.database,
-            backend=spec.name in BACKENDS,
-            http_port=spec.http_port,
-        )
-        result.append(replace(process, **TUNING.get(spec.name, {})))  # type: ignore[arg-type]  # TUNING names Process fields
-    return result
+    return [
+        Process(**asdict(spec), backend=spec.name in BACKENDS, **TUNING.get(spec.name, {}))  # type: ignore[arg-type]  # TUNING names Process fields
+        for spec in PROCESS_SPECS
+    ]
 
 
 def by_name() -> dict[str, Process]:
