@@ -249,6 +249,16 @@ def test_M12_an_activity_in_the_last_minute_of_9999_refuses_a_trumpet_and_names_
         rules, group_level=3, on_sub_group=True, activity=fits, activity_ended_at=None, display_starts_at=fits.starts_at
     )
     assert early.figures["earliest"] == "9999-12-31T23:59:58+00:00"
+    edge = datetime.max.replace(tzinfo=UTC) - timedelta(seconds=60)  # + 60 s is the last moment a datetime holds
+    [early] = c.trumpet_failures(
+        rules,
+        group_level=3,
+        on_sub_group=True,
+        activity=c.Window(edge, last),
+        activity_ended_at=None,
+        display_starts_at=edge,
+    )
+    assert early.figures["earliest"] == "9999-12-31T23:59:59.999999+00:00"
     exact = c.Window(last - timedelta(seconds=60), last + timedelta(microseconds=999_999))
     on_time = c.trumpet_failures(  # exactly 60 s after the start, at the last second: early no more
         rules, group_level=3, on_sub_group=True, activity=exact, activity_ended_at=None, display_starts_at=last
