@@ -69,6 +69,8 @@ class GroupOperations(operations_pb2_grpc.GroupOperationsServiceServicer):
         fields.enum("job", request.job, operations_pb2.Job)
         if request.recompute and request.job != operations_pb2.JOB_LEVELS:
             fields.fail("recompute", "only the level job recomputes a month (T8)")
+        if request.period and request.job == operations_pb2.JOB_SLEEPING:
+            fields.fail("period", "the sleeping job takes no period: it sweeps as of now (C15)")
         fields.done()
         if request.job == operations_pb2.JOB_DAILY_COUNTS:
             counted = await self.backends.call(

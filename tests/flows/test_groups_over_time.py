@@ -602,11 +602,13 @@ async def test_T8_late_figures_recompute_the_month_and_ops_may_recompute_it(
     assert (OPS.subject, "level.recompute", "L1", "L1") in [
         (e.actor, e.action, e.old_value, e.new_value) for e in audit.entries
     ]
-    with pytest.raises(grpc.aio.AioRpcError) as wrong:
-        await ops.RunJob(
-            operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING, recompute=True), metadata=gw.auth(OPS)
-        )
-    assert wrong.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    for misread in (
+        operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING, recompute=True),
+        operations_pb2.RunJobRequest(job=operations_pb2.JOB_SLEEPING, period=month),  # it would have been ignored
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as wrong:
+            await ops.RunJob(misread, metadata=gw.auth(OPS))
+        assert wrong.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 @asynccontextmanager
