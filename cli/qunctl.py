@@ -62,12 +62,14 @@ from qun.common.v1 import groups_pb2 as common_pb2
 from qun.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.clock import clock_from_env
 from services.common.errors import error_info, failures_from_status, field_violations, status_from_error
+from services.common.validation import ID_PATTERN, ID_RULE
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 # The checkout this qunctl runs from (an editable install: `make`, `uv sync`), whose data/ the
 # local stack uses; an installed qunctl (the image) has none and uses ./data.
 CHECKOUT = Path(__file__).resolve().parents[1]
 STOP_WAIT_SECONDS = 30.0
+MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600  # a local token lives at most a year
 
 
 class Refused(Exception):
@@ -466,25 +468,25 @@ def parser() -> argparse.ArgumentParser:
     )
     call.add_argument("rpc", nargs="?", help="Service/Method of qun.gateway.v1 (--list shows them)")
     call.add_argument("-d", "--data", default="{}", help="the request as JSON (json_format: camelCase fields)")
-    call.add_argument("--as", dest="account", help="the caller's account id (the token's sub)")
+    call.add_argument("--as", dest="account", type=id_argument, help="the caller's account id (the token's sub)")
     call.add_argument("--role", choices=[r.value for r in Role])
-    call.add_argument("--store", help="the caller's store (store roles)")
+    call.add_argument("--store", type=id_argument, help="the caller's store (store roles)")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds; 0 waits for ever (a followed stream)")
     call.add_argument("--list", action="store_true", help="list every public RPC and its request type")
     call.set_defaults(func=cmd_call)
 
     token = sub.add_parser("token", help="mint a bearer token for local use")
-    token.add_argument("--as", dest="account", required=True)
+    token.add_argument("--as", dest="account", type=id_argument, required=True)
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--store")
-    token.add_argument("--ttl", type=int, default=3600)
+    token.add_argument("--store", type=id_argument)
+    token.add_argument("--ttl", type=ttl_argument, default=3600, help=f"seconds, 1 to {MAX_TOKEN_TTL_SECONDS}")
     token.set_defaults(func=cmd_token, local=True)
 
     report = sub.add_parser("report", help="report facts as an upstream system").add_subparsers(
         dest="fact", required=True
     )
     store = report.add_parser("store", help="a store, its main account, recent orders and 微淘 level")
-    store.add_argument("--store", required=True)
+    store.add_argument("--store", type=id_argument, required=True)
     store.add_argument("--main", required=True)
     store.add_argument("--platform", choices=["taobao", "tmall"], default="taobao")
     store.add_argument("--orders", type=int, default=0, help="paid orders in the last day")
@@ -499,8 +501,8 @@ def parser() -> argparse.ArgumentParser:
     consumer.set_defaults(func=cmd_report_consumer)
 
     create = sub.add_parser("create-group", help="create a group-set as a store's main account or a streamer")
-    create.add_argument("--as", dest="account", required=True)
-    create.add_argument("--store", help="the main account's store (store groups)")
+    create.add_argument("--as", dest="account", type=id_argument, required=True)
+    create.add_argument("--store", type=id_argument, help="the main account's store (store groups)")
     create.add_argument("--kind", choices=list(KINDS), default="store")
     create.add_argument("--name", required=True)
     create.add_argument(
@@ -517,7 +519,7 @@ def parser() -> argparse.ArgumentParser:
         ("explain-join", cmd_explain_join, "would this consumer be admitted, and if not why"),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--as", dest="account", required=True)
+        command.add_argument("--as", dest="account", type=id_argument, required=True)
         command.add_argument("--group", required=True)
         command.add_argument("--password")
         if name == "join":
@@ -526,11 +528,24 @@ def parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get-group", help="read a group-set")
     get.add_argument("--group", required=True)
-    get.add_argument("--as", dest="account", default="qunctl")
+    get.add_argument("--as", dest="account", type=id_argument, default="qunctl")
     get.add_argument("--role", default="ops", choices=[r.value for r in Role])
-    get.add_argument("--store")
+    get.add_argument("--store", type=id_argument)
     get.set_defaults(func=cmd_get_group)
     return root
+
+
+def id_argument(value: str) -> str:
+    """An account or store id as the gateway reads it from a token; it refuses a token naming any other."""
+    if not ID_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(f"must be {ID_RULE}, got {value!r}")
+    return value
+
+
+def ttl_argument(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_TOKEN_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TOKEN_TTL_SECONDS} seconds, got {value!r}")
+    return int(value)
 
 
 def port_base_argument(value: str) -> int | None:
