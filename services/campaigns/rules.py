@@ -372,8 +372,9 @@ def activity_cap_failures(rules: Rules, existing: Iterable[Window], window: Wind
 
 def _later_by(instant: datetime, delay: timedelta) -> str:
     """``instant + delay`` as ISO text; an activity starting in the last moments of year 9999 has no such time."""
-    if instant > datetime.max.replace(tzinfo=instant.tzinfo) - delay:
-        return "after 9999-12-31T23:59:59"
+    last = datetime.max.replace(tzinfo=instant.tzinfo)
+    if instant > last - delay:
+        return f"after {last.replace(microsecond=0, tzinfo=None).isoformat()}"
     return (instant + delay).isoformat()
 
 
